@@ -1,0 +1,248 @@
+"""The command line (the contract in DESIGN.md): parse, configure logging, run, map errors to exit codes.
+
+Exit codes: 0 success, 1 runtime failure, 2 bad usage or bad input (one line on stderr).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any, NoReturn
+
+from . import config, queries, queue
+from .config import Settings
+from .db import SCHEMA_VERSION, open_db
+from .errors import InputError, SenderError, UsageError
+from .intake import NewMessage, make_message, read_csv
+
+log = logging.getLogger("sender")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="python -m sender", description="An email sender that never sends twice.")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--db", help="queue database (default: $SENDER_DB, then sender.db)")
+    common.add_argument("--config", help="config file (default: $SENDER_CONFIG, then ./sender.toml)")
+    common.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
+    common.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
+
+    sub.add_parser("init", parents=[common], help="create or upgrade the queue database")
+
+    e = sub.add_parser("enqueue", parents=[common], help="queue messages from a CSV file or flags")
+    e.add_argument("--csv", metavar="FILE", help="header: to,subject,body[,name,campaign,send_at,from,dedupe_key,html]")
+    e.add_argument("--to")
+    e.add_argument("--subject")
+    e.add_argument("--body")
+    e.add_argument("--html", help="optional HTML alternative")
+    e.add_argument("--name", help="recipient display name")
+    e.add_argument("--campaign")
+    e.add_argument("--send-at", metavar="ISO8601")
+    e.add_argument("--dedupe-key")
+    e.add_argument("--from", dest="sender_from", metavar="ADDR",
+                   help="default From for rows without one (or $SENDER_FROM)")
+    e.add_argument("--skip-invalid", action="store_true", help="queue the good rows, list the bad ones")
+
+    r = sub.add_parser("run", parents=[common], help="send due messages (daemon, or --once for cron)")
+    r.add_argument("--smtp-host")
+    r.add_argument("--smtp-port", type=int)
+    r.add_argument("--once", action="store_true", help="send everything due now, then exit")
+    r.add_argument("--concurrency", type=int, help="SMTP sessions in this process (default 4)")
+    r.add_argument("--worker", metavar="NAME", help="worker name (default host:pid)")
+    tls = r.add_mutually_exclusive_group()
+    tls.add_argument("--starttls", action="store_true", default=None, dest="smtp_starttls")
+    tls.add_argument("--tls", action="store_true", default=None, dest="smtp_tls")
+    r.add_argument("--timeout", type=float, dest="smtp_timeout", help="SMTP timeout seconds (30)")
+    r.add_argument("--lease", type=float, help="claim lease seconds (300)")
+    r.add_argument("--poll", type=float, help="daemon poll interval seconds (2)")
+    r.add_argument("--batch", type=int, help="most rows per claim (64)")
+    r.add_argument("--retry-delay", type=float, help="first retry delay seconds (60)")
+    r.add_argument("--max-attempts", type=int, help="attempts before failed (5)")
+    r.add_argument("--grace", type=float, help="seconds in-flight sends get on SIGTERM (30)")
+    r.add_argument("--heartbeat", type=float, help="heartbeat interval seconds (5)")
+
+    s = sub.add_parser("status", parents=[common], help="counts per state")
+    s.add_argument("--json", action="store_true")
+
+    k = sub.add_parser("sink", parents=[common], help="local capture SMTP server (testing)")
+    k.add_argument("--host", default="127.0.0.1")
+    k.add_argument("--port", type=int, required=True)
+    k.add_argument("--maildir", required=True)
+    return p
+
+
+# --- commands ----------------------------------------------------------------------------------
+
+async def cmd_init(args: argparse.Namespace, settings: Settings) -> int:
+    async with open_db(settings.db, create=True):
+        pass
+    print(f"{settings.db}: queue database ready (schema version {SCHEMA_VERSION})")
+    return 0
+
+
+def _flag_row(args: argparse.Namespace) -> dict[str, str | None]:
+    return {"to": args.to, "subject": args.subject, "body": args.body, "html": args.html,
+            "name": args.name, "campaign": args.campaign, "send_at": args.send_at,
+            "dedupe_key": args.dedupe_key}
+
+
+async def cmd_enqueue(args: argparse.Namespace, settings: Settings) -> int:
+    default_from = args.sender_from or settings.sender_from
+    from_addr = from_name = None
+    if default_from:
+        from .intake import parse_from
+        try:
+            from_addr, from_name = parse_from(default_from)
+        except InputError as exc:
+            raise UsageError(f"--from: {exc.reason}") from None
+    if args.csv and any(v is not None for v in (args.to, args.subject, args.body)):
+        raise UsageError("give either --csv or --to/--subject/--body, not both")
+    if args.csv:
+        rows, total = _validated_csv(args.csv, args.skip_invalid, has_default_from=from_addr is not None)
+    elif args.to is not None or args.subject is not None or args.body is not None:
+        one = make_message(_flag_row(args), default_campaign=args.campaign)
+        if one.from_addr is None and from_addr is None:
+            raise UsageError("no From address: pass --from ADDR or set SENDER_FROM")
+        rows, total = iter([one]), 1
+    else:
+        raise UsageError("nothing to enqueue: give --csv FILE or --to, --subject and --body")
+    started = time.monotonic()
+    async with open_db(settings.db, create=True) as db:
+        with _progress(total) as advance:
+            result = await queue.enqueue(db, rows, from_addr=from_addr, from_name=from_name,
+                                         domain=settings.domain, now=time.time(), progress=advance)
+    print(f"queued {result.queued}, skipped {result.skipped} already queued "
+          f"({time.monotonic() - started:.1f}s)")
+    return 0
+
+
+def _validated_csv(path: str, skip_invalid: bool, *, has_default_from: bool) -> tuple[Iterator[NewMessage], int]:
+    """Pass 1 reads the whole file and checks every row; pass 2 (the iterator) streams the good ones."""
+    bad: list[InputError] = []
+    good = 0
+    for item in read_csv(path):
+        if isinstance(item, NewMessage) and item.from_addr is None and not has_default_from:
+            item = InputError("from: empty, and no default (pass --from ADDR or set SENDER_FROM)", item.line)
+        if isinstance(item, InputError):
+            bad.append(item)
+            if not skip_invalid and len(bad) > 100:
+                break
+        else:
+            good += 1
+    if bad and not skip_invalid:
+        more = f" (and {len(bad) - 1} more bad rows; nothing was queued)" if len(bad) > 1 else " (nothing was queued)"
+        raise UsageError(f"{path}: {bad[0]}{more}")
+    for err in bad:
+        print(f"skipped invalid {path}: {err}", file=sys.stderr)
+
+    def good_rows() -> Iterator[NewMessage]:
+        for item in read_csv(path):
+            if isinstance(item, NewMessage) and (item.from_addr or has_default_from):
+                yield item
+    return good_rows(), good
+
+
+@contextlib.contextmanager
+def _progress(total: int) -> Iterator[Any]:
+    """A rich progress bar on a terminal for large imports; silent otherwise."""
+    if total < 5000 or not sys.stderr.isatty():
+        yield None
+        return
+    from rich.progress import Progress
+
+    with Progress(transient=True) as bar:
+        task = bar.add_task("enqueue", total=total)
+        yield lambda n: bar.advance(task, n)
+
+
+async def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    from .daemon import Daemon
+    from .delivery import Session
+
+    async with open_db(settings.db) as db:
+        daemon = Daemon(db, settings, [Session(settings) for _ in range(settings.concurrency)])
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, daemon.request_stop)
+        try:
+            stats = await daemon.run(once=args.once)
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+    if stats.session_errors and stats.sent == 0 and stats.released:
+        print(f"error: could not deliver: {stats.session_errors[-1]}", file=sys.stderr)
+        return 1
+    return 0
+
+
+async def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    async with open_db(settings.db, readonly=True) as db:
+        counts = await queries.state_counts(db)
+        workers = await queries.worker_counts(db, time.time())
+    if args.json:
+        print(json.dumps({**counts, "workers": {"alive": workers.alive, "stopped": workers.stopped,
+                                                "presumed_dead": workers.presumed_dead}}))
+    else:
+        for state, n in counts.items():
+            print(f"{state:<10} {n:>9}")
+        print(f"{'total':<10} {sum(counts.values()):>9}")
+        print(f"workers    {workers.alive} alive, {workers.stopped} stopped, "
+              f"{workers.presumed_dead} presumed dead")
+    return 0
+
+
+async def cmd_sink(args: argparse.Namespace, settings: Settings) -> int:
+    from .sink import run_forever
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await run_forever(args.host, args.port, args.maildir, stop)
+    except OSError as exc:
+        raise UsageError(f"sink: cannot listen on {args.host}:{args.port}: {exc.strerror}") from exc
+    return 0
+
+
+COMMANDS = {"init": cmd_init, "enqueue": cmd_enqueue, "run": cmd_run, "status": cmd_status,
+            "sink": cmd_sink}
+
+_SETTING_FLAGS = ("db", "smtp_host", "smtp_port", "concurrency", "worker", "smtp_starttls", "smtp_tls",
+                  "smtp_timeout", "lease", "poll", "batch", "retry_delay", "max_attempts", "grace",
+                  "heartbeat")
+
+
+def _setup_logging(verbose: int, quiet: bool) -> None:
+    level = logging.WARNING if quiet else logging.DEBUG if verbose > 1 else logging.INFO
+    logging.basicConfig(level=level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if verbose < 2:
+        logging.getLogger("aiosqlite").setLevel(logging.WARNING)
+        logging.getLogger("mail.log").setLevel(logging.WARNING)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _setup_logging(args.verbose, args.quiet)
+    try:
+        flags = {name: getattr(args, name) for name in _SETTING_FLAGS if hasattr(args, name)}
+        settings = config.load(flags, config_path=args.config)
+        return asyncio.run(COMMANDS[args.command](args, settings))
+    except SenderError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130

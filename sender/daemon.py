@@ -1,0 +1,238 @@
+"""The sending loop: claim -> deliver -> record, with heartbeats, leases and graceful stop.
+
+One task (``run``) owns the database connection and does all writes: each turn records the
+outcomes that arrived since the last turn *and* claims just enough due rows for the sessions
+that are free now, in a single durable transaction. Sessions never touch the database, so a
+slow SMTP server can never hold a write lock, and one fsync serves many messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import socket
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from . import queue
+from .config import Settings
+from .db import Database
+from .delivery import Transport
+from .errors import DeliveryError, StoreError
+from .message import build
+from .queue import Claim, Outcome
+
+log = logging.getLogger(__name__)
+
+MAX_BACKOFF = 6 * 3600.0
+
+
+@dataclass
+class RunStats:
+    claimed: int = 0
+    sent: int = 0
+    retry: int = 0
+    failed: int = 0
+    unknown: int = 0
+    released: int = 0
+    expired: int = 0
+    session_errors: list[str] = field(default_factory=list)
+
+
+def backoff(base: float, attempt: int, rng: random.Random | None = None) -> float:
+    """Exponential backoff with +-20% jitter: base, 2*base, 4*base... capped at six hours."""
+    jitter = (rng or random).uniform(0.8, 1.2)
+    return min(MAX_BACKOFF, base * (2 ** max(0, attempt - 1))) * jitter
+
+
+class Daemon:
+    def __init__(self, db: Database, settings: Settings, sessions: Sequence[Transport],
+                 clock: Callable[[], float] = time.time) -> None:
+        self.db = db
+        self.settings = settings
+        self.sessions = list(sessions)
+        self.clock = clock
+        self.stats = RunStats()
+        self.worker_id = 0
+        self._free: list[Transport] = list(sessions)
+        self._pending: list[Outcome] = []
+        self._inflight: dict[int, tuple[Claim, asyncio.Task[None]]] = {}
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._hold_until = 0.0
+        self._session_failures = 0
+
+    # --- control ------------------------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        """First call: stop claiming, finish in-flight sends. Second call: stop now."""
+        if self._stopping:
+            log.warning("second stop signal: abandoning %d in-flight sends (their leases will expire)",
+                        len(self._inflight))
+            for _claim, task in self._inflight.values():
+                task.cancel()
+        else:
+            log.info("stopping: no new claims, %d in flight (grace %.0fs)",
+                     len(self._inflight), self.settings.grace)
+            self._stopping = True
+        self._wake.set()
+
+    # --- main loop ----------------------------------------------------------------------------
+
+    async def run(self, *, once: bool) -> RunStats:
+        s = self.settings
+        self.worker_id = await queue.register_worker(self.db, s.worker, os.getpid(), socket.gethostname(),
+                                                     self.clock())
+        log.info("worker %s (id %d) started: concurrency %d, %s", s.worker, self.worker_id,
+                 len(self.sessions), "once" if once else "daemon")
+        next_beat = 0.0
+        stop_deadline: float | None = None
+        try:
+            while True:
+                self._wake.clear()
+                now = self.clock()
+                if now >= next_beat:
+                    await self._heartbeat(now)
+                    next_beat = now + s.heartbeat
+                held = now < self._hold_until
+                limit = 0 if (self._stopping or held) else min(len(self._free), s.batch)
+                claimed: list[Claim] = []
+                if self._pending or limit:
+                    claimed = await self._exchange(limit, now)
+                if self._stopping:
+                    stop_deadline = stop_deadline or now + s.grace
+                    if not self._inflight or now >= stop_deadline:
+                        break
+                elif once and not self._inflight and not self._pending and not claimed:
+                    break
+                if claimed and len(claimed) == limit and self._free:
+                    continue
+                wait = max(0.0, next_beat - now)
+                if not self._inflight and not self._pending:
+                    wait = min(wait, s.poll if not held else self._hold_until - now)
+                if stop_deadline is not None:
+                    wait = min(wait, max(0.0, stop_deadline - now))
+                try:
+                    await asyncio.wait_for(self._wake.wait(), timeout=wait)
+                except TimeoutError:
+                    pass
+        finally:
+            await self._shutdown()
+        return self.stats
+
+    async def _exchange(self, limit: int, now: float) -> list[Claim]:
+        batch, self._pending = self._pending, []
+        try:
+            claims = await queue.exchange(self.db, batch, worker=self.settings.worker,
+                                          worker_id=self.worker_id, limit=limit,
+                                          lease=self.settings.lease, now=now)
+        except StoreError:
+            self._pending = batch + self._pending  # never lose an outcome: write it next turn
+            raise
+        for outcome in batch:
+            self._log_outcome(outcome)
+        for claim in claims:
+            session = self._free.pop()
+            task = asyncio.create_task(self._deliver(session, claim))
+            self._inflight[claim.id] = (claim, task)
+        self.stats.claimed += len(claims)
+        return claims
+
+    async def _heartbeat(self, now: float) -> None:
+        tokens = {claim.token for claim, _task in self._inflight.values()}
+        expired = await queue.heartbeat(self.db, self.worker_id, tokens, self.settings.lease, now)
+        for e in expired:
+            self.stats.expired += 1
+            log.warning("row=%s mid=%s worker=%s sending->unknown reason=lease expired (worker %s presumed dead)",
+                        e.id, e.mid, self.settings.worker, e.worker)
+
+    async def _shutdown(self) -> None:
+        tasks = [task for _claim, task in self._inflight.values()]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        try:
+            if self._pending:
+                batch, self._pending = self._pending, []
+                await queue.record(self.db, batch, self.clock())
+                for outcome in batch:
+                    self._log_outcome(outcome)
+            await queue.stop_worker(self.db, self.worker_id, self.clock())
+        finally:
+            await asyncio.gather(*(session.close() for session in self.sessions), return_exceptions=True)
+        log.info("worker %s stopped: sent %d, retry %d, failed %d, unknown %d, released %d",
+                 self.settings.worker, self.stats.sent, self.stats.retry, self.stats.failed,
+                 self.stats.unknown, self.stats.released)
+
+    # --- one message --------------------------------------------------------------------------
+
+    async def _deliver(self, session: Transport, claim: Claim) -> None:
+        outcome: Outcome | None = None
+        pause = 0.0
+        try:
+            outcome, pause = await self._attempt(session, claim)
+        except asyncio.CancelledError:
+            phase = getattr(session, "phase", "data")
+            status = "released" if phase in ("idle", "connect", "mail", "rcpt") else "unknown"
+            outcome = Outcome(claim.id, claim.token, status, None,
+                              f"stopped during {phase}", self.clock(), claim.mid, claim.recipient)
+            raise
+        finally:
+            if outcome is not None:
+                self._pending.append(outcome)
+            self._inflight.pop(claim.id, None)
+            self._wake.set()
+            if pause > 0:
+                self._hold_until = max(self._hold_until, self.clock() + pause)
+            self._free.append(session)
+
+    async def _attempt(self, session: Transport, claim: Claim) -> tuple[Outcome, float]:
+        def done(status: queue.OutcomeStatus, code: int | None, reply: str,
+                 due_at: float | None = None) -> Outcome:
+            return Outcome(claim.id, claim.token, status, code, reply, due_at, claim.mid, claim.recipient)
+
+        try:
+            envelope = build(message_id=claim.mid, from_addr=claim.from_addr, from_name=claim.from_name,
+                             to=claim.recipient, to_name=claim.to_name, subject=claim.subject,
+                             body_text=claim.body_text, body_html=claim.body_html, date=self.clock())
+        except (ValueError, TypeError, LookupError) as exc:
+            return done("failed", None, f"cannot build message: {exc}"), 0.0
+        try:
+            code, reply = await session.send(envelope)
+        except DeliveryError as err:
+            return self._classified(claim, err, done)
+        except Exception as exc:  # a bug, not an SMTP answer: the data may have left, so never resend
+            log.exception("row=%s mid=%s unexpected error while sending", claim.id, claim.mid)
+            return done("unknown", None, f"internal error while sending: {exc!r}"), 0.0
+        self._session_failures = 0
+        return done("sent", code, reply), 0.0
+
+    def _classified(self, claim: Claim, err: DeliveryError,
+                    done: Callable[..., Outcome]) -> tuple[Outcome, float]:
+        s = self.settings
+        now = self.clock()
+        if err.kind == "ambiguous":
+            return done("unknown", err.code, err.reply), 0.0
+        if err.kind == "permanent":
+            return done("failed", err.code, err.reply), 0.0
+        if err.session_level:
+            self._session_failures += 1
+            pause = backoff(min(s.retry_delay, 5.0), self._session_failures)
+            self.stats.session_errors.append(str(err))
+            log.warning("session error (%s): holding claims for %.1fs", err, pause)
+            return done("released", err.code, f"not attempted: {err}", now + pause), pause
+        if claim.attempt >= s.max_attempts:
+            return done("failed", err.code, f"gave up after {claim.attempt} attempts: {err.reply}"), 0.0
+        return done("retry", err.code, err.reply, now + backoff(s.retry_delay, claim.attempt)), 0.0
+
+    def _log_outcome(self, o: Outcome) -> None:
+        setattr(self.stats, o.status, getattr(self.stats, o.status) + 1)
+        level = logging.INFO if o.status in ("sent", "released") else logging.WARNING
+        to_state = {"retry": "scheduled", "released": "scheduled"}.get(o.status, o.status)
+        log.log(level, "row=%s mid=%s to=%s worker=%s sending->%s outcome=%s reply=%s",
+                o.id, o.mid, o.recipient, self.settings.worker, to_state, o.status,
+                (f"{o.code} " if o.code else "") + o.reply.replace("\n", " ")[:200])

@@ -1,0 +1,183 @@
+"""The one connection wrapper: pragmas, explicit transactions, migrations, schema checks.
+
+Every write goes through ``Database.write()``, which issues ``BEGIN IMMEDIATE`` itself (the
+connection runs with ``isolation_level=None`` so Python never opens a deferred transaction
+behind our back) and commits with ``synchronous=FULL``: when ``write()`` returns, the change
+survives a crash or a power cut. Readers open ``mode=ro`` and cannot write by accident.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from .errors import NoDatabase, NotOurDatabase, SchemaTooNew, StoreError
+from .schema import APPLICATION_ID, MIGRATIONS
+
+log = logging.getLogger(__name__)
+
+BUSY_TIMEOUT_MS = 5000
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+class Database:
+    """An open queue file. Use ``open_db``; do not construct directly."""
+
+    def __init__(self, conn: aiosqlite.Connection, path: str, readonly: bool) -> None:
+        self.conn = conn
+        self.path = path
+        self.readonly = readonly
+        self._lock = asyncio.Lock()
+
+    async def fetchall(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[sqlite3.Row]:
+        async with self.conn.execute(sql, params) as cur:
+            return list(await cur.fetchall())
+
+    async def fetchone(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> sqlite3.Row | None:
+        async with self.conn.execute(sql, params) as cur:
+            return await cur.fetchone()
+
+    async def execute(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> int:
+        """Run one statement; return the number of rows it changed."""
+        async with self.conn.execute(sql, params) as cur:
+            return cur.rowcount
+
+    async def executemany(self, sql: str, rows: Iterable[Sequence[Any] | dict[str, Any]]) -> None:
+        await self.conn.executemany(sql, rows)
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[Database]:
+        """One durable ``BEGIN IMMEDIATE`` transaction; rolled back if the block raises."""
+        if self.readonly:
+            raise StoreError(f"{self.path}: opened read-only")
+        async with self._lock:
+            await self._begin()
+            try:
+                yield self
+            except BaseException:
+                await self.conn.execute("ROLLBACK")
+                raise
+            try:
+                await self.conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if self.conn.in_transaction:
+                    await self.conn.execute("ROLLBACK")
+                raise StoreError(f"{self.path}: commit failed: {exc}") from exc
+
+    async def _begin(self) -> None:
+        # busy_timeout already waits; a BEGIN that still finds the file locked is retried here,
+        # which is safe because nothing has happened yet.
+        deadline = time.monotonic() + 60.0
+        while True:
+            try:
+                await self.conn.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                if not _is_busy(exc) or time.monotonic() > deadline:
+                    raise StoreError(f"{self.path}: cannot start a write: {exc}") from exc
+                log.warning("database busy, waiting to write: %s", exc)
+                await asyncio.sleep(0.05)
+
+
+def _is_busy(exc: sqlite3.Error) -> bool:
+    text = str(exc).lower()
+    return "locked" in text or "busy" in text
+
+
+@asynccontextmanager
+async def open_db(path: str, *, readonly: bool = False, create: bool = False) -> AsyncIterator[Database]:
+    """Open (and with ``create``, initialise or migrate) the queue at ``path``."""
+    file = Path(path)
+    if not create and not file.exists():
+        raise NoDatabase(f"no queue database at {path} (create it with: python -m sender init --db {path})")
+    if readonly:
+        target, uri = file.resolve().as_uri() + "?mode=ro", True
+    else:
+        target, uri = str(file), False
+    try:
+        conn = await aiosqlite.connect(target, uri=uri, isolation_level=None)
+    except sqlite3.Error as exc:
+        raise StoreError(f"cannot open {path}: {exc}") from exc
+    try:
+        conn.row_factory = sqlite3.Row
+        db = Database(conn, path, readonly)
+        try:
+            await _configure(db)
+            await _check_or_migrate(db, migrate=not readonly)
+        except sqlite3.DatabaseError as exc:
+            if "not a database" in str(exc) or "malformed" in str(exc):
+                raise NotOurDatabase(f"{path} is not a sender queue database ({exc})") from exc
+            raise StoreError(f"{path}: {exc}") from exc
+        yield db
+    finally:
+        await conn.close()
+
+
+async def _configure(db: Database) -> None:
+    await db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    await db.execute("PRAGMA foreign_keys = ON")
+    if not db.readonly:
+        await db.execute("PRAGMA journal_mode = WAL")
+    await db.execute("PRAGMA synchronous = FULL")
+
+
+async def _header(db: Database) -> tuple[int, int, int]:
+    app = (await db.fetchone("PRAGMA application_id"))[0]  # type: ignore[index]
+    version = (await db.fetchone("PRAGMA user_version"))[0]  # type: ignore[index]
+    tables = (await db.fetchone("SELECT count(*) FROM sqlite_master"))[0]  # type: ignore[index]
+    return app, version, tables
+
+
+async def _check_or_migrate(db: Database, *, migrate: bool) -> None:
+    app, version, tables = await _header(db)
+    fresh = app == 0 and tables == 0
+    if not fresh and app != APPLICATION_ID:
+        raise NotOurDatabase(f"{db.path} is an SQLite file but not a sender queue database")
+    if version > SCHEMA_VERSION:
+        raise SchemaTooNew(
+            f"{db.path} has schema version {version}, newer than this sender ({SCHEMA_VERSION}); "
+            "upgrade the sender"
+        )
+    if version == SCHEMA_VERSION:
+        return
+    if not migrate:
+        if fresh:
+            raise NotOurDatabase(f"{db.path} is empty, not a sender queue database")
+        raise StoreError(f"{db.path} has schema version {version}; run `python -m sender init` to upgrade")
+    for number, (name, sql) in enumerate(MIGRATIONS, start=1):
+        async with db.write():
+            current = (await db.fetchone("PRAGMA user_version"))[0]  # type: ignore[index]
+            if current >= number:
+                continue  # another process applied it meanwhile
+            for statement in _statements(sql):
+                await db.execute(statement)
+            await db.execute(
+                "INSERT INTO schema_migrations(version, name, applied_at) VALUES (?, ?, ?)",
+                (number, name, time.time()),
+            )
+            await db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+            await db.execute(f"PRAGMA user_version = {number}")
+        log.info("applied migration %s to %s", name, db.path)
+
+
+def _statements(script: str) -> list[str]:
+    """Split a script into statements (trigger bodies contain semicolons)."""
+    out: list[str] = []
+    buf = ""
+    for line in script.splitlines(keepends=True):
+        buf += line
+        if sqlite3.complete_statement(buf):
+            if buf.strip():
+                out.append(buf.strip())
+            buf = ""
+    if buf.strip():
+        out.append(buf.strip())
+    return out

@@ -1,0 +1,141 @@
+"""SMTP delivery with aiosmtplib: reusable sessions and the one place SMTP errors are classified.
+
+Each ``Session`` keeps one connection open and sends many messages over it. Every failure is
+translated here, and only here, into a ``DeliveryError`` whose ``kind`` drives the state machine:
+
+* ``transient``: provably not delivered (a 4xx reply, or the line broke before the message data
+  was handed over). Retry with backoff.
+* ``permanent``: a 5xx reply, or a message that cannot be built. Failed, reason stored.
+* ``ambiguous``: the connection died or timed out while the data phase was under way, so the
+  server may have accepted the message. ``unknown``, never resent automatically.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import ssl
+from typing import Protocol
+
+import aiosmtplib
+
+from .config import Settings
+from .errors import DeliveryError, Kind
+from .message import Envelope
+
+log = logging.getLogger(__name__)
+
+
+class Transport(Protocol):
+    """What the daemon needs from a session; the null transport in benchmarks also fits."""
+
+    async def send(self, envelope: Envelope) -> tuple[int, str]: ...
+
+    async def close(self) -> None: ...
+
+
+def classify(exc: BaseException, phase: str) -> DeliveryError:
+    """Translate an aiosmtplib/OS exception raised during ``phase`` into a ``DeliveryError``."""
+    if isinstance(exc, aiosmtplib.SMTPConnectResponseError):
+        return DeliveryError("transient", "greeting", exc.code, exc.message)
+    if isinstance(exc, aiosmtplib.SMTPAuthenticationError):
+        return DeliveryError("transient", "auth", exc.code, exc.message)
+    if isinstance(exc, aiosmtplib.SMTPResponseException):
+        if phase in ("connect", "auth"):
+            return DeliveryError("transient", phase, exc.code, exc.message)
+        kind: Kind = "transient" if 400 <= exc.code < 500 else "permanent"
+        return DeliveryError(kind, phase, exc.code, exc.message)
+    if isinstance(exc, aiosmtplib.SMTPNotSupported):
+        return DeliveryError("transient", "connect", None, str(exc))
+    if isinstance(exc, OSError | TimeoutError | aiosmtplib.SMTPException | asyncio.TimeoutError):
+        what = "timed out" if isinstance(exc, TimeoutError | asyncio.TimeoutError) else "connection lost"
+        if phase == "data":
+            return DeliveryError("ambiguous", phase, None, f"{what} during DATA: {exc}")
+        return DeliveryError("transient", phase, None, f"{what}: {exc}")
+    if isinstance(exc, ValueError):
+        return DeliveryError("permanent", phase, None, f"refused by client: {exc}")
+    raise TypeError(f"unclassified delivery exception: {exc!r}") from exc
+
+
+class Session:
+    """One reusable SMTP connection (opened lazily, reopened after a failure)."""
+
+    def __init__(self, settings: Settings, hostname: str | None = None) -> None:
+        self._settings = settings
+        self._hostname = hostname or socket.gethostname()
+        self._smtp: aiosmtplib.SMTP | None = None
+        self.phase = "idle"
+
+    async def _connect(self) -> aiosmtplib.SMTP:
+        s = self._settings
+        smtp = aiosmtplib.SMTP(
+            hostname=s.smtp_host, port=s.smtp_port, timeout=s.smtp_timeout,
+            use_tls=s.smtp_tls, start_tls=True if s.smtp_starttls else False,
+            local_hostname=self._hostname,
+            tls_context=ssl.create_default_context() if (s.smtp_tls or s.smtp_starttls) else None,
+        )
+        await smtp.connect()
+        if s.smtp_user:
+            try:
+                await smtp.login(s.smtp_user, s.smtp_password or "")
+            except BaseException:
+                smtp.close()
+                raise
+        return smtp
+
+    async def send(self, envelope: Envelope) -> tuple[int, str]:
+        """Send one message; return the server's final (code, reply) or raise ``DeliveryError``."""
+        self.phase = "connect"
+        try:
+            if self._smtp is None or not self._smtp.is_connected:
+                self._smtp = None
+                self._smtp = await self._connect()
+            smtp = self._smtp
+            self.phase = "mail"
+            await smtp.mail(envelope.sender)
+            self.phase = "rcpt"
+            await smtp.rcpt(envelope.recipient)
+            self.phase = "data"
+            response = await smtp.data(envelope.data)
+        except (aiosmtplib.SMTPException, OSError, TimeoutError, ValueError) as exc:
+            error = classify(exc, self.phase)
+            self.phase = "idle"
+            await self._recover(error)
+            raise error from exc
+        # On cancellation ``phase`` is left as it was, so the caller can tell whether the
+        # data may have left (see Daemon._deliver).
+        self.phase = "idle"
+        return response.code, response.message
+
+    async def _recover(self, error: DeliveryError) -> None:
+        """Leave the session usable: RSET after a refused transaction, else drop the line."""
+        smtp = self._smtp
+        if smtp is None:
+            return
+        if error.code is not None and error.phase in ("mail", "rcpt", "data") and smtp.is_connected:
+            try:
+                await smtp.rset()
+                return
+            except (aiosmtplib.SMTPException, OSError, TimeoutError):
+                pass
+        smtp.close()
+        self._smtp = None
+
+    async def close(self) -> None:
+        smtp, self._smtp = self._smtp, None
+        if smtp is not None and smtp.is_connected:
+            try:
+                await smtp.quit()
+            except (aiosmtplib.SMTPException, OSError, TimeoutError):
+                smtp.close()
+
+
+class NullSession:
+    """Accepts everything without a network: for pipeline benchmarks."""
+
+    async def send(self, envelope: Envelope) -> tuple[int, str]:
+        return 250, "OK (null transport)"
+
+    async def close(self) -> None:
+        return None

@@ -1,0 +1,82 @@
+"""One error tree for the whole sender.
+
+::
+
+    SenderError
+    ├── UsageError              bad flags, bad config, bad input (exit 2)
+    │   └── InputError          a row of enqueue input that cannot be queued
+    ├── StoreError              the SQLite queue (exit 1 unless noted)
+    │   ├── NoDatabase          no queue file at that path (exit 2)
+    │   ├── NotOurDatabase      file is not a sender queue (exit 2)
+    │   ├── SchemaTooNew        file was written by a newer sender (exit 2)
+    │   └── ClaimRefused        the SendLog unique index refused a claim
+    └── DeliveryError           one SMTP attempt; carries code, phase and kind
+        kinds: "transient" (provably not delivered, retry), "permanent" (failed),
+               "ambiguous" (the data may have reached the server: unknown)
+
+Library exceptions (aiosmtplib, sqlite3) are translated in exactly one place each:
+``delivery.classify`` and ``db``.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+Kind = Literal["transient", "permanent", "ambiguous"]
+
+
+class SenderError(Exception):
+    """Base of every error this package raises on purpose."""
+
+    exit_code = 1
+
+
+class UsageError(SenderError):
+    """The user asked for something impossible; nothing was changed."""
+
+    exit_code = 2
+
+
+class InputError(UsageError):
+    """One input row is invalid; ``line`` is its 1-based line in the source."""
+
+    def __init__(self, reason: str, line: int | None = None) -> None:
+        self.reason = reason
+        self.line = line
+        super().__init__(f"line {line}: {reason}" if line is not None else reason)
+
+
+class StoreError(SenderError):
+    """The queue database could not do what was asked."""
+
+
+class NoDatabase(StoreError):
+    exit_code = 2
+
+
+class NotOurDatabase(StoreError):
+    exit_code = 2
+
+
+class SchemaTooNew(StoreError):
+    exit_code = 2
+
+
+class ClaimRefused(StoreError):
+    """A claim hit the SendLog unique index: some message already has a live entry."""
+
+
+class DeliveryError(SenderError):
+    """One failed SMTP attempt, already classified."""
+
+    def __init__(self, kind: Kind, phase: str, code: int | None, reply: str) -> None:
+        self.kind: Kind = kind
+        self.phase = phase
+        self.code = code
+        self.reply = reply
+        super().__init__(f"{kind} at {phase}: {code or '-'} {reply}".rstrip())
+
+    @property
+    def session_level(self) -> bool:
+        """True when the session never reached a message (connect/greeting/auth)."""
+        return self.phase in ("connect", "greeting", "auth")

@@ -1,0 +1,180 @@
+"""Validating enqueue input (CSV rows or flags) into ``NewMessage`` values.
+
+Everything a header could be built from is checked here, before anything is written: address
+syntax (stdlib ``email``), no CR/LF in any header value (no header injection, no smuggled
+recipient), required fields, parseable ``send_at``, bounded sizes. A row that passes here can
+always be turned into a message later.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.errors import HeaderParseError
+from email.headerregistry import Address
+from email.utils import parseaddr
+from pathlib import Path
+
+from .errors import InputError, UsageError
+
+COLUMNS_REQUIRED = ("to", "subject", "body")
+COLUMNS_OPTIONAL = ("name", "campaign", "send_at", "from", "dedupe_key", "html")
+MAX_BODY_BYTES = 2 * 1024 * 1024
+MAX_HEADER_CHARS = 998
+DEFAULT_CAMPAIGN = "default"
+_DOMAIN = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}$|"
+                     r"^(?=.{1,253}$)([A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+xn--[A-Za-z0-9-]+$")
+
+_EXTRA = "\x00extra"
+
+csv.field_size_limit(MAX_BODY_BYTES + 1)
+
+
+@dataclass(frozen=True, slots=True)
+class NewMessage:
+    """One validated message to queue. ``send_at`` is Unix seconds or None for now."""
+
+    to: str
+    subject: str
+    body: str
+    name: str | None = None
+    campaign: str = DEFAULT_CAMPAIGN
+    send_at: float | None = None
+    from_addr: str | None = None
+    from_name: str | None = None
+    dedupe_key: str | None = None
+    html: str | None = None
+    line: int = 0
+
+    @property
+    def key(self) -> str:
+        """The idempotency key: explicit, else campaign + recipient."""
+        return self.dedupe_key or f"{self.campaign}\x1f{self.to.lower()}"
+
+
+def check_header(field: str, value: str) -> str:
+    if "\r" in value or "\n" in value:
+        raise InputError(f"{field}: contains a line break (CR/LF), refused to prevent header injection")
+    if len(value) > MAX_HEADER_CHARS:
+        raise InputError(f"{field}: longer than {MAX_HEADER_CHARS} characters")
+    return value
+
+
+def check_address(field: str, value: str) -> str:
+    """Return the normalised addr-spec or raise ``InputError`` with a reason."""
+    check_header(field, value)
+    value = value.strip()
+    if not value:
+        raise InputError(f"{field}: empty address")
+    try:
+        addr = Address(addr_spec=value)
+    except (ValueError, IndexError, HeaderParseError) as exc:
+        raise InputError(f"{field}: invalid address {value!r} ({exc})") from exc
+    domain = addr.domain
+    if not domain.isascii():
+        try:
+            domain = domain.encode("idna").decode("ascii")
+        except UnicodeError as exc:
+            raise InputError(f"{field}: invalid domain in {value!r}") from exc
+    if not _DOMAIN.match(domain):
+        raise InputError(f"{field}: invalid domain in address {value!r}")
+    return f"{addr.addr_spec.rsplit('@', 1)[0]}@{domain}"
+
+
+def parse_from(value: str) -> tuple[str, str | None]:
+    """Accept ``addr`` or ``Name <addr>``; return (addr, name)."""
+    check_header("from", value)
+    name, addr = parseaddr(value)
+    if not addr or ("<" in value and ">" not in value):
+        raise InputError(f"from: invalid address {value!r}")
+    return check_address("from", addr), (name or None)
+
+
+def parse_when(value: str) -> float:
+    """ISO 8601 to Unix seconds; a time without an offset is taken as UTC."""
+    try:
+        when = datetime.fromisoformat(value.strip())
+    except ValueError as exc:
+        raise InputError(f"send_at: not an ISO 8601 time: {value!r}") from exc
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when.timestamp()
+
+
+def make_message(raw: dict[str, str | None], *, line: int = 0, default_campaign: str | None = None) -> NewMessage:
+    """Validate one input record (CSV row or flags)."""
+    try:
+        def get(key: str) -> str:
+            return (raw.get(key) or "").strip() if key != "body" and key != "html" else (raw.get(key) or "")
+
+        for key in COLUMNS_REQUIRED:
+            if not get(key).strip():
+                raise InputError(f"{key}: required, but empty")
+        to = check_address("to", get("to"))
+        subject = check_header("subject", get("subject"))
+        name = check_header("name", get("name")) or None
+        campaign = check_header("campaign", get("campaign")) or default_campaign or DEFAULT_CAMPAIGN
+        body, html = get("body"), get("html") or None
+        size = len(body.encode("utf-8", "surrogateescape")) + len((html or "").encode("utf-8", "surrogateescape"))
+        if size > MAX_BODY_BYTES:
+            raise InputError(f"body: {size} bytes, over the {MAX_BODY_BYTES} byte limit")
+        from_addr, from_name = parse_from(get("from")) if get("from") else (None, None)
+        send_at = parse_when(get("send_at")) if get("send_at") else None
+        dedupe = check_header("dedupe_key", get("dedupe_key")) or None
+    except InputError as exc:
+        raise InputError(exc.reason, line) from None
+    return NewMessage(to=to, subject=subject, body=body, name=name, campaign=campaign, send_at=send_at,
+                      from_addr=from_addr, from_name=from_name, dedupe_key=dedupe, html=html, line=line)
+
+
+def read_csv(path: str) -> Iterator[NewMessage | InputError]:
+    """Stream a CSV file: yield a ``NewMessage`` per good row and an ``InputError`` per bad one.
+
+    Raises ``UsageError`` for problems with the file as a whole (missing, not UTF-8, bad header).
+    """
+    file = Path(path)
+    if not file.is_file():
+        raise UsageError(f"{path}: no such file")
+    with file.open(encoding="utf-8-sig", newline="") as fh:
+        try:
+            reader = csv.DictReader(fh, restkey=_EXTRA)
+            header = reader.fieldnames
+            if not header:
+                raise UsageError(f"{path}: empty file, expected a header line "
+                                 f"({','.join(COLUMNS_REQUIRED)}[,{','.join(COLUMNS_OPTIONAL)}])")
+            names = [h.strip().lower() for h in header]
+            missing = [c for c in COLUMNS_REQUIRED if c not in names]
+            if missing:
+                raise UsageError(f"{path}: header lacks column(s) {', '.join(missing)} "
+                                 f"(header: {','.join(COLUMNS_REQUIRED)}[,{','.join(COLUMNS_OPTIONAL)}])")
+            unknown = [h for h in names if h not in COLUMNS_REQUIRED + COLUMNS_OPTIONAL]
+            if unknown:
+                raise UsageError(f"{path}: unknown column(s) {', '.join(unknown)} "
+                                 f"(allowed: {','.join(COLUMNS_REQUIRED + COLUMNS_OPTIONAL)})")
+            if len(set(names)) != len(names):
+                raise UsageError(f"{path}: a column appears twice in the header")
+            reader.fieldnames = names
+            start = reader.line_num + 1
+            for row in reader:
+                if _EXTRA in row:
+                    extra = len(row[_EXTRA])  # type: ignore[arg-type]
+                    yield InputError(f"{len(header) + extra} fields, header has {len(header)}", start)
+                elif any(v is None for v in row.values()):
+                    yield InputError(f"fewer fields than the header's {len(header)}", start)
+                else:
+                    try:
+                        yield make_message(row, line=start)
+                    except InputError as exc:
+                        yield exc
+                start = reader.line_num + 1
+        except UnicodeDecodeError as exc:
+            raise UsageError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start} of a read block); "
+                             "convert it with: iconv -f LATIN1 -t UTF-8") from exc
+        except csv.Error as exc:
+            reason = str(exc)
+            if "field larger" in reason:
+                reason = f"a field is larger than the {MAX_BODY_BYTES} byte limit"
+            raise UsageError(f"{path}: line {reader.line_num}: {reason}") from exc

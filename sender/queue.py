@@ -1,0 +1,328 @@
+"""The write path of the queue: enqueue, claim, outcomes, leases, workers.
+
+The claim is the heart of the project (invariants 1 and 2): one ``BEGIN IMMEDIATE``
+transaction moves due rows ``scheduled -> sending`` with a conditional ``UPDATE ... RETURNING``
+and inserts their SendLog rows; it commits with ``synchronous=FULL`` before the caller may
+speak SMTP about them. If the SendLog unique index refuses an insert, the claim is rolled back
+(to a savepoint, so outcomes written in the same transaction survive) and the offending rows
+are moved to ``unknown`` for an operator: never sent, never silently skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import sqlite3
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from .db import Database
+from .intake import NewMessage
+from .message import make_message_id
+
+log = logging.getLogger(__name__)
+
+OutcomeStatus = Literal["sent", "retry", "failed", "unknown", "released"]
+
+
+@dataclass(frozen=True, slots=True)
+class EnqueueResult:
+    queued: int
+    skipped: int
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A claimed message: everything needed to send it, plus the fence token."""
+
+    id: int
+    mid: str
+    token: str
+    attempt: int
+    recipient: str
+    to_name: str | None
+    campaign: str
+    from_addr: str
+    from_name: str | None
+    subject: str
+    body_text: str
+    body_html: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What happened to one claim. ``due_at`` is used by ``retry`` and ``released``."""
+
+    id: int
+    token: str
+    status: OutcomeStatus
+    code: int | None = None
+    reply: str = ""
+    due_at: float | None = None
+    mid: str = ""
+    recipient: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Expired:
+    id: int
+    mid: str
+    worker: str
+
+
+# --- enqueue ---------------------------------------------------------------------------------
+
+async def enqueue(db: Database, rows: Iterable[NewMessage], *, from_addr: str | None,
+                  from_name: str | None, domain: str | None, now: float, chunk: int = 2000,
+                  progress: Callable[[int], None] | None = None) -> EnqueueResult:
+    """Queue validated messages idempotently (a repeated dedupe key is skipped, not queued).
+
+    Commits every ``chunk`` rows so a long import never holds the write lock for long; a
+    re-run after a crash skips what was already committed.
+    """
+    queued = skipped = 0
+    batch: list[NewMessage] = []
+    campaigns: dict[str, int] = {}
+
+    async def flush() -> None:
+        nonlocal queued, skipped
+        async with db.write():
+            q, s = await _enqueue_chunk(db, batch, campaigns, from_addr, from_name, domain, now)
+        queued, skipped = queued + q, skipped + s
+        if progress:
+            progress(len(batch))
+        batch.clear()
+
+    for row in rows:
+        batch.append(row)
+        if len(batch) >= chunk:
+            await flush()
+    if batch:
+        await flush()
+    return EnqueueResult(queued, skipped)
+
+
+async def _enqueue_chunk(db: Database, rows: list[NewMessage], campaigns: dict[str, int],
+                         from_addr: str | None, from_name: str | None, domain: str | None,
+                         now: float) -> tuple[int, int]:
+    keys = json.dumps([r.key for r in rows])
+    seen = {r[0] for r in await db.fetchall(
+        "SELECT dedupe_key FROM messages WHERE dedupe_key IN (SELECT value FROM json_each(?))", (keys,))}
+    fresh: list[NewMessage] = []
+    for r in rows:
+        if r.key not in seen:
+            seen.add(r.key)
+            fresh.append(r)
+    if not fresh:
+        return 0, len(rows)
+
+    for name in {r.campaign for r in fresh} - campaigns.keys():
+        await db.execute("INSERT INTO campaigns(name, created_at) VALUES (?, ?) ON CONFLICT(name) DO NOTHING",
+                         (name, now))
+        campaigns[name] = (await db.fetchone("SELECT id FROM campaigns WHERE name = ?", (name,)))[0]  # type: ignore[index]
+
+    await db.executemany(
+        "INSERT INTO recipients(email, name) VALUES (?, ?) "
+        "ON CONFLICT(email) DO UPDATE SET name = coalesce(excluded.name, name)",
+        [(r.to, r.name) for r in fresh])
+    recipient_ids = {row[1].lower(): row[0] for row in await db.fetchall(
+        "SELECT id, email FROM recipients WHERE email IN (SELECT value FROM json_each(?))",
+        (json.dumps([r.to for r in fresh]),))}
+
+    base = (await db.fetchone("SELECT coalesce(max(id), 0) FROM messages"))[0]  # type: ignore[index]
+    messages, bodies = [], []
+    for offset, r in enumerate(fresh, start=1):
+        row_id = base + offset
+        sender = r.from_addr or from_addr
+        if sender is None:
+            raise ValueError("enqueue: no From address (validated earlier)")
+        mid = make_message_id(row_id, domain or sender.rpartition("@")[2])
+        messages.append((row_id, campaigns[r.campaign], recipient_ids[r.to.lower()], r.key, mid,
+                         r.send_at if r.send_at is not None else now, now, now))
+        bodies.append((row_id, sender, r.from_name if r.from_addr else from_name, r.name, r.subject,
+                       r.body, r.html))
+    await db.executemany(
+        "INSERT INTO messages(id, campaign_id, recipient_id, dedupe_key, message_id, due_at, "
+        "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", messages)
+    await db.executemany(
+        "INSERT INTO message_bodies(message_id, from_addr, from_name, to_name, subject, body_text, "
+        "body_html) VALUES (?, ?, ?, ?, ?, ?, ?)", bodies)
+    return len(fresh), len(rows) - len(fresh)
+
+
+# --- claim and outcomes ----------------------------------------------------------------------
+
+_CLAIM = """
+UPDATE messages
+   SET state = 'sending', claim_token = :token, worker = :worker, lease_until = :lease,
+       updated_at = :now
+ WHERE id IN (SELECT id FROM messages
+               WHERE state = 'scheduled' AND due_at <= :now
+               ORDER BY due_at, id LIMIT :limit)
+   AND state = 'scheduled'
+RETURNING id
+"""
+
+_LOG_CLAIM = """
+INSERT INTO send_log(message_id, dedupe_key, mid, recipient, campaign, attempt, worker,
+                     claim_token, status, claimed_at)
+SELECT m.id, m.dedupe_key, m.message_id, r.email, c.name, m.attempts + 1, :worker, :token,
+       'sending', :now
+  FROM messages m JOIN recipients r ON r.id = m.recipient_id JOIN campaigns c ON c.id = m.campaign_id
+ WHERE m.id IN (SELECT value FROM json_each(:ids))
+"""
+
+_CLAIMED = """
+SELECT m.id, m.message_id, m.attempts + 1, r.email, coalesce(b.to_name, r.name), c.name,
+       b.from_addr, b.from_name, b.subject, b.body_text, b.body_html
+  FROM messages m JOIN recipients r ON r.id = m.recipient_id
+  JOIN campaigns c ON c.id = m.campaign_id JOIN message_bodies b ON b.message_id = m.id
+ WHERE m.id IN (SELECT value FROM json_each(:ids))
+ ORDER BY m.due_at, m.id
+"""
+
+
+async def exchange(db: Database, outcomes: Sequence[Outcome], *, worker: str, worker_id: int,
+                   limit: int, lease: float, now: float) -> list[Claim]:
+    """Record ``outcomes`` and claim up to ``limit`` due messages, in one durable transaction."""
+    async with db.write():
+        if outcomes:
+            await _record(db, outcomes, now)
+        if limit <= 0 or await is_paused(db):
+            return []
+        return await _claim(db, worker=worker, worker_id=worker_id, limit=limit, lease=lease, now=now)
+
+
+async def claim(db: Database, *, worker: str, worker_id: int, limit: int, lease: float,
+                now: float) -> list[Claim]:
+    return await exchange(db, (), worker=worker, worker_id=worker_id, limit=limit, lease=lease, now=now)
+
+
+async def record(db: Database, outcomes: Sequence[Outcome], now: float) -> None:
+    async with db.write():
+        await _record(db, outcomes, now)
+
+
+async def _claim(db: Database, *, worker: str, worker_id: int, limit: int, lease: float,
+                 now: float) -> list[Claim]:
+    token = f"{worker_id}.{secrets.token_hex(6)}"
+    params = {"token": token, "worker": worker, "lease": now + lease, "now": now, "limit": limit}
+    await db.execute("SAVEPOINT claim")
+    ids = [r[0] for r in await db.fetchall(_CLAIM, params)]
+    if not ids:
+        await db.execute("RELEASE claim")
+        return []
+    id_list = json.dumps(ids)
+    try:
+        await db.execute(_LOG_CLAIM, {"worker": worker, "token": token, "now": now, "ids": id_list})
+    except sqlite3.IntegrityError as exc:
+        await db.execute("ROLLBACK TO claim")
+        await db.execute("RELEASE claim")
+        await _quarantine(db, ids, worker, now, str(exc))
+        return []
+    await db.execute("RELEASE claim")
+    return [Claim(id=r[0], mid=r[1], token=token, attempt=r[2], recipient=r[3], to_name=r[4],
+                  campaign=r[5], from_addr=r[6], from_name=r[7], subject=r[8], body_text=r[9],
+                  body_html=r[10])
+            for r in await db.fetchall(_CLAIMED, {"ids": id_list})]
+
+
+async def _quarantine(db: Database, ids: list[int], worker: str, now: float, error: str) -> None:
+    """Rows the SendLog index refused: a live attempt already exists, so never send; surface it."""
+    rows = await db.fetchall(
+        "SELECT m.id, m.message_id FROM messages m WHERE m.id IN (SELECT value FROM json_each(?)) "
+        "AND m.state = 'scheduled' AND EXISTS (SELECT 1 FROM send_log s WHERE s.status IN "
+        "('sending','sent','unknown') AND (s.message_id = m.id OR s.dedupe_key = m.dedupe_key))",
+        (json.dumps(ids),))
+    reason = f"claim refused by SendLog unique index ({error}); a live or successful attempt exists"
+    for row_id, mid in rows:
+        await db.execute("UPDATE messages SET state = 'unknown', last_reply = ?, updated_at = ? "
+                         "WHERE id = ? AND state = 'scheduled'", (reason, now, row_id))
+        await db.execute("INSERT INTO audit(at, actor, action, message_id, detail) VALUES (?, ?, ?, ?, ?)",
+                         (now, worker, "claim-refused", row_id, reason))
+        log.error("row=%s mid=%s worker=%s scheduled->unknown reason=%s", row_id, mid, worker, reason)
+
+
+_STATE_OF = {"sent": "sent", "retry": "scheduled", "failed": "failed", "unknown": "unknown",
+             "released": "scheduled"}
+
+
+async def _record(db: Database, outcomes: Sequence[Outcome], now: float) -> None:
+    """Apply outcomes, fenced by claim token. A late result for a row that moved to ``unknown``
+    (lease expired) still lands: the truth wins. Anything else is logged and ignored."""
+    for o in outcomes:
+        counts = 0 if o.status == "released" else 1
+        due = o.due_at if o.status in ("retry", "released") else None
+        changed = await db.execute(
+            "UPDATE messages SET state = ?, attempts = attempts + ?, last_reply = ?, "
+            "due_at = coalesce(?, due_at), lease_until = NULL, updated_at = ? "
+            "WHERE id = ? AND claim_token = ? AND state IN ('sending', 'unknown')",
+            (_STATE_OF[o.status], counts, _reply(o), due, now, o.id, o.token))
+        if not changed:
+            log.warning("row=%s mid=%s outcome %s ignored: claim %s no longer holds the row",
+                        o.id, o.mid, o.status, o.token)
+            continue
+        await db.execute(
+            "UPDATE send_log SET status = ?, finished_at = ?, smtp_code = ?, smtp_reply = ? "
+            "WHERE message_id = ? AND claim_token = ? AND status IN ('sending', 'unknown')",
+            (o.status, now, o.code, o.reply, o.id, o.token))
+
+
+def _reply(o: Outcome) -> str:
+    return f"{o.code} {o.reply}".strip() if o.code else o.reply
+
+
+# --- leases and workers ----------------------------------------------------------------------
+
+async def extend_leases(db: Database, tokens: Iterable[str], lease: float, now: float) -> None:
+    tokens = list(tokens)
+    if tokens:
+        await db.execute(
+            "UPDATE messages SET lease_until = ? WHERE state = 'sending' "
+            "AND claim_token IN (SELECT value FROM json_each(?))", (now + lease, json.dumps(tokens)))
+
+
+async def expire_leases(db: Database, now: float) -> list[Expired]:
+    """Move claims whose lease ran out to ``unknown``: their worker may have sent them."""
+    rows = await db.fetchall(
+        "UPDATE messages SET state = 'unknown', updated_at = :now, "
+        "last_reply = 'lease expired: worker ' || coalesce(worker, '?') || ' presumed dead' "
+        "WHERE state = 'sending' AND lease_until < :now RETURNING id, claim_token, message_id, worker",
+        {"now": now})
+    for row_id, token, _mid, worker in rows:
+        await db.execute(
+            "UPDATE send_log SET status = 'unknown', finished_at = ?, smtp_reply = ? "
+            "WHERE message_id = ? AND claim_token = ? AND status = 'sending'",
+            (now, f"lease expired: worker {worker} presumed dead", row_id, token))
+    return [Expired(r[0], r[2], r[3] or "?") for r in rows]
+
+
+async def register_worker(db: Database, name: str, pid: int, host: str, now: float) -> int:
+    async with db.write():
+        row = await db.fetchone(
+            "INSERT INTO workers(name, pid, host, started_at, heartbeat_at) VALUES (?, ?, ?, ?, ?) "
+            "RETURNING id", (name, pid, host, now, now))
+    assert row is not None
+    return int(row[0])
+
+
+async def heartbeat(db: Database, worker_id: int, tokens: Iterable[str], lease: float,
+                    now: float) -> list[Expired]:
+    """Heartbeat, extend our leases and expire everybody's dead ones, in one transaction."""
+    async with db.write():
+        await db.execute("UPDATE workers SET heartbeat_at = ? WHERE id = ?", (now, worker_id))
+        await extend_leases(db, tokens, lease, now)
+        return await expire_leases(db, now)
+
+
+async def stop_worker(db: Database, worker_id: int, now: float) -> None:
+    async with db.write():
+        await db.execute("UPDATE workers SET stopped_at = ?, heartbeat_at = ? WHERE id = ?",
+                         (now, now, worker_id))
+
+
+async def is_paused(db: Database) -> bool:
+    row = await db.fetchone("SELECT value FROM flags WHERE key = 'paused'")
+    return bool(row and row[0] not in ("", "0"))

@@ -1,0 +1,141 @@
+"""The schema, as an ordered list of named migrations.
+
+Each step runs once, in its own ``BEGIN IMMEDIATE`` transaction, and records itself in
+``schema_migrations``; ``PRAGMA user_version`` mirrors the count so a newer file is refused
+before any SQL touches it. Append new steps; never edit a step that has shipped.
+
+Times are Unix seconds (REAL): cheap to compare and index, formatted only for display.
+"""
+
+from __future__ import annotations
+
+APPLICATION_ID = 0x53454E44  # "SEND": marks a file as ours
+
+STATES = ("scheduled", "sending", "sent", "failed", "unknown", "cancelled")
+
+# SendLog statuses that mean "this message may be, or is, delivered": at most one per message
+# and one per dedupe key, enforced by unique partial indexes (invariant 2).
+LIVE_LOG_STATUSES = ("sending", "sent", "unknown")
+
+_INITIAL = """
+CREATE TABLE schema_migrations (
+    version    INTEGER PRIMARY KEY,
+    name       TEXT NOT NULL,
+    applied_at REAL NOT NULL
+);
+CREATE TABLE campaigns (
+    id         INTEGER PRIMARY KEY,
+    name       TEXT NOT NULL UNIQUE,
+    created_at REAL NOT NULL
+);
+CREATE TABLE recipients (
+    id    INTEGER PRIMARY KEY,
+    email TEXT NOT NULL UNIQUE COLLATE NOCASE,
+    name  TEXT
+);
+-- The hot rows: claims rewrite these, so they stay slim (bodies live in message_bodies).
+CREATE TABLE messages (
+    id           INTEGER PRIMARY KEY,
+    campaign_id  INTEGER NOT NULL REFERENCES campaigns(id),
+    recipient_id INTEGER NOT NULL REFERENCES recipients(id),
+    dedupe_key   TEXT NOT NULL UNIQUE,
+    message_id   TEXT NOT NULL UNIQUE,
+    state        TEXT NOT NULL DEFAULT 'scheduled'
+                 CHECK (state IN ('scheduled','sending','sent','failed','unknown','cancelled')),
+    due_at       REAL NOT NULL,
+    attempts     INTEGER NOT NULL DEFAULT 0,
+    claim_token  TEXT,
+    worker       TEXT,
+    lease_until  REAL,
+    last_reply   TEXT,
+    created_at   REAL NOT NULL,
+    updated_at   REAL NOT NULL
+);
+CREATE INDEX messages_due ON messages(due_at, id) WHERE state = 'scheduled';
+CREATE INDEX messages_lease ON messages(lease_until) WHERE state = 'sending';
+CREATE INDEX messages_state_updated ON messages(state, updated_at);
+CREATE INDEX messages_recipient ON messages(recipient_id, campaign_id);
+CREATE TABLE message_bodies (
+    message_id INTEGER PRIMARY KEY REFERENCES messages(id) ON DELETE CASCADE,
+    from_addr  TEXT NOT NULL,
+    from_name  TEXT,
+    to_name    TEXT,
+    subject    TEXT NOT NULL,
+    body_text  TEXT NOT NULL,
+    body_html  TEXT
+);
+-- One row per attempt. status: sending (claimed, in flight), sent, retry, failed, unknown,
+-- released (claim returned unstarted), requeued (an operator retired an unknown attempt).
+CREATE TABLE send_log (
+    id          INTEGER PRIMARY KEY,
+    message_id  INTEGER NOT NULL REFERENCES messages(id),
+    dedupe_key  TEXT NOT NULL,
+    mid         TEXT NOT NULL,
+    recipient   TEXT NOT NULL,
+    campaign    TEXT NOT NULL,
+    attempt     INTEGER NOT NULL,
+    worker      TEXT NOT NULL,
+    claim_token TEXT NOT NULL,
+    status      TEXT NOT NULL
+                CHECK (status IN ('sending','sent','retry','failed','unknown','released','requeued')),
+    claimed_at  REAL NOT NULL,
+    finished_at REAL,
+    smtp_code   INTEGER,
+    smtp_reply  TEXT
+);
+CREATE UNIQUE INDEX send_log_live_message ON send_log(message_id)
+    WHERE status IN ('sending','sent','unknown');
+CREATE UNIQUE INDEX send_log_live_dedupe ON send_log(dedupe_key)
+    WHERE status IN ('sending','sent','unknown');
+CREATE INDEX send_log_message ON send_log(message_id, id);
+CREATE INDEX send_log_mid ON send_log(mid);
+CREATE INDEX send_log_claimed ON send_log(claimed_at);
+CREATE INDEX send_log_recipient ON send_log(recipient, campaign);
+CREATE TABLE workers (
+    id           INTEGER PRIMARY KEY,
+    name         TEXT NOT NULL,
+    pid          INTEGER NOT NULL,
+    host         TEXT NOT NULL,
+    started_at   REAL NOT NULL,
+    heartbeat_at REAL NOT NULL,
+    stopped_at   REAL
+);
+CREATE INDEX workers_heartbeat ON workers(heartbeat_at);
+CREATE TABLE audit (
+    id         INTEGER PRIMARY KEY,
+    at         REAL NOT NULL,
+    actor      TEXT NOT NULL,
+    action     TEXT NOT NULL,
+    message_id INTEGER,
+    detail     TEXT
+);
+CREATE INDEX audit_message ON audit(message_id);
+CREATE TABLE flags (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL,
+    set_at REAL NOT NULL,
+    set_by TEXT NOT NULL
+);
+-- Per-state counts kept by triggers so status and the monitor never count a million rows.
+CREATE TABLE state_counts (
+    state TEXT PRIMARY KEY,
+    n     INTEGER NOT NULL
+);
+INSERT INTO state_counts(state, n)
+    VALUES ('scheduled',0),('sending',0),('sent',0),('failed',0),('unknown',0),('cancelled',0);
+CREATE TRIGGER messages_count_insert AFTER INSERT ON messages BEGIN
+    UPDATE state_counts SET n = n + 1 WHERE state = NEW.state;
+END;
+CREATE TRIGGER messages_count_update AFTER UPDATE OF state ON messages
+    WHEN OLD.state <> NEW.state BEGIN
+    UPDATE state_counts SET n = n - 1 WHERE state = OLD.state;
+    UPDATE state_counts SET n = n + 1 WHERE state = NEW.state;
+END;
+CREATE TRIGGER messages_count_delete AFTER DELETE ON messages BEGIN
+    UPDATE state_counts SET n = n - 1 WHERE state = OLD.state;
+END;
+"""
+
+MIGRATIONS: list[tuple[str, str]] = [
+    ("0001_initial", _INITIAL),
+]
