@@ -1,0 +1,151 @@
+"""Operator actions: resolve ``unknown``, cancel, retry, pause. Each writes an audit row.
+
+Shared by the command line and the monitor so both change rows the same way. Every action is
+all-or-nothing: if any id is not in a state the action applies to, nothing changes and
+``UsageError`` names the offenders.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from .db import Database
+from .errors import UsageError
+
+log = logging.getLogger(__name__)
+
+Resolution = Literal["sent", "failed", "requeue"]
+
+
+@dataclass(frozen=True, slots=True)
+class PauseState:
+    paused: bool
+    reason: str
+    set_by: str
+    set_at: float
+
+
+async def _rows_in(db: Database, ids: Sequence[int], state: str, action: str) -> list[tuple[int, str, str | None]]:
+    if not ids:
+        raise UsageError(f"{action}: no message ids given")
+    rows = await db.fetchall(
+        "SELECT id, state, message_id, claim_token FROM messages WHERE id IN (SELECT value FROM json_each(?))",
+        (json.dumps(list(ids)),))
+    found = {r[0]: r for r in rows}
+    missing = [i for i in ids if i not in found]
+    if missing:
+        raise UsageError(f"{action}: no such message id(s): {', '.join(map(str, missing))}")
+    wrong = [f"{i} is {found[i][1]}" for i in ids if found[i][1] != state]
+    if wrong:
+        raise UsageError(f"{action}: only {state} messages qualify; {'; '.join(wrong)}")
+    return [(r[0], r[2], r[3]) for r in (found[i] for i in dict.fromkeys(ids))]
+
+
+async def _audit(db: Database, now: float, actor: str, action: str, message_id: int | None,
+                 detail: str) -> None:
+    await db.execute("INSERT INTO audit(at, actor, action, message_id, detail) VALUES (?, ?, ?, ?, ?)",
+                     (now, actor, action, message_id, detail))
+
+
+async def resolve(db: Database, ids: Sequence[int], as_: Resolution, *, actor: str, now: float,
+                  reason: str = "") -> int:
+    """Settle ``unknown`` messages. ``requeue`` keeps the Message-ID, so a copy that did arrive
+    and a resend share one id and the report can tell them apart from a real duplicate."""
+    if as_ not in ("sent", "failed", "requeue"):
+        raise UsageError(f"resolve: --as must be sent, failed or requeue, not {as_!r}")
+    to_state = {"sent": "sent", "failed": "failed", "requeue": "scheduled"}[as_]
+    log_status = {"sent": "sent", "failed": "failed", "requeue": "requeued"}[as_]
+    detail = f"unknown -> {to_state}" + (f": {reason}" if reason else "")
+    async with db.write():
+        rows = await _rows_in(db, ids, "unknown", "resolve")
+        for row_id, mid, token in rows:
+            await db.execute(
+                "UPDATE messages SET state = ?, last_reply = ?, updated_at = ?, "
+                "due_at = CASE WHEN ? = 'scheduled' THEN ? ELSE due_at END, "
+                "claim_token = CASE WHEN ? = 'scheduled' THEN NULL ELSE claim_token END "
+                "WHERE id = ? AND state = 'unknown'",
+                (to_state, f"resolved by {actor}: {detail}", now, to_state, now, to_state, row_id))
+            await db.execute(
+                "UPDATE send_log SET status = ?, finished_at = coalesce(finished_at, ?), "
+                "smtp_reply = coalesce(smtp_reply || '; ', '') || ? "
+                "WHERE message_id = ? AND status = 'unknown'",
+                (log_status, now, f"resolved by {actor}: {as_}", row_id))
+            await _audit(db, now, actor, f"resolve-{as_}", row_id, detail)
+            log.info("row=%s mid=%s worker=%s unknown->%s reason=operator %s", row_id, mid, actor,
+                     to_state, reason or as_)
+    return len(rows)
+
+
+async def cancel(db: Database, ids: Sequence[int], *, actor: str, now: float, reason: str = "") -> int:
+    """``scheduled -> cancelled``: it will never be claimed."""
+    async with db.write():
+        rows = await _rows_in(db, ids, "scheduled", "cancel")
+        for row_id, mid, _token in rows:
+            await db.execute("UPDATE messages SET state = 'cancelled', updated_at = ?, last_reply = ? "
+                             "WHERE id = ? AND state = 'scheduled'",
+                             (now, f"cancelled by {actor}" + (f": {reason}" if reason else ""), row_id))
+            await _audit(db, now, actor, "cancel", row_id, reason or "scheduled -> cancelled")
+            log.info("row=%s mid=%s worker=%s scheduled->cancelled reason=operator", row_id, mid, actor)
+    return len(rows)
+
+
+async def retry(db: Database, ids: Sequence[int], *, actor: str, now: float) -> int:
+    """``failed -> scheduled`` with the same Message-ID and a fresh attempt budget."""
+    async with db.write():
+        rows = await _rows_in(db, ids, "failed", "retry")
+        for row_id, mid, _token in rows:
+            await db.execute("UPDATE messages SET state = 'scheduled', attempts = 0, due_at = ?, "
+                             "claim_token = NULL, updated_at = ? WHERE id = ? AND state = 'failed'",
+                             (now, now, row_id))
+            await _audit(db, now, actor, "retry", row_id, "failed -> scheduled")
+            log.info("row=%s mid=%s worker=%s failed->scheduled reason=operator retry", row_id, mid, actor)
+    return len(rows)
+
+
+async def mark_found(db: Database, mids: Iterable[str], *, actor: str, now: float, source: str) -> list[int]:
+    """Reconciliation: ``unknown`` messages whose Message-ID was seen in a mailbox are ``sent``."""
+    found = sorted(set(mids))
+    changed: list[int] = []
+    async with db.write():
+        for start in range(0, len(found), 500):
+            chunk = json.dumps(found[start:start + 500])
+            rows = await db.fetchall(
+                "SELECT id FROM messages WHERE state = 'unknown' "
+                "AND message_id IN (SELECT value FROM json_each(?))", (chunk,))
+            changed.extend(r[0] for r in rows)
+        for row_id in changed:
+            await db.execute("UPDATE messages SET state = 'sent', updated_at = ?, last_reply = ? "
+                             "WHERE id = ? AND state = 'unknown'",
+                             (now, f"reconciled: Message-ID found in {source}", row_id))
+            await db.execute("UPDATE send_log SET status = 'sent', finished_at = coalesce(finished_at, ?), "
+                             "smtp_reply = coalesce(smtp_reply || '; ', '') || ? "
+                             "WHERE message_id = ? AND status = 'unknown'",
+                             (now, f"reconciled: found in {source}", row_id))
+            await _audit(db, now, actor, "reconcile-sent", row_id, f"Message-ID found in {source}")
+            log.info("row=%s worker=%s unknown->sent reason=Message-ID found in %s", row_id, actor, source)
+    return changed
+
+
+async def set_paused(db: Database, paused: bool, *, actor: str, now: float, reason: str = "") -> None:
+    """The global pause flag every daemon checks inside its claim transaction."""
+    async with db.write():
+        if paused:
+            await db.execute("INSERT INTO flags(key, value, set_at, set_by) VALUES ('paused', ?, ?, ?) "
+                             "ON CONFLICT(key) DO UPDATE SET value = excluded.value, "
+                             "set_at = excluded.set_at, set_by = excluded.set_by",
+                             (reason or "paused", now, actor))
+        else:
+            await db.execute("DELETE FROM flags WHERE key = 'paused'")
+        await _audit(db, now, actor, "pause" if paused else "resume", None, reason)
+    log.warning("sending %s by %s%s", "paused" if paused else "resumed", actor, f": {reason}" if reason else "")
+
+
+async def pause_state(db: Database) -> PauseState:
+    row = await db.fetchone("SELECT value, set_by, set_at FROM flags WHERE key = 'paused'")
+    if row is None:
+        return PauseState(False, "", "", 0.0)
+    return PauseState(True, row[0], row[1], row[2])
