@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import signal
 import sys
 import time
@@ -72,6 +73,15 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--max-attempts", type=int, help="attempts before failed (5)")
     r.add_argument("--grace", type=float, help="seconds in-flight sends get on SIGTERM (30)")
     r.add_argument("--heartbeat", type=float, help="heartbeat interval seconds (5)")
+
+    v = sub.add_parser("recover", parents=[common], help="move claims with expired leases to unknown")
+    v.add_argument("--json", action="store_true")
+
+    o = sub.add_parser("resolve", parents=[common], help="settle unknown messages (operator)")
+    o.add_argument("ids", nargs="+", type=int, metavar="ID", help="message row ids")
+    o.add_argument("--as", dest="resolution", required=True, choices=("sent", "failed", "requeue"))
+    o.add_argument("--reason", default="", help="why, for the audit trail")
+    o.add_argument("--actor", default=None, help="who (default: $USER)")
 
     s = sub.add_parser("status", parents=[common], help="counts per state")
     s.add_argument("--json", action="store_true")
@@ -187,6 +197,30 @@ async def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+async def cmd_recover(args: argparse.Namespace, settings: Settings) -> int:
+    async with open_db(settings.db) as db, db.write():
+        expired = await queue.expire_leases(db, time.time())
+    for e in expired:
+        log.warning("row=%s mid=%s worker=%s sending->unknown reason=lease expired (recover)",
+                    e.id, e.mid, e.worker)
+    if args.json:
+        print(json.dumps([{"id": e.id, "message_id": e.mid, "worker": e.worker} for e in expired]))
+    else:
+        print(f"{len(expired)} expired claim(s) moved to unknown")
+    return 0
+
+
+async def cmd_resolve(args: argparse.Namespace, settings: Settings) -> int:
+    from . import admin
+
+    actor = args.actor or os.environ.get("USER") or "operator"
+    async with open_db(settings.db) as db:
+        n = await admin.resolve(db, args.ids, args.resolution, actor=actor, now=time.time(),
+                                reason=args.reason)
+    print(f"resolved {n} message(s) as {args.resolution}")
+    return 0
+
+
 async def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     async with open_db(settings.db, readonly=True) as db:
         counts = await queries.state_counts(db)
@@ -218,6 +252,7 @@ async def cmd_sink(args: argparse.Namespace, settings: Settings) -> int:
 
 
 COMMANDS = {"init": cmd_init, "enqueue": cmd_enqueue, "run": cmd_run, "status": cmd_status,
+            "recover": cmd_recover, "resolve": cmd_resolve,
             "sink": cmd_sink}
 
 _SETTING_FLAGS = ("db", "smtp_host", "smtp_port", "concurrency", "worker", "smtp_starttls", "smtp_tls",

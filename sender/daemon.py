@@ -12,6 +12,7 @@ import asyncio
 import logging
 import os
 import random
+import re
 import socket
 import time
 from collections.abc import Callable, Sequence
@@ -28,6 +29,9 @@ from .queue import Claim, Outcome
 log = logging.getLogger(__name__)
 
 MAX_BACKOFF = 6 * 3600.0
+DB_GIVE_UP_ONCE = 300.0  # a cron run waits this long for a locked or failing database, then exits 1
+_RETRY_HINT = re.compile(r"(?:try|retry|again|wait)\D{0,40}?(\d{1,6})\s*(s|secs?|seconds?|m|mins?|minutes?)\b",
+                         re.IGNORECASE)
 
 
 @dataclass
@@ -48,6 +52,15 @@ def backoff(base: float, attempt: int, rng: random.Random | None = None) -> floa
     return min(MAX_BACKOFF, base * (2 ** max(0, attempt - 1))) * jitter
 
 
+def retry_hint(reply: str) -> float | None:
+    """Seconds from a "try again in N seconds/minutes" style reply, if the relay gave one."""
+    match = _RETRY_HINT.search(reply or "")
+    if not match:
+        return None
+    seconds = float(match.group(1)) * (60 if match.group(2).lower().startswith("m") else 1)
+    return min(MAX_BACKOFF, max(1.0, seconds))
+
+
 class Daemon:
     def __init__(self, db: Database, settings: Settings, sessions: Sequence[Transport],
                  clock: Callable[[], float] = time.time) -> None:
@@ -64,6 +77,9 @@ class Daemon:
         self._stopping = False
         self._hold_until = 0.0
         self._session_failures = 0
+        self._db_down_since: float | None = None
+        self._db_retry = 0.1
+        self._stop_now = asyncio.Event()
 
     # --- control ------------------------------------------------------------------------------
 
@@ -72,6 +88,7 @@ class Daemon:
         if self._stopping:
             log.warning("second stop signal: abandoning %d in-flight sends (their leases will expire)",
                         len(self._inflight))
+            self._stop_now.set()
             for _claim, task in self._inflight.values():
                 task.cancel()
         else:
@@ -94,19 +111,26 @@ class Daemon:
             while True:
                 self._wake.clear()
                 now = self.clock()
-                if now >= next_beat:
-                    await self._heartbeat(now)
-                    next_beat = now + s.heartbeat
+                if self._stopping:
+                    stop_deadline = stop_deadline or now + s.grace
                 held = now < self._hold_until
                 limit = 0 if (self._stopping or held) else min(len(self._free), s.batch)
                 claimed: list[Claim] = []
-                if self._pending or limit:
-                    claimed = await self._exchange(limit, now)
-                if self._stopping:
-                    stop_deadline = stop_deadline or now + s.grace
-                    if not self._inflight or now >= stop_deadline:
-                        break
-                elif once and not self._inflight and not self._pending and not claimed:
+                try:
+                    if now >= next_beat:
+                        await self._heartbeat(now)
+                        next_beat = now + s.heartbeat
+                    if self._pending or limit:
+                        claimed = await self._exchange(limit, now)
+                    self._db_down_since = None
+                except StoreError as exc:
+                    if stop_deadline is not None and (now >= stop_deadline or self._stop_now.is_set()):
+                        raise
+                    await self._database_trouble(exc, once)
+                    continue
+                if self._stopping and (not self._inflight or now >= (stop_deadline or now)):
+                    break
+                if once and not self._stopping and not self._inflight and not self._pending and not claimed:
                     break
                 if claimed and len(claimed) == limit and self._free:
                     continue
@@ -122,6 +146,25 @@ class Daemon:
         finally:
             await self._shutdown()
         return self.stats
+
+    async def _database_trouble(self, exc: StoreError, once: bool) -> None:
+        """The queue cannot be written: stop claiming, keep outcomes in memory, retry."""
+        now = self.clock()
+        if self._db_down_since is None:
+            self._db_down_since = now
+            self._db_retry = 0.1
+        down = now - self._db_down_since
+        log.error("database unavailable for %.0fs (%s): claims stopped, %d outcomes held in memory, "
+                  "%d in flight; retrying in %.1fs", down, exc, len(self._pending), len(self._inflight),
+                  self._db_retry)
+        if once and down > DB_GIVE_UP_ONCE:
+            raise exc
+        self._hold_until = max(self._hold_until, now + self._db_retry)
+        try:
+            await asyncio.wait_for(self._stop_now.wait(), timeout=self._db_retry)
+        except TimeoutError:
+            pass
+        self._db_retry = min(self._db_retry * 2, 10.0)
 
     async def _exchange(self, limit: int, now: float) -> list[Claim]:
         batch, self._pending = self._pending, []
@@ -157,11 +200,17 @@ class Daemon:
             await asyncio.gather(*tasks, return_exceptions=True)
         try:
             if self._pending:
-                batch, self._pending = self._pending, []
+                batch = self._pending
                 await queue.record(self.db, batch, self.clock())
+                self._pending = []
                 for outcome in batch:
                     self._log_outcome(outcome)
             await queue.stop_worker(self.db, self.worker_id, self.clock())
+        except StoreError:
+            for o in self._pending:
+                log.error("row=%s mid=%s outcome %s could not be recorded; the row stays sending and "
+                          "becomes unknown when its lease expires", o.id, o.mid, o.status)
+            raise
         finally:
             await asyncio.gather(*(session.close() for session in self.sessions), return_exceptions=True)
         log.info("worker %s stopped: sent %d, retry %d, failed %d, unknown %d, released %d",
@@ -176,8 +225,8 @@ class Daemon:
         try:
             outcome, pause = await self._attempt(session, claim)
         except asyncio.CancelledError:
-            phase = getattr(session, "phase", "data")
-            status = "released" if phase in ("idle", "connect", "mail", "rcpt") else "unknown"
+            phase = getattr(session, "phase", "dot")
+            status = "released" if phase in ("idle", "connect", "mail", "rcpt", "data") else "unknown"
             outcome = Outcome(claim.id, claim.token, status, None,
                               f"stopped during {phase}", self.clock(), claim.mid, claim.recipient)
             raise
@@ -227,7 +276,8 @@ class Daemon:
             return done("released", err.code, f"not attempted: {err}", now + pause), pause
         if claim.attempt >= s.max_attempts:
             return done("failed", err.code, f"gave up after {claim.attempt} attempts: {err.reply}"), 0.0
-        return done("retry", err.code, err.reply, now + backoff(s.retry_delay, claim.attempt)), 0.0
+        delay = retry_hint(err.reply) or backoff(s.retry_delay, claim.attempt)
+        return done("retry", err.code, err.reply, now + delay), 0.0
 
     def _log_outcome(self, o: Outcome) -> None:
         setattr(self.stats, o.status, getattr(self.stats, o.status) + 1)

@@ -62,8 +62,11 @@ class Database:
             await self._begin()
             try:
                 yield self
-            except BaseException:
-                await self.conn.execute("ROLLBACK")
+            except BaseException as exc:
+                if self.conn.in_transaction:
+                    await self.conn.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.Error):
+                    raise StoreError(f"{self.path}: write failed: {exc}") from exc
                 raise
             try:
                 await self.conn.execute("COMMIT")

@@ -6,14 +6,16 @@ translated here, and only here, into a ``DeliveryError`` whose ``kind`` drives t
 * ``transient``: provably not delivered (a 4xx reply, or the line broke before the message data
   was handed over). Retry with backoff.
 * ``permanent``: a 5xx reply, or a message that cannot be built. Failed, reason stored.
-* ``ambiguous``: the connection died or timed out while the data phase was under way, so the
-  server may have accepted the message. ``unknown``, never resent automatically.
+* ``ambiguous``: the connection died or timed out after the message data and its end marker
+  were handed over (phase ``dot``), so the server may have accepted the message. ``unknown``,
+  never resent automatically. A loss before the server's 354 (phase ``data``) is definite.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import socket
 import ssl
 from typing import Protocol
@@ -50,12 +52,23 @@ def classify(exc: BaseException, phase: str) -> DeliveryError:
         return DeliveryError("transient", "connect", None, str(exc))
     if isinstance(exc, OSError | TimeoutError | aiosmtplib.SMTPException | asyncio.TimeoutError):
         what = "timed out" if isinstance(exc, TimeoutError | asyncio.TimeoutError) else "connection lost"
-        if phase == "data":
-            return DeliveryError("ambiguous", phase, None, f"{what} during DATA: {exc}")
+        if phase == "dot":
+            return DeliveryError("ambiguous", phase, None, f"{what} after the message data was sent: {exc}")
         return DeliveryError("transient", phase, None, f"{what}: {exc}")
     if isinstance(exc, ValueError):
         return DeliveryError("permanent", phase, None, f"refused by client: {exc}")
     raise TypeError(f"unclassified delivery exception: {exc!r}") from exc
+
+
+_LEADING_DOT = re.compile(rb"(?m)^\.")
+
+
+def _dot_stuff(data: bytes) -> bytes:
+    """RFC 5321 transparency: CRLF line ends, leading dots doubled, then the end-of-data marker."""
+    data = re.sub(rb"\r?\n|\r", b"\r\n", data)
+    if not data.endswith(b"\r\n"):
+        data += b"\r\n"
+    return _LEADING_DOT.sub(b"..", data) + b".\r\n"
 
 
 class Session:
@@ -97,7 +110,7 @@ class Session:
             self.phase = "rcpt"
             await smtp.rcpt(envelope.recipient)
             self.phase = "data"
-            response = await smtp.data(envelope.data)
+            response = await self._data(smtp, envelope.data)
         except (aiosmtplib.SMTPException, OSError, TimeoutError, ValueError) as exc:
             error = classify(exc, self.phase)
             self.phase = "idle"
@@ -108,12 +121,32 @@ class Session:
         self.phase = "idle"
         return response.code, response.message
 
+    async def _data(self, smtp: aiosmtplib.SMTP, data: bytes) -> aiosmtplib.SMTPResponse:
+        """DATA in two phases, so a failure is only ambiguous once the message may be out.
+
+        Until the server's 354 arrives nothing of the message has left (``data``: definite).
+        From the write of the message and its end-of-data marker on (``dot``), a lost line or a
+        timeout means the server may have accepted it.
+        """
+        start = await smtp.execute_command(b"DATA")
+        if start.code != 354:
+            raise aiosmtplib.SMTPDataError(start.code, start.message)
+        protocol = smtp.protocol
+        if protocol is None:
+            raise aiosmtplib.SMTPServerDisconnected("connection lost before the message data")
+        protocol.write(_dot_stuff(data))  # raises (definite) if the line is already gone
+        self.phase = "dot"
+        response = await protocol.read_response(timeout=self._settings.smtp_timeout)
+        if response.code != 250:
+            raise aiosmtplib.SMTPDataError(response.code, response.message)
+        return response
+
     async def _recover(self, error: DeliveryError) -> None:
         """Leave the session usable: RSET after a refused transaction, else drop the line."""
         smtp = self._smtp
         if smtp is None:
             return
-        if error.code is not None and error.phase in ("mail", "rcpt", "data") and smtp.is_connected:
+        if error.code is not None and error.phase in ("mail", "rcpt", "data", "dot") and smtp.is_connected:
             try:
                 await smtp.rset()
                 return

@@ -43,12 +43,13 @@ class CaptureHandler:
         return f"250 OK queued as {key}"
 
 
-async def serve(host: str, port: int, maildir: str | Path, handler: Any = None) -> asyncio.Server:
+async def serve(host: str, port: int, maildir: str | Path, handler: Any = None,
+                smtp_class: type[SMTP] = SMTP) -> asyncio.Server:
     """Start the capture server on the running loop; the caller closes it."""
     handler = handler or CaptureHandler(maildir)
     loop = asyncio.get_running_loop()
     return await loop.create_server(
-        lambda: SMTP(handler, hostname="sink.local", ident="sender-sink", data_size_limit=32 * 2**20),
+        lambda: smtp_class(handler, hostname="sink.local", ident="sender-sink", data_size_limit=32 * 2**20),
         host=host, port=port)
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiosmtpd.smtp import SMTP
 
 from sender.sink import CaptureHandler, serve
 
@@ -90,6 +91,18 @@ class RecordingHandler(CaptureHandler):
         return result
 
 
+class FaultySMTP(SMTP):
+    """aiosmtpd's server, able to drop the line when DATA arrives (before its 354)."""
+
+    async def smtp_DATA(self, arg: str) -> None:
+        faults: Faults = self.event_handler.faults
+        rcpt = self.envelope.rcpt_tos[0] if self.envelope.rcpt_tos else ""
+        if faults.before_data and faults.before_data(rcpt):
+            self.transport.close()
+            return
+        await super().smtp_DATA(arg)
+
+
 class SinkThread:
     """A real SMTP server on 127.0.0.1:<free port>, running its own event loop in a thread."""
 
@@ -104,7 +117,7 @@ class SinkThread:
     def _main(self) -> None:
         asyncio.set_event_loop(self._loop)
         self._server = self._loop.run_until_complete(serve("127.0.0.1", 0, self.handler.maildir._path,
-                                                           self.handler))
+                                                           self.handler, FaultySMTP))
         self.port = self._server.sockets[0].getsockname()[1]
         self._ready.set()
         self._loop.run_forever()

@@ -1,0 +1,289 @@
+"""The monitor's read API: bounded, indexed queries returning dataclasses.
+
+The TUI (``tui/``) shows what these functions return and never runs SQL itself. Every query
+here has a ``LIMIT`` or walks a partial index whose size is bounded by activity (rows in
+flight, sends in the last minute), never by the size of the queue, so one refresh stays cheap
+at a million rows. Counts that could grow with the queue are capped and say so.
+
+SQLite errors raised while reading (a locked file, a file replaced underneath us) are
+translated here into ``StoreError`` with a readable reason.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+from . import admin, queries
+from .db import Database
+from .errors import StoreError
+from .queries import WORKER_DEAD_AFTER, WorkerCounts
+
+LOG_LIMIT = 200
+LOG_SCAN = 50_000       # a substring or status filter looks at this many recent attempts
+QUEUE_LIMIT = 100
+DUE_COUNT_CAP = 10_000  # "due now" and the per-campaign breakdown count at most this many rows
+INFLIGHT_LIMIT = 200
+WORKER_LIMIT = 100
+WORKER_HISTORY = 86_400.0
+DETAIL_LIMIT = 100
+LOG_STATUSES = ("sending", "sent", "retry", "failed", "unknown", "released", "requeued")
+
+
+@dataclass(frozen=True, slots=True)
+class Overview:
+    """The header: counts per state, recent send rate, workers, the pause flag."""
+
+    counts: dict[str, int]
+    sent_last_minute: int
+    stale_claims: int
+    workers: WorkerCounts
+    paused: admin.PauseState
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedMessage:
+    id: int
+    recipient: str
+    campaign: str
+    due_at: float
+    attempts: int
+    last_reply: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class CampaignQueue:
+    campaign: str
+    due: int
+    scheduled: int
+    oldest_due_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class QueueView:
+    """Scheduled messages, earliest due first; ``counted`` rows fed the counts (capped)."""
+
+    due_now: int
+    counted: int
+    capped: bool
+    messages: list[QueuedMessage]
+    campaigns: list[CampaignQueue]
+
+    @property
+    def oldest_due(self) -> QueuedMessage | None:
+        return self.messages[0] if self.messages and self.due_now else None
+
+    def next_scheduled(self, now: float) -> QueuedMessage | None:
+        return next((m for m in self.messages if m.due_at > now), None)
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """One message in state ``sending``; ``stale`` once its lease has run out."""
+
+    id: int
+    recipient: str
+    campaign: str
+    worker: str
+    attempt: int
+    claimed_at: float
+    lease_until: float
+    stale: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Worker:
+    id: int
+    name: str
+    pid: int
+    host: str
+    started_at: float
+    heartbeat_at: float
+    stopped_at: float | None
+    status: str  # alive | stopped | presumed dead
+    in_flight: int
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One SendLog row."""
+
+    id: int
+    message: int
+    mid: str
+    recipient: str
+    campaign: str
+    attempt: int
+    worker: str
+    status: str
+    claimed_at: float
+    finished_at: float | None
+    smtp_code: int | None
+    smtp_reply: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    at: float
+    actor: str
+    action: str
+    detail: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class MessageDetail:
+    id: int
+    state: str
+    recipient: str
+    recipient_name: str | None
+    campaign: str
+    mid: str
+    dedupe_key: str
+    subject: str
+    from_addr: str
+    due_at: float
+    attempts: int
+    worker: str | None
+    lease_until: float | None
+    last_reply: str | None
+    created_at: float
+    updated_at: float
+    history: list[Attempt] = field(default_factory=list)
+    audit: list[AuditEntry] = field(default_factory=list)
+
+
+@asynccontextmanager
+async def reading(path: str) -> AsyncIterator[None]:
+    """Turn a raw SQLite error met while reading into a ``StoreError`` that names the cause."""
+    try:
+        yield
+    except sqlite3.Error as exc:
+        text = str(exc)
+        if "locked" in text or "busy" in text:
+            raise StoreError(f"{path} is locked by another process ({text}); retrying") from exc
+        raise StoreError(f"{path}: cannot read ({text})") from exc
+
+
+async def overview(db: Database, now: float) -> Overview:
+    counts = await queries.state_counts(db)
+    rate = await db.fetchone(
+        "SELECT count(*) FROM messages WHERE state = 'sent' AND updated_at >= ?", (now - 60.0,))
+    stale = await db.fetchone(
+        "SELECT count(*) FROM messages WHERE state = 'sending' AND lease_until < ?", (now,))
+    workers = await queries.worker_counts(db, now)
+    paused = await admin.pause_state(db)
+    return Overview(counts=counts, sent_last_minute=rate[0] if rate else 0,
+                    stale_claims=stale[0] if stale else 0, workers=workers, paused=paused)
+
+
+async def queue_view(db: Database, now: float, limit: int = QUEUE_LIMIT,
+                     cap: int = DUE_COUNT_CAP) -> QueueView:
+    """Walks the ``messages_due`` partial index only; the first ``cap`` rows feed the counts."""
+    rows = await db.fetchall(
+        "SELECT m.id, r.email, c.name, m.due_at, m.attempts, m.last_reply "
+        "FROM messages m JOIN recipients r ON r.id = m.recipient_id "
+        "JOIN campaigns c ON c.id = m.campaign_id "
+        "WHERE m.state = 'scheduled' ORDER BY m.due_at, m.id LIMIT ?", (limit,))
+    messages = [QueuedMessage(*r) for r in rows]
+    per = await db.fetchall(
+        "SELECT c.name, sum(q.due_at <= :now), count(*), min(q.due_at) "
+        "FROM (SELECT campaign_id, due_at FROM messages WHERE state = 'scheduled' "
+        "      ORDER BY due_at, id LIMIT :cap) q JOIN campaigns c ON c.id = q.campaign_id "
+        "GROUP BY c.name ORDER BY min(q.due_at), c.name", {"now": now, "cap": cap + 1})
+    campaigns = [CampaignQueue(r[0], r[1], r[2], r[3]) for r in per]
+    counted = sum(c.scheduled for c in campaigns)
+    capped = counted > cap
+    due = sum(c.due for c in campaigns)
+    return QueueView(due_now=min(due, cap), counted=min(counted, cap), capped=capped,
+                     messages=messages, campaigns=campaigns)
+
+
+async def in_flight(db: Database, now: float, limit: int = INFLIGHT_LIMIT) -> list[Claim]:
+    """Claims in ``sending``, lease running out first (so stale ones lead)."""
+    rows = await db.fetchall(
+        "SELECT m.id, r.email, c.name, coalesce(m.worker, '?'), m.attempts + 1, m.updated_at, "
+        "       m.lease_until "
+        "FROM messages m JOIN recipients r ON r.id = m.recipient_id "
+        "JOIN campaigns c ON c.id = m.campaign_id "
+        "WHERE m.state = 'sending' ORDER BY m.lease_until, m.id LIMIT ?", (limit,))
+    return [Claim(*r[:6], lease_until=r[6] or 0.0, stale=(r[6] or 0.0) < now) for r in rows]
+
+
+async def workers(db: Database, now: float, dead_after: float = WORKER_DEAD_AFTER,
+                  limit: int = WORKER_LIMIT) -> list[Worker]:
+    """Running workers and those seen in the last day, most recent heartbeat first."""
+    busy = {r[0]: r[1] for r in await db.fetchall(
+        "SELECT worker, count(*) FROM messages WHERE state = 'sending' AND lease_until IS NOT NULL "
+        "GROUP BY worker")}
+    rows = await db.fetchall(
+        "SELECT id, name, pid, host, started_at, heartbeat_at, stopped_at FROM workers "
+        "WHERE heartbeat_at >= ? OR stopped_at IS NULL ORDER BY heartbeat_at DESC, id DESC LIMIT ?",
+        (now - WORKER_HISTORY, limit))
+    out = []
+    for r in rows:
+        if r[6] is not None:
+            status = "stopped"
+        elif r[5] < now - dead_after:
+            status = "presumed dead"
+        else:
+            status = "alive"
+        out.append(Worker(*r, status=status, in_flight=busy.get(r[1], 0) if r[6] is None else 0))
+    return out
+
+
+_ATTEMPT_COLUMNS = ("id, message_id, mid, recipient, campaign, attempt, worker, status, claimed_at, "
+                    "finished_at, smtp_code, smtp_reply")
+
+
+async def send_log(db: Database, text: str = "", limit: int = LOG_LIMIT, scan: int = LOG_SCAN) -> list[Attempt]:
+    """Recent attempts, newest first, optionally filtered.
+
+    ``text`` matches a recipient or Message-ID exactly (through their indexes, at any age), a
+    message row id (``123`` or ``#123``), or, among the ``scan`` most recent attempts, a status
+    name or a fragment of a recipient or Message-ID.
+    """
+    text = text.strip()
+    if not text:
+        rows = await db.fetchall(f"SELECT {_ATTEMPT_COLUMNS} FROM send_log ORDER BY id DESC LIMIT ?",
+                                 (limit,))
+        return [Attempt(*r) for r in rows]
+    top = await db.fetchone("SELECT coalesce(max(id), 0) FROM send_log")
+    floor = (top[0] if top else 0) - scan
+    digits = text.removeprefix("#")
+    row = int(digits) if digits.isdigit() else -1
+    mid = text if text.startswith("<") else f"<{text}>"
+    rows = await db.fetchall(
+        f"SELECT {_ATTEMPT_COLUMNS} FROM send_log "
+        "WHERE message_id = :row OR recipient = :text OR mid = :mid "
+        "   OR (id > :floor AND (status = :lower OR instr(lower(recipient), :lower) > 0 "
+        "                        OR instr(lower(mid), :lower) > 0)) "
+        "ORDER BY id DESC LIMIT :limit",
+        {"row": row, "text": text, "mid": mid, "floor": floor, "lower": text.lower(),
+         "limit": limit})
+    return [Attempt(*r) for r in rows]
+
+
+async def message(db: Database, row_id: int, limit: int = DETAIL_LIMIT) -> MessageDetail | None:
+    """One message with its attempts (oldest first) and the operator actions taken on it."""
+    r = await db.fetchone(
+        "SELECT m.id, m.state, r.email, coalesce(b.to_name, r.name), c.name, m.message_id, "
+        "       m.dedupe_key, coalesce(b.subject, ''), coalesce(b.from_addr, ''), m.due_at, "
+        "       m.attempts, m.worker, m.lease_until, m.last_reply, m.created_at, m.updated_at "
+        "FROM messages m JOIN recipients r ON r.id = m.recipient_id "
+        "JOIN campaigns c ON c.id = m.campaign_id "
+        "LEFT JOIN message_bodies b ON b.message_id = m.id WHERE m.id = ?", (row_id,))
+    if r is None:
+        return None
+    history = [Attempt(*a) for a in await db.fetchall(
+        f"SELECT {_ATTEMPT_COLUMNS} FROM send_log WHERE message_id = ? ORDER BY id LIMIT ?",
+        (row_id, limit))]
+    audit = [AuditEntry(*a) for a in await db.fetchall(
+        "SELECT at, actor, action, detail FROM audit WHERE message_id = ? ORDER BY id LIMIT ?",
+        (row_id, limit))]
+    return MessageDetail(*r, history=history, audit=audit)

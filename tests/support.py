@@ -1,0 +1,64 @@
+"""Helpers shared by the fault, stop and chaos tests: seed a real queue file, run a real daemon
+in-process against a real SMTP server, and read the database back with plain sqlite3."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from dataclasses import replace
+from typing import Any
+
+from sender import queue
+from sender.config import Settings
+from sender.daemon import Daemon, RunStats
+from sender.db import open_db
+from sender.delivery import Session
+from sender.intake import NewMessage
+
+
+def settings(db_path: str, port: int, **overrides: Any) -> Settings:
+    base = Settings(db=db_path, smtp_port=port, smtp_timeout=2.0, concurrency=2, worker="test",
+                    poll=0.05, heartbeat=0.2, lease=30.0, retry_delay=60.0, grace=5.0)
+    return replace(base, **overrides)
+
+
+async def seed(db_path: str, n: int, *, campaign: str = "c", prefix: str = "r",
+               send_at: float | None = None) -> None:
+    rows = [NewMessage(to=f"{prefix}{i}@example.com", subject=f"s{i}", body=f"b{i}", campaign=campaign,
+                       send_at=send_at) for i in range(n)]
+    async with open_db(db_path, create=True) as db:
+        await queue.enqueue(db, rows, from_addr="team@example.org", from_name="Team", domain=None,
+                            now=time.time())
+
+
+async def run_once(db_path: str, port: int, **overrides: Any) -> RunStats:
+    s = settings(db_path, port, **overrides)
+    async with open_db(db_path) as db:
+        return await Daemon(db, s, [Session(s) for _ in range(s.concurrency)]).run(once=True)
+
+
+def query(db_path: str, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    conn = sqlite3.connect(db_path)
+    try:
+        return conn.execute(sql, params).fetchall()
+    finally:
+        conn.close()
+
+
+def states(db_path: str) -> dict[str, int]:
+    return dict(query(db_path, "SELECT state, count(*) FROM messages GROUP BY state"))  # type: ignore[arg-type]
+
+
+def one(db_path: str, row_id: int = 1) -> dict[str, Any]:
+    conn = sqlite3.connect(db_path)
+    conn.row_factory = sqlite3.Row
+    try:
+        row = conn.execute("SELECT * FROM messages WHERE id = ?", (row_id,)).fetchone()
+        return dict(row)
+    finally:
+        conn.close()
+
+
+def log_statuses(db_path: str, row_id: int = 1) -> list[str]:
+    return [r[0] for r in query(db_path, "SELECT status FROM send_log WHERE message_id = ? ORDER BY id",
+                                (row_id,))]
