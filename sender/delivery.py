@@ -111,6 +111,9 @@ class Session:
             await smtp.rcpt(envelope.recipient)
             self.phase = "data"
             response = await self._data(smtp, envelope.data)
+        except asyncio.CancelledError:
+            self._abort()  # mid-command: the line is in an unknown state, never reuse it
+            raise
         except (aiosmtplib.SMTPException, OSError, TimeoutError, ValueError) as exc:
             error = classify(exc, self.phase)
             self.phase = "idle"
@@ -154,6 +157,11 @@ class Session:
                 pass
         smtp.close()
         self._smtp = None
+
+    def _abort(self) -> None:
+        smtp, self._smtp = self._smtp, None
+        if smtp is not None:
+            smtp.close()
 
     async def close(self) -> None:
         smtp, self._smtp = self._smtp, None

@@ -180,6 +180,7 @@ class Cli:
 
     cwd: Path
     env: dict[str, str] = field(default_factory=dict)
+    started: int = 0
 
     def cmd(self, *args: str, module: str = "sender") -> list[str]:
         return [sys.executable, "-m", module, *args]
@@ -197,8 +198,15 @@ class Cli:
         return CliResult(proc.returncode, proc.stdout, proc.stderr)
 
     def popen(self, *args: str, module: str = "sender") -> subprocess.Popen[str]:
-        return subprocess.Popen(self.cmd(*args, module=module), cwd=self.cwd, env=self.environ(),
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        """Start a long-running process; its stdout+stderr go to ``proc.log_path`` (a pipe
+        nobody reads would fill up and block a busy daemon)."""
+        self.started += 1
+        log_path = self.cwd / f"proc-{self.started}.log"
+        with log_path.open("w") as out:
+            proc = subprocess.Popen(self.cmd(*args, module=module), cwd=self.cwd, env=self.environ(),
+                                    stdout=out, stderr=subprocess.STDOUT, text=True)
+        proc.log_path = log_path  # type: ignore[attr-defined]
+        return proc
 
 
 @pytest.fixture

@@ -1,0 +1,219 @@
+"""Crashes, stops and contention with real OS processes: graceful and immediate stop, a frozen
+worker whose lease expires, a busy database, a database that refuses writes, and chaos
+(random SIGKILLs of several daemons). Sending twice is worse than not sending; losing track of a
+message is not allowed either."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import signal
+import sqlite3
+import subprocess
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+from sender.daemon import Daemon
+from sender.db import open_db
+from sender.delivery import Session
+from tests.conftest import Cli, Faults, SinkThread
+from tests.support import log_statuses, one, query, seed, settings, states
+
+
+def wait_until(predicate, timeout: float, step: float = 0.02) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(step)
+    return False
+
+
+def daemon_args(db_path: str, port: int, *extra: str) -> list[str]:
+    return ["run", "--db", db_path, "--smtp-port", str(port), "--poll", "0.05", "--heartbeat", "0.2", *extra]
+
+
+def stop(proc: subprocess.Popen[str], sig: int = signal.SIGTERM, timeout: float = 20) -> int:
+    if proc.poll() is None:
+        proc.send_signal(sig)
+    try:
+        return proc.wait(timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def in_state(db_path: str, state: str) -> int:
+    return int(query(db_path, "SELECT count(*) FROM messages WHERE state = ?", (state,))[0][0])
+
+
+async def test_sigterm_finishes_in_flight_and_returns_the_rest(db_path: str, cli: Cli,
+                                                               faulty_sink: SinkThread, faults: Faults) -> None:
+    """SIGTERM: in-flight sends complete exactly once, nothing stays sending, the worker is stopped, exit 0."""
+    faults.data_delay = 0.4
+    await seed(db_path, 30)
+    proc = cli.popen(*daemon_args(db_path, faulty_sink.port, "--concurrency", "3", "--grace", "10"))
+    try:
+        assert wait_until(lambda: in_state(db_path, "sending") > 0, 15)
+        code = stop(proc)
+    finally:
+        stop(proc, signal.SIGKILL)
+    assert code == 0
+    delivered = Counter(r.rcpt_tos[0] for r in faulty_sink.received)
+    assert delivered and max(delivered.values()) == 1
+    assert in_state(db_path, "sending") == 0
+    assert in_state(db_path, "sent") == len(delivered)
+    assert in_state(db_path, "scheduled") == 30 - len(delivered)
+    assert {r[0] for r in query(db_path, "SELECT attempts FROM messages WHERE state = 'scheduled'")} == {0}
+    assert query(db_path, "SELECT stopped_at IS NOT NULL FROM workers") == [(1,)]
+
+
+async def test_second_signal_stops_at_once_and_never_resends(db_path: str, cli: Cli,
+                                                             faulty_sink: SinkThread, faults: Faults) -> None:
+    """Two signals: exit now; what was in flight is unknown (or released if the data never left), never resent."""
+    faults.data_delay = 3.0
+    await seed(db_path, 4)
+    proc = cli.popen(*daemon_args(db_path, faulty_sink.port, "--concurrency", "2"))
+    try:
+        assert wait_until(lambda: in_state(db_path, "sending") == 2, 15)
+        time.sleep(0.3)  # both sessions are waiting for the end-of-data reply
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(0.2)
+        started = time.monotonic()
+        stop(proc)
+        assert time.monotonic() - started < 2.5
+    finally:
+        stop(proc, signal.SIGKILL)
+    assert in_state(db_path, "sending") == 0
+    unknown = in_state(db_path, "unknown")
+    assert unknown == 2
+    faults.data_delay = 0
+    assert cli(*daemon_args(db_path, faulty_sink.port, "--once")).code == 0
+    time.sleep(3.2)  # had the sink kept an abandoned copy, it would show up by now
+    delivered = Counter(r.rcpt_tos[0] for r in faulty_sink.received)
+    assert max(delivered.values()) == 1
+    assert states(db_path) == {"sent": 2, "unknown": 2}
+    sent = {r[0] for r in query(db_path, "SELECT r.email FROM messages m JOIN recipients r "
+                                         "ON r.id = m.recipient_id WHERE m.state = 'sent'")}
+    assert sent <= set(delivered) and len(delivered) <= 4
+
+
+async def test_frozen_worker_late_success_is_recorded_without_resend(db_path: str, cli: Cli,
+                                                                     faulty_sink: SinkThread,
+                                                                     faults: Faults) -> None:
+    """A worker frozen past its lease is presumed dead (unknown); when it wakes, its success lands (sent), once."""
+    faults.data_delay = 1.0
+    await seed(db_path, 1)
+    proc = cli.popen(*daemon_args(db_path, faulty_sink.port, "--concurrency", "1", "--lease", "1"))
+    try:
+        assert wait_until(lambda: in_state(db_path, "sending") == 1, 15)
+        time.sleep(0.2)
+        proc.send_signal(signal.SIGSTOP)
+        time.sleep(1.5)
+        recovered = cli("recover", "--db", db_path)
+        assert recovered.code == 0 and "1 expired" in recovered.out
+        assert one(db_path)["state"] == "unknown"
+        assert cli(*daemon_args(db_path, faulty_sink.port, "--once")).code == 0  # must not resend
+        proc.send_signal(signal.SIGCONT)
+        assert wait_until(lambda: one(db_path)["state"] == "sent", 10)
+    finally:
+        proc.send_signal(signal.SIGCONT)
+        stop(proc)
+    assert len(faulty_sink.received) == 1
+    assert log_statuses(db_path) == ["sent"]
+
+
+async def test_busy_database_is_waited_out(db_path: str, cli: Cli, sink: SinkThread) -> None:
+    """A reader holding a snapshot for seconds and a writer holding the lock do not crash 3 workers or lose a message."""
+    await seed(db_path, 300)
+    stop_flag = threading.Event()
+
+    def hog() -> None:
+        reader = sqlite3.connect(db_path, isolation_level=None)
+        writer = sqlite3.connect(db_path, isolation_level=None, timeout=10)
+        try:
+            reader.execute("BEGIN")
+            reader.execute("SELECT count(*) FROM messages").fetchone()
+            while not stop_flag.is_set():
+                writer.execute("BEGIN IMMEDIATE")
+                time.sleep(0.5)
+                writer.execute("COMMIT")
+                time.sleep(0.05)
+            reader.execute("COMMIT")
+        finally:
+            reader.close()
+            writer.close()
+
+    thread = threading.Thread(target=hog)
+    thread.start()
+    try:
+        procs = [cli.popen(*daemon_args(db_path, sink.port, "--once", "--concurrency", "4")) for _ in range(3)]
+        codes = [p.wait(90) for p in procs]
+    finally:
+        stop_flag.set()
+        thread.join(10)
+    assert codes == [0, 0, 0], [p.log_path.read_text()[-2000:] for p in procs]  # type: ignore[attr-defined]
+    assert states(db_path) == {"sent": 300}
+    assert len(sink.received) == 300 == len({r.rcpt_tos[0] for r in sink.received})
+
+
+async def test_outcomes_survive_a_database_that_refuses_writes(db_path: str, faulty_sink: SinkThread,
+                                                               faults: Faults) -> None:
+    """While writes fail (read-only), outcomes wait in memory and claims stop; once writable, all are recorded."""
+    faults.data_delay = 0.3
+    await seed(db_path, 6)
+    s = settings(db_path, faulty_sink.port, concurrency=2)
+    async with open_db(db_path) as db:
+        daemon = Daemon(db, s, [Session(s) for _ in range(2)])
+        task = asyncio.create_task(daemon.run(once=True))
+        while in_state(db_path, "sending") < 2:
+            await asyncio.sleep(0.01)
+        await db.execute("PRAGMA query_only = 1")  # the disk turned read-only under us
+        await asyncio.sleep(1.0)
+        assert len(faulty_sink.received) == 2  # the two in flight finished; nothing new was claimed
+        assert in_state(db_path, "sending") == 2  # ...and their outcomes are not written yet
+        await db.execute("PRAGMA query_only = 0")
+        stats = await asyncio.wait_for(task, 30)
+    assert stats.sent == 6
+    assert states(db_path) == {"sent": 6}
+    assert len(faulty_sink.received) == 6
+
+
+async def test_chaos_random_sigkills(db_path: str, cli: Cli, faulty_sink: SinkThread, faults: Faults,
+                                     tmp_path: Path) -> None:
+    """3 daemons, 2000 messages, a random daemon SIGKILLed and restarted every ~0.3s: no duplicates, nothing lost."""
+    faults.data_delay = 0.01
+    total, concurrency = 2000, 4
+    await seed(db_path, total)
+    rng = random.Random(7)
+    args = daemon_args(db_path, faulty_sink.port, "--concurrency", str(concurrency), "--lease", "2")
+    procs = [cli.popen(*args) for _ in range(3)]
+    kills = 0
+    deadline = time.monotonic() + 20
+    try:
+        while time.monotonic() < deadline and in_state(db_path, "scheduled") > 0:
+            time.sleep(rng.uniform(0.15, 0.45))
+            victim = rng.randrange(len(procs))
+            procs[victim].kill()
+            procs[victim].wait()
+            kills += 1
+            procs[victim] = cli.popen(*args)
+        assert wait_until(lambda: in_state(db_path, "scheduled") == 0, 60, 0.1)
+    finally:
+        for p in procs:
+            stop(p)
+    time.sleep(2.2)  # let every lease of a killed worker run out
+    assert cli("recover", "--db", db_path).code == 0
+    counts = states(db_path)
+    delivered = Counter(r.rcpt_tos[0] for r in faulty_sink.received)
+    sent, unknown = counts.get("sent", 0), counts.get("unknown", 0)
+    print(f"chaos: kills={kills} delivered={len(faulty_sink.received)} sent={sent} unknown={unknown}")
+    assert max(delivered.values()) == 1, "a recipient got a message twice"
+    assert sum(counts.values()) == total
+    assert counts.get("sending", 0) == 0 and counts.get("scheduled", 0) == 0
+    assert sent <= len(faulty_sink.received) <= sent + unknown
+    assert unknown <= kills * concurrency
+    assert kills >= 5
