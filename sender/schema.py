@@ -136,6 +136,34 @@ CREATE TRIGGER messages_count_delete AFTER DELETE ON messages BEGIN
 END;
 """
 
+# What actually arrived, read from a mailbox (a sink capture, a BCC archive, an exported Sent
+# folder): one row per copy and recipient. Message-IDs are deliberately not unique here, since
+# duplicates are what the report looks for. A copy is identified by the SHA-256 of its raw bytes,
+# the recipient, and its ordinal among byte-identical copies in one scan: reading a mailbox twice
+# adds nothing, yet a message really delivered twice (even byte for byte) keeps both rows.
+_OBSERVATIONS = """
+CREATE TABLE observations (
+    id          INTEGER PRIMARY KEY,
+    mid         TEXT,              -- normalised Message-ID, NULL when the copy had none
+    recipient   TEXT NOT NULL,     -- lower-cased, '' when no recipient header was found
+    date        REAL,              -- the Date header, NULL when missing or malformed
+    at          REAL NOT NULL,     -- time used for windows: date, else delivery time, else observed_at
+    subject     TEXT NOT NULL DEFAULT '',
+    source      TEXT NOT NULL,     -- 'maildir:/abs/path' or 'mbox:/abs/path'
+    observed_at REAL NOT NULL,
+    fingerprint TEXT NOT NULL,     -- sha256 of the raw copy
+    copy        INTEGER NOT NULL DEFAULT 1,
+    row_id      INTEGER,           -- the queue row (messages.id) this copy traces back to
+    traced_by   TEXT CHECK (traced_by IN ('message-id', 'recipient+time')),
+    UNIQUE (fingerprint, recipient, copy)
+);
+CREATE INDEX observations_at ON observations(at);
+CREATE INDEX observations_mid ON observations(mid, recipient);
+CREATE INDEX observations_source ON observations(source, at);
+CREATE INDEX observations_row ON observations(row_id);
+"""
+
 MIGRATIONS: list[tuple[str, str]] = [
     ("0001_initial", _INITIAL),
+    ("0002_observations", _OBSERVATIONS),
 ]
