@@ -22,9 +22,10 @@ from .errors import StoreError
 from .queries import WORKER_DEAD_AFTER, WorkerCounts
 
 LOG_LIMIT = 200
-LOG_SCAN = 50_000       # a substring or status filter looks at this many recent attempts
+LOG_SCAN = 20_000       # a substring or status filter looks at this many recent attempts
 QUEUE_LIMIT = 100
-DUE_COUNT_CAP = 10_000  # "due now" and the per-campaign breakdown count at most this many rows
+DUE_COUNT_CAP = 100_000  # "due now" stops counting here (a covering index walk)
+CAMPAIGN_SAMPLE = 2_000  # the per-campaign breakdown covers this many earliest-due rows
 INFLIGHT_LIMIT = 200
 WORKER_LIMIT = 100
 WORKER_HISTORY = 86_400.0
@@ -67,13 +68,18 @@ class CampaignQueue:
 
 @dataclass(frozen=True, slots=True)
 class QueueView:
-    """Scheduled messages, earliest due first; ``counted`` rows fed the counts (capped)."""
+    """Scheduled messages, earliest due first.
+
+    ``due_now`` stops counting at ``due_cap`` (``due_capped``); the per-campaign breakdown
+    covers the ``sampled`` earliest-due scheduled rows, all of them unless ``sample_capped``.
+    """
 
     due_now: int
-    counted: int
-    capped: bool
+    due_capped: bool
     messages: list[QueuedMessage]
     campaigns: list[CampaignQueue]
+    sampled: int
+    sample_capped: bool
 
     @property
     def oldest_due(self) -> QueuedMessage | None:
@@ -183,25 +189,27 @@ async def overview(db: Database, now: float) -> Overview:
 
 
 async def queue_view(db: Database, now: float, limit: int = QUEUE_LIMIT,
-                     cap: int = DUE_COUNT_CAP) -> QueueView:
-    """Walks the ``messages_due`` partial index only; the first ``cap`` rows feed the counts."""
+                     due_cap: int = DUE_COUNT_CAP, sample: int = CAMPAIGN_SAMPLE) -> QueueView:
+    """Walks the ``messages_due`` partial index only, a bounded number of entries."""
     rows = await db.fetchall(
         "SELECT m.id, r.email, c.name, m.due_at, m.attempts, m.last_reply "
         "FROM messages m JOIN recipients r ON r.id = m.recipient_id "
         "JOIN campaigns c ON c.id = m.campaign_id "
         "WHERE m.state = 'scheduled' ORDER BY m.due_at, m.id LIMIT ?", (limit,))
-    messages = [QueuedMessage(*r) for r in rows]
+    due = await db.fetchone(
+        "SELECT count(*) FROM (SELECT 1 FROM messages WHERE state = 'scheduled' AND due_at <= ? "
+        "LIMIT ?)", (now, due_cap + 1))
+    due_now = due[0] if due else 0
     per = await db.fetchall(
-        "SELECT c.name, sum(q.due_at <= :now), count(*), min(q.due_at) "
+        "SELECT c.name, coalesce(sum(q.due_at <= :now), 0), count(*), min(q.due_at) "
         "FROM (SELECT campaign_id, due_at FROM messages WHERE state = 'scheduled' "
-        "      ORDER BY due_at, id LIMIT :cap) q JOIN campaigns c ON c.id = q.campaign_id "
-        "GROUP BY c.name ORDER BY min(q.due_at), c.name", {"now": now, "cap": cap + 1})
-    campaigns = [CampaignQueue(r[0], r[1], r[2], r[3]) for r in per]
-    counted = sum(c.scheduled for c in campaigns)
-    capped = counted > cap
-    due = sum(c.due for c in campaigns)
-    return QueueView(due_now=min(due, cap), counted=min(counted, cap), capped=capped,
-                     messages=messages, campaigns=campaigns)
+        "      ORDER BY due_at, id LIMIT :sample) q JOIN campaigns c ON c.id = q.campaign_id "
+        "GROUP BY c.name ORDER BY min(q.due_at), c.name", {"now": now, "sample": sample})
+    campaigns = [CampaignQueue(*r) for r in per]
+    sampled = sum(c.scheduled for c in campaigns)
+    return QueueView(due_now=min(due_now, due_cap), due_capped=due_now > due_cap,
+                     messages=[QueuedMessage(*r) for r in rows], campaigns=campaigns,
+                     sampled=sampled, sample_capped=sampled >= sample)
 
 
 async def in_flight(db: Database, now: float, limit: int = INFLIGHT_LIMIT) -> list[Claim]:
@@ -237,11 +245,12 @@ async def workers(db: Database, now: float, dead_after: float = WORKER_DEAD_AFTE
     return out
 
 
-_ATTEMPT_COLUMNS = ("id, message_id, mid, recipient, campaign, attempt, worker, status, claimed_at, "
-                    "finished_at, smtp_code, smtp_reply")
+_ATTEMPT_COLUMNS = ("id, message_id, mid, recipient, campaign, attempt, worker, status, "
+                    "claimed_at, finished_at, smtp_code, smtp_reply")
 
 
-async def send_log(db: Database, text: str = "", limit: int = LOG_LIMIT, scan: int = LOG_SCAN) -> list[Attempt]:
+async def send_log(db: Database, text: str = "", limit: int = LOG_LIMIT,
+                   scan: int = LOG_SCAN) -> list[Attempt]:
     """Recent attempts, newest first, optionally filtered.
 
     ``text`` matches a recipient or Message-ID exactly (through their indexes, at any age), a
@@ -250,8 +259,8 @@ async def send_log(db: Database, text: str = "", limit: int = LOG_LIMIT, scan: i
     """
     text = text.strip()
     if not text:
-        rows = await db.fetchall(f"SELECT {_ATTEMPT_COLUMNS} FROM send_log ORDER BY id DESC LIMIT ?",
-                                 (limit,))
+        rows = await db.fetchall(
+            f"SELECT {_ATTEMPT_COLUMNS} FROM send_log ORDER BY id DESC LIMIT ?", (limit,))
         return [Attempt(*r) for r in rows]
     top = await db.fetchone("SELECT coalesce(max(id), 0) FROM send_log")
     floor = (top[0] if top else 0) - scan
@@ -259,14 +268,20 @@ async def send_log(db: Database, text: str = "", limit: int = LOG_LIMIT, scan: i
     row = int(digits) if digits.isdigit() else -1
     mid = text if text.startswith("<") else f"<{text}>"
     rows = await db.fetchall(
-        f"SELECT {_ATTEMPT_COLUMNS} FROM send_log "
-        "WHERE message_id = :row OR recipient = :text OR mid = :mid "
-        "   OR (id > :floor AND (status = :lower OR instr(lower(recipient), :lower) > 0 "
-        "                        OR instr(lower(mid), :lower) > 0)) "
-        "ORDER BY id DESC LIMIT :limit",
+        f"SELECT {_ATTEMPT_COLUMNS} FROM send_log WHERE id IN ("
+        "  SELECT id FROM send_log WHERE message_id = :row"
+        "  UNION SELECT id FROM send_log WHERE recipient = :text"
+        "  UNION SELECT id FROM send_log WHERE mid = :mid"
+        "  UNION SELECT id FROM send_log WHERE id > :floor AND (status = :lower"
+        "        OR recipient LIKE :like ESCAPE '\\' OR mid LIKE :like ESCAPE '\\')"
+        ") ORDER BY id DESC LIMIT :limit",
         {"row": row, "text": text, "mid": mid, "floor": floor, "lower": text.lower(),
-         "limit": limit})
+         "like": "%" + _escape_like(text) + "%", "limit": limit})
     return [Attempt(*r) for r in rows]
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 async def message(db: Database, row_id: int, limit: int = DETAIL_LIMIT) -> MessageDetail | None:
