@@ -11,7 +11,7 @@ from __future__ import annotations
 
 APPLICATION_ID = 0x53454E44  # "SEND": marks a file as ours
 
-STATES = ("scheduled", "sending", "sent", "failed", "unknown", "cancelled")
+STATES = ("scheduled", "sending", "sent", "failed", "unknown", "cancelled", "expired")
 
 # SendLog statuses that mean "this message may be, or is, delivered": at most one per message
 # and one per dedupe key, enforced by unique partial indexes (invariant 2).
@@ -26,12 +26,14 @@ CREATE TABLE schema_migrations (
 CREATE TABLE campaigns (
     id         INTEGER PRIMARY KEY,
     name       TEXT NOT NULL UNIQUE,
-    created_at REAL NOT NULL
+    created_at REAL NOT NULL,
+    paused     TEXT               -- reason, when an operator paused this campaign
 );
 CREATE TABLE recipients (
     id    INTEGER PRIMARY KEY,
     email TEXT NOT NULL UNIQUE COLLATE NOCASE,
-    name  TEXT
+    name  TEXT,
+    tz    TEXT                    -- IANA time zone, for per-recipient send windows
 );
 -- The hot rows: claims rewrite these, so they stay slim (bodies live in message_bodies).
 CREATE TABLE messages (
@@ -41,8 +43,11 @@ CREATE TABLE messages (
     dedupe_key   TEXT NOT NULL UNIQUE,
     message_id   TEXT NOT NULL UNIQUE,
     state        TEXT NOT NULL DEFAULT 'scheduled'
-                 CHECK (state IN ('scheduled','sending','sent','failed','unknown','cancelled')),
+                 CHECK (state IN ('scheduled','sending','sent','failed','unknown','cancelled','expired')),
     due_at       REAL NOT NULL,
+    priority     INTEGER NOT NULL DEFAULT 1 CHECK (priority IN (0, 1, 2)),  -- high, normal, low
+    expires_at   REAL,
+    defer_reason TEXT,            -- why a due message was pushed back by a sending policy
     attempts     INTEGER NOT NULL DEFAULT 0,
     claim_token  TEXT,
     worker       TEXT,
@@ -51,7 +56,8 @@ CREATE TABLE messages (
     created_at   REAL NOT NULL,
     updated_at   REAL NOT NULL
 );
-CREATE INDEX messages_due ON messages(due_at, id) WHERE state = 'scheduled';
+CREATE INDEX messages_due ON messages(priority, due_at, id) WHERE state = 'scheduled';
+CREATE INDEX messages_deferred ON messages(defer_reason) WHERE state = 'scheduled' AND defer_reason IS NOT NULL;
 CREATE INDEX messages_lease ON messages(lease_until) WHERE state = 'sending';
 CREATE INDEX messages_state_updated ON messages(state, updated_at);
 CREATE INDEX messages_recipient ON messages(recipient_id, campaign_id);
@@ -73,6 +79,7 @@ CREATE TABLE send_log (
     mid         TEXT NOT NULL,
     recipient   TEXT NOT NULL,
     campaign    TEXT NOT NULL,
+    sender      TEXT NOT NULL DEFAULT '',  -- the From account, for rate limits
     attempt     INTEGER NOT NULL,
     worker      TEXT NOT NULL,
     claim_token TEXT NOT NULL,
@@ -90,7 +97,8 @@ CREATE UNIQUE INDEX send_log_live_dedupe ON send_log(dedupe_key)
 CREATE INDEX send_log_message ON send_log(message_id, id);
 CREATE INDEX send_log_mid ON send_log(mid);
 CREATE INDEX send_log_claimed ON send_log(claimed_at);
-CREATE INDEX send_log_recipient ON send_log(recipient, campaign);
+CREATE INDEX send_log_recipient ON send_log(recipient, campaign, claimed_at);
+CREATE INDEX send_log_sender ON send_log(sender, claimed_at);
 CREATE TABLE workers (
     id           INTEGER PRIMARY KEY,
     name         TEXT NOT NULL,
@@ -122,7 +130,8 @@ CREATE TABLE state_counts (
     n     INTEGER NOT NULL
 );
 INSERT INTO state_counts(state, n)
-    VALUES ('scheduled',0),('sending',0),('sent',0),('failed',0),('unknown',0),('cancelled',0);
+    VALUES ('scheduled',0),('sending',0),('sent',0),('failed',0),('unknown',0),('cancelled',0),
+           ('expired',0);
 CREATE TRIGGER messages_count_insert AFTER INSERT ON messages BEGIN
     UPDATE state_counts SET n = n + 1 WHERE state = NEW.state;
 END;
