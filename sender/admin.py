@@ -144,6 +144,21 @@ async def set_paused(db: Database, paused: bool, *, actor: str, now: float, reas
     log.warning("sending %s by %s%s", "paused" if paused else "resumed", actor, f": {reason}" if reason else "")
 
 
+async def set_campaign_paused(db: Database, campaign: str, paused: bool, *, actor: str, now: float,
+                              reason: str = "") -> None:
+    """Pause or resume one campaign; its messages stay queued and are skipped by every claim."""
+    async with db.write():
+        row = await db.fetchone("SELECT id FROM campaigns WHERE name = ?", (campaign,))
+        if row is None:
+            raise UsageError(f"no such campaign: {campaign!r}")
+        await db.execute("UPDATE campaigns SET paused = ? WHERE id = ?",
+                         ((reason or f"paused by {actor}") if paused else None, row[0]))
+        await _audit(db, now, actor, "pause-campaign" if paused else "resume-campaign", None,
+                     f"{campaign}: {reason}" if reason else campaign)
+    log.warning("campaign %s %s by %s%s", campaign, "paused" if paused else "resumed", actor,
+                f": {reason}" if reason else "")
+
+
 async def pause_state(db: Database) -> PauseState:
     row = await db.fetchone("SELECT value, set_by, set_at FROM flags WHERE key = 'paused'")
     if row is None:

@@ -73,6 +73,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--max-attempts", type=int, help="attempts before failed (5)")
     r.add_argument("--grace", type=float, help="seconds in-flight sends get on SIGTERM (30)")
     r.add_argument("--heartbeat", type=float, help="heartbeat interval seconds (5)")
+    r.add_argument("--recipient-cap", metavar="N/PERIOD", help="at most N per recipient per period, e.g. 1/24h")
+    r.add_argument("--rate", metavar="N/PERIOD", help="at most N per From account per period, e.g. 60/1m")
+    r.add_argument("--daily-cap", type=int, metavar="N", help="at most N per From account per 24h")
+    r.add_argument("--max-age", metavar="DURATION", help="never send messages older than this (e.g. 7d)")
+    r.add_argument("--pause-after-errors", type=int, metavar="N", help="pause all sending after N relay errors in a row")
 
     v = sub.add_parser("recover", parents=[common], help="move claims with expired leases to unknown")
     v.add_argument("--json", action="store_true")
@@ -83,6 +88,16 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--reason", default="", help="why, for the audit trail")
     o.add_argument("--actor", default=None, help="who (default: $USER)")
 
+    for name, text in (("pause", "stop all claiming (or one --campaign's) until resumed"),
+                       ("resume", "resume claiming (or one --campaign's)")):
+        x = sub.add_parser(name, parents=[common], help=text)
+        x.add_argument("--campaign", help="only this campaign")
+        x.add_argument("--reason", default="", help="why, shown in status and the monitor")
+        x.add_argument("--actor", default=None, help="who (default: $USER)")
+
+    c = sub.add_parser("config", parents=[common], help="show the effective configuration (no secrets)")
+    c.add_argument("--show", action="store_true", default=True)
+
     s = sub.add_parser("status", parents=[common], help="counts per state")
     s.add_argument("--json", action="store_true")
 
@@ -90,7 +105,37 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--host", default="127.0.0.1")
     k.add_argument("--port", type=int, required=True)
     k.add_argument("--maildir", required=True)
+
+    ob = sub.add_parser("observe", parents=[common], help="record what arrived in a mailbox")
+    _mailbox_flags(ob, required=True)
+
+    rp = sub.add_parser("report", parents=[common],
+                        help="find duplicates, ghosts, unknown, stale claims, missing mail")
+    rp.add_argument("--since", default="24h", metavar="SPAN|TIME",
+                    help="window start: 90m, 24h, 7d or an ISO 8601 time (default 24h)")
+    rp.add_argument("--until", metavar="TIME|now",
+                    help="window end (default now; if nothing happened in the window, the newest "
+                         "activity; always now with --fail-on-anomaly)")
+    _mailbox_flags(rp, required=False)
+    rp.add_argument("--json", action="store_true", help="one JSON object, a list per anomaly")
+    rp.add_argument("--fail-on-anomaly", action="store_true", help="exit 3 if anything is found")
+    rp.add_argument("--limit", type=int, default=100, help="most items per anomaly (100)")
+
+    rc = sub.add_parser("reconcile", parents=[common],
+                        help="observe a mailbox; unknown messages found in it become sent")
+    _mailbox_flags(rc, required=True)
+    rc.add_argument("--actor", default=None, help="who (default: $USER)")
+
+    dm = sub.add_parser("demo", parents=[common], help="send a copy of sample.db into a local sink")
+    dm.add_argument("--sample", metavar="FILE", help="queue to copy (default: sample.db)")
+    dm.add_argument("--keep", metavar="DIR", help="keep the copy and the capture in DIR")
     return p
+
+
+def _mailbox_flags(p: argparse.ArgumentParser, *, required: bool) -> None:
+    box = p.add_mutually_exclusive_group(required=required)
+    box.add_argument("--maildir", metavar="DIR", help="a maildir (the sink's capture, an archive)")
+    box.add_argument("--mbox", metavar="FILE", help="an mbox file (an exported folder)")
 
 
 # --- commands ----------------------------------------------------------------------------------
@@ -221,19 +266,55 @@ async def cmd_resolve(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+async def cmd_pause(args: argparse.Namespace, settings: Settings) -> int:
+    from . import admin
+
+    paused = args.command == "pause"
+    actor = args.actor or os.environ.get("USER") or "operator"
+    async with open_db(settings.db) as db:
+        if args.campaign:
+            await admin.set_campaign_paused(db, args.campaign, paused, actor=actor, now=time.time(),
+                                            reason=args.reason)
+        else:
+            await admin.set_paused(db, paused, actor=actor, now=time.time(), reason=args.reason)
+    what = f"campaign {args.campaign}" if args.campaign else "all sending"
+    print(f"{what} {'paused' if paused else 'resumed'}")
+    return 0
+
+
+async def cmd_config(args: argparse.Namespace, settings: Settings) -> int:
+    print(json.dumps(settings.redacted(), indent=2, default=str))
+    return 0
+
+
 async def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    policy = settings.policy()
+    now = time.time()
     async with open_db(settings.db, readonly=True) as db:
         counts = await queries.state_counts(db)
-        workers = await queries.worker_counts(db, time.time())
+        workers = await queries.worker_counts(db, now)
+        paused = await queries.paused(db)
+        deferred = await queries.deferred_counts(db)
+        budgets = await queries.sender_budgets(
+            db, (policy.rate.count, policy.rate.period) if policy.rate else None, policy.daily_cap, now)
     if args.json:
         print(json.dumps({**counts, "workers": {"alive": workers.alive, "stopped": workers.stopped,
-                                                "presumed_dead": workers.presumed_dead}}))
-    else:
-        for state, n in counts.items():
-            print(f"{state:<10} {n:>9}")
-        print(f"{'total':<10} {sum(counts.values()):>9}")
-        print(f"workers    {workers.alive} alive, {workers.stopped} stopped, "
-              f"{workers.presumed_dead} presumed dead")
+                                                "presumed_dead": workers.presumed_dead},
+                          "paused": paused, "deferred": deferred, "budget": budgets}))
+        return 0
+    for state, n in counts.items():
+        print(f"{state:<10} {n:>9}")
+    print(f"{'total':<10} {sum(counts.values()):>9}")
+    print(f"workers    {workers.alive} alive, {workers.stopped} stopped, {workers.presumed_dead} presumed dead")
+    flag = paused["global"]
+    if isinstance(flag, dict):
+        print(f"PAUSED     all sending, by {flag['by']}: {flag['reason']}")
+    for name, reason in dict(paused["campaigns"]).items():  # type: ignore[call-overload]
+        print(f"PAUSED     campaign {name}: {reason}")
+    for reason, n in deferred.items():
+        print(f"deferred   {n} by {reason}")
+    for sender, budget in budgets.items():
+        print(f"budget     {sender}: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in budget.items()))
     return 0
 
 
@@ -251,13 +332,88 @@ async def cmd_sink(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+async def cmd_observe(args: argparse.Namespace, settings: Settings) -> int:
+    from .mailreader import open_mailbox
+    from .observe import observe, progress_bar
+
+    mailbox = open_mailbox(args.maildir, args.mbox)
+    async with open_db(settings.db) as db:
+        with progress_bar(mailbox) as advance:
+            stats = await observe(db, mailbox, now=time.time(), progress=advance)
+    print(stats.summary())
+    return 0
+
+
+async def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
+    from dataclasses import replace
+
+    from . import report, report_text
+    from .mailreader import open_mailbox
+    from .observe import observe, progress_bar
+
+    if args.limit < 1:
+        raise UsageError("--limit must be at least 1")
+    mailbox = open_mailbox(args.maildir, args.mbox) if args.maildir or args.mbox else None
+    async with open_db(settings.db, readonly=mailbox is None) as db:
+        if mailbox is not None:
+            with progress_bar(mailbox) as advance:
+                stats = await observe(db, mailbox, now=time.time(), progress=advance)
+            print(stats.summary(), file=sys.stderr if args.json else sys.stdout)
+        now = time.time()
+        window = await report.resolve_window(db, args.since, args.until, now,
+                                             fixed_end=args.fail_on_anomaly)
+        found = await report.build_report(db, window.since, now, until=window.until,
+                                          sources=[mailbox.source] if mailbox else (),
+                                          limit=args.limit)
+    found = replace(found, window=window)
+    if args.json:
+        print(json.dumps(found.to_json(), indent=2))
+    else:
+        print(report_text.render(found, title=f"Duplicate report for {settings.db}"), end="")
+    return 3 if args.fail_on_anomaly and found.anomalies else 0
+
+
+async def cmd_reconcile(args: argparse.Namespace, settings: Settings) -> int:
+    from .mailreader import open_mailbox
+    from .observe import observe, progress_bar, reconcile
+
+    mailbox = open_mailbox(args.maildir, args.mbox)
+    actor = args.actor or os.environ.get("USER") or "operator"
+    async with open_db(settings.db) as db:
+        with progress_bar(mailbox) as advance:
+            stats = await observe(db, mailbox, now=time.time(), progress=advance)
+        changed = await reconcile(db, source=mailbox.source, actor=actor, now=time.time())
+        left = (await queries.state_counts(db))["unknown"]
+    print(stats.summary())
+    for r in changed:
+        print(f"row {r.row} {r.message_id} to {r.recipient}: unknown -> sent (found in mailbox)")
+    print(f"reconciled {len(changed)} unknown message(s); {left} still unknown")
+    return 0
+
+
+async def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from . import demo, report_text
+
+    if not args.verbose:
+        logging.getLogger("sender").setLevel(logging.ERROR)
+    sample = demo.find_sample(args.sample)
+    async with demo.workspace(args.keep) as workdir:
+        result = await demo.run_demo(settings, sample, workdir)
+        print(demo.summary(result))
+        print(report_text.render(result.report, title="Duplicate report for the demo queue"),
+              end="")
+    return 0
+
+
 COMMANDS = {"init": cmd_init, "enqueue": cmd_enqueue, "run": cmd_run, "status": cmd_status,
-            "recover": cmd_recover, "resolve": cmd_resolve,
-            "sink": cmd_sink}
+            "recover": cmd_recover, "resolve": cmd_resolve, "pause": cmd_pause, "resume": cmd_pause,
+            "config": cmd_config,
+            "sink": cmd_sink, "observe": cmd_observe, "report": cmd_report,
+            "reconcile": cmd_reconcile, "demo": cmd_demo}
 
 _SETTING_FLAGS = ("db", "smtp_host", "smtp_port", "concurrency", "worker", "smtp_starttls", "smtp_tls",
                   "smtp_timeout", "lease", "poll", "batch", "retry_delay", "max_attempts", "grace",
-                  "heartbeat")
+                  "heartbeat", "recipient_cap", "rate", "daily_cap", "max_age", "pause_after_errors")
 
 
 def _setup_logging(verbose: int, quiet: bool) -> None:

@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UsageError
+from .policy import Policy
+from .policy import from_settings as policy_from
 
 DEFAULT_DB = "sender.db"
 
@@ -40,6 +42,16 @@ class Settings:
     grace: float = 30.0
     domain: str | None = None
     sender_from: str | None = None
+    recipient_cap: str | None = None
+    rate: str | None = None
+    daily_cap: int | None = None
+    max_age: str | None = None
+    pause_after_errors: int = 0
+    campaigns: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def policy(self) -> Policy:
+        """The sending policy these settings describe (validated: a bad rule is exit 2)."""
+        return policy_from(self.recipient_cap, self.rate, self.daily_cap, self.max_age, self.campaigns)
 
     def redacted(self) -> dict[str, Any]:
         """The effective settings as a dict, safe to print."""
@@ -71,12 +83,18 @@ def _coerce(name: str, value: Any) -> Any:
     kind = kinds.get(name)
     if kind is None:
         raise UsageError(f"unknown setting {name!r}")
+    if name == "campaigns":
+        if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
+            raise UsageError("config: [campaigns.NAME] sections expected")
+        return value
+    if value is None:
+        return None
     try:
         if kind == "bool":
             if isinstance(value, str):
                 return value.strip().lower() in ("1", "true", "yes", "on")
             return bool(value)
-        if kind == "int":
+        if kind in ("int", "int | None"):
             return int(value)
         if kind == "float":
             return float(value)
@@ -92,8 +110,10 @@ def _from_file(path: Path) -> dict[str, Any]:
         raise UsageError(f"config {path}: {exc}") from exc
     flat: dict[str, Any] = {}
     for key, value in data.items():
-        if isinstance(value, dict):
-            prefix = "" if key in ("run", "sender") else f"{key}_"
+        if key == "campaigns":
+            flat["campaigns"] = value
+        elif isinstance(value, dict):
+            prefix = "" if key in ("run", "sender", "policy") else f"{key}_"
             for sub, v in value.items():
                 flat[f"{prefix}{sub}".replace("-", "_")] = v
         else:
@@ -133,6 +153,9 @@ def _check(s: Settings) -> None:
         raise UsageError("--lease, --poll and --timeout must be positive")
     if s.max_attempts < 1:
         raise UsageError("--max-attempts must be at least 1")
+    if s.pause_after_errors < 0:
+        raise UsageError("--pause-after-errors must be 0 (off) or more")
+    s.policy()
     if s.smtp_tls and s.smtp_starttls:
         raise UsageError("--tls and --starttls are mutually exclusive")
     if not 0 < s.smtp_port < 65536:

@@ -69,6 +69,8 @@ class Daemon:
         self.sessions = list(sessions)
         self.clock = clock
         self.stats = RunStats()
+        self.policy = settings.policy()
+        self._error_streak = 0
         self.worker_id = 0
         self._free: list[Transport] = list(sessions)
         self._pending: list[Outcome] = []
@@ -171,12 +173,13 @@ class Daemon:
         try:
             claims = await queue.exchange(self.db, batch, worker=self.settings.worker,
                                           worker_id=self.worker_id, limit=limit,
-                                          lease=self.settings.lease, now=now)
+                                          lease=self.settings.lease, now=now, policy=self.policy)
         except StoreError:
             self._pending = batch + self._pending  # never lose an outcome: write it next turn
             raise
         for outcome in batch:
             self._log_outcome(outcome)
+        await self._watch_error_streak(batch, now)
         for claim in claims:
             session = self._free.pop()
             task = asyncio.create_task(self._deliver(session, claim))
@@ -278,6 +281,25 @@ class Daemon:
             return done("failed", err.code, f"gave up after {claim.attempt} attempts: {err.reply}"), 0.0
         delay = retry_hint(err.reply) or backoff(s.retry_delay, claim.attempt)
         return done("retry", err.code, err.reply, now + delay), 0.0
+
+    async def _watch_error_streak(self, batch: Sequence[Outcome], now: float) -> None:
+        """``--pause-after-errors N``: N relay failures in a row pause all sending until an operator resumes."""
+        limit = self.settings.pause_after_errors
+        if not limit or not batch:
+            return
+        for o in batch:
+            if o.status == "sent":
+                self._error_streak = 0
+            elif not o.reply.startswith("cannot build"):
+                self._error_streak += 1
+        if self._error_streak >= limit:
+            last = batch[-1]
+            reason = (f"auto-paused by {self.settings.worker} after {self._error_streak} consecutive relay "
+                      f"errors; last: {(str(last.code) + ' ') if last.code else ''}{last.reply}"[:500])
+            from .admin import set_paused
+
+            await set_paused(self.db, True, actor=self.settings.worker, now=now, reason=reason)
+            self._error_streak = 0
 
     def _log_outcome(self, o: Outcome) -> None:
         setattr(self.stats, o.status, getattr(self.stats, o.status) + 1)

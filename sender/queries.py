@@ -37,3 +37,40 @@ async def worker_counts(db: Database, now: float, dead_after: float = WORKER_DEA
         {"cut": now - dead_after, "since": now - 86400})
     assert row is not None
     return WorkerCounts(alive=row[0], stopped=row[1], presumed_dead=row[2])
+
+
+async def paused(db: Database) -> dict[str, object]:
+    """The global pause flag (with its reason) and the paused campaigns."""
+    flag = await db.fetchone("SELECT value, set_by, set_at FROM flags WHERE key = 'paused'")
+    campaigns = {r[0]: r[1] for r in await db.fetchall(
+        "SELECT name, paused FROM campaigns WHERE paused IS NOT NULL ORDER BY name")}
+    return {"global": None if flag is None else {"reason": flag[0], "by": flag[1], "at": flag[2]},
+            "campaigns": campaigns}
+
+
+async def deferred_counts(db: Database) -> dict[str, int]:
+    """Scheduled messages a sending policy pushed back, by rule (window, recipient-cap, rate, daily-cap)."""
+    return {r[0]: r[1] for r in await db.fetchall(
+        "SELECT defer_reason, count(*) FROM messages "
+        "WHERE state = 'scheduled' AND defer_reason IS NOT NULL GROUP BY defer_reason")}
+
+
+async def sender_budgets(db: Database, rate: tuple[int, float] | None, daily_cap: int | None,
+                         now: float) -> dict[str, dict[str, int]]:
+    """What each From account may still send now under ``--rate`` and ``--daily-cap``."""
+    if rate is None and daily_cap is None:
+        return {}
+    rate_period = rate[1] if rate else 0.0
+    rows = await db.fetchall(
+        "SELECT sender, sum(claimed_at > :rate_since), count(*) FROM send_log "
+        "WHERE claimed_at > :day_since AND status IN ('sending','sent','unknown','retry','failed') "
+        "GROUP BY sender", {"rate_since": now - rate_period, "day_since": now - 86400})
+    out: dict[str, dict[str, int]] = {}
+    for sender, in_rate, in_day in rows:
+        budget: dict[str, int] = {}
+        if rate is not None:
+            budget["rate_remaining"] = max(0, rate[0] - in_rate)
+        if daily_cap is not None:
+            budget["daily_remaining"] = max(0, daily_cap - in_day)
+        out[sender] = budget
+    return out

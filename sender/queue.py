@@ -12,15 +12,15 @@ from __future__ import annotations
 
 import json
 import logging
-import secrets
-import sqlite3
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from . import claims
 from .db import Database
 from .intake import NewMessage
 from .message import make_message_id
+from .policy import Policy
 
 log = logging.getLogger(__name__)
 
@@ -154,95 +154,27 @@ async def _enqueue_chunk(db: Database, rows: list[NewMessage], campaigns: dict[s
 
 # --- claim and outcomes ----------------------------------------------------------------------
 
-_CLAIM = """
-UPDATE messages
-   SET state = 'sending', claim_token = :token, worker = :worker, lease_until = :lease,
-       updated_at = :now
- WHERE id IN (SELECT id FROM messages
-               WHERE state = 'scheduled' AND due_at <= :now
-               ORDER BY due_at, id LIMIT :limit)
-   AND state = 'scheduled'
-RETURNING id
-"""
-
-_LOG_CLAIM = """
-INSERT INTO send_log(message_id, dedupe_key, mid, recipient, campaign, attempt, worker,
-                     claim_token, status, claimed_at)
-SELECT m.id, m.dedupe_key, m.message_id, r.email, c.name, m.attempts + 1, :worker, :token,
-       'sending', :now
-  FROM messages m JOIN recipients r ON r.id = m.recipient_id JOIN campaigns c ON c.id = m.campaign_id
- WHERE m.id IN (SELECT value FROM json_each(:ids))
-"""
-
-_CLAIMED = """
-SELECT m.id, m.message_id, m.attempts + 1, r.email, coalesce(b.to_name, r.name), c.name,
-       b.from_addr, b.from_name, b.subject, b.body_text, b.body_html
-  FROM messages m JOIN recipients r ON r.id = m.recipient_id
-  JOIN campaigns c ON c.id = m.campaign_id JOIN message_bodies b ON b.message_id = m.id
- WHERE m.id IN (SELECT value FROM json_each(:ids))
- ORDER BY m.due_at, m.id
-"""
-
-
 async def exchange(db: Database, outcomes: Sequence[Outcome], *, worker: str, worker_id: int,
-                   limit: int, lease: float, now: float) -> list[Claim]:
+                   limit: int, lease: float, now: float, policy: Policy | None = None) -> list[Claim]:
     """Record ``outcomes`` and claim up to ``limit`` due messages, in one durable transaction."""
     async with db.write():
         if outcomes:
             await _record(db, outcomes, now)
         if limit <= 0 or await is_paused(db):
             return []
-        return await _claim(db, worker=worker, worker_id=worker_id, limit=limit, lease=lease, now=now)
+        return await claims.claim(db, policy, worker=worker, worker_id=worker_id, limit=limit,
+                                  lease=lease, now=now)
 
 
 async def claim(db: Database, *, worker: str, worker_id: int, limit: int, lease: float,
-                now: float) -> list[Claim]:
-    return await exchange(db, (), worker=worker, worker_id=worker_id, limit=limit, lease=lease, now=now)
+                now: float, policy: Policy | None = None) -> list[Claim]:
+    return await exchange(db, (), worker=worker, worker_id=worker_id, limit=limit, lease=lease,
+                          now=now, policy=policy)
 
 
 async def record(db: Database, outcomes: Sequence[Outcome], now: float) -> None:
     async with db.write():
         await _record(db, outcomes, now)
-
-
-async def _claim(db: Database, *, worker: str, worker_id: int, limit: int, lease: float,
-                 now: float) -> list[Claim]:
-    token = f"{worker_id}.{secrets.token_hex(6)}"
-    params = {"token": token, "worker": worker, "lease": now + lease, "now": now, "limit": limit}
-    await db.execute("SAVEPOINT claim")
-    ids = [r[0] for r in await db.fetchall(_CLAIM, params)]
-    if not ids:
-        await db.execute("RELEASE claim")
-        return []
-    id_list = json.dumps(ids)
-    try:
-        await db.execute(_LOG_CLAIM, {"worker": worker, "token": token, "now": now, "ids": id_list})
-    except sqlite3.IntegrityError as exc:
-        await db.execute("ROLLBACK TO claim")
-        await db.execute("RELEASE claim")
-        await _quarantine(db, ids, worker, now, str(exc))
-        return []
-    await db.execute("RELEASE claim")
-    return [Claim(id=r[0], mid=r[1], token=token, attempt=r[2], recipient=r[3], to_name=r[4],
-                  campaign=r[5], from_addr=r[6], from_name=r[7], subject=r[8], body_text=r[9],
-                  body_html=r[10])
-            for r in await db.fetchall(_CLAIMED, {"ids": id_list})]
-
-
-async def _quarantine(db: Database, ids: list[int], worker: str, now: float, error: str) -> None:
-    """Rows the SendLog index refused: a live attempt already exists, so never send; surface it."""
-    rows = await db.fetchall(
-        "SELECT m.id, m.message_id FROM messages m WHERE m.id IN (SELECT value FROM json_each(?)) "
-        "AND m.state = 'scheduled' AND EXISTS (SELECT 1 FROM send_log s WHERE s.status IN "
-        "('sending','sent','unknown') AND (s.message_id = m.id OR s.dedupe_key = m.dedupe_key))",
-        (json.dumps(ids),))
-    reason = f"claim refused by SendLog unique index ({error}); a live or successful attempt exists"
-    for row_id, mid in rows:
-        await db.execute("UPDATE messages SET state = 'unknown', last_reply = ?, updated_at = ? "
-                         "WHERE id = ? AND state = 'scheduled'", (reason, now, row_id))
-        await db.execute("INSERT INTO audit(at, actor, action, message_id, detail) VALUES (?, ?, ?, ?, ?)",
-                         (now, worker, "claim-refused", row_id, reason))
-        log.error("row=%s mid=%s worker=%s scheduled->unknown reason=%s", row_id, mid, worker, reason)
 
 
 _STATE_OF = {"sent": "sent", "retry": "scheduled", "failed": "failed", "unknown": "unknown",

@@ -57,6 +57,7 @@ CREATE TABLE messages (
     updated_at   REAL NOT NULL
 );
 CREATE INDEX messages_due ON messages(priority, due_at, id) WHERE state = 'scheduled';
+CREATE INDEX messages_expiry ON messages(expires_at) WHERE state = 'scheduled' AND expires_at IS NOT NULL;
 CREATE INDEX messages_deferred ON messages(defer_reason) WHERE state = 'scheduled' AND defer_reason IS NOT NULL;
 CREATE INDEX messages_lease ON messages(lease_until) WHERE state = 'sending';
 CREATE INDEX messages_state_updated ON messages(state, updated_at);

@@ -1,0 +1,229 @@
+"""The claim transaction body: pick due rows, apply the sending policy, move them to
+``sending`` with a conditional update and log them in the SendLog, all inside the caller's
+``BEGIN IMMEDIATE`` (see ``queue.exchange``).
+
+Two paths choose the rows. With no policy, one ``UPDATE ... RETURNING`` over the due index does
+it. With a policy, a bounded set of candidates is read in priority order and each is checked
+against the rules, counting from the SendLog *in this same transaction*, so the limits hold
+across processes. Either way the final move is ``... WHERE id IN (...) AND state = 'scheduled'``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import sqlite3
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from .db import Database
+from .policy import Limit, Policy
+
+if TYPE_CHECKING:
+    from .queue import Claim
+
+log = logging.getLogger(__name__)
+
+LIVE = "('sending','sent','unknown')"          # counts against recipient caps
+ATTEMPTED = "('sending','sent','unknown','retry','failed')"  # counts against sender rates
+
+_NOT_PAUSED = "campaign_id NOT IN (SELECT id FROM campaigns WHERE paused IS NOT NULL)"
+
+_DUE_IDS = f"""
+SELECT id FROM (SELECT id, due_at FROM messages
+                 WHERE state = 'scheduled' AND priority = :prio AND due_at <= :now AND {_NOT_PAUSED}
+                 ORDER BY due_at, id LIMIT :limit)
+"""
+
+_FAST = f"""
+UPDATE messages
+   SET state = 'sending', claim_token = :token, worker = :worker, lease_until = :lease,
+       updated_at = :now, defer_reason = NULL
+ WHERE id IN ({_DUE_IDS}) AND state = 'scheduled' AND (expires_at IS NULL OR expires_at > :now)
+RETURNING id
+"""
+
+_MOVE = """
+UPDATE messages
+   SET state = 'sending', claim_token = :token, worker = :worker, lease_until = :lease,
+       updated_at = :now, defer_reason = NULL
+ WHERE id IN (SELECT value FROM json_each(:ids)) AND state = 'scheduled'
+RETURNING id
+"""
+
+_CANDIDATES = f"""
+SELECT m.id, m.message_id, r.email, r.tz, c.name, b.from_addr, m.expires_at, m.created_at
+  FROM messages m JOIN recipients r ON r.id = m.recipient_id
+  JOIN campaigns c ON c.id = m.campaign_id JOIN message_bodies b ON b.message_id = m.id
+ WHERE m.state = 'scheduled' AND m.priority = :prio AND m.due_at <= :now AND m.{_NOT_PAUSED}
+ ORDER BY m.due_at, m.id LIMIT :limit
+"""
+
+_LOG = """
+INSERT INTO send_log(message_id, dedupe_key, mid, recipient, campaign, sender, attempt, worker,
+                     claim_token, status, claimed_at)
+SELECT m.id, m.dedupe_key, m.message_id, r.email, c.name, b.from_addr, m.attempts + 1, :worker,
+       :token, 'sending', :now
+  FROM messages m JOIN recipients r ON r.id = m.recipient_id JOIN campaigns c ON c.id = m.campaign_id
+  JOIN message_bodies b ON b.message_id = m.id
+ WHERE m.id IN (SELECT value FROM json_each(:ids))
+"""
+
+_DETAILS = """
+SELECT m.id, m.message_id, m.attempts + 1, r.email, coalesce(b.to_name, r.name), c.name,
+       b.from_addr, b.from_name, b.subject, b.body_text, b.body_html
+  FROM messages m JOIN recipients r ON r.id = m.recipient_id
+  JOIN campaigns c ON c.id = m.campaign_id JOIN message_bodies b ON b.message_id = m.id
+ WHERE m.id IN (SELECT value FROM json_each(:ids))
+ ORDER BY m.priority, m.due_at, m.id
+"""
+
+_EXPIRE = """
+UPDATE messages SET state = 'expired', updated_at = :now, defer_reason = NULL,
+       last_reply = 'expired: past expires_at, never sent'
+ WHERE state = 'scheduled' AND expires_at IS NOT NULL AND expires_at <= :now
+RETURNING id, message_id
+"""
+
+
+async def claim(db: Database, policy: Policy | None, *, worker: str, worker_id: int, limit: int,
+                lease: float, now: float) -> list[Claim]:
+    from .queue import Claim
+
+    token = f"{worker_id}.{secrets.token_hex(6)}"
+    params = {"token": token, "worker": worker, "lease": now + lease, "now": now}
+    await db.execute("SAVEPOINT claim")
+    for row_id, mid in await db.fetchall(_EXPIRE, {"now": now}):
+        log.warning("row=%s mid=%s worker=%s scheduled->expired reason=past expires_at", row_id, mid, worker)
+    if policy is not None and policy.active:
+        chosen = await _apply_policy(db, policy, limit, now, worker)
+        ids = [r[0] for r in await db.fetchall(_MOVE, {**params, "ids": json.dumps(chosen)})] if chosen else []
+    else:
+        ids = []
+        for prio in (0, 1, 2):
+            if len(ids) < limit:
+                ids += [r[0] for r in await db.fetchall(_FAST, {**params, "prio": prio,
+                                                                "limit": limit - len(ids)})]
+    if not ids:
+        await db.execute("RELEASE claim")
+        return []
+    id_list = json.dumps(ids)
+    try:
+        await db.execute(_LOG, {"worker": worker, "token": token, "now": now, "ids": id_list})
+    except sqlite3.IntegrityError as exc:
+        await db.execute("ROLLBACK TO claim")
+        await db.execute("RELEASE claim")
+        await _quarantine(db, ids, worker, now, str(exc))
+        return []
+    await db.execute("RELEASE claim")
+    return [Claim(id=r[0], mid=r[1], token=token, attempt=r[2], recipient=r[3], to_name=r[4],
+                  campaign=r[5], from_addr=r[6], from_name=r[7], subject=r[8], body_text=r[9],
+                  body_html=r[10])
+            for r in await db.fetchall(_DETAILS, {"ids": id_list})]
+
+
+async def _quarantine(db: Database, ids: list[int], worker: str, now: float, error: str) -> None:
+    """Rows the SendLog index refused: a live attempt already exists, so never send; surface it."""
+    rows = await db.fetchall(
+        "SELECT m.id, m.message_id FROM messages m WHERE m.id IN (SELECT value FROM json_each(?)) "
+        f"AND m.state = 'scheduled' AND EXISTS (SELECT 1 FROM send_log s WHERE s.status IN {LIVE} "
+        "AND (s.message_id = m.id OR s.dedupe_key = m.dedupe_key))",
+        (json.dumps(ids),))
+    reason = f"claim refused by SendLog unique index ({error}); a live or successful attempt exists"
+    for row_id, mid in rows:
+        await db.execute("UPDATE messages SET state = 'unknown', last_reply = ?, updated_at = ? "
+                         "WHERE id = ? AND state = 'scheduled'", (reason, now, row_id))
+        await db.execute("INSERT INTO audit(at, actor, action, message_id, detail) VALUES (?, ?, ?, ?, ?)",
+                         (now, worker, "claim-refused", row_id, reason))
+        log.error("row=%s mid=%s worker=%s scheduled->unknown reason=%s", row_id, mid, worker, reason)
+
+
+# --- policy ------------------------------------------------------------------------------------
+
+@dataclass(slots=True)
+class _Batch:
+    """Claims chosen earlier in this transaction: they count against limits like logged ones."""
+
+    recipient: dict[tuple[str, str | None], int]
+    sender: dict[str, int]
+
+
+async def _apply_policy(db: Database, policy: Policy, limit: int, now: float, worker: str) -> list[int]:
+    scan = max(4 * limit, 16)
+    candidates: list[sqlite3.Row] = []
+    for prio in (0, 1, 2):
+        if len(candidates) < scan:
+            candidates += await db.fetchall(_CANDIDATES, {"prio": prio, "now": now,
+                                                          "limit": scan - len(candidates)})
+    batch = _Batch(defaultdict(int), defaultdict(int))
+    chosen: list[int] = []
+    for row_id, mid, email, tz, campaign, sender, expires_at, created_at in candidates:
+        if len(chosen) >= limit:
+            break
+        if (expires_at is not None and expires_at <= now) or (
+                policy.max_age is not None and created_at + policy.max_age <= now):
+            await db.execute("UPDATE messages SET state = 'expired', updated_at = ?, defer_reason = NULL, "
+                             "last_reply = 'expired: older than --max-age or past expires_at, never sent' "
+                             "WHERE id = ? AND state = 'scheduled'", (now, row_id))
+            log.warning("row=%s mid=%s worker=%s scheduled->expired reason=max age", row_id, mid, worker)
+            continue
+        held = await _held_until(db, policy, batch, email, tz, campaign, sender, now)
+        if held is not None:
+            until, reason = held
+            await db.execute("UPDATE messages SET due_at = ?, defer_reason = ?, updated_at = ? "
+                             "WHERE id = ? AND state = 'scheduled'", (until, reason, now, row_id))
+            log.info("row=%s mid=%s worker=%s scheduled->scheduled reason=deferred by %s for %.0fs",
+                     row_id, mid, worker, reason, until - now)
+            continue
+        chosen.append(row_id)
+        batch.recipient[(email.lower(), None)] += 1
+        batch.recipient[(email.lower(), campaign)] += 1
+        batch.sender[sender.lower()] += 1
+    return chosen
+
+
+async def _held_until(db: Database, policy: Policy, batch: _Batch, email: str, tz: str | None,
+                      campaign: str, sender: str, now: float) -> tuple[float, str] | None:
+    """The moment the first rule that holds this message back frees it, and that rule's name."""
+    rules = policy.for_campaign(campaign)
+    if rules.window is not None:
+        opens = rules.window.next_open(now, tz)
+        if opens > now:
+            return opens, "window"
+    for cap, scope in ((policy.recipient_cap, None), (rules.recipient_cap, campaign)):
+        if cap is not None:
+            free = await _window_free_at(
+                db, cap, now, batch.recipient[(email.lower(), scope)],
+                f"recipient = :key {'AND campaign = :scope ' if scope else ''}AND status IN {LIVE}",
+                {"key": email, "scope": scope})
+            if free is not None:
+                return free, "recipient-cap"
+    if policy.rate is not None:
+        free = await _window_free_at(db, policy.rate, now, batch.sender[sender.lower()],
+                                     f"sender = :key AND status IN {ATTEMPTED}", {"key": sender},
+                                     spacing=policy.rate.period / policy.rate.count)
+        if free is not None:
+            return free, "rate"
+    if policy.daily_cap is not None:
+        free = await _window_free_at(db, Limit(policy.daily_cap, 86400.0), now, batch.sender[sender.lower()],
+                                     f"sender = :key AND status IN {ATTEMPTED}", {"key": sender})
+        if free is not None:
+            return free, "daily-cap"
+    return None
+
+
+async def _window_free_at(db: Database, limit: Limit, now: float, in_batch: int, where: str,
+                          params: dict[str, object], spacing: float = 0.0) -> float | None:
+    """None if one more fits in the sliding window (and the spacing), else when it will."""
+    rows = await db.fetchall(
+        f"SELECT claimed_at FROM send_log WHERE {where} AND claimed_at > :since "
+        "ORDER BY claimed_at DESC LIMIT :n", {**params, "since": now - limit.period, "n": limit.count})
+    times = [now] * in_batch + [r[0] for r in rows]
+    times = times[:limit.count]
+    if spacing and times and times[0] + spacing > now:
+        return times[0] + spacing
+    if len(times) >= limit.count:
+        return times[limit.count - 1] + limit.period
+    return None
