@@ -25,8 +25,9 @@ COLUMNS_OPTIONAL = ("name", "campaign", "send_at", "from", "dedupe_key", "html")
 MAX_BODY_BYTES = 2 * 1024 * 1024
 MAX_HEADER_CHARS = 998
 DEFAULT_CAMPAIGN = "default"
-_DOMAIN = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}$|"
-                     r"^(?=.{1,253}$)([A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+xn--[A-Za-z0-9-]+$")
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_DOMAIN = re.compile(rf"^(?=.{{1,253}}$)({_LABEL}\.)+[A-Za-z]{{2,63}}$|"
+                     rf"^(?=.{{1,253}}$)({_LABEL}\.)+xn--[A-Za-z0-9-]+$")
 
 # The common address shape (dot-atom local part, ASCII domain), checked without the stdlib
 # parser, which is 10x slower and dominated a 100k-row import; anything else takes the full parse.
@@ -69,7 +70,8 @@ def check_header(field: str, value: str) -> str:
     characters but TAB, no line or paragraph separators, nothing that is not valid UTF-8.
     """
     if "\r" in value or "\n" in value:
-        raise InputError(f"{field}: contains a line break (CR/LF), refused to prevent header injection")
+        raise InputError(f"{field}: contains a line break (CR/LF), "
+                         "refused to prevent header injection")
     bad = _REFUSED.search(value)
     if bad is not None:
         raise InputError(f"{field}: contains the control character {bad.group()!r}, refused to "
@@ -143,11 +145,13 @@ def parse_when(value: str) -> float:
     return when.timestamp()
 
 
-def make_message(raw: dict[str, str | None], *, line: int = 0, default_campaign: str | None = None) -> NewMessage:
+def make_message(raw: dict[str, str | None], *, line: int = 0,
+                 default_campaign: str | None = None) -> NewMessage:
     """Validate one input record (CSV row or flags)."""
     try:
         def get(key: str) -> str:
-            return (raw.get(key) or "").strip() if key != "body" and key != "html" else (raw.get(key) or "")
+            value = raw.get(key) or ""
+            return value if key in ("body", "html") else value.strip()
 
         for key in COLUMNS_REQUIRED:
             if not get(key).strip():
@@ -166,8 +170,9 @@ def make_message(raw: dict[str, str | None], *, line: int = 0, default_campaign:
         dedupe = check_header("dedupe_key", get("dedupe_key")) or None
     except InputError as exc:
         raise InputError(exc.reason, line) from None
-    return NewMessage(to=to, subject=subject, body=body, name=name, campaign=campaign, send_at=send_at,
-                      from_addr=from_addr, from_name=from_name, dedupe_key=dedupe, html=html, line=line)
+    return NewMessage(to=to, subject=subject, body=body, name=name, campaign=campaign,
+                      send_at=send_at, from_addr=from_addr, from_name=from_name,
+                      dedupe_key=dedupe, html=html, line=line)
 
 
 def read_csv(path: str) -> Iterator[NewMessage | InputError]:
@@ -178,30 +183,33 @@ def read_csv(path: str) -> Iterator[NewMessage | InputError]:
     file = Path(path)
     if not file.is_file():
         raise UsageError(f"{path}: no such file")
+    expected = f"{','.join(COLUMNS_REQUIRED)}[,{','.join(COLUMNS_OPTIONAL)}]"
+    start = 1
     with file.open(encoding="utf-8-sig", newline="") as fh:
         try:
             reader = csv.DictReader(fh, restkey=_EXTRA)
             header = reader.fieldnames
             if not header:
-                raise UsageError(f"{path}: empty file, expected a header line "
-                                 f"({','.join(COLUMNS_REQUIRED)}[,{','.join(COLUMNS_OPTIONAL)}])")
+                what = "empty file" if reader.line_num == 0 else "blank first line"
+                raise UsageError(f"{path}: line 1: {what}, expected a header line ({expected})")
             names = [h.strip().lower() for h in header]
             missing = [c for c in COLUMNS_REQUIRED if c not in names]
             if missing:
-                raise UsageError(f"{path}: header lacks column(s) {', '.join(missing)} "
-                                 f"(header: {','.join(COLUMNS_REQUIRED)}[,{','.join(COLUMNS_OPTIONAL)}])")
+                raise UsageError(f"{path}: line 1: header lacks column(s) {', '.join(missing)} "
+                                 f"(header: {expected})")
             unknown = [h for h in names if h not in COLUMNS_REQUIRED + COLUMNS_OPTIONAL]
             if unknown:
-                raise UsageError(f"{path}: unknown column(s) {', '.join(unknown)} "
+                raise UsageError(f"{path}: line 1: unknown column(s) {', '.join(unknown)} "
                                  f"(allowed: {','.join(COLUMNS_REQUIRED + COLUMNS_OPTIONAL)})")
             if len(set(names)) != len(names):
-                raise UsageError(f"{path}: a column appears twice in the header")
+                raise UsageError(f"{path}: line 1: a column appears twice in the header")
             reader.fieldnames = names
             start = reader.line_num + 1
             for row in reader:
                 if _EXTRA in row:
                     extra = len(row[_EXTRA])  # type: ignore[arg-type]
-                    yield InputError(f"{len(header) + extra} fields, header has {len(header)}", start)
+                    yield InputError(f"{len(header) + extra} fields, header has {len(header)}",
+                                     start)
                 elif any(v is None for v in row.values()):
                     yield InputError(f"fewer fields than the header's {len(header)}", start)
                 else:
@@ -211,10 +219,22 @@ def read_csv(path: str) -> Iterator[NewMessage | InputError]:
                         yield exc
                 start = reader.line_num + 1
         except UnicodeDecodeError as exc:
-            raise UsageError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start} of a read block); "
-                             "convert it with: iconv -f LATIN1 -t UTF-8") from exc
+            line, column = _undecodable(file)
+            raise UsageError(f"{path}: line {line}: not UTF-8 text ({exc.reason} at byte "
+                             f"{column}); convert it, e.g. iconv -f LATIN1 -t UTF-8") from exc
         except csv.Error as exc:
             reason = str(exc)
             if "field larger" in reason:
                 reason = f"a field is larger than the {MAX_BODY_BYTES} byte limit"
-            raise UsageError(f"{path}: line {reader.line_num}: {reason}") from exc
+            raise UsageError(f"{path}: line {start}: {reason}") from exc
+
+
+def _undecodable(file: Path) -> tuple[int, int]:
+    """(line, 1-based byte in that line) of the first bytes that are not UTF-8."""
+    with file.open("rb") as fh:
+        for number, raw in enumerate(fh, start=1):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                return number, exc.start + 1
+    return 0, 0
