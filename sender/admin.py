@@ -133,15 +133,20 @@ async def mark_found(db: Database, mids: Iterable[str], *, actor: str, now: floa
 async def set_paused(db: Database, paused: bool, *, actor: str, now: float, reason: str = "") -> None:
     """The global pause flag every daemon checks inside its claim transaction."""
     async with db.write():
-        if paused:
-            await db.execute("INSERT INTO flags(key, value, set_at, set_by) VALUES ('paused', ?, ?, ?) "
-                             "ON CONFLICT(key) DO UPDATE SET value = excluded.value, "
-                             "set_at = excluded.set_at, set_by = excluded.set_by",
-                             (reason or "paused", now, actor))
-        else:
-            await db.execute("DELETE FROM flags WHERE key = 'paused'")
-        await _audit(db, now, actor, "pause" if paused else "resume", None, reason)
+        await write_pause_flag(db, paused, actor=actor, now=now, reason=reason)
     log.warning("sending %s by %s%s", "paused" if paused else "resumed", actor, f": {reason}" if reason else "")
+
+
+async def write_pause_flag(db: Database, paused: bool, *, actor: str, now: float, reason: str) -> None:
+    """Set or clear the flag inside the caller's transaction (the daemon's auto-pause uses this)."""
+    if paused:
+        await db.execute("INSERT INTO flags(key, value, set_at, set_by) VALUES ('paused', ?, ?, ?) "
+                         "ON CONFLICT(key) DO UPDATE SET value = excluded.value, "
+                         "set_at = excluded.set_at, set_by = excluded.set_by",
+                         (reason or "paused", now, actor))
+    else:
+        await db.execute("DELETE FROM flags WHERE key = 'paused'")
+    await _audit(db, now, actor, "pause" if paused else "resume", None, reason)
 
 
 async def set_campaign_paused(db: Database, campaign: str, paused: bool, *, actor: str, now: float,

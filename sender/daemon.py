@@ -170,16 +170,19 @@ class Daemon:
 
     async def _exchange(self, limit: int, now: float) -> list[Claim]:
         batch, self._pending = self._pending, []
+        streak, pause_reason = self._error_streak_after(batch)
         try:
             claims = await queue.exchange(self.db, batch, worker=self.settings.worker,
-                                          worker_id=self.worker_id, limit=limit,
-                                          lease=self.settings.lease, now=now, policy=self.policy)
+                                          worker_id=self.worker_id, limit=limit, lease=self.settings.lease,
+                                          now=now, policy=self.policy, pause_reason=pause_reason)
         except StoreError:
             self._pending = batch + self._pending  # never lose an outcome: write it next turn
             raise
+        self._error_streak = 0 if pause_reason else streak
+        if pause_reason:
+            log.error("sending paused: %s (resume with: python -m sender resume)", pause_reason)
         for outcome in batch:
             self._log_outcome(outcome)
-        await self._watch_error_streak(batch, now)
         for claim in claims:
             session = self._free.pop()
             task = asyncio.create_task(self._deliver(session, claim))
@@ -282,24 +285,21 @@ class Daemon:
         delay = retry_hint(err.reply) or backoff(s.retry_delay, claim.attempt)
         return done("retry", err.code, err.reply, now + delay), 0.0
 
-    async def _watch_error_streak(self, batch: Sequence[Outcome], now: float) -> None:
+    def _error_streak_after(self, batch: Sequence[Outcome]) -> tuple[int, str | None]:
         """``--pause-after-errors N``: N relay failures in a row pause all sending until an operator resumes."""
-        limit = self.settings.pause_after_errors
-        if not limit or not batch:
-            return
+        streak = self._error_streak
         for o in batch:
             if o.status == "sent":
-                self._error_streak = 0
+                streak = 0
             elif not o.reply.startswith("cannot build"):
-                self._error_streak += 1
-        if self._error_streak >= limit:
-            last = batch[-1]
-            reason = (f"auto-paused by {self.settings.worker} after {self._error_streak} consecutive relay "
-                      f"errors; last: {(str(last.code) + ' ') if last.code else ''}{last.reply}"[:500])
-            from .admin import set_paused
-
-            await set_paused(self.db, True, actor=self.settings.worker, now=now, reason=reason)
-            self._error_streak = 0
+                streak += 1
+        limit = self.settings.pause_after_errors
+        if not limit or streak < limit or not batch:
+            return streak, None
+        last = batch[-1]
+        code = f"{last.code} " if last.code else ""
+        return streak, (f"auto-paused by {self.settings.worker} after {streak} consecutive relay errors; "
+                        f"last: {code}{last.reply}")[:500]
 
     def _log_outcome(self, o: Outcome) -> None:
         setattr(self.stats, o.status, getattr(self.stats, o.status) + 1)

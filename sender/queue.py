@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from . import claims
+from . import admin, claims
 from .db import Database
 from .intake import NewMessage
 from .message import make_message_id
@@ -155,11 +155,16 @@ async def _enqueue_chunk(db: Database, rows: list[NewMessage], campaigns: dict[s
 # --- claim and outcomes ----------------------------------------------------------------------
 
 async def exchange(db: Database, outcomes: Sequence[Outcome], *, worker: str, worker_id: int,
-                   limit: int, lease: float, now: float, policy: Policy | None = None) -> list[Claim]:
-    """Record ``outcomes`` and claim up to ``limit`` due messages, in one durable transaction."""
+                   limit: int, lease: float, now: float, policy: Policy | None = None,
+                   pause_reason: str | None = None) -> list[Claim]:
+    """Record ``outcomes`` and claim up to ``limit`` due messages, in one durable transaction.
+
+    ``pause_reason`` sets the global pause flag in the same transaction, before the claim."""
     async with db.write():
         if outcomes:
             await _record(db, outcomes, now)
+        if pause_reason:
+            await admin.write_pause_flag(db, True, actor=worker, now=now, reason=pause_reason)
         if limit <= 0 or await is_paused(db):
             return []
         return await claims.claim(db, policy, worker=worker, worker_id=worker_id, limit=limit,
