@@ -11,6 +11,7 @@ translated here into ``StoreError`` with a readable reason.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -25,7 +26,8 @@ LOG_LIMIT = 200
 LOG_SCAN = 20_000       # a substring or status filter looks at this many recent attempts
 QUEUE_LIMIT = 100
 DUE_COUNT_CAP = 100_000  # "due now" stops counting here (a covering index walk)
-CAMPAIGN_SAMPLE = 2_000  # the per-campaign breakdown covers this many earliest-due rows
+CAMPAIGN_SAMPLE = 2_000  # the per-campaign breakdown covers this many rows in claim order
+PRIORITIES = (0, 1, 2)  # high, normal, low: the CHECK on messages.priority
 INFLIGHT_LIMIT = 200
 WORKER_LIMIT = 100
 WORKER_HISTORY = 86_400.0
@@ -54,8 +56,9 @@ class QueuedMessage:
     recipient: str
     campaign: str
     due_at: float
+    priority: int
     attempts: int
-    last_reply: str | None
+    note: str | None  # why a policy deferred it, else the last reply
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,29 +67,25 @@ class CampaignQueue:
     due: int
     scheduled: int
     oldest_due_at: float
+    paused: str | None
 
 
 @dataclass(frozen=True, slots=True)
 class QueueView:
-    """Scheduled messages, earliest due first.
+    """Scheduled messages in claim order (priority, due time, id).
 
     ``due_now`` stops counting at ``due_cap`` (``due_capped``); the per-campaign breakdown
-    covers the ``sampled`` earliest-due scheduled rows, all of them unless ``sample_capped``.
+    covers the ``sampled`` first rows in claim order, all of them unless ``sample_capped``.
     """
 
     due_now: int
     due_capped: bool
+    oldest_due: QueuedMessage | None
+    next_due: QueuedMessage | None
     messages: list[QueuedMessage]
     campaigns: list[CampaignQueue]
     sampled: int
     sample_capped: bool
-
-    @property
-    def oldest_due(self) -> QueuedMessage | None:
-        return self.messages[0] if self.messages and self.due_now else None
-
-    def next_scheduled(self, now: float) -> QueuedMessage | None:
-        return next((m for m in self.messages if m.due_at > now), None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,33 +180,53 @@ async def overview(db: Database, now: float) -> Overview:
     rate = await db.fetchone(
         "SELECT count(*) FROM messages WHERE state = 'sent' AND updated_at >= ?", (now - 60.0,))
     stale = await db.fetchone(
-        "SELECT count(*) FROM messages WHERE state = 'sending' AND lease_until < ?", (now,))
+        "SELECT count(*) FROM messages INDEXED BY messages_lease "
+        "WHERE state = 'sending' AND lease_until < ?", (now,))
     workers = await queries.worker_counts(db, now)
     paused = await admin.pause_state(db)
     return Overview(counts=counts, sent_last_minute=rate[0] if rate else 0,
                     stale_claims=stale[0] if stale else 0, workers=workers, paused=paused)
 
 
+_QUEUED = ("SELECT m.id, r.email, c.name, m.due_at, m.priority, m.attempts, "
+           "       coalesce(m.defer_reason, m.last_reply) "
+           "FROM messages m INDEXED BY messages_due JOIN recipients r ON r.id = m.recipient_id "
+           "JOIN campaigns c ON c.id = m.campaign_id WHERE m.state = 'scheduled' ")
+
+
 async def queue_view(db: Database, now: float, limit: int = QUEUE_LIMIT,
                      due_cap: int = DUE_COUNT_CAP, sample: int = CAMPAIGN_SAMPLE) -> QueueView:
-    """Walks the ``messages_due`` partial index only, a bounded number of entries."""
-    rows = await db.fetchall(
-        "SELECT m.id, r.email, c.name, m.due_at, m.attempts, m.last_reply "
-        "FROM messages m JOIN recipients r ON r.id = m.recipient_id "
-        "JOIN campaigns c ON c.id = m.campaign_id "
-        "WHERE m.state = 'scheduled' ORDER BY m.due_at, m.id LIMIT ?", (limit,))
+    """Walks the ``messages_due`` partial index only, a bounded number of entries.
+
+    The index leads with the priority, so "oldest due" and "next" are one seek per priority.
+    ``INDEXED BY`` keeps the plan fixed: without ``ANALYZE`` statistics SQLite may otherwise
+    prefer ``messages_state_updated`` and sort every scheduled row.
+    """
+    rows = await db.fetchall(_QUEUED + "ORDER BY m.priority, m.due_at, m.id LIMIT ?", (limit,))
     due = await db.fetchone(
-        "SELECT count(*) FROM (SELECT 1 FROM messages WHERE state = 'scheduled' AND due_at <= ? "
-        "LIMIT ?)", (now, due_cap + 1))
+        "SELECT count(*) FROM (SELECT 1 FROM messages INDEXED BY messages_due "
+        f"WHERE state = 'scheduled' AND priority IN {PRIORITIES} AND due_at <= ? LIMIT ?)",
+        (now, due_cap + 1))
     due_now = due[0] if due else 0
+    oldest: list[QueuedMessage] = []
+    upcoming: list[QueuedMessage] = []
+    for prio in PRIORITIES:
+        for found, test in ((oldest, "<="), (upcoming, ">")):
+            row = await db.fetchone(_QUEUED + f"AND m.priority = ? AND m.due_at {test} ? "
+                                    "ORDER BY m.due_at, m.id LIMIT 1", (prio, now))
+            if row is not None:
+                found.append(QueuedMessage(*row))
     per = await db.fetchall(
-        "SELECT c.name, coalesce(sum(q.due_at <= :now), 0), count(*), min(q.due_at) "
-        "FROM (SELECT campaign_id, due_at FROM messages WHERE state = 'scheduled' "
-        "      ORDER BY due_at, id LIMIT :sample) q JOIN campaigns c ON c.id = q.campaign_id "
-        "GROUP BY c.name ORDER BY min(q.due_at), c.name", {"now": now, "sample": sample})
+        "SELECT c.name, coalesce(sum(q.due_at <= :now), 0), count(*), min(q.due_at), c.paused "
+        "FROM (SELECT campaign_id, due_at FROM messages INDEXED BY messages_due "
+        "      WHERE state = 'scheduled' ORDER BY priority, due_at, id LIMIT :sample) q "
+        "JOIN campaigns c ON c.id = q.campaign_id "
+        "GROUP BY c.id ORDER BY min(q.due_at), c.name", {"now": now, "sample": sample})
     campaigns = [CampaignQueue(*r) for r in per]
     sampled = sum(c.scheduled for c in campaigns)
     return QueueView(due_now=min(due_now, due_cap), due_capped=due_now > due_cap,
+                     oldest_due=min(oldest, key=lambda m: (m.due_at, m.id), default=None),
+                     next_due=min(upcoming, key=lambda m: (m.due_at, m.id), default=None),
                      messages=[QueuedMessage(*r) for r in rows], campaigns=campaigns,
                      sampled=sampled, sample_capped=sampled >= sample)
 
@@ -217,7 +236,7 @@ async def in_flight(db: Database, now: float, limit: int = INFLIGHT_LIMIT) -> li
     rows = await db.fetchall(
         "SELECT m.id, r.email, c.name, coalesce(m.worker, '?'), m.attempts + 1, m.updated_at, "
         "       m.lease_until "
-        "FROM messages m JOIN recipients r ON r.id = m.recipient_id "
+        "FROM messages m INDEXED BY messages_lease JOIN recipients r ON r.id = m.recipient_id "
         "JOIN campaigns c ON c.id = m.campaign_id "
         "WHERE m.state = 'sending' ORDER BY m.lease_until, m.id LIMIT ?", (limit,))
     return [Claim(*r[:6], lease_until=r[6] or 0.0, stale=(r[6] or 0.0) < now) for r in rows]
@@ -225,14 +244,23 @@ async def in_flight(db: Database, now: float, limit: int = INFLIGHT_LIMIT) -> li
 
 async def workers(db: Database, now: float, dead_after: float = WORKER_DEAD_AFTER,
                   limit: int = WORKER_LIMIT) -> list[Worker]:
-    """Running workers and those seen in the last day, most recent heartbeat first."""
+    """Workers with a heartbeat in the last day, and any worker holding a claim, most recent
+    heartbeat first.
+
+    Every ``run --once`` registers a worker, so the table grows with each cron run: it is read
+    through ``workers_heartbeat`` and by primary key, never scanned. A claim token starts with
+    the id of the worker that made it, which finds the holders of claims however old.
+    """
     busy = {r[0]: r[1] for r in await db.fetchall(
-        "SELECT worker, count(*) FROM messages WHERE state = 'sending' AND lease_until IS NOT NULL "
-        "GROUP BY worker")}
+        "SELECT CAST(substr(claim_token, 1, instr(claim_token, '.') - 1) AS INTEGER), count(*) "
+        "FROM messages INDEXED BY messages_lease WHERE state = 'sending' GROUP BY 1")}
     rows = await db.fetchall(
         "SELECT id, name, pid, host, started_at, heartbeat_at, stopped_at FROM workers "
-        "WHERE heartbeat_at >= ? OR stopped_at IS NULL ORDER BY heartbeat_at DESC, id DESC LIMIT ?",
-        (now - WORKER_HISTORY, limit))
+        "WHERE id IN (SELECT id FROM workers WHERE heartbeat_at >= :since "
+        "             ORDER BY heartbeat_at DESC LIMIT :limit) "
+        "   OR id IN (SELECT value FROM json_each(:busy)) "
+        "ORDER BY heartbeat_at DESC, id DESC LIMIT :limit",
+        {"since": now - WORKER_HISTORY, "limit": limit, "busy": json.dumps(list(busy))})
     out = []
     for r in rows:
         if r[6] is not None:
@@ -241,7 +269,7 @@ async def workers(db: Database, now: float, dead_after: float = WORKER_DEAD_AFTE
             status = "presumed dead"
         else:
             status = "alive"
-        out.append(Worker(*r, status=status, in_flight=busy.get(r[1], 0) if r[6] is None else 0))
+        out.append(Worker(*r, status=status, in_flight=busy.get(r[0], 0)))
     return out
 
 

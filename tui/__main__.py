@@ -1,0 +1,48 @@
+"""``python -m tui --db PATH [--refresh SECONDS] [--read-only]``: start the monitor.
+
+The database defaults like the sender's: ``$SENDER_DB``, then ``sender.db``. Log records from
+``sender`` go nowhere while the screen is up: a line on stderr would tear the display.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+
+from sender.config import DEFAULT_DB
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m tui", description="Monitor a sender queue.")
+    parser.add_argument("--db", default=os.environ.get("SENDER_DB") or DEFAULT_DB,
+                        help="queue database (default: $SENDER_DB, then sender.db)")
+    parser.add_argument("--refresh", type=_positive, default=1.0, metavar="SECONDS",
+                        help="seconds between refreshes (default: 1)")
+    parser.add_argument("--read-only", action="store_true",
+                        help="watch only: every action is refused")
+    return parser
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError("must be more than 0")
+    return value
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    root = logging.getLogger()
+    root.handlers[:] = [logging.NullHandler()]
+    from .app import MonitorApp
+
+    MonitorApp(args.db, refresh_every=args.refresh, read_only=args.read_only).run()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,71 @@
+"""Operator actions, each run through ``sender.admin`` on its own short-lived writable connection.
+
+The display connection stays read-only; an action opens the file for writing only for the
+one ``admin`` call (a durable ``BEGIN IMMEDIATE`` transaction that also writes the audit row)
+and closes it. ``admin`` refuses rows in the wrong state all-or-nothing, so a stale screen can
+never change a row the operator did not mean.
+"""
+
+from __future__ import annotations
+
+import getpass
+from dataclasses import dataclass
+from typing import Literal
+
+from sender import admin
+from sender.db import open_db
+from sender.errors import SenderError
+
+Kind = Literal["cancel", "retry", "resolve-sent", "resolve-failed", "resolve-requeue", "pause",
+               "resume"]
+
+# Which state a message must be in for each per-message action.
+NEEDS_STATE: dict[str, str] = {
+    "cancel": "scheduled",
+    "retry": "failed",
+    "resolve-sent": "unknown",
+    "resolve-failed": "unknown",
+    "resolve-requeue": "unknown",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Done:
+    """What an action did, as a sentence for the operator; ``ok`` is False on refusal."""
+
+    ok: bool
+    text: str
+
+
+def default_actor() -> str:
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "operator"
+    return f"tui:{user}"
+
+
+async def perform(path: str, kind: Kind, row_id: int | None, *, actor: str, now: float) -> Done:
+    """Run one action; every failure comes back as ``Done(ok=False)``, never an exception."""
+    reason = "from the monitor"
+    try:
+        async with open_db(path) as db:
+            if kind == "cancel" and row_id is not None:
+                await admin.cancel(db, [row_id], actor=actor, now=now, reason=reason)
+                return Done(True, f"#{row_id} cancelled")
+            if kind == "retry" and row_id is not None:
+                await admin.retry(db, [row_id], actor=actor, now=now)
+                return Done(True, f"#{row_id} queued again (same Message-ID)")
+            if kind.startswith("resolve-") and row_id is not None:
+                as_ = kind.removeprefix("resolve-")
+                await admin.resolve(db, [row_id], as_, actor=actor, now=now,  # type: ignore[arg-type]
+                                    reason=reason)
+                return Done(True, f"#{row_id} resolved as {as_}")
+            if kind in ("pause", "resume"):
+                await admin.set_paused(db, kind == "pause", actor=actor, now=now, reason=reason)
+                return Done(True, "sending paused" if kind == "pause" else "sending resumed")
+    except SenderError as exc:
+        return Done(False, str(exc))
+    except OSError as exc:
+        return Done(False, f"cannot open {path}: {exc}")
+    return Done(False, f"{kind}: no message selected")

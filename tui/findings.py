@@ -1,0 +1,122 @@
+"""The Duplicates view's data: an adapter over ``sender.report``.
+
+The report belongs to ``sender.report``; this adapter turns its ``Report`` into flat rows a
+table can show (kind, queue row, recipient, campaign, Message-IDs, time, detail). When the
+installed ``sender`` has no report API it says "report unavailable" instead of failing, so the
+rest of the monitor works with an older sender.
+
+The window is the report's own ``window_for``: the last ``span`` seconds, or, when nothing
+happened in them, the ``span`` ending at the newest activity (an idle queue, or sample.db
+with its fixed dates), so the latest anomalies are on screen at start-up.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from sender.db import Database
+
+from . import fmt
+
+KINDS = ("ghosts", "repeated_message_ids", "multi_sends", "unknown", "stale_claims", "missing")
+LABELS = {
+    "ghosts": "ghost",
+    "repeated_message_ids": "repeated Message-ID",
+    "multi_sends": "multi-send",
+    "unknown": "unknown",
+    "stale_claims": "stale claim",
+    "missing": "missing",
+}
+PLURALS = {**LABELS, "ghosts": "ghosts", "repeated_message_ids": "repeated Message-IDs",
+           "multi_sends": "multi-sends", "stale_claims": "stale claims"}
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    kind: str
+    row: int | None
+    recipient: str
+    campaign: str
+    mids: tuple[str, ...]
+    at: float | None
+    detail: str
+
+
+@dataclass(frozen=True)
+class Findings:
+    span: float
+    available: bool
+    since: float = 0.0
+    until: float = 0.0
+    anchored: bool = False
+    rows: list[Finding] = field(default_factory=list)
+    truncated: tuple[str, ...] = ()
+    note: str = ""
+
+    def count(self, kind: str) -> int:
+        return sum(1 for f in self.rows if f.kind == kind)
+
+
+def _report_api() -> Any | None:
+    try:
+        report = importlib.import_module("sender.report")
+    except ImportError:
+        return None
+    if not all(hasattr(report, name) for name in ("build_report", "window_for")):
+        return None
+    return report
+
+
+async def load(db: Database, now: float, span: float) -> Findings:
+    report = _report_api()
+    if report is None:
+        return Findings(span, False, note="report unavailable: this sender has no report API")
+    window = await report.window_for(db, span, now)
+    result = await report.build_report(db, window.since, now, until=window.until)
+    rows = [_finding(kind, item, now) for kind in KINDS for item in getattr(result, kind)]
+    return Findings(span, True, since=window.since, until=window.until, anchored=window.anchored,
+                    rows=rows, truncated=tuple(result.truncated))
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def _finding(kind: str, item: Any, now: float) -> Finding:
+    """One report item as a row; every kind has a recipient and at least one Message-ID."""
+    campaign = getattr(item, "campaign", None) or ""
+    if kind == "ghosts":
+        detail = f"{_plural(item.copies, 'copy')} observed, never logged"
+        if item.row is not None:
+            detail += (f"; row #{item.row} ({item.row_state}) was logged as "
+                       f"{item.logged_message_id}")
+        return Finding(kind, item.row, item.recipient, campaign, (item.message_id,), item.at,
+                       detail)
+    if kind == "repeated_message_ids":
+        detail = f"{item.copies} copies in one mailbox; attempts: {', '.join(item.attempts) or '-'}"
+        return Finding(kind, item.row, item.recipient, campaign, (item.message_id,),
+                       item.first_at, detail)
+    if kind == "multi_sends":
+        seen = item.message_ids
+        rows = [s.row for s in seen if s.row is not None]
+        logged = sum(s.logged for s in seen)
+        detail = (f"{len(seen)} distinct Message-IDs: {logged} logged, "
+                  f"{sum(1 for s in seen if s.observed)} observed")
+        return Finding(kind, rows[0] if rows else None, item.recipient, campaign,
+                       tuple(s.message_id for s in seen), item.first_at, detail)
+    if kind == "unknown":
+        detail = item.reason + ("; seen in a mailbox: reconcile settles it" if item.observed
+                                else "")
+        return Finding(kind, item.row, item.recipient, campaign, (item.message_id,), item.since,
+                       detail)
+    if kind == "stale_claims":
+        beat = (f"last heartbeat {fmt.ago(item.heartbeat_at, now)}"
+                if item.heartbeat_at is not None else "worker unknown")
+        detail = (f"lease expired {fmt.ago(item.lease_until, now)}; worker "
+                  f"{item.worker or '?'} {'stopped' if item.worker_stopped else beat}")
+        return Finding(kind, item.row, item.recipient, campaign, (item.message_id,),
+                       item.claimed_at, detail)
+    return Finding(kind, item.row, item.recipient, campaign, (item.message_id,), item.sent_at,
+                   f"logged sent ({item.reply}) but not in the mailbox")

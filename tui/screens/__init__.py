@@ -1,0 +1,1 @@
+"""Screens over the main view: message detail, confirmations, help."""

@@ -1,0 +1,60 @@
+"""Confirmation dialogs: nothing changes in the queue without an explicit yes.
+
+``Confirm`` answers True or False; ``Choose`` answers one of its choices or None. Both are
+keyboard-first (each choice has a key, Escape backs out) and default to the harmless answer.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from textual import events
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Button, Static
+
+
+class Choose(ModalScreen[str | None]):
+    """A question with a few answers, each bound to a key; Escape or Back answers None."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "answer('')", "Back", show=False)]
+
+    def __init__(self, question: str, choices: list[tuple[str, str, str]]) -> None:
+        """``choices``: (answer, key, label). The focus starts on Back, the harmless answer."""
+        super().__init__()
+        self.question = question
+        self.choices = choices
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="dialog"):
+            yield Static(self.question, id="question")
+            with Horizontal(id="buttons"):
+                for answer, key, label in self.choices:
+                    yield Button(f"{label} ({key})", id=f"answer-{answer}", variant="warning")
+                yield Button("Back (esc)", id="answer-")
+
+    def on_mount(self) -> None:
+        self.query_one("#answer-", Button).focus()
+
+    def on_key(self, event: events.Key) -> None:
+        for answer, key, _label in self.choices:
+            if event.key == key:
+                event.stop()
+                self.dismiss(answer)
+                return
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        answer = (event.button.id or "answer-").removeprefix("answer-")
+        self.dismiss(answer or None)
+
+    def action_answer(self, answer: str) -> None:
+        self.dismiss(answer or None)
+
+
+class Confirm(Choose):
+    """Yes (``y``) or no (``n``, Escape, or just Enter on the focused Back button)."""
+
+    def __init__(self, question: str) -> None:
+        super().__init__(question, [("yes", "y", "Yes")])

@@ -1,0 +1,1 @@
+"""The monitor's widgets: the header, a refillable table, and one panel per tab."""
