@@ -1,0 +1,221 @@
+"""Observation: what actually arrived in a mailbox, stored once per copy and recipient.
+
+The report compares these rows with the SendLog. Reading and parsing live in
+``sender.mailreader``; this module counts what was odd, traces each copy back to its queue row,
+and stores it. Re-reading a mailbox adds nothing (see ``0002_observations`` in ``schema``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from .db import Database
+from .mailreader import Mailbox, Parsed, RawMessage, parse_head
+from .message import row_of
+
+log = logging.getLogger(__name__)
+
+BATCH = 500
+TRACE_SLACK = 900.0  # a copy whose Message-ID names no row traces to a send this close in time
+
+
+@dataclass
+class ObserveStats:
+    """What one pass over a mailbox found. ``added`` counts new (copy, recipient) rows."""
+
+    source: str
+    messages: int = 0
+    added: int = 0
+    known: int = 0
+    no_message_id: int = 0
+    no_date: int = 0
+    bad_date: int = 0
+    no_recipient: int = 0
+    traced: int = 0
+    seconds: float = 0.0
+
+    def summary(self) -> str:
+        problems = [f"{n} {what}" for n, what in (
+            (self.no_message_id, "without Message-ID"), (self.no_date, "without Date"),
+            (self.bad_date, "with a malformed Date"), (self.no_recipient, "without recipient"))
+            if n]
+        text = (f"observed {self.messages} messages in {self.source}: {self.added} new "
+                f"observations, {self.known} already stored ({self.seconds:.1f}s)")
+        return text + (f"; {', '.join(problems)}" if problems else "")
+
+
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    raw: RawMessage
+    parsed: Parsed
+
+
+_INSERT = """
+INSERT INTO observations(mid, recipient, date, at, subject, source, observed_at, fingerprint, copy,
+                         row_id, traced_by)
+VALUES (:mid, :recipient, :date, :at, :subject, :source, :observed_at, :fingerprint, :copy,
+        :row_id, :traced_by)
+ON CONFLICT(fingerprint, recipient, copy) DO NOTHING
+"""
+
+_TRACE_BY_TIME = """
+SELECT j.key, s.message_id
+  FROM json_each(:items) j
+  JOIN send_log s
+    ON s.recipient IN (json_extract(j.value, '$[0]'), json_extract(j.value, '$[1]'))
+   AND s.claimed_at BETWEEN json_extract(j.value, '$[2]') - :slack
+                        AND json_extract(j.value, '$[2]') + :slack
+ ORDER BY j.key, abs(s.claimed_at - json_extract(j.value, '$[2]')), s.id
+"""
+
+
+async def observe(db: Database, mailbox: Mailbox, *, now: float,
+                  progress: Callable[[int], None] | None = None,
+                  batch: int = BATCH) -> ObserveStats:
+    """Store every copy in ``mailbox`` once; return counts. Commits every ``batch`` messages."""
+    started = time.monotonic()
+    stats = ObserveStats(mailbox.source)
+    await db.execute("CREATE TEMP TABLE IF NOT EXISTS observe_scan "
+                     "(fp TEXT PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID")
+    await db.execute("DELETE FROM temp.observe_scan")
+    pending: list[_Pending] = []
+    try:
+        for raw in mailbox.messages():
+            pending.append(_Pending(raw, parse_head(raw.head)))
+            if len(pending) >= batch:
+                await _store(db, pending, stats, now)
+                if progress:
+                    progress(sum(p.raw.units for p in pending))
+                pending.clear()
+        if pending:
+            await _store(db, pending, stats, now)
+            if progress:
+                progress(sum(p.raw.units for p in pending))
+    finally:
+        await db.execute("DROP TABLE IF EXISTS temp.observe_scan")
+    stats.seconds = time.monotonic() - started
+    log.debug("%s", stats.summary())
+    return stats
+
+
+async def _store(db: Database, batch: list[_Pending], stats: ObserveStats, now: float) -> None:
+    rows: list[dict[str, Any]] = []
+    async with db.write():
+        copies = await _ordinals(db, [p.raw.fingerprint for p in batch])
+        owners = await _row_owners(db, batch)
+        for p, copy in zip(batch, copies, strict=True):
+            parsed, raw = p.parsed, p.raw
+            stats.messages += 1
+            stats.no_message_id += parsed.mid is None
+            stats.no_date += parsed.date_problem == "missing"
+            stats.bad_date += parsed.date_problem == "malformed"
+            stats.no_recipient += not parsed.recipients
+            at = parsed.date if parsed.date is not None else raw.delivered_at or now
+            row = row_of(parsed.mid) if parsed.mid else None
+            owner = owners.get(row) if row is not None else None
+            for rcpt in parsed.recipients or ("",):
+                traced = owner is not None and (not rcpt or owner == rcpt.lower())
+                rows.append({"mid": parsed.mid, "recipient": rcpt.lower(), "raw_recipient": rcpt,
+                             "date": parsed.date, "at": at, "subject": parsed.subject,
+                             "source": stats.source, "observed_at": now,
+                             "fingerprint": raw.fingerprint, "copy": copy,
+                             "row_id": row if traced else None,
+                             "traced_by": "message-id" if traced else None})
+        await _trace_by_time(db, rows)
+        for r in rows:
+            del r["raw_recipient"]
+        before = await _changes(db)
+        await db.executemany(_INSERT, rows)
+        added = await _changes(db) - before
+    stats.added += added
+    stats.known += len(rows) - added
+    stats.traced += sum(r["row_id"] is not None for r in rows)
+
+
+async def _ordinals(db: Database, fingerprints: list[str]) -> list[int]:
+    """The n-th byte-identical copy in this scan is copy n: stable across re-reads."""
+    seen = {r[0]: r[1] for r in await db.fetchall(
+        "SELECT fp, n FROM temp.observe_scan WHERE fp IN (SELECT value FROM json_each(?))",
+        (json.dumps(sorted(set(fingerprints))),))}
+    out = []
+    for fp in fingerprints:
+        seen[fp] = seen.get(fp, 0) + 1
+        out.append(seen[fp])
+    await db.executemany("INSERT INTO temp.observe_scan(fp, n) VALUES (?, ?) "
+                         "ON CONFLICT(fp) DO UPDATE SET n = excluded.n", list(seen.items()))
+    return out
+
+
+async def _row_owners(db: Database, batch: list[_Pending]) -> dict[int, str]:
+    """Queue rows named by the batch's Message-IDs -> their recipient (lower-cased)."""
+    rows = {r for p in batch if p.parsed.mid and (r := row_of(p.parsed.mid)) is not None}
+    if not rows:
+        return {}
+    return {r[0]: r[1].lower() for r in await db.fetchall(
+        "SELECT m.id, r.email FROM messages m JOIN recipients r ON r.id = m.recipient_id "
+        "WHERE m.id IN (SELECT value FROM json_each(?))", (json.dumps(sorted(rows)),))}
+
+
+async def _trace_by_time(db: Database, rows: list[dict[str, Any]]) -> None:
+    """A copy whose Message-ID names no row of ours (the old system's random ids) traces to the
+    SendLog entry for the same recipient closest in time, within ``TRACE_SLACK``."""
+    todo = [r for r in rows if r["row_id"] is None and r["recipient"]]
+    if not todo:
+        return
+    items = json.dumps([[r["recipient"], r["raw_recipient"], r["at"]] for r in todo])
+    for key, row_id in await db.fetchall(_TRACE_BY_TIME, {"items": items, "slack": TRACE_SLACK}):
+        if todo[key]["row_id"] is None:  # the first candidate is the closest in time
+            todo[key]["row_id"] = row_id
+            todo[key]["traced_by"] = "recipient+time"
+
+
+async def _changes(db: Database) -> int:
+    row = await db.fetchone("SELECT total_changes()")
+    assert row is not None
+    return int(row[0])
+
+
+@contextlib.contextmanager
+def progress_bar(mailbox: Mailbox,
+                 description: str = "observe") -> Iterator[Callable[[int], None] | None]:
+    """A rich progress bar on a terminal; nothing when stderr is not one (cron, pipes, tests)."""
+    if not sys.stderr.isatty():
+        yield None
+        return
+    from rich.progress import Progress
+
+    with Progress(transient=True) as bar:
+        task = bar.add_task(f"{description} {mailbox.path.name}", total=mailbox.total())
+        yield lambda n: bar.advance(task, n)
+
+
+@dataclass(frozen=True, slots=True)
+class Reconciled:
+    row: int
+    message_id: str
+    recipient: str
+
+
+async def reconcile(db: Database, *, source: str, actor: str, now: float) -> list[Reconciled]:
+    """``unknown`` messages whose Message-ID has been observed (in any mailbox) become ``sent``
+    through ``admin.mark_found``, which writes the audit rows."""
+    from . import admin
+
+    rows = await db.fetchall(
+        "SELECT m.id, m.message_id, r.email "
+        "  FROM messages m JOIN recipients r ON r.id = m.recipient_id "
+        " WHERE m.state = 'unknown' "
+        "   AND EXISTS (SELECT 1 FROM observations o WHERE o.mid = m.message_id) "
+        " ORDER BY m.id")
+    if not rows:
+        return []
+    found = await admin.mark_found(db, [r[1] for r in rows], actor=actor, now=now, source=source)
+    changed = set(found)
+    return [Reconciled(r[0], r[1], r[2]) for r in rows if r[0] in changed]
