@@ -1,0 +1,458 @@
+"""The duplicate report: every way a message can have gone out other than exactly once.
+
+The seed's incident was found by hand: a lead said "I got three emails", the database showed one.
+This module finds that, and its relatives, in seconds, by comparing the SendLog with what was
+observed in mailboxes (``sender.observe``):
+
+* ``ghosts``: a Message-ID observed but absent from SendLog (the incident's exact symptom),
+  traced back to its queue row when the Message-ID embeds one;
+* ``repeated_message_ids``: one Message-ID delivered more than once to the same recipient
+  (counted per mailbox, so reading two archives of the same mail is not a duplicate);
+* ``multi_sends``: one recipient + campaign with more than one distinct Message-ID, logged or
+  observed;
+* ``unknown``: messages whose outcome is unknown (not windowed: an open question stays open);
+* ``stale_claims``: ``sending`` rows whose lease has run out (not windowed);
+* ``missing``: logged as sent but never observed, checked only against mailboxes the caller
+  names, from the first message each holds.
+
+This is the store API the monitor calls: each function takes an open ``Database`` (read-only is
+enough) and Unix-second floats, returns frozen dataclasses, and runs bounded, indexed queries
+(``LIMIT`` everywhere; window scans walk ``send_log_claimed`` and ``observations_at``), so it
+stays fast at a million SendLog rows. Windows are closed intervals ``[since, now]``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from .db import Database
+from .errors import UsageError
+
+LIMIT = 100
+MISSING_SLACK = 60.0  # a mailbox covers sends from this long before its first message
+ANOMALIES = ("ghosts", "repeated_message_ids", "multi_sends", "unknown", "stale_claims", "missing")
+_LIVE = "('sending', 'sent', 'unknown')"
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """The closed interval ``[since, until]`` a report covers.
+
+    ``anchored`` means the database had no activity in the span ending now, so the window was
+    moved to end at its newest activity (an idle queue, or the fixed-time ``sample.db``)."""
+
+    since: float
+    until: float
+    anchored: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Ghost:
+    """A Message-ID seen in a mailbox that SendLog has never heard of."""
+
+    message_id: str
+    recipient: str
+    at: float
+    copies: int
+    subject: str
+    sources: tuple[str, ...]
+    row: int | None
+    traced_by: str | None
+    campaign: str | None
+    row_state: str | None
+    logged_message_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class RepeatedMessageId:
+    """One Message-ID that one mailbox holds more than once for the same recipient."""
+
+    message_id: str
+    recipient: str
+    copies: int
+    first_at: float
+    last_at: float
+    sources: tuple[str, ...]
+    row: int | None
+    campaign: str | None
+    attempts: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Sighting:
+    """One Message-ID of a multi-send: when, and whether SendLog has it and a mailbox saw it."""
+
+    message_id: str
+    at: float
+    logged: bool
+    observed: int
+    row: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class MultiSend:
+    """One recipient + campaign that got (or was logged with) several distinct Message-IDs."""
+
+    recipient: str
+    campaign: str
+    message_ids: tuple[Sighting, ...]
+
+    @property
+    def first_at(self) -> float:
+        return min(s.at for s in self.message_ids)
+
+
+@dataclass(frozen=True, slots=True)
+class UnknownMessage:
+    """A message that may or may not have been delivered; ``observed`` means reconcile can
+    settle it now."""
+
+    row: int
+    message_id: str
+    recipient: str
+    campaign: str
+    since: float
+    reason: str
+    worker: str | None
+    attempts: int
+    observed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class StaleClaim:
+    """A ``sending`` row whose lease ran out; its worker's last heartbeat says why."""
+
+    row: int
+    message_id: str
+    recipient: str
+    campaign: str
+    worker: str | None
+    claimed_at: float | None
+    lease_until: float
+    heartbeat_at: float | None
+    worker_stopped: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Missing:
+    """Logged as sent, but absent from the mailboxes observed for that time."""
+
+    row: int
+    message_id: str
+    recipient: str
+    campaign: str
+    sent_at: float
+    reply: str
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    window: Window
+    now: float
+    ghosts: list[Ghost] = field(default_factory=list)
+    repeated_message_ids: list[RepeatedMessageId] = field(default_factory=list)
+    multi_sends: list[MultiSend] = field(default_factory=list)
+    unknown: list[UnknownMessage] = field(default_factory=list)
+    stale_claims: list[StaleClaim] = field(default_factory=list)
+    missing: list[Missing] = field(default_factory=list)
+    missing_checked: bool = False
+    truncated: tuple[str, ...] = ()
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return {name: len(getattr(self, name)) for name in ANOMALIES}
+
+    @property
+    def anomalies(self) -> int:
+        return sum(self.counts.values())
+
+    def to_json(self) -> dict[str, list[dict[str, Any]]]:
+        """The ``--json`` shape: exactly the six keys, each a list of objects, times in ISO UTC."""
+        return {name: [_jsonable(asdict(item)) for item in getattr(self, name)]
+                for name in ANOMALIES}
+
+
+# --- windows ---------------------------------------------------------------------------------
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$", re.IGNORECASE)
+_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_since(text: str, now: float) -> tuple[float, float | None]:
+    """``24h``/``90m``/``7d``/``2w``/``30s`` or an ISO 8601 time -> (since, span or None).
+
+    A time without an offset is UTC. Raises ``UsageError`` with the accepted forms."""
+    match = _DURATION.match(text)
+    if match:
+        span = float(match.group(1)) * _UNIT[match.group(2).lower()]
+        return now - span, span
+    return parse_time(text, "--since"), None
+
+
+def parse_time(text: str, flag: str) -> float:
+    try:
+        when = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise UsageError(f"{flag} {text!r}: expected a duration like 90m, 24h, 7d or an ISO 8601 "
+                         "time like 2025-03-09T07:00:00+01:00") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when.timestamp()
+
+
+async def newest_activity(db: Database) -> float | None:
+    """The latest SendLog claim or observed copy (two index lookups), or None if neither."""
+    row = await db.fetchone("SELECT (SELECT max(claimed_at) FROM send_log), "
+                            "(SELECT max(at) FROM observations)")
+    values = [v for v in (row or ()) if v is not None]
+    return max(values) if values else None
+
+
+async def window_for(db: Database, span: float, now: float) -> Window:
+    """The last ``span`` seconds; if nothing happened in them but something happened before,
+    the ``span`` ending at the newest activity instead (``anchored``), so an idle queue (or
+    sample.db) still shows its latest anomalies. Cron alerting wants a fixed end: use
+    ``Window(now - span, now)``."""
+    newest = await newest_activity(db)
+    if newest is None or newest >= now - span:
+        return Window(now - span, now)
+    return Window(newest - span, newest, anchored=True)
+
+
+async def resolve_window(db: Database, since: str, until: str | None, now: float, *,
+                         fixed_end: bool = False) -> Window:
+    """The command line's window: ``--since`` a span or a time, ``--until`` a time or ``now``.
+
+    With neither ``--until`` nor ``fixed_end`` (cron's ``--fail-on-anomaly``), a span ending now
+    that saw no activity moves to end at the newest activity (see ``window_for``)."""
+    start, span = parse_since(since, now)
+    if until is not None and until.strip().lower() != "now":
+        end = parse_time(until, "--until")
+        start = end - span if span is not None else start
+    elif until is None and span is not None and not fixed_end:
+        return await window_for(db, span, now)
+    else:
+        end = now
+    if start > end:
+        raise UsageError(f"the window starts after it ends ({iso(start)} > {iso(end)})")
+    return Window(start, end)
+
+
+# --- the six findings ------------------------------------------------------------------------
+
+_GHOSTS = """
+SELECT o.mid, o.recipient, min(o.at), count(*), max(o.subject), json_group_array(DISTINCT o.source),
+       max(o.row_id), max(o.traced_by)
+  FROM observations o
+ WHERE o.at BETWEEN :since AND :now AND o.mid IS NOT NULL
+   AND NOT EXISTS (SELECT 1 FROM send_log s WHERE s.mid = o.mid)
+ GROUP BY o.mid, o.recipient
+ ORDER BY min(o.at), o.mid, o.recipient
+ LIMIT :limit
+"""
+
+
+async def ghosts(db: Database, since: float, now: float, *, limit: int = LIMIT) -> list[Ghost]:
+    """Copies observed in ``[since, now]`` whose Message-ID is nowhere in SendLog, oldest first."""
+    rows = await db.fetchall(_GHOSTS, {"since": since, "now": now, "limit": limit})
+    info = await _rows_info(db, [r[6] for r in rows])
+    out = []
+    for mid, rcpt, at, copies, subject, sources, row, traced_by in rows:
+        state, own_mid, campaign = info.get(row, (None, None, None))
+        out.append(Ghost(mid, rcpt, at, copies, subject or "", tuple(json.loads(sources)), row,
+                         traced_by, campaign, state, own_mid))
+    return out
+
+
+_REPEATED = """
+WITH hit AS (SELECT DISTINCT mid, recipient FROM observations
+              WHERE at BETWEEN :since AND :now AND mid IS NOT NULL),
+per_source AS (
+    SELECT o.mid, o.recipient, o.source, count(*) AS n, min(o.at) AS first_at,
+           max(o.at) AS last_at, max(o.row_id) AS row_id
+      FROM hit JOIN observations o ON o.mid = hit.mid AND o.recipient = hit.recipient
+     GROUP BY o.mid, o.recipient, o.source)
+SELECT mid, recipient, max(n), min(first_at), max(last_at), json_group_array(source), max(row_id)
+  FROM per_source
+ GROUP BY mid, recipient HAVING max(n) > 1
+ ORDER BY min(first_at), mid, recipient
+ LIMIT :limit
+"""
+
+
+async def repeated_message_ids(db: Database, since: float, now: float, *,
+                               limit: int = LIMIT) -> list[RepeatedMessageId]:
+    """Message-IDs a mailbox holds more than once for one recipient, with a copy in the window.
+
+    ``attempts`` lists that Message-ID's SendLog statuses in order (``requeued``, ``sent`` is the
+    trace of an operator resending an ambiguous message that had in fact arrived)."""
+    rows = await db.fetchall(_REPEATED, {"since": since, "now": now, "limit": limit})
+    info = await _rows_info(db, [r[6] for r in rows])
+    attempts = await _attempts(db, [r[0] for r in rows])
+    return [RepeatedMessageId(mid, rcpt, n, first, last, tuple(sorted(set(json.loads(sources)))),
+                              row, info.get(row, (None, None, None))[2], attempts.get(mid, ()))
+            for mid, rcpt, n, first, last, sources, row in rows]
+
+
+_EVENTS = f"""
+WITH ev(recipient, campaign, mid, at, logged, observed, row_id) AS (
+    SELECT lower(recipient), campaign, mid, claimed_at, 1, 0, message_id FROM send_log
+     WHERE claimed_at BETWEEN :since AND :now AND status IN {_LIVE}
+    UNION ALL
+    SELECT o.recipient, c.name, o.mid, o.at, 0, 1, o.row_id
+      FROM observations o JOIN messages m ON m.id = o.row_id
+      JOIN campaigns c ON c.id = m.campaign_id
+     WHERE o.at BETWEEN :since AND :now AND o.mid IS NOT NULL)
+"""
+
+_MULTI_PAIRS = _EVENTS + """
+SELECT recipient, campaign FROM ev
+ GROUP BY recipient, campaign HAVING count(DISTINCT mid) > 1
+ ORDER BY min(at), recipient, campaign
+ LIMIT :limit
+"""
+
+_MULTI_DETAIL = _EVENTS + """
+SELECT recipient, campaign, mid, min(at), max(logged), sum(observed), max(row_id) FROM ev
+ WHERE recipient || char(31) || campaign IN (SELECT value FROM json_each(:pairs))
+ GROUP BY recipient, campaign, mid
+ ORDER BY min(at), mid
+"""
+
+
+async def multi_sends(db: Database, since: float, now: float, *,
+                      limit: int = LIMIT) -> list[MultiSend]:
+    """Recipient + campaign pairs with more than one distinct Message-ID in ``[since, now]``,
+    counting live SendLog attempts and observed copies traced to a queue row."""
+    params: dict[str, Any] = {"since": since, "now": now, "limit": limit}
+    pairs = [(r[0], r[1]) for r in await db.fetchall(_MULTI_PAIRS, params)]
+    if not pairs:
+        return []
+    params["pairs"] = json.dumps([f"{rcpt}\x1f{campaign}" for rcpt, campaign in pairs])
+    found: dict[tuple[str, str], list[Sighting]] = {pair: [] for pair in pairs}
+    for rcpt, campaign, mid, at, logged, observed, row in await db.fetchall(_MULTI_DETAIL, params):
+        found[(rcpt, campaign)].append(Sighting(mid, at, bool(logged), observed, row))
+    return [MultiSend(rcpt, campaign, tuple(found[(rcpt, campaign)])) for rcpt, campaign in pairs]
+
+
+async def unknown_messages(db: Database, *, limit: int = LIMIT) -> list[UnknownMessage]:
+    """Every message now ``unknown``, longest-standing first (``messages_state_updated``)."""
+    rows = await db.fetchall(
+        "SELECT m.id, m.message_id, r.email, c.name, m.updated_at, coalesce(m.last_reply, ''), "
+        "       m.worker, m.attempts, "
+        "       EXISTS (SELECT 1 FROM observations o WHERE o.mid = m.message_id) "
+        "  FROM messages m JOIN recipients r ON r.id = m.recipient_id "
+        "  JOIN campaigns c ON c.id = m.campaign_id "
+        " WHERE m.state = 'unknown' ORDER BY m.updated_at, m.id LIMIT ?", (limit,))
+    return [UnknownMessage(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], bool(r[8]))
+            for r in rows]
+
+
+async def stale_claims(db: Database, now: float, *, limit: int = LIMIT) -> list[StaleClaim]:
+    """``sending`` rows whose lease ended before ``now`` (partial index ``messages_lease``),
+    with the heartbeat of the worker that holds them (its id prefixes the claim token)."""
+    rows = await db.fetchall(
+        "SELECT m.id, m.message_id, r.email, c.name, m.worker, "
+        "       (SELECT s.claimed_at FROM send_log s WHERE s.message_id = m.id "
+        "         AND s.claim_token = m.claim_token ORDER BY s.id DESC LIMIT 1), "
+        "       m.lease_until, w.heartbeat_at, w.stopped_at IS NOT NULL "
+        "  FROM messages m JOIN recipients r ON r.id = m.recipient_id "
+        "  JOIN campaigns c ON c.id = m.campaign_id "
+        "  LEFT JOIN workers w ON w.id = CAST(substr(m.claim_token, 1, "
+        "                                     instr(m.claim_token, '.') - 1) AS INTEGER) "
+        " WHERE m.state = 'sending' AND m.lease_until < ? ORDER BY m.lease_until, m.id LIMIT ?",
+        (now, limit))
+    return [StaleClaim(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], bool(r[8])) for r in rows]
+
+
+async def missing(db: Database, since: float, now: float, sources: Sequence[str], *,
+                  limit: int = LIMIT) -> list[Missing]:
+    """Attempts logged ``sent`` in the window but never observed, judged only against the named
+    mailbox ``sources`` (``maildir:/path``), from shortly before the first copy any of them holds
+    (a mailbox that started later cannot vouch for earlier sends); none named -> nothing."""
+    if not sources:
+        return []
+    row = await db.fetchone(
+        "SELECT min((SELECT min(o.at) FROM observations o WHERE o.source = j.value)) "
+        "FROM json_each(?) j", (json.dumps(list(sources)),))
+    start = since if row is None or row[0] is None else max(since, row[0] - MISSING_SLACK)
+    rows = await db.fetchall(
+        "SELECT s.message_id, s.mid, s.recipient, s.campaign, "
+        "       coalesce(s.finished_at, s.claimed_at), "
+        "       trim(coalesce(s.smtp_code || ' ', '') || coalesce(s.smtp_reply, '')) "
+        "  FROM send_log s "
+        " WHERE s.claimed_at BETWEEN :start AND :now AND s.status = 'sent' "
+        "   AND NOT EXISTS (SELECT 1 FROM observations o "
+        "                    WHERE o.mid = s.mid AND o.recipient = lower(s.recipient)) "
+        " ORDER BY s.claimed_at, s.id LIMIT :limit",
+        {"start": start, "now": now, "limit": limit})
+    return [Missing(*r) for r in rows]
+
+
+async def build_report(db: Database, since: float, now: float, *, until: float | None = None,
+                       sources: Sequence[str] = (), limit: int = LIMIT) -> Report:
+    """All six findings. The window is ``[since, until]`` (``until`` defaults to ``now``);
+    ``now`` is the present, against which leases are judged. Each list holds at most ``limit``
+    items; ``truncated`` names the lists that had more."""
+    end = now if until is None else until
+    found: dict[str, list[Any]] = {
+        "ghosts": await ghosts(db, since, end, limit=limit + 1),
+        "repeated_message_ids": await repeated_message_ids(db, since, end, limit=limit + 1),
+        "multi_sends": await multi_sends(db, since, end, limit=limit + 1),
+        "unknown": await unknown_messages(db, limit=limit + 1),
+        "stale_claims": await stale_claims(db, now, limit=limit + 1),
+        "missing": await missing(db, since, end, sources, limit=limit + 1),
+    }
+    truncated = tuple(name for name, items in found.items() if len(items) > limit)
+    trimmed = {name: items[:limit] for name, items in found.items()}
+    return Report(window=Window(since, end), now=now, missing_checked=bool(sources),
+                  truncated=truncated, **trimmed)
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+async def _rows_info(db: Database, rows: Sequence[int | None]) -> dict[int, tuple[str, str, str]]:
+    """Queue row -> (state, its own Message-ID, campaign)."""
+    ids = sorted({r for r in rows if r is not None})
+    if not ids:
+        return {}
+    return {r[0]: (r[1], r[2], r[3]) for r in await db.fetchall(
+        "SELECT m.id, m.state, m.message_id, c.name FROM messages m "
+        "JOIN campaigns c ON c.id = m.campaign_id WHERE m.id IN (SELECT value FROM json_each(?))",
+        (json.dumps(ids),))}
+
+
+async def _attempts(db: Database, mids: Sequence[str]) -> dict[str, tuple[str, ...]]:
+    if not mids:
+        return {}
+    out: dict[str, list[str]] = {}
+    for mid, status in await db.fetchall(
+            "SELECT mid, status FROM send_log WHERE mid IN (SELECT value FROM json_each(?)) "
+            "ORDER BY mid, id", (json.dumps(sorted(set(mids))),)):
+        out.setdefault(mid, []).append(status)
+    return {mid: tuple(statuses) for mid, statuses in out.items()}
+
+
+def iso(stamp: float | None) -> str | None:
+    """Unix seconds -> ``2025-03-09T07:46:00Z`` (fractions kept only when present)."""
+    if stamp is None:
+        return None
+    when = datetime.fromtimestamp(stamp, UTC)
+    text = when.isoformat(timespec="milliseconds" if when.microsecond else "seconds")
+    return text.replace("+00:00", "Z")
+
+
+def _jsonable(value: Any, key: str = "") -> Any:
+    if isinstance(value, dict):
+        return {k: _jsonable(v, k) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if (key == "at" or key.endswith(("_at", "_until")) or key == "since") and \
+            isinstance(value, int | float) and not isinstance(value, bool):
+        return iso(value)
+    return value

@@ -1,0 +1,159 @@
+"""The report as plain text: one table per kind of anomaly, for a terminal or a cron mail.
+
+Plain aligned columns rather than a rich table, so the output is the same on a terminal, in a
+pipe and in a test, and Message-IDs are never truncated (operators grep for them).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from .report import Ghost, Report, Window
+
+_TITLES = {
+    "ghosts": ("GHOSTS", "delivered, but absent from SendLog"),
+    "repeated_message_ids": ("REPEATED MESSAGE-IDS", "one Message-ID delivered more than once"),
+    "multi_sends": ("MULTI-SENDS", "one recipient + campaign, more than one Message-ID"),
+    "unknown": ("UNKNOWN", "may or may not have been delivered; never resent automatically"),
+    "stale_claims": ("STALE CLAIMS", "sending, lease expired, worker presumed dead"),
+    "missing": ("MISSING", "logged as sent, never observed"),
+}
+_NOUNS = {"ghosts": ("ghost", "ghosts"), "repeated_message_ids": ("repeated Message-ID",
+          "repeated Message-IDs"), "multi_sends": ("multi-send", "multi-sends"),
+          "unknown": ("unknown", "unknown"), "stale_claims": ("stale claim", "stale claims"),
+          "missing": ("missing", "missing")}
+
+
+def when(stamp: float | None) -> str:
+    """Unix seconds -> ``2025-03-09 07:46:00`` (UTC); ``-`` for none."""
+    if stamp is None:
+        return "-"
+    return datetime.fromtimestamp(stamp, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def span(seconds: float) -> str:
+    """``86400`` -> ``24h``, ``604800`` -> ``7d``, ``5400`` -> ``90m``."""
+    if seconds < 2 * 86400 and seconds % 3600 == 0 and seconds:
+        return f"{int(seconds // 3600)}h"
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    if seconds >= 86400:
+        return f"{seconds / 86400:.1f}d"
+    return f"{seconds / 3600:.1f}h" if seconds >= 3600 else f"{int(seconds)}s"
+
+
+def describe_window(window: Window, now: float) -> str:
+    text = f"{when(window.since)} .. {when(window.until)} UTC ({span(window.until - window.since)})"
+    if window.anchored:
+        text += (f"; nothing happened in the {span(window.until - window.since)} before now, "
+                 "so the window ends at the newest activity")
+    elif abs(window.until - now) > 1:
+        text += f"; ends {span(abs(now - window.until))} before now"
+    return text
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[object]],
+          indent: str = "  ") -> list[str]:
+    """Aligned columns; a cell with newlines spans several lines."""
+    cells = [[str(c).split("\n") for c in row] for row in rows]
+    widths = [len(h) for h in headers]
+    for row in cells:
+        for i, lines in enumerate(row):
+            widths[i] = max(widths[i], *(len(x) for x in lines))
+
+    def line(parts: Sequence[str]) -> str:
+        return (indent + "  ".join(p.ljust(w) for p, w in zip(parts, widths, strict=True))).rstrip()
+
+    out = [line(headers), line(["-" * w for w in widths])]
+    for row in cells:
+        for n in range(max(len(lines) for lines in row)):
+            out.append(line([lines[n] if n < len(lines) else "" for lines in row]))
+    return out
+
+
+def _section(report: Report, name: str) -> list[str]:
+    items = getattr(report, name)
+    label, meaning = _TITLES[name]
+    if name == "missing" and not report.missing_checked:
+        return [f"{label}: not checked (name the mailbox with --maildir or --mbox)"]
+    if not items:
+        return [f"{label}: none"]
+    head = f"{label} ({len(items)}{'+' if name in report.truncated else ''}): {meaning}"
+    rows: list[list[object]]
+    if name == "ghosts":
+        headers = ["time (UTC)", "recipient", "campaign", "Message-ID", "traced to"]
+        rows = [[when(g.at), g.recipient or "-", g.campaign or "-",
+                 g.message_id + (f" (x{g.copies})" if g.copies > 1 else ""), _trace(g)]
+                for g in report.ghosts]
+    elif name == "repeated_message_ids":
+        headers = ["first / last (UTC)", "recipient", "campaign", "Message-ID", "copies", "SendLog"]
+        rows = [[f"{when(r.first_at)}\n{when(r.last_at)}", r.recipient, r.campaign or "-",
+                 r.message_id + (f"\nrow {r.row}" if r.row else ""), r.copies,
+                 ", ".join(r.attempts) or "not logged"] for r in report.repeated_message_ids]
+    elif name == "multi_sends":
+        headers = ["recipient", "campaign", "Message-IDs", "time (UTC)", "seen as"]
+        rows = [[m.recipient, m.campaign, "\n".join(s.message_id for s in m.message_ids),
+                 "\n".join(when(s.at) for s in m.message_ids),
+                 "\n".join(_seen(s.logged, s.observed) for s in m.message_ids)]
+                for m in report.multi_sends]
+    elif name == "unknown":
+        headers = ["since (UTC)", "row", "recipient", "campaign", "Message-ID", "reason"]
+        rows = [[when(u.since), u.row, u.recipient, u.campaign, u.message_id,
+                 _cut(u.reason) + ("\nseen in a mailbox: run reconcile" if u.observed else "")]
+                for u in report.unknown]
+    elif name == "stale_claims":
+        headers = ["lease ended (UTC)", "row", "recipient", "campaign", "worker", "last heartbeat"]
+        rows = [[when(c.lease_until), c.row, c.recipient, c.campaign, c.worker or "-",
+                 when(c.heartbeat_at) + (" (stopped)" if c.worker_stopped else "")]
+                for c in report.stale_claims]
+    else:
+        headers = ["sent (UTC)", "row", "recipient", "campaign", "Message-ID"]
+        rows = [[when(m.sent_at), m.row, m.recipient, m.campaign, m.message_id]
+                for m in report.missing]
+    return [head, *table(headers, rows)]
+
+
+def _trace(g: Ghost) -> str:
+    if g.row is None:
+        return "no queue row"
+    text = f"row {g.row} ({g.row_state})"
+    if g.traced_by == "recipient+time":
+        text += ", by recipient and time"
+    if g.logged_message_id and g.logged_message_id != g.message_id:
+        text += f"\nwhich SendLog knows as {g.logged_message_id}"
+    return text
+
+
+def _seen(logged: bool, observed: int) -> str:
+    parts = ["logged"] if logged else []
+    if observed:
+        parts.append(f"observed x{observed}" if observed > 1 else "observed")
+    return ", ".join(parts) or "-"
+
+
+def _cut(text: str, width: int = 60) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def summary(report: Report) -> str:
+    counts = report.counts
+    if not report.anomalies:
+        return "no anomalies found"
+    parts = [f"{n} {_NOUNS[name][n != 1]}" for name, n in counts.items() if n]
+    noun = "anomaly" if report.anomalies == 1 else "anomalies"
+    return f"{report.anomalies} {noun}: " + ", ".join(parts)
+
+
+def render(report: Report, *, title: str) -> str:
+    """The whole report: title, window, one section per kind (ghosts first), a summary line."""
+    lines = [title, f"window: {describe_window(report.window, report.now)}", ""]
+    for name in _TITLES:
+        section = _section(report, name)
+        lines += [*section, ""] if len(section) > 1 else section
+    if lines[-1]:
+        lines.append("")
+    lines.append(summary(report))
+    return "\n".join(lines) + "\n"
