@@ -14,6 +14,7 @@ import os
 import signal
 import sys
 import time
+from pathlib import Path
 from collections.abc import Iterator
 from typing import Any, NoReturn
 
@@ -22,6 +23,7 @@ from .config import Settings
 from .db import SCHEMA_VERSION, open_db
 from .errors import InputError, SenderError, UsageError
 from .intake import NewMessage, make_message, read_csv
+from .templates import Templates
 
 log = logging.getLogger("sender")
 
@@ -54,6 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--dedupe-key")
     e.add_argument("--from", dest="sender_from", metavar="ADDR",
                    help="default From for rows without one (or $SENDER_FROM)")
+    e.add_argument("--priority", choices=("high", "normal", "low"))
+    e.add_argument("--expires-at", metavar="ISO8601", help="never send after this time (state expired)")
+    e.add_argument("--template", action="store_true",
+                   help="subject/body/html are templates: $field from CSV columns ($$ for a dollar)")
+    e.add_argument("--body-file", metavar="FILE", help="read --body from a UTF-8 file")
+    e.add_argument("--html-file", metavar="FILE", help="read --html from a UTF-8 file")
     e.add_argument("--skip-invalid", action="store_true", help="queue the good rows, list the bad ones")
 
     r = sub.add_parser("run", parents=[common], help="send due messages (daemon, or --once for cron)")
@@ -140,7 +148,15 @@ def _mailbox_flags(p: argparse.ArgumentParser, *, required: bool) -> None:
 
 # --- commands ----------------------------------------------------------------------------------
 
+def _check_db_dir(path: str) -> None:
+    """A missing folder is a usage error (exit 2), found before SQLite fails to create the file."""
+    folder = os.path.dirname(path) or "."
+    if not os.path.isdir(folder):
+        raise UsageError(f"{path}: folder {folder} does not exist")
+
+
 async def cmd_init(args: argparse.Namespace, settings: Settings) -> int:
+    _check_db_dir(settings.db)
     async with open_db(settings.db, create=True):
         pass
     print(f"{settings.db}: queue database ready (schema version {SCHEMA_VERSION})")
@@ -150,7 +166,20 @@ async def cmd_init(args: argparse.Namespace, settings: Settings) -> int:
 def _flag_row(args: argparse.Namespace) -> dict[str, str | None]:
     return {"to": args.to, "subject": args.subject, "body": args.body, "html": args.html,
             "name": args.name, "campaign": args.campaign, "send_at": args.send_at,
-            "dedupe_key": args.dedupe_key}
+            "dedupe_key": args.dedupe_key, "priority": args.priority, "expires_at": args.expires_at}
+
+
+def _read_text_flags(args: argparse.Namespace) -> None:
+    for flag, attr in (("--body-file", "body"), ("--html-file", "html")):
+        path = getattr(args, f"{attr}_file")
+        if path is None:
+            continue
+        if getattr(args, attr) is not None:
+            raise UsageError(f"give --{attr} or {flag}, not both")
+        try:
+            setattr(args, attr, Path(path).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(f"{flag} {path}: {exc}") from exc
 
 
 async def cmd_enqueue(args: argparse.Namespace, settings: Settings) -> int:
@@ -161,19 +190,33 @@ async def cmd_enqueue(args: argparse.Namespace, settings: Settings) -> int:
         try:
             from_addr, from_name = parse_from(default_from)
         except InputError as exc:
-            raise UsageError(f"--from: {exc.reason}") from None
-    if args.csv and any(v is not None for v in (args.to, args.subject, args.body)):
-        raise UsageError("give either --csv or --to/--subject/--body, not both")
+            raise UsageError(f"--from/SENDER_FROM: {exc.reason.removeprefix('from: ')}") from None
+    _read_text_flags(args)
+    templates = Templates(args.subject, args.body, args.html) if args.template else None
+    if templates is not None:
+        try:
+            templates.check()
+        except InputError as exc:
+            raise UsageError(exc.reason) from None
+    if args.csv and args.to is not None:
+        raise UsageError("give either --csv or --to, not both")
+    if args.csv and templates is None and (args.subject is not None or args.body is not None):
+        raise UsageError("--subject/--body with --csv need --template (they apply to every row)")
     if args.csv:
-        rows, total = _validated_csv(args.csv, args.skip_invalid, has_default_from=from_addr is not None)
+        rows, total = _validated_csv(args.csv, args.skip_invalid, has_default_from=from_addr is not None,
+                                     templates=templates)
     elif args.to is not None or args.subject is not None or args.body is not None:
-        one = make_message(_flag_row(args), default_campaign=args.campaign)
+        flags = _flag_row(args)
+        if templates is not None:
+            flags = {**flags, "subject": None, "body": None, "html": None}
+        one = make_message(flags, default_campaign=args.campaign, templates=templates)
         if one.from_addr is None and from_addr is None:
             raise UsageError("no From address: pass --from ADDR or set SENDER_FROM")
         rows, total = iter([one]), 1
     else:
         raise UsageError("nothing to enqueue: give --csv FILE or --to, --subject and --body")
     started = time.monotonic()
+    _check_db_dir(settings.db)
     async with open_db(settings.db, create=True) as db:
         with _progress(total) as advance:
             result = await queue.enqueue(db, rows, from_addr=from_addr, from_name=from_name,
@@ -183,11 +226,12 @@ async def cmd_enqueue(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _validated_csv(path: str, skip_invalid: bool, *, has_default_from: bool) -> tuple[Iterator[NewMessage], int]:
+def _validated_csv(path: str, skip_invalid: bool, *, has_default_from: bool,
+                   templates: Templates | None = None) -> tuple[Iterator[NewMessage], int]:
     """Pass 1 reads the whole file and checks every row; pass 2 (the iterator) streams the good ones."""
     bad: list[InputError] = []
     good = 0
-    for item in read_csv(path):
+    for item in read_csv(path, templates):
         if isinstance(item, NewMessage) and item.from_addr is None and not has_default_from:
             item = InputError("from: empty, and no default (pass --from ADDR or set SENDER_FROM)", item.line)
         if isinstance(item, InputError):
@@ -203,7 +247,7 @@ def _validated_csv(path: str, skip_invalid: bool, *, has_default_from: bool) -> 
         print(f"skipped invalid {path}: {err}", file=sys.stderr)
 
     def good_rows() -> Iterator[NewMessage]:
-        for item in read_csv(path):
+        for item in read_csv(path, templates):
             if isinstance(item, NewMessage) and (item.from_addr or has_default_from):
                 yield item
     return good_rows(), good

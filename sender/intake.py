@@ -19,9 +19,11 @@ from email.utils import parseaddr
 from pathlib import Path
 
 from .errors import InputError, UsageError
+from .templates import Templates
 
 COLUMNS_REQUIRED = ("to", "subject", "body")
-COLUMNS_OPTIONAL = ("name", "campaign", "send_at", "from", "dedupe_key", "html")
+COLUMNS_OPTIONAL = ("name", "campaign", "send_at", "from", "dedupe_key", "html", "priority", "expires_at")
+PRIORITIES = {"high": 0, "normal": 1, "low": 2, "0": 0, "1": 1, "2": 2}
 MAX_BODY_BYTES = 2 * 1024 * 1024
 MAX_HEADER_CHARS = 998
 DEFAULT_CAMPAIGN = "default"
@@ -53,6 +55,8 @@ class NewMessage:
     from_name: str | None = None
     dedupe_key: str | None = None
     html: str | None = None
+    priority: int = 1
+    expires_at: float | None = None
     line: int = 0
 
     @property
@@ -134,21 +138,23 @@ def parse_from(value: str) -> tuple[str, str | None]:
     return check_address("from", addr), (name or None)
 
 
-def parse_when(value: str) -> float:
+def parse_when(value: str, field: str = "send_at") -> float:
     """ISO 8601 to Unix seconds; a time without an offset is taken as UTC."""
     try:
         when = datetime.fromisoformat(value.strip())
     except ValueError as exc:
-        raise InputError(f"send_at: not an ISO 8601 time: {value!r}") from exc
+        raise InputError(f"{field}: not an ISO 8601 time: {value!r}") from exc
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
     return when.timestamp()
 
 
-def make_message(raw: dict[str, str | None], *, line: int = 0,
-                 default_campaign: str | None = None) -> NewMessage:
-    """Validate one input record (CSV row or flags)."""
+def make_message(raw: dict[str, str | None], *, line: int = 0, default_campaign: str | None = None,
+                 templates: Templates | None = None) -> NewMessage:
+    """Validate one input record (CSV row or flags), rendering templates first if enabled."""
     try:
+        if templates is not None:
+            raw = templates.render(raw)
         def get(key: str) -> str:
             value = raw.get(key) or ""
             return value if key in ("body", "html") else value.strip()
@@ -168,14 +174,18 @@ def make_message(raw: dict[str, str | None], *, line: int = 0,
         from_addr, from_name = parse_from(get("from")) if get("from") else (None, None)
         send_at = parse_when(get("send_at")) if get("send_at") else None
         dedupe = check_header("dedupe_key", get("dedupe_key")) or None
+        priority = PRIORITIES.get(get("priority").lower() or "normal")
+        if priority is None:
+            raise InputError(f"priority: expected high, normal or low, got {get('priority')!r}")
+        expires_at = parse_when(get("expires_at"), "expires_at") if get("expires_at") else None
     except InputError as exc:
-        raise InputError(exc.reason, line) from None
+        raise InputError(exc.reason, line or None) from None
     return NewMessage(to=to, subject=subject, body=body, name=name, campaign=campaign,
                       send_at=send_at, from_addr=from_addr, from_name=from_name,
-                      dedupe_key=dedupe, html=html, line=line)
+                      dedupe_key=dedupe, html=html, priority=priority, expires_at=expires_at, line=line)
 
 
-def read_csv(path: str) -> Iterator[NewMessage | InputError]:
+def read_csv(path: str, templates: Templates | None = None) -> Iterator[NewMessage | InputError]:
     """Stream a CSV file: yield a ``NewMessage`` per good row and an ``InputError`` per bad one.
 
     Raises ``UsageError`` for problems with the file as a whole (missing, not UTF-8, bad header).
@@ -193,14 +203,16 @@ def read_csv(path: str) -> Iterator[NewMessage | InputError]:
                 what = "empty file" if reader.line_num == 0 else "blank first line"
                 raise UsageError(f"{path}: line 1: {what}, expected a header line ({expected})")
             names = [h.strip().lower() for h in header]
-            missing = [c for c in COLUMNS_REQUIRED if c not in names]
+            given = templates.provided() if templates else set()
+            missing = [c for c in COLUMNS_REQUIRED if c not in names and c not in given]
             if missing:
                 raise UsageError(f"{path}: line 1: header lacks column(s) {', '.join(missing)} "
                                  f"(header: {expected})")
             unknown = [h for h in names if h not in COLUMNS_REQUIRED + COLUMNS_OPTIONAL]
-            if unknown:
+            if unknown and templates is None:
                 raise UsageError(f"{path}: line 1: unknown column(s) {', '.join(unknown)} "
-                                 f"(allowed: {','.join(COLUMNS_REQUIRED + COLUMNS_OPTIONAL)})")
+                                 f"(allowed: {','.join(COLUMNS_REQUIRED + COLUMNS_OPTIONAL)}; "
+                                 "other columns are template fields with --template)")
             if len(set(names)) != len(names):
                 raise UsageError(f"{path}: line 1: a column appears twice in the header")
             reader.fieldnames = names
@@ -214,7 +226,7 @@ def read_csv(path: str) -> Iterator[NewMessage | InputError]:
                     yield InputError(f"fewer fields than the header's {len(header)}", start)
                 else:
                     try:
-                        yield make_message(row, line=start)
+                        yield make_message(row, line=start, templates=templates)
                     except InputError as exc:
                         yield exc
                 start = reader.line_num + 1
