@@ -62,7 +62,7 @@ async def resolve(db: Database, ids: Sequence[int], as_: Resolution, *, actor: s
     detail = f"unknown -> {to_state}" + (f": {reason}" if reason else "")
     async with db.write():
         rows = await _rows_in(db, ids, "unknown", "resolve")
-        for row_id, mid, token in rows:
+        for row_id, mid, _token in rows:
             await db.execute(
                 "UPDATE messages SET state = ?, last_reply = ?, updated_at = ?, "
                 "due_at = CASE WHEN ? = 'scheduled' THEN ? ELSE due_at END, "

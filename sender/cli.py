@@ -35,7 +35,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="python -m sender", description="An email sender that never sends twice.")
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument("--db", help="queue database (default: $SENDER_DB, then sender.db)")
     common.add_argument("--config", help="config file (default: $SENDER_CONFIG, then ./sender.toml)")
     common.add_argument("-v", "--verbose", action="count", default=0, help="more log output")

@@ -9,6 +9,7 @@ slow SMTP server can never hold a write lock, and one fsync serves many messages
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import random
@@ -141,10 +142,8 @@ class Daemon:
                     wait = min(wait, s.poll if not held else self._hold_until - now)
                 if stop_deadline is not None:
                     wait = min(wait, max(0.0, stop_deadline - now))
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout=wait)
-                except TimeoutError:
-                    pass
         finally:
             await self._shutdown()
         return self.stats
@@ -162,10 +161,8 @@ class Daemon:
         if once and down > DB_GIVE_UP_ONCE:
             raise exc
         self._hold_until = max(self._hold_until, now + self._db_retry)
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stop_now.wait(), timeout=self._db_retry)
-        except TimeoutError:
-            pass
         self._db_retry = min(self._db_retry * 2, 10.0)
 
     async def _exchange(self, limit: int, now: float) -> list[Claim]:
@@ -232,7 +229,8 @@ class Daemon:
             outcome, pause = await self._attempt(session, claim)
         except asyncio.CancelledError:
             phase = getattr(session, "phase", "dot")
-            status = "released" if phase in ("idle", "connect", "mail", "rcpt", "data") else "unknown"
+            status: queue.OutcomeStatus = (
+                "released" if phase in ("idle", "connect", "mail", "rcpt", "data") else "unknown")
             outcome = Outcome(claim.id, claim.token, status, None,
                               f"stopped during {phase}", self.clock(), claim.mid, claim.recipient)
             raise

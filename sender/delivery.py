@@ -84,7 +84,7 @@ class Session:
         s = self._settings
         smtp = aiosmtplib.SMTP(
             hostname=s.smtp_host, port=s.smtp_port, timeout=s.smtp_timeout,
-            use_tls=s.smtp_tls, start_tls=True if s.smtp_starttls else False,
+            use_tls=s.smtp_tls, start_tls=bool(s.smtp_starttls),
             local_hostname=self._hostname,
             tls_context=ssl.create_default_context() if (s.smtp_tls or s.smtp_starttls) else None,
         )
