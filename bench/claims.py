@@ -2,8 +2,11 @@
 
 Both sides run durable transactions on the same kind of file (WAL, ``synchronous=FULL``,
 ``BEGIN IMMEDIATE``). The raw side is plain ``sqlite3`` on the calling thread: one
-``UPDATE ... RETURNING`` moving due rows to ``sending`` plus one ``INSERT ... SELECT`` of their
-SendLog rows (and for the exchange, the outcome updates as two ``executemany``). The gap between
+``UPDATE ... RETURNING`` moving the first due rows (priority, due time, id; paused campaigns and
+expired rows left alone) to ``sending`` plus one ``INSERT ... SELECT`` of their SendLog rows (and
+for the exchange, the outcome updates as two ``executemany``). It leaves out what the sender
+adds around that: the expiry sweep, the pause check, one ``UPDATE`` per priority, savepoints
+and reading the claimed bodies back. The gap between
 the two is what the wrapper costs: aiosqlite's thread hops, savepoints, the paused-flag check and
 fetching the bodies.
 
@@ -31,31 +34,29 @@ BATCHES = (8, 64)
 EXCHANGE_BATCH = 8
 LEASE = 300.0
 
-_RAW_CLAIM = """
+_DUE = """
+SELECT id FROM messages {pin}
+ WHERE state = 'scheduled' AND due_at <= :now
+   AND campaign_id NOT IN (SELECT id FROM campaigns WHERE paused IS NOT NULL)
+ ORDER BY priority, due_at, id LIMIT :limit
+"""
+_MOVE = """
 UPDATE messages SET state = 'sending', claim_token = :token, worker = :worker,
-       lease_until = :lease, updated_at = :now
- WHERE id IN (SELECT id FROM messages WHERE state = 'scheduled' AND due_at <= :now
-              ORDER BY due_at, id LIMIT :limit)
-   AND state = 'scheduled'
+       lease_until = :lease, updated_at = :now, defer_reason = NULL
+ WHERE id IN ({due}) AND {plus}state = 'scheduled' AND (expires_at IS NULL OR expires_at > :now)
 RETURNING id
 """
+_RAW_CLAIM = _MOVE.format(due=_DUE.format(pin=""), plus="")
 # The same claim with the planner pinned to the partial index (see the profile notes): without
-# sqlite_stat1 SQLite picks messages_state_updated and sorts every scheduled row.
-_RAW_CLAIM_PINNED = """
-UPDATE messages SET state = 'sending', claim_token = :token, worker = :worker,
-       lease_until = :lease, updated_at = :now
- WHERE id IN (SELECT id FROM messages INDEXED BY messages_due
-               WHERE state = 'scheduled' AND due_at <= :now ORDER BY due_at, id LIMIT :limit)
-   AND +state = 'scheduled'
-RETURNING id
-"""
+# sqlite_stat1, SQLite may pick messages_state_updated and sort every scheduled row.
+_RAW_CLAIM_PINNED = _MOVE.format(due=_DUE.format(pin="INDEXED BY messages_due"), plus="+")
 _RAW_LOG = """
-INSERT INTO send_log(message_id, dedupe_key, mid, recipient, campaign, attempt, worker,
+INSERT INTO send_log(message_id, dedupe_key, mid, recipient, campaign, sender, attempt, worker,
                      claim_token, status, claimed_at)
-SELECT m.id, m.dedupe_key, m.message_id, r.email, c.name, m.attempts + 1, :worker, :token,
-       'sending', :now
+SELECT m.id, m.dedupe_key, m.message_id, r.email, c.name, b.from_addr, m.attempts + 1, :worker,
+       :token, 'sending', :now
   FROM messages m JOIN recipients r ON r.id = m.recipient_id
-  JOIN campaigns c ON c.id = m.campaign_id
+  JOIN campaigns c ON c.id = m.campaign_id JOIN message_bodies b ON b.message_id = m.id
  WHERE m.id IN (SELECT value FROM json_each(:ids))
 """
 _RAW_DONE = ("UPDATE messages SET state = 'sent', attempts = attempts + 1, last_reply = '250 OK', "

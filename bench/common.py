@@ -140,7 +140,7 @@ def _insert_chunk(conn: sqlite3.Connection, ids: range, mixed: bool, now: float,
         rows.append((i, key, mid, state, at, attempts, token, at, at))
         if mixed and state not in ("scheduled", "cancelled"):
             code = {"sent": 250, "failed": 550}.get(state)
-            log.append((i, key, mid, f"user{i}@example.com", CAMPAIGN, "bench:1", token, state,
+            log.append((i, key, mid, f"user{i}@example.com", CAMPAIGN, FROM, "bench:1", token, state,
                         at - 1, None if state == "sending" else at, code,
                         f"{code} ok" if code else None))
     conn.executemany(
@@ -155,9 +155,9 @@ def _insert_chunk(conn: sqlite3.Connection, ids: range, mixed: bool, now: float,
         ((i, FROM, f"Your material, request {i}", BODY) for i in ids))
     if log:
         conn.executemany(
-            "INSERT INTO send_log(message_id, dedupe_key, mid, recipient, campaign, attempt, "
-            "worker, claim_token, status, claimed_at, finished_at, smtp_code, smtp_reply) "
-            "VALUES (?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?)", log)
+            "INSERT INTO send_log(message_id, dedupe_key, mid, recipient, campaign, sender, "
+            "attempt, worker, claim_token, status, claimed_at, finished_at, smtp_code, smtp_reply) "
+            "VALUES (?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?)", log)
 
 
 _templates: dict[tuple[int, bool], Path] = {}
@@ -219,7 +219,6 @@ def write_csv(path: Path, n: int) -> None:
 class Child:
     code: int
     seconds: float
-    max_rss_mb: float
     out: str
     err: str
 
@@ -231,7 +230,10 @@ def child_env() -> dict[str, str]:
 
 
 def run_child(args: Sequence[str], *, cwd: Path, timeout: float) -> Child:
-    """Run ``python <args>`` and return its exit code, wall time and its own peak RSS (wait4)."""
+    """Run ``python <args>``, bounded by ``timeout``; return its exit code, output and wall time.
+
+    ``wait4`` in the calling thread gives an exact end time; a timer kills an overrunning child.
+    (Its ``ru_maxrss`` is not used: see ``bench.peak``.)"""
     out_path, err_path = cwd / "child.out", cwd / "child.err"
     with out_path.open("wb") as out, err_path.open("wb") as err:
         started = time.perf_counter()
@@ -240,15 +242,14 @@ def run_child(args: Sequence[str], *, cwd: Path, timeout: float) -> Child:
         timer = threading.Timer(timeout, proc.kill)
         timer.start()
         try:
-            _pid, status, usage = os.wait4(proc.pid, 0)
+            _pid, status, _usage = os.wait4(proc.pid, 0)
         finally:
             timer.cancel()
         seconds = time.perf_counter() - started
     proc.returncode = os.waitstatus_to_exitcode(status)
     if seconds >= timeout and proc.returncode < 0:
         raise TimeoutError(f"python {' '.join(args[:3])} ran over {timeout:.0f}s and was killed")
-    return Child(proc.returncode, seconds, usage.ru_maxrss / 1024.0,
-                 out_path.read_text(errors="replace"), err_path.read_text(errors="replace"))
+    return Child(proc.returncode, seconds, out_path.read_text(errors="replace"), err_path.read_text(errors="replace"))
 
 
 def last_json(text: str) -> dict[str, float]:

@@ -2,7 +2,8 @@
 
 Used by the memory benchmark, so the parent can read this process's own peak RSS (``wait4``).
 It works through the queue until it is empty or ``--seconds`` have passed (then it stops the
-daemon the way SIGTERM does), samples its resident set while it runs and prints one JSON line.
+daemon the way SIGTERM does), samples its resident set while it runs and prints one JSON line
+with its peak (``VmHWM``, see ``bench.peak``).
 ``--log`` sends the daemon's INFO lines to a file, as the command line does.
 """
 
@@ -12,7 +13,6 @@ import argparse
 import asyncio
 import json
 import logging
-import resource
 import time
 from pathlib import Path
 
@@ -20,6 +20,8 @@ from sender.config import Settings
 from sender.daemon import Daemon
 from sender.db import open_db
 from sender.delivery import NullSession
+
+from .peak import peak_mb
 
 
 def rss_mb() -> float:
@@ -55,7 +57,7 @@ async def main(db_path: str, seconds: float, concurrency: int) -> dict[str, floa
     half = samples[len(samples) // 2] if samples else float("nan")
     return {"sent": stats.sent, "seconds": elapsed, "rss_start_mb": start_rss,
             "rss_half_mb": half, "rss_end_mb": rss_mb(),
-            "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0}
+            "peak_mb": peak_mb()}
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Memory: peak RSS of the daemon on a big queue (null transport) and of ``enqueue`` on a big CSV.
 
-Both run as child processes; the figure is the child's own ``ru_maxrss`` from ``wait4``. The
+Both run as child processes; the figure is the child's own peak resident set (``VmHWM``,
+reported by the child at exit: see ``bench.peak`` for why not ``ru_maxrss``). The
 daemon works through a queue of ``size`` due messages for at most ``seconds`` (a flat-memory
 check needs the queue to be big, not to be emptied); the table says how many it got through and
 its resident set at the start, halfway and at the end, so growth per message shows. ``enqueue``
@@ -35,7 +36,7 @@ def run(size: int, repeat: int, timeout: float, seconds: float) -> list[Result]:
             if child.code != 0:
                 raise RuntimeError(f"daemon child exited {child.code}: {tail(child.err)}")
             out = last_json(child.out)
-            peak.runs.append(child.max_rss_mb)
+            peak.runs.append(out["peak_mb"])
             start.runs.append(out["rss_start_mb"])
             half.runs.append(out["rss_half_mb"])
             done.runs.append(out["sent"])
@@ -43,12 +44,14 @@ def run(size: int, repeat: int, timeout: float, seconds: float) -> list[Result]:
             db.unlink()
 
             target = work / f"enqueue{i}.db"
-            child = run_child(["-m", "sender", "enqueue", "--db", str(target),
+            peak_file = work / f"enqueue{i}.peak"
+            child = run_child(["-m", "bench.peak", str(peak_file), "-m", "sender", "enqueue",
+                               "--db", str(target),
                                "--csv", str(csv_path), "--from", "Team <team@example.org>", "-q"],
                               cwd=work, timeout=timeout)
             if child.code != 0:
                 raise RuntimeError(f"enqueue exited {child.code}: {tail(child.err)}")
-            enq_peak.runs.append(child.max_rss_mb)
+            enq_peak.runs.append(float(peak_file.read_text(encoding="ascii")))
             enq_rate.runs.append(size / child.seconds)
             target.unlink()
     return [peak, start, half, done, rate, enq_peak, enq_rate]
