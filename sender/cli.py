@@ -241,7 +241,9 @@ def _validated_csv(path: str, skip_invalid: bool, *, has_default_from: bool,
         else:
             good += 1
     if bad and not skip_invalid:
-        more = f" (and {len(bad) - 1} more bad rows; nothing was queued)" if len(bad) > 1 else " (nothing was queued)"
+        over = "at least " if len(bad) > 100 else ""
+        more = f" (and {over}{len(bad) - 1} more bad rows; nothing was queued)" if len(bad) > 1 \
+            else " (nothing was queued)"
         raise UsageError(f"{path}: {bad[0]}{more}")
     for err in bad:
         print(f"skipped invalid {path}: {err}", file=sys.stderr)

@@ -419,3 +419,16 @@ def test_fast_address_path_agrees_with_the_stdlib_parser(value: str) -> None:
     with _stdlib_only():
         slow = _verdict(value)
     assert fast == slow
+
+
+def test_many_bad_rows_are_summarised_on_one_line(cli: Cli, queued: str, tmp_path: Path) -> None:
+    """A file full of bad rows is refused on one line naming the first and counting the rest."""
+    path = _write_csv(tmp_path / "junk.csv", ["to", "subject", "body"],
+                      [[f"junk{i}", "s", "b"] for i in range(150)])
+    before = _dump(queued)
+    r = cli("enqueue", "--db", queued, "--csv", str(path), "--from", FROM)
+    assert r.code == 2
+    line = _one_line(r.err)
+    assert "line 2: to: invalid address 'junk0'" in line
+    assert "and at least 100 more bad rows; nothing was queued" in line
+    assert _dump(queued) == before
