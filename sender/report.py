@@ -34,7 +34,7 @@ from .db import Database
 from .errors import UsageError
 
 LIMIT = 100
-MISSING_SLACK = 60.0  # a mailbox covers sends from this long before its first message
+MISSING_SLACK = 2.0  # a Date header (whole seconds) can precede its claim by under 1 s
 ANOMALIES = ("ghosts", "repeated_message_ids", "multi_sends", "unknown", "stale_claims", "missing")
 _LIVE = "('sending', 'sent', 'unknown')"
 
@@ -270,18 +270,23 @@ async def ghosts(db: Database, since: float, now: float, *, limit: int = LIMIT) 
 
 
 _REPEATED = """
-WITH hit AS (SELECT DISTINCT mid, recipient FROM observations
-              WHERE at BETWEEN :since AND :now AND mid IS NOT NULL),
+WITH hit AS (
+    SELECT o.mid, o.recipient, min(o.at) AS first_at FROM observations o
+     WHERE o.at BETWEEN :since AND :now AND o.mid IS NOT NULL
+       AND EXISTS (SELECT 1 FROM observations o2 WHERE o2.mid = o.mid
+                      AND o2.recipient = o.recipient AND o2.source = o.source AND o2.id <> o.id)
+     GROUP BY o.mid, o.recipient
+     ORDER BY first_at, o.mid, o.recipient
+     LIMIT :limit),
 per_source AS (
-    SELECT o.mid, o.recipient, o.source, count(*) AS n, min(o.at) AS first_at,
-           max(o.at) AS last_at, max(o.row_id) AS row_id
+    SELECT o.mid, o.recipient, count(*) AS n, min(o.at) AS first_at, max(o.at) AS last_at,
+           max(o.row_id) AS row_id, o.source
       FROM hit JOIN observations o ON o.mid = hit.mid AND o.recipient = hit.recipient
      GROUP BY o.mid, o.recipient, o.source)
 SELECT mid, recipient, max(n), min(first_at), max(last_at), json_group_array(source), max(row_id)
   FROM per_source
- GROUP BY mid, recipient HAVING max(n) > 1
+ GROUP BY mid, recipient
  ORDER BY min(first_at), mid, recipient
- LIMIT :limit
 """
 
 
@@ -290,7 +295,8 @@ async def repeated_message_ids(db: Database, since: float, now: float, *,
     """Message-IDs a mailbox holds more than once for one recipient, with a copy in the window.
 
     ``attempts`` lists that Message-ID's SendLog statuses in order (``requeued``, ``sent`` is the
-    trace of an operator resending an ambiguous message that had in fact arrived)."""
+    trace of an operator resending an ambiguous message that had in fact arrived). Each copy in
+    the window costs one probe of ``observations_mid``."""
     rows = await db.fetchall(_REPEATED, {"since": since, "now": now, "limit": limit})
     info = await _rows_info(db, [r[6] for r in rows])
     attempts = await _attempts(db, [r[0] for r in rows])
@@ -299,29 +305,51 @@ async def repeated_message_ids(db: Database, since: float, now: float, *,
             for mid, rcpt, n, first, last, sources, row in rows]
 
 
-_EVENTS = f"""
-WITH ev(recipient, campaign, mid, at, logged, observed, row_id) AS (
-    SELECT lower(recipient), campaign, mid, claimed_at, 1, 0, message_id FROM send_log
-     WHERE claimed_at BETWEEN :since AND :now AND status IN {_LIVE}
-    UNION ALL
-    SELECT o.recipient, c.name, o.mid, o.at, 0, 1, o.row_id
-      FROM observations o JOIN messages m ON m.id = o.row_id
-      JOIN campaigns c ON c.id = m.campaign_id
-     WHERE o.at BETWEEN :since AND :now AND o.mid IS NOT NULL)
+# A pair is a candidate when SendLog holds two live attempts with different Message-IDs for it in
+# the window, or a copy traced to one of its rows carries a Message-ID that row never had (the
+# incident), or another row of the same pair was logged or observed in the window. Each is an
+# index probe per event in the window, never a sort of the whole window.
+_MULTI_LOGGED = f"""
+SELECT s.recipient, s.campaign, min(s.claimed_at) FROM send_log s
+ WHERE s.claimed_at BETWEEN :since AND :now AND s.status IN {_LIVE}
+   AND EXISTS (SELECT 1 FROM send_log t WHERE t.recipient = s.recipient
+                  AND t.campaign = s.campaign AND t.claimed_at BETWEEN :since AND :now
+                  AND t.status IN {_LIVE} AND t.mid <> s.mid)
+ GROUP BY s.recipient, s.campaign ORDER BY min(s.claimed_at) LIMIT :limit
 """
 
-_MULTI_PAIRS = _EVENTS + """
-SELECT recipient, campaign FROM ev
- GROUP BY recipient, campaign HAVING count(DISTINCT mid) > 1
- ORDER BY min(at), recipient, campaign
- LIMIT :limit
+_MULTI_OBSERVED = f"""
+SELECT r.email, c.name, min(o.at) FROM observations o
+  JOIN messages m ON m.id = o.row_id
+  JOIN recipients r ON r.id = m.recipient_id JOIN campaigns c ON c.id = m.campaign_id
+ WHERE o.at BETWEEN :since AND :now AND o.mid IS NOT NULL
+   AND (o.mid <> m.message_id OR EXISTS (
+        SELECT 1 FROM messages m2 WHERE m2.recipient_id = m.recipient_id
+           AND m2.campaign_id = m.campaign_id AND m2.id <> m.id
+           AND (EXISTS (SELECT 1 FROM observations o2 WHERE o2.row_id = m2.id
+                           AND o2.at BETWEEN :since AND :now)
+                OR EXISTS (SELECT 1 FROM send_log s2 WHERE s2.message_id = m2.id
+                              AND s2.status IN {_LIVE} AND s2.claimed_at BETWEEN :since AND :now))))
+ GROUP BY r.email, c.name ORDER BY min(o.at) LIMIT :limit
 """
 
-_MULTI_DETAIL = _EVENTS + """
-SELECT recipient, campaign, mid, min(at), max(logged), sum(observed), max(row_id) FROM ev
- WHERE recipient || char(31) || campaign IN (SELECT value FROM json_each(:pairs))
- GROUP BY recipient, campaign, mid
- ORDER BY min(at), mid
+_MULTI_LOG_DETAIL = f"""
+SELECT s.recipient, s.campaign, s.mid, min(s.claimed_at), max(s.message_id)
+  FROM json_each(:pairs) j JOIN send_log s
+    ON s.recipient = json_extract(j.value, '$[0]') AND s.campaign = json_extract(j.value, '$[1]')
+ WHERE s.claimed_at BETWEEN :since AND :now AND s.status IN {_LIVE}
+ GROUP BY s.recipient, s.campaign, s.mid
+"""
+
+_MULTI_SEEN_DETAIL = """
+SELECT r.email, c.name, o.mid, min(o.at), count(*), max(o.row_id)
+  FROM json_each(:pairs) j
+  JOIN recipients r ON r.email = json_extract(j.value, '$[0]')
+  JOIN campaigns c ON c.name = json_extract(j.value, '$[1]')
+  JOIN messages m ON m.recipient_id = r.id AND m.campaign_id = c.id
+  JOIN observations o ON o.row_id = m.id
+ WHERE o.at BETWEEN :since AND :now AND o.mid IS NOT NULL
+ GROUP BY r.email, c.name, o.mid
 """
 
 
@@ -330,14 +358,28 @@ async def multi_sends(db: Database, since: float, now: float, *,
     """Recipient + campaign pairs with more than one distinct Message-ID in ``[since, now]``,
     counting live SendLog attempts and observed copies traced to a queue row."""
     params: dict[str, Any] = {"since": since, "now": now, "limit": limit}
-    pairs = [(r[0], r[1]) for r in await db.fetchall(_MULTI_PAIRS, params)]
+    first: dict[tuple[str, str], float] = {}
+    for sql in (_MULTI_LOGGED, _MULTI_OBSERVED):
+        for rcpt, campaign, at in await db.fetchall(sql, params):
+            first[(rcpt, campaign)] = min(at, first.get((rcpt, campaign), at))
+    pairs = sorted(first, key=lambda pair: (first[pair], pair))[:limit]
     if not pairs:
         return []
-    params["pairs"] = json.dumps([f"{rcpt}\x1f{campaign}" for rcpt, campaign in pairs])
-    found: dict[tuple[str, str], list[Sighting]] = {pair: [] for pair in pairs}
-    for rcpt, campaign, mid, at, logged, observed, row in await db.fetchall(_MULTI_DETAIL, params):
-        found[(rcpt, campaign)].append(Sighting(mid, at, bool(logged), observed, row))
-    return [MultiSend(rcpt, campaign, tuple(found[(rcpt, campaign)])) for rcpt, campaign in pairs]
+    params["pairs"] = json.dumps(pairs)
+    seen: dict[tuple[str, str], dict[str, list[Any]]] = {pair: {} for pair in pairs}
+    for rcpt, campaign, mid, at, row in await db.fetchall(_MULTI_LOG_DETAIL, params):
+        seen[(rcpt, campaign)][mid] = [at, True, 0, row]
+    for rcpt, campaign, mid, at, copies, row in await db.fetchall(_MULTI_SEEN_DETAIL, params):
+        entry = seen[(rcpt, campaign)].setdefault(mid, [at, False, 0, row])
+        entry[0], entry[2] = min(entry[0], at), copies
+    out = []
+    for pair in pairs:
+        sightings = sorted((Sighting(mid, at, logged, observed, row)
+                            for mid, (at, logged, observed, row) in seen[pair].items()),
+                           key=lambda s: (s.at, s.message_id))
+        if len(sightings) > 1:
+            out.append(MultiSend(pair[0], pair[1], tuple(sightings)))
+    return out
 
 
 async def unknown_messages(db: Database, *, limit: int = LIMIT) -> list[UnknownMessage]:

@@ -122,7 +122,7 @@ def _trace(g: Ghost) -> str:
     if g.traced_by == "recipient+time":
         text += ", by recipient and time"
     if g.logged_message_id and g.logged_message_id != g.message_id:
-        text += f"\nwhich SendLog knows as {g.logged_message_id}"
+        text += f"\nlogged as {g.logged_message_id}"
     return text
 
 
