@@ -242,6 +242,8 @@ async def write(path: Path, s: Sample) -> None:
 
 
 async def _insert(db: Database, s: Sample) -> None:
+    log: list[dict[str, Any]] = sorted(s.log, key=lambda r: (r["claimed_at"], r["message_id"]))
+    audit: list[tuple[Any, ...]] = sorted(s.audit, key=lambda a: (a[0], a[3] or 0))
     for i, name in enumerate(CAMPAIGNS, start=1):
         await db.execute("INSERT INTO campaigns(id, name, created_at) VALUES (?, ?, ?)",
                          (i, name, BASE - 8 * DAY + i * 3600.0))
@@ -260,14 +262,13 @@ async def _insert(db: Database, s: Sample) -> None:
         "INSERT INTO send_log(message_id, dedupe_key, mid, recipient, campaign, attempt, worker, "
         "claim_token, status, claimed_at, finished_at, smtp_code, smtp_reply) VALUES (:message_id, "
         ":dedupe_key, :mid, :recipient, :campaign, :attempt, :worker, :claim_token, :status, "
-        ":claimed_at, :finished_at, :smtp_code, :smtp_reply)",
-        sorted(s.log, key=lambda r: (r["claimed_at"], r["message_id"])))
+        ":claimed_at, :finished_at, :smtp_code, :smtp_reply)", log)
     await db.executemany(
         "INSERT INTO workers(id, name, pid, host, started_at, heartbeat_at, stopped_at) "
         "VALUES (?, ?, ?, ?, ?, ?, ?)",
         [(w[0], w[1], w[2], f"{w[1]}.example.com", w[3], w[4], w[5]) for w in WORKERS])
-    await db.executemany("INSERT INTO audit(at, actor, action, message_id, detail) VALUES (?, ?, ?, ?, ?)",
-                         sorted(s.audit, key=lambda a: (a[0], a[3] or 0)))
+    await db.executemany("INSERT INTO audit(at, actor, action, message_id, detail) "
+                         "VALUES (?, ?, ?, ?, ?)", audit)
     await db.executemany(
         "INSERT INTO observations(mid, recipient, date, at, subject, source, observed_at, "
         "fingerprint, copy, row_id, traced_by) VALUES (:mid, :recipient, :date, :at, :subject, "

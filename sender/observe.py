@@ -189,9 +189,10 @@ def progress_bar(mailbox: Mailbox,
     if not sys.stderr.isatty():
         yield None
         return
+    from rich.console import Console
     from rich.progress import Progress
 
-    with Progress(transient=True) as bar:
+    with Progress(console=Console(stderr=True), transient=True) as bar:
         task = bar.add_task(f"{description} {mailbox.path.name}", total=mailbox.total())
         yield lambda n: bar.advance(task, n)
 
