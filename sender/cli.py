@@ -421,14 +421,14 @@ async def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
 
 async def cmd_reconcile(args: argparse.Namespace, settings: Settings) -> int:
     from .mailreader import open_mailbox
-    from .observe import observe, progress_bar, reconcile
+    from .observe import progress_bar, reconcile
 
     mailbox = open_mailbox(args.maildir, args.mbox)
     actor = args.actor or os.environ.get("USER") or "operator"
     async with open_db(settings.db) as db:
         with progress_bar(mailbox) as advance:
-            stats = await observe(db, mailbox, now=time.time(), progress=advance)
-        changed = await reconcile(db, source=mailbox.source, actor=actor, now=time.time())
+            stats, changed = await reconcile(db, mailbox, actor=actor, now=time.time(),
+                                             progress=advance)
         left = (await queries.state_counts(db))["unknown"]
     print(stats.summary())
     for r in changed:
@@ -446,8 +446,8 @@ async def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     async with demo.workspace(args.keep) as workdir:
         result = await demo.run_demo(settings, sample, workdir)
         print(demo.summary(result))
-        print(report_text.render(result.report, title="Duplicate report for the demo queue"),
-              end="")
+        print(report_text.render(result.report, title="Duplicate report for the demo queue "
+                                                       "(its whole history)"), end="")
     return 0
 
 

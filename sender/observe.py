@@ -13,7 +13,7 @@ import logging
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .db import Database
@@ -40,6 +40,7 @@ class ObserveStats:
     no_recipient: int = 0
     traced: int = 0
     seconds: float = 0.0
+    found: set[str] = field(default_factory=set)
 
     def summary(self) -> str:
         problems = [f"{n} {what}" for n, what in (
@@ -77,9 +78,10 @@ SELECT j.key, s.message_id
 
 
 async def observe(db: Database, mailbox: Mailbox, *, now: float,
-                  progress: Callable[[int], None] | None = None,
-                  batch: int = BATCH) -> ObserveStats:
-    """Store every copy in ``mailbox`` once; return counts. Commits every ``batch`` messages."""
+                  progress: Callable[[int], None] | None = None, batch: int = BATCH,
+                  watch: frozenset[str] = frozenset()) -> ObserveStats:
+    """Store every copy in ``mailbox`` once; return counts, and in ``found`` which Message-IDs
+    of ``watch`` this mailbox holds. Commits every ``batch`` messages."""
     started = time.monotonic()
     stats = ObserveStats(mailbox.source)
     await db.execute("CREATE TEMP TABLE IF NOT EXISTS observe_scan "
@@ -90,12 +92,12 @@ async def observe(db: Database, mailbox: Mailbox, *, now: float,
         for raw in mailbox.messages():
             pending.append(_Pending(raw, parse_head(raw.head)))
             if len(pending) >= batch:
-                await _store(db, pending, stats, now)
+                await _store(db, pending, stats, now, watch)
                 if progress:
                     progress(sum(p.raw.units for p in pending))
                 pending.clear()
         if pending:
-            await _store(db, pending, stats, now)
+            await _store(db, pending, stats, now, watch)
             if progress:
                 progress(sum(p.raw.units for p in pending))
     finally:
@@ -105,7 +107,8 @@ async def observe(db: Database, mailbox: Mailbox, *, now: float,
     return stats
 
 
-async def _store(db: Database, batch: list[_Pending], stats: ObserveStats, now: float) -> None:
+async def _store(db: Database, batch: list[_Pending], stats: ObserveStats, now: float,
+                 watch: frozenset[str]) -> None:
     rows: list[dict[str, Any]] = []
     async with db.write():
         copies = await _ordinals(db, [p.raw.fingerprint for p in batch])
@@ -117,6 +120,8 @@ async def _store(db: Database, batch: list[_Pending], stats: ObserveStats, now: 
             stats.no_date += parsed.date_problem == "missing"
             stats.bad_date += parsed.date_problem == "malformed"
             stats.no_recipient += not parsed.recipients
+            if parsed.mid is not None and parsed.mid in watch:
+                stats.found.add(parsed.mid)
             at = parsed.date if parsed.date is not None else raw.delivered_at or now
             row = row_of(parsed.mid) if parsed.mid else None
             owner = owners.get(row) if row is not None else None
@@ -197,26 +202,27 @@ def progress_bar(mailbox: Mailbox,
         yield lambda n: bar.advance(task, n)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, order=True)
 class Reconciled:
     row: int
     message_id: str
     recipient: str
 
 
-async def reconcile(db: Database, *, source: str, actor: str, now: float) -> list[Reconciled]:
-    """``unknown`` messages whose Message-ID has been observed (in any mailbox) become ``sent``
-    through ``admin.mark_found``, which writes the audit rows."""
+async def reconcile(db: Database, mailbox: Mailbox, *, actor: str, now: float,
+                    progress: Callable[[int], None] | None = None,
+                    ) -> tuple[ObserveStats, list[Reconciled]]:
+    """Observe ``mailbox``; ``unknown`` messages whose Message-ID it holds become ``sent``
+    through ``admin.mark_found``, which writes the audit rows naming this mailbox."""
     from . import admin
 
-    rows = await db.fetchall(
-        "SELECT m.id, m.message_id, r.email "
-        "  FROM messages m JOIN recipients r ON r.id = m.recipient_id "
-        " WHERE m.state = 'unknown' "
-        "   AND EXISTS (SELECT 1 FROM observations o WHERE o.mid = m.message_id) "
-        " ORDER BY m.id")
-    if not rows:
-        return []
-    found = await admin.mark_found(db, [r[1] for r in rows], actor=actor, now=now, source=source)
-    changed = set(found)
-    return [Reconciled(r[0], r[1], r[2]) for r in rows if r[0] in changed]
+    unknown = {r[1]: (r[0], r[2]) for r in await db.fetchall(
+        "SELECT m.id, m.message_id, r.email FROM messages m "
+        "JOIN recipients r ON r.id = m.recipient_id WHERE m.state = 'unknown'")}
+    stats = await observe(db, mailbox, now=now, progress=progress, watch=frozenset(unknown))
+    if not stats.found:
+        return stats, []
+    changed = set(await admin.mark_found(db, sorted(stats.found), actor=actor, now=now,
+                                         source=mailbox.source))
+    return stats, sorted(Reconciled(row, mid, rcpt) for mid, (row, rcpt) in unknown.items()
+                         if row in changed)

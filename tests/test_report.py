@@ -111,18 +111,23 @@ async def test_ambiguous_drop_resent_by_hand_is_a_repeated_message_id(
 
 async def test_reconcile_settles_an_unknown_found_in_the_capture(
         faulty_sink: SinkThread, faults: Faults, db_path: str, cli: Cli, tmp_path: Path) -> None:
-    """The line dropped after the data arrived; reconcile finds the Message-ID and marks it sent,
-    once, with an audit row."""
+    """The line dropped after the data arrived; reconciling with another mailbox changes nothing,
+    with the capture it marks the message sent, once, with an audit row naming that mailbox."""
     faults.data = lambda rcpt: "DROP"
     await seed(db_path, 1)
     await run_once(db_path, faulty_sink.port)
     assert query(db_path, "SELECT state FROM messages")[0][0] == "unknown"
 
+    mailbox.Maildir(str(tmp_path / "elsewhere"), create=True)
+    other = cli("reconcile", "--db", db_path, "--maildir", str(tmp_path / "elsewhere"))
+    assert other.code == 0 and "reconciled 0 unknown message(s); 1 still unknown" in other.out
+
     r = cli("reconcile", "--db", db_path, "--maildir", str(tmp_path / "maildir"), "--actor", "ops")
     assert r.code == 0, r.err
     assert "unknown -> sent" in r.out and "reconciled 1 unknown message(s); 0 still unknown" in r.out
     assert query(db_path, "SELECT state FROM messages")[0][0] == "sent"
-    assert query(db_path, "SELECT actor, action FROM audit") == [("ops", "reconcile-sent")]
+    [(actor, action, detail)] = query(db_path, "SELECT actor, action, detail FROM audit")
+    assert (actor, action) == ("ops", "reconcile-sent") and str(tmp_path / "maildir") in detail
     again = cli("reconcile", "--db", db_path, "--maildir", str(tmp_path / "maildir"))
     assert "reconciled 0" in again.out and len(faulty_sink.received) == 1
 
