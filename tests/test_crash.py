@@ -127,7 +127,7 @@ async def test_frozen_worker_late_success_is_recorded_without_resend(db_path: st
 
 
 async def test_busy_database_is_waited_out(db_path: str, cli: Cli, sink: SinkThread) -> None:
-    """A reader holding a snapshot for seconds and a writer holding the lock do not crash 3 workers or lose a message."""
+    """A long-held reader snapshot and a writer hogging the lock crash none of 3 workers and lose nothing."""
     await seed(db_path, 300)
     stop_flag = threading.Event()
 
