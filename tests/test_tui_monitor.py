@@ -10,9 +10,13 @@ one lead, one campaign, one SendLog row, three copies observed with three Messag
 from __future__ import annotations
 
 import asyncio
+import atexit
+import shutil
 import sqlite3
 import subprocess
 import sys
+import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -77,15 +81,29 @@ async def _seed(path: str) -> None:
                      INCIDENT_ROW))
 
 
+_template: list[Path] = []
+
+
+def _template_file() -> Path:
+    """Seed once per test session (a dozen durable commits), then hand out copies."""
+    if not _template:
+        folder = Path(tempfile.mkdtemp(prefix="tui-seed-"))
+        atexit.register(shutil.rmtree, folder, True)
+        thread = threading.Thread(target=asyncio.run, args=(_seed(str(folder / "queue.db")),))
+        thread.start()
+        thread.join()
+        _template.append(folder / "queue.db")
+    return _template[0]
+
+
 def seed(path: str | Path) -> str:
-    """Build the shared test queue at ``path`` (a real SQLite file) and return its path."""
-    asyncio.run(_seed(str(path)))
+    """A copy of the shared test queue at ``path`` (a real SQLite file); returns its path."""
+    shutil.copyfile(_template_file(), path)
     return str(path)
 
 
 async def aseed(path: str | Path) -> str:
-    await _seed(str(path))
-    return str(path)
+    return seed(path)
 
 
 def rows(path: str, sql: str, params: tuple[object, ...] = ()) -> list[tuple[object, ...]]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import replace
 from typing import ClassVar
 
 from textual import on, work
@@ -20,7 +19,7 @@ from textual.binding import Binding, BindingType
 from textual.widgets import DataTable, Footer, Input, Static, TabbedContent, TabPane
 
 from . import actions, fmt, source
-from .findings import KINDS
+from .findings import KINDS, Findings
 from .screens.confirm import Choose, Confirm
 from .screens.detail import DetailScreen
 from .screens.help import HelpScreen
@@ -32,9 +31,11 @@ from .widgets.table import RowsTable
 
 WINDOWS = (3600.0, 6 * 3600.0, 86400.0, 7 * 86400.0, 30 * 86400.0)
 DEFAULT_WINDOW = 2  # 24h, the report's own default
-DUPLICATES_EVERY = 10  # ticks between report runs while another tab is open
+REPORT_BACKGROUND = 30.0  # seconds between report runs while another tab is open
 TABS = ("queue", "inflight", "workers", "duplicates", "log")
 _DUPLICATE_KINDS = KINDS[:3]
+_MAIN_VIEW_ACTIONS = frozenset(("act", "resolve", "pause", "window", "filter", "tab", "refresh",
+                                "help"))
 
 _VERB = {"cancel": "Cancel", "retry": "Retry"}
 _QUESTION = {
@@ -76,8 +77,11 @@ class MonitorApp(App[None]):
         self.snapshot: Snapshot | None = None
         self.filter_text = ""
         self.window_index = DEFAULT_WINDOW
+        self.findings: Findings | None = None
         self._loading = False
-        self._ticks = 0
+        self._reporting = False
+        self._report_at = 0.0
+        self._report_took = 0.0
         self._tab_chosen = False
 
     def compose(self) -> ComposeResult:
@@ -117,27 +121,47 @@ class MonitorApp(App[None]):
         return self.query_one(f"#{tab or self.active_tab}-panel", Panel)
 
     def tick(self) -> None:
+        """Start a panel load unless one is running; start the report when it is due."""
         if not self._loading:
-            self._ticks += 1
             self.load_data()
+        if not self._reporting and self._report_due():
+            self.load_report()
+
+    def _report_due(self) -> bool:
+        """Every tick while Duplicates is open, every 30s otherwise, but never more often than
+        ten times the report's own duration, so a slow report takes at most a tenth of a core."""
+        if self.findings is None or self.findings.span != self.window:
+            return True
+        every = self.refresh_every if self.active_tab == "duplicates" else REPORT_BACKGROUND
+        return time.monotonic() - self._report_at >= max(every, 10 * self._report_took)
 
     @work(exclusive=True, group="refresh")
     async def load_data(self) -> None:
         self._loading = True
         try:
-            dup = (self.snapshot is None or self.snapshot.duplicates is None
-                   or self.active_tab == "duplicates" or self._ticks % DUPLICATES_EVERY == 0)
-            snap = await source.load(self.db_path, self.clock(), log_filter=self.filter_text,
-                                     window=self.window if dup else None)
+            snap = await source.load(self.db_path, self.clock(), log_filter=self.filter_text)
         finally:
             self._loading = False
         self.apply(snap)
 
+    @work(exclusive=True, group="report")
+    async def load_report(self) -> None:
+        self._reporting = True
+        self._report_at = time.monotonic()
+        try:
+            found = await source.load_findings(self.db_path, self.clock(), self.window)
+        finally:
+            self._reporting = False
+            self._report_took = time.monotonic() - self._report_at
+        self.findings = found
+        self._show_header()
+        self.query_one(DuplicatesPanel).show_findings(found, self.filter_text)
+        if not self._tab_chosen:
+            self._tab_chosen = True
+            if any(found.count(k) for k in _DUPLICATE_KINDS):
+                self.action_tab("duplicates")
+
     def apply(self, snap: Snapshot) -> None:
-        old = self.snapshot
-        if snap.duplicates is None and old is not None and old.duplicates is not None \
-                and old.duplicates.span == self.window:
-            snap = replace(snap, duplicates=old.duplicates)
         self.snapshot = snap
         self._show_header()
         problem = self.query_one("#problem", Static)
@@ -148,20 +172,18 @@ class MonitorApp(App[None]):
             return
         for tab in TABS:
             self.panel(tab).show(snap, self.filter_text)
-        if not self._tab_chosen and snap.duplicates is not None:
-            self._tab_chosen = True
-            if any(snap.duplicates.count(k) for k in _DUPLICATE_KINDS):
-                self.action_tab("duplicates")
         if isinstance(self.screen, DetailScreen):
             self.screen.reload(snap.now)
 
     def _show_header(self) -> None:
-        self.query_one(StatusHeader).show(self.db_path, self.snapshot, read_only=self.read_only,
-                                          filter_text=self.filter_text)
+        self.query_one(StatusHeader).show(self.db_path, self.snapshot, self.findings,
+                                          read_only=self.read_only, filter_text=self.filter_text)
 
-    def reload_now(self) -> None:
+    def reload_now(self, *, report: bool = False) -> None:
         """Refresh at once, replacing a load in progress (after an action or a new filter)."""
         self.load_data()
+        if report:
+            self.load_report()
 
     # --- navigation -------------------------------------------------------------------------
 
@@ -173,21 +195,26 @@ class MonitorApp(App[None]):
     @on(TabbedContent.TabActivated)
     def _tab_activated(self, event: TabbedContent.TabActivated) -> None:
         self.panel().table.focus()
-        if self.active_tab == "duplicates":
-            self.reload_now()
+        if self.active_tab == "duplicates" and not self._reporting and self._report_due():
+            self.load_report()
         self.refresh_bindings()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Keys of the main view are off over a dialog, and tab keys are off over a detail."""
+        if isinstance(self.screen, Choose | HelpScreen) and action in _MAIN_VIEW_ACTIONS:
+            return False
+        if isinstance(self.screen, DetailScreen) and action in ("tab", "filter", "window"):
+            return False
         if action == "window":
-            return self.active_tab == "duplicates" and not isinstance(self.screen, DetailScreen)
+            return self.active_tab == "duplicates"
         return True
 
     def action_window(self, step: int) -> None:
         self.window_index = max(0, min(len(WINDOWS) - 1, self.window_index + step))
-        self.reload_now()
+        self.load_report()
 
     def action_refresh(self) -> None:
-        self.reload_now()
+        self.reload_now(report=True)
 
     def action_help(self) -> None:
         self.push_screen(HelpScreen())
@@ -210,6 +237,7 @@ class MonitorApp(App[None]):
         self.query_one(FilterInput).display = False
         self.panel().table.focus()
         self._show_header()
+        self.query_one(DuplicatesPanel).show_findings(self.findings, text)
         self.reload_now()
 
     @on(DataTable.RowSelected)
@@ -299,4 +327,4 @@ class MonitorApp(App[None]):
         done = await actions.perform(self.db_path, kind, row, actor=self.actor, now=self.clock())
         self.notify(done.text, severity="information" if done.ok else "error",
                     title="Done" if done.ok else "Refused")
-        self.reload_now()
+        self.reload_now(report=True)

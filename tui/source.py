@@ -1,10 +1,11 @@
 """Where the monitor's data comes from: one read-only connection per refresh.
 
-``load`` opens the queue with ``mode=ro``, calls the ``sender.monitor`` read API (and the
-duplicate report through ``tui.findings``) and returns one immutable ``Snapshot``. Any
-problem (no file, not our database, a locked file, a newer schema) becomes ``Snapshot.error``,
-a sentence for the screen, never an exception. Opening per refresh costs about a millisecond
-and means a file that appears, is replaced or is unlocked later is simply picked up.
+``load`` opens the queue with ``mode=ro``, calls the ``sender.monitor`` read API and returns
+one immutable ``Snapshot``; ``load_findings`` does the same for the duplicate report (through
+``tui.findings``), which is slower at scale and so runs on its own schedule. Any problem (no
+file, not our database, a locked file, a newer schema) becomes an ``error`` sentence for the
+screen, never an exception. Opening per refresh costs about a millisecond and means a file
+that appears, is replaced or is unlocked later is simply picked up.
 """
 
 from __future__ import annotations
@@ -29,14 +30,12 @@ class Snapshot:
     in_flight: list[monitor.Claim] = field(default_factory=list)
     workers: list[monitor.Worker] = field(default_factory=list)
     log: list[monitor.Attempt] = field(default_factory=list)
-    duplicates: findings.Findings | None = None
     error: str | None = None
     query_ms: float = 0.0
 
 
-async def load(path: str, now: float, *, log_filter: str = "",
-               window: float | None = None) -> Snapshot:
-    """Read one snapshot; with ``window`` also run the duplicate report over that window."""
+async def load(path: str, now: float, *, log_filter: str = "") -> Snapshot:
+    """Read one snapshot of every panel but Duplicates."""
     started = time.perf_counter()
     try:
         async with open_db(path, readonly=True) as db, monitor.reading(path):
@@ -45,14 +44,23 @@ async def load(path: str, now: float, *, log_filter: str = "",
             claims = await monitor.in_flight(db, now)
             workers = await monitor.workers(db, now)
             log = await monitor.send_log(db, log_filter)
-            duplicates = (await findings.load(db, now, window)) if window is not None else None
     except SenderError as exc:
         return Snapshot(now=now, error=str(exc))
     except OSError as exc:
         return Snapshot(now=now, error=f"cannot open {path}: {exc}")
     return Snapshot(now=now, overview=overview, queue=queue, in_flight=claims, workers=workers,
-                    log=log, duplicates=duplicates,
-                    query_ms=(time.perf_counter() - started) * 1000)
+                    log=log, query_ms=(time.perf_counter() - started) * 1000)
+
+
+async def load_findings(path: str, now: float, span: float) -> findings.Findings:
+    """The duplicate report over the last ``span`` seconds (see ``tui.findings``)."""
+    try:
+        async with open_db(path, readonly=True) as db, monitor.reading(path):
+            return await findings.load(db, now, span)
+    except SenderError as exc:
+        return findings.Findings(span, False, note=str(exc))
+    except OSError as exc:
+        return findings.Findings(span, False, note=f"cannot open {path}: {exc}")
 
 
 @dataclass(frozen=True)

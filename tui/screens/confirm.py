@@ -17,12 +17,12 @@ from textual.widgets import Button, Static
 
 
 class Choose(ModalScreen[str | None]):
-    """A question with a few answers, each bound to a key; Escape or Back answers None."""
+    """A question with a few answers, each bound to a key; ``n``, Escape or No answer None."""
 
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "answer('')", "Back", show=False)]
 
     def __init__(self, question: str, choices: list[tuple[str, str, str]]) -> None:
-        """``choices``: (answer, key, label). The focus starts on Back, the harmless answer."""
+        """``choices``: (answer, key, label). The focus starts on No, the harmless answer."""
         super().__init__()
         self.question = question
         self.choices = choices
@@ -33,7 +33,7 @@ class Choose(ModalScreen[str | None]):
             with Horizontal(id="buttons"):
                 for answer, key, label in self.choices:
                     yield Button(f"{label} ({key})", id=f"answer-{answer}", variant="warning")
-                yield Button("Back (esc)", id="answer-")
+                yield Button("No (n / esc)", id="answer-")
 
     def on_mount(self) -> None:
         self.query_one("#answer-", Button).focus()
@@ -44,6 +44,9 @@ class Choose(ModalScreen[str | None]):
                 event.stop()
                 self.dismiss(answer)
                 return
+        if event.key == "n":
+            event.stop()
+            self.dismiss(None)
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         answer = (event.button.id or "answer-").removeprefix("answer-")
@@ -54,7 +57,7 @@ class Choose(ModalScreen[str | None]):
 
 
 class Confirm(Choose):
-    """Yes (``y``) or no (``n``, Escape, or just Enter on the focused Back button)."""
+    """Yes (``y``) or no (``n``, Escape, or Enter on the focused No button)."""
 
     def __init__(self, question: str) -> None:
         super().__init__(question, [("yes", "y", "Yes")])

@@ -87,4 +87,4 @@ class DetailScreen(Screen[None]):
             for a in m.history])
         self.query_one("#audit", RowsTable).fill([
             Row(str(i), m.id, (fmt.when(e.at), e.actor, e.action, e.detail or ""))
-            for i, e in enumerate(m.audit)])
+            for i, e in enumerate(m.audit)] or [Row("none", m.id, ("-", "-", "none yet", ""))])

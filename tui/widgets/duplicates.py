@@ -8,7 +8,7 @@ stale claims) and what never arrived (missing).
 from __future__ import annotations
 
 from .. import fmt
-from ..findings import KINDS, LABELS, PLURALS
+from ..findings import KINDS, LABELS, PLURALS, Findings
 from ..source import Snapshot
 from .panels import Panel
 from .table import Row, tone
@@ -21,7 +21,9 @@ class DuplicatesPanel(Panel):
     COLUMNS = ("Finding", "#", "Recipient", "Campaign", "When", "Message-IDs", "Detail")
 
     def show(self, snap: Snapshot, needle: str = "") -> None:
-        found = snap.duplicates
+        """Nothing to do: the report arrives on its own schedule through ``show_findings``."""
+
+    def show_findings(self, found: Findings | None, needle: str = "") -> None:
         if found is None:
             self.summary("running the report…")
             return

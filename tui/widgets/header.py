@@ -11,6 +11,7 @@ from textual.widgets import Static
 from sender.schema import STATES
 
 from .. import fmt
+from ..findings import Findings
 from ..source import Snapshot
 
 _STATE_COLOUR = {"sending": "$accent", "sent": "$success", "failed": "$error",
@@ -21,11 +22,12 @@ _STATE_COLOUR = {"sending": "$accent", "sent": "$success", "failed": "$error",
 class StatusHeader(Static):
     """Three lines about the whole queue, rebuilt from each snapshot."""
 
-    def show(self, path: str, snap: Snapshot | None, *, read_only: bool, filter_text: str) -> None:
-        lines = self._lines(path, snap, read_only=read_only, filter_text=filter_text)
+    def show(self, path: str, snap: Snapshot | None, found: Findings | None, *, read_only: bool,
+             filter_text: str) -> None:
+        lines = self._lines(path, snap, found, read_only=read_only, filter_text=filter_text)
         self.update("\n".join(lines))
 
-    def _lines(self, path: str, snap: Snapshot | None, *, read_only: bool,
+    def _lines(self, path: str, snap: Snapshot | None, dup: Findings | None, *, read_only: bool,
                filter_text: str) -> list[str]:
         first = f"[b]sender monitor[/b]  db [b]{fmt.lit(path)}[/b]"
         if read_only:
@@ -55,7 +57,6 @@ class StatusHeader(Static):
             alarms.append(f"{ov.counts['unknown']:,} unknown")
         if ov.stale_claims:
             alarms.append(f"{ov.stale_claims:,} stale claim{'s' if ov.stale_claims > 1 else ''}")
-        dup = snap.duplicates
         if dup is not None and dup.available:
             found = sum(dup.count(k) for k in ("ghosts", "repeated_message_ids", "multi_sends"))
             if found:

@@ -1,0 +1,163 @@
+"""Operator actions from the monitor: each changes exactly the intended row and writes its audit.
+
+Actions go through ``sender.admin`` on a short-lived writable connection after a confirmation;
+the tests drive them with keys, then read the file back with plain sqlite3 and compare every
+row of ``messages`` and ``send_log`` before and after.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from textual.pilot import Pilot
+
+from tests.test_tui_app import SIZE, make_app, press, settle
+from tests.test_tui_monitor import T0, aseed, rows
+from tui.app import MonitorApp
+from tui.screens.confirm import Choose
+from tui.widgets.table import RowsTable
+
+
+def tables(path: str) -> dict[str, dict[object, tuple[object, ...]]]:
+    return {name: {r[0]: r for r in rows(path, f"SELECT * FROM {name} ORDER BY id")}
+            for name in ("messages", "send_log")}
+
+
+def changed(before: dict[str, dict[object, tuple[object, ...]]],
+            after: dict[str, dict[object, tuple[object, ...]]]) -> dict[str, list[object]]:
+    return {name: sorted(k for k in after[name] if before[name].get(k) != after[name][k])  # type: ignore[type-var]
+            for name in before}
+
+
+def audit(path: str) -> list[tuple[object, ...]]:
+    return rows(path, "SELECT at, actor, action, message_id FROM audit ORDER BY id")
+
+
+async def select(pilot: Pilot[None], tab_key: str, table_id: str, key: str) -> None:
+    """Switch tab and put the cursor on the row with ``key``."""
+    await press(pilot, tab_key)
+    table = pilot.app.query_one(f"#{table_id}", RowsTable)
+    table.focus()
+    table.move_cursor(row=[r.key for r in table.shown_rows].index(key))
+    await settle(pilot)
+
+
+async def test_cancel_scheduled_message(tmp_path: Path) -> None:
+    """``c`` then ``y`` cancels the selected scheduled message and nothing else."""
+    path = await aseed(tmp_path / "queue.db")
+    before = tables(path)
+    app = make_app(path)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await select(pilot, "1", "queue-table", "9")
+        await press(pilot, "c")
+        assert isinstance(app.screen, Choose)
+        await press(pilot, "y")
+        assert "9" not in [r.key for r in app.query_one("#queue-table", RowsTable).shown_rows]
+    assert rows(path, "SELECT state FROM messages WHERE id = 9") == [("cancelled",)]
+    assert changed(before, tables(path)) == {"messages": [9], "send_log": []}
+    assert audit(path) == [(T0, "tester", "cancel", 9)]
+
+
+async def test_retry_failed_message_from_the_log(tmp_path: Path) -> None:
+    """``t`` on a failed attempt in the Log re-schedules that message with the same Message-ID."""
+    path = await aseed(tmp_path / "queue.db")
+    before = tables(path)
+    mid = rows(path, "SELECT message_id FROM messages WHERE id = 3")
+    app = make_app(path)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await select(pilot, "5", "log-panel-table", "3")  # attempt 3 is message 3's
+        await press(pilot, "t", "y")
+    assert rows(path, "SELECT state, attempts FROM messages WHERE id = 3") == [("scheduled", 0)]
+    assert rows(path, "SELECT message_id FROM messages WHERE id = 3") == mid
+    assert changed(before, tables(path)) == {"messages": [3], "send_log": []}
+    assert audit(path) == [(T0, "tester", "retry", 3)]
+
+
+@pytest.mark.parametrize(("key", "state", "log_status"), [
+    ("s", "sent", "sent"), ("f", "failed", "failed"), ("r", "scheduled", "requeued")])
+async def test_resolve_unknown(tmp_path: Path, key: str, state: str, log_status: str) -> None:
+    """``u`` on an unknown message offers sent / failed / requeue; the choice settles that row only."""
+    path = await aseed(tmp_path / "queue.db")
+    before = tables(path)
+    app = make_app(path)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        duplicates = app.query_one("#duplicates-panel-table", RowsTable)
+        await select(pilot, "4", "duplicates-panel-table",
+                     next(r.key for r in duplicates.shown_rows if r.key.startswith("unknown:4")))
+        await press(pilot, "u")
+        assert isinstance(app.screen, Choose)
+        await press(pilot, key)
+    assert rows(path, "SELECT state FROM messages WHERE id = 4") == [(state,)]
+    assert rows(path, "SELECT status FROM send_log WHERE message_id = 4") == [(log_status,)]
+    assert changed(before, tables(path)) == {"messages": [4], "send_log": [4]}
+    assert audit(path) == [(T0, "tester", f"resolve-{'requeue' if key == 'r' else state}", 4)]
+
+
+async def test_pause_and_resume_sending(tmp_path: Path) -> None:
+    """``p`` pauses every daemon through the flag (header says so); ``p`` again resumes."""
+    path = await aseed(tmp_path / "queue.db")
+    before = tables(path)
+    app = make_app(path)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await press(pilot, "p", "y")
+        assert rows(path, "SELECT key, set_by FROM flags WHERE key = 'paused'") == [
+            ("paused", "tester")]
+        assert "SENDING PAUSED" in str(app.query_one("#header").render())
+        await press(pilot, "p", "y")
+    assert rows(path, "SELECT key FROM flags WHERE key = 'paused'") == []
+    assert changed(before, tables(path)) == {"messages": [], "send_log": []}
+    assert audit(path) == [(T0, "tester", "pause", None), (T0, "tester", "resume", None)]
+
+
+async def test_action_from_the_detail_screen(tmp_path: Path) -> None:
+    """The action keys act on the message the detail screen shows."""
+    path = await aseed(tmp_path / "queue.db")
+    app = make_app(path)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await select(pilot, "1", "queue-table", "8")
+        await press(pilot, "enter", "c", "y")
+        assert "cancelled" in str(app.screen.query_one("#fields").render())
+    assert rows(path, "SELECT id FROM messages WHERE state = 'cancelled'") == [(8,)]
+
+
+async def test_wrong_state_and_backing_out_change_nothing(tmp_path: Path) -> None:
+    """Cancel on a sent message is refused before any dialog; Escape in a dialog changes nothing."""
+    path = await aseed(tmp_path / "queue.db")
+    before = tables(path)
+    app = make_app(path)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await select(pilot, "5", "log-panel-table", "1")  # message 1 is sent
+        await press(pilot, "c")
+        assert not isinstance(app.screen, Choose)
+        await select(pilot, "1", "queue-table", "9")
+        await press(pilot, "c", "escape")
+        await press(pilot, "p", "n")
+        assert not isinstance(app.screen, Choose)
+    assert changed(before, tables(path)) == {"messages": [], "send_log": []}
+    assert audit(path) == []
+
+
+async def test_read_only_refuses_every_action(tmp_path: Path) -> None:
+    """With ``--read-only`` no key opens a dialog or writes anything, and the header says so."""
+    path = await aseed(tmp_path / "queue.db")
+    before = tables(path)
+    app = MonitorApp(path, refresh_every=3600, clock=lambda: T0, actor="tester", read_only=True)
+    async with app.run_test(size=SIZE, notifications=True) as pilot:
+        await settle(pilot)
+        assert "READ-ONLY" in str(app.query_one("#header").render())
+        await select(pilot, "1", "queue-table", "9")
+        await press(pilot, "c", "p")
+        await select(pilot, "5", "log-panel-table", "3")
+        await press(pilot, "t", "u")
+        assert not isinstance(app.screen, Choose)
+        toasts = [str(t.render()).lower() for t in app.screen.query("Toast")]
+        assert toasts and all("read-only" in t for t in toasts)
+    assert changed(before, tables(path)) == {"messages": [], "send_log": []}
+    assert audit(path) == [] and rows(path, "SELECT count(*) FROM flags") == [(0,)]
