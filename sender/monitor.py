@@ -239,7 +239,9 @@ async def in_flight(db: Database, now: float, limit: int = INFLIGHT_LIMIT) -> li
         "FROM messages m INDEXED BY messages_lease JOIN recipients r ON r.id = m.recipient_id "
         "JOIN campaigns c ON c.id = m.campaign_id "
         "WHERE m.state = 'sending' ORDER BY m.lease_until, m.id LIMIT ?", (limit,))
-    return [Claim(*r[:6], lease_until=r[6] or 0.0, stale=(r[6] or 0.0) < now) for r in rows]
+    return [Claim(id=r[0], recipient=r[1], campaign=r[2], worker=r[3], attempt=r[4],
+                  claimed_at=r[5], lease_until=r[6] or 0.0, stale=(r[6] or 0.0) < now)
+            for r in rows]
 
 
 async def workers(db: Database, now: float, dead_after: float = WORKER_DEAD_AFTER,
@@ -269,7 +271,9 @@ async def workers(db: Database, now: float, dead_after: float = WORKER_DEAD_AFTE
             status = "presumed dead"
         else:
             status = "alive"
-        out.append(Worker(*r, status=status, in_flight=busy.get(r[0], 0)))
+        out.append(Worker(id=r[0], name=r[1], pid=r[2], host=r[3], started_at=r[4],
+                          heartbeat_at=r[5], stopped_at=r[6], status=status,
+                          in_flight=busy.get(r[0], 0)))
     return out
 
 
@@ -329,4 +333,8 @@ async def message(db: Database, row_id: int, limit: int = DETAIL_LIMIT) -> Messa
     audit = [AuditEntry(*a) for a in await db.fetchall(
         "SELECT at, actor, action, detail FROM audit WHERE message_id = ? ORDER BY id LIMIT ?",
         (row_id, limit))]
-    return MessageDetail(*r, history=history, audit=audit)
+    return MessageDetail(
+        id=r[0], state=r[1], recipient=r[2], recipient_name=r[3], campaign=r[4], mid=r[5],
+        dedupe_key=r[6], subject=r[7], from_addr=r[8], due_at=r[9], attempts=r[10], worker=r[11],
+        lease_until=r[12], last_reply=r[13], created_at=r[14], updated_at=r[15],
+        history=history, audit=audit)
