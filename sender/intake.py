@@ -13,9 +13,9 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from email import policy
 from email.errors import HeaderParseError
 from email.headerregistry import Address
-from email.utils import parseaddr
 from pathlib import Path
 
 from .errors import InputError, UsageError
@@ -130,12 +130,20 @@ def parse_addr_spec(field: str, value: str) -> tuple[str, str]:
 
 
 def parse_from(value: str) -> tuple[str, str | None]:
-    """Accept ``addr`` or ``Name <addr>``; return (addr, name)."""
+    """Accept exactly one ``addr`` or ``Name <addr>``; return (addr, name).
+
+    Parsed by the stdlib's strict header parser: ``parseaddr`` would quietly keep the first of
+    ``a@x.org, b@y.org`` and ignore a stray ``>``.
+    """
     check_header("from", value)
-    name, addr = parseaddr(value)
-    if not addr or ("<" in value and ">" not in value):
-        raise InputError(f"from: invalid address {value!r}")
-    return check_address("from", addr), (name or None)
+    try:
+        header = policy.default.header_factory("From", value)
+        addresses, defects, groups = header.addresses, header.defects, header.groups
+    except (ValueError, IndexError, HeaderParseError) as exc:
+        raise InputError(f"from: invalid address {value!r} ({exc})") from exc
+    if len(addresses) != 1 or defects or any(g.display_name is not None for g in groups):
+        raise InputError(f"from: expected one address, as addr or Name <addr>, got {value!r}")
+    return check_address("from", addresses[0].addr_spec), (addresses[0].display_name or None)
 
 
 def parse_when(value: str, field: str = "send_at") -> float:

@@ -94,6 +94,10 @@ BAD_CSV: dict[str, tuple[bytes, str]] = {
                              r"line 2: to: invalid address"),
     "vertical tab in name": (b"to,subject,body,name\r\nx@example.com,Hi,B,Jo\x0bBcc: e@evil.example\r\n",
                              r"line 2: name: contains the control character '\\x0b'"),
+    "two From addresses": (b'to,subject,body,from\r\nx@example.com,Hi,B,"a@example.org, b@evil.example"\r\n',
+                           r"line 2: from: expected one address"),
+    "stray bracket in From": (b"to,subject,body,from\r\nx@example.com,Hi,B,a@example.org>\r\n",
+                              r"line 2: from: expected one address"),
     "missing column": (b"to,body\r\nx@example.com,B\r\n", r"line 1: header lacks column\(s\) subject"),
     "unknown column": (b"to,subject,body,colour\r\nx@example.com,Hi,B,red\r\n",
                        r"line 1: unknown column\(s\) colour"),
@@ -163,7 +167,9 @@ FLAG_CASES = {
     "bad date": (["--to", "x@example.com", "--subject", "Hi", "--send-at", "31/12/2030"],
                  "send_at: not an ISO 8601 time"),
     "bad default From": (["--to", "x@example.com", "--subject", "Hi", "--from", "nobody"],
-                         "--from/SENDER_FROM: invalid address"),
+                         "--from/SENDER_FROM: expected one address"),
+    "two default Froms": (["--to", "x@example.com", "--subject", "Hi", "--from",
+                           "team@example.org, evil@evil.example"], "--from/SENDER_FROM: expected one address"),
 }
 
 
