@@ -340,7 +340,7 @@ def _parse(data: bytes) -> Any:
     return BytesParser(policy=policy.default).parsebytes(data)
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 @given(subject=HEADER_TEXT, name=HEADER_TEXT, from_name=HEADER_TEXT)
 @example(subject="Hi\r\nBcc: evil@evil.example", name="", from_name="")
 @example(subject="Hi", name="a@evil.example, b@evil.example", from_name="x\rTo: y@evil.example")
@@ -366,7 +366,7 @@ def test_header_text_never_adds_a_header_or_recipient(subject: str, name: str, f
     assert env.recipient == "lead@example.com"
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200, deadline=None, database=None)
 @given(before=HEADER_TEXT, brk=BREAK, after=HEADER_TEXT,
        field=st.sampled_from(["to", "subject", "name", "campaign", "dedupe_key", "from"]))
 def test_any_line_break_in_a_header_field_is_refused(before: str, brk: str, after: str, field: str) -> None:
@@ -378,7 +378,7 @@ def test_any_line_break_in_a_header_field_is_refused(before: str, brk: str, afte
         make_message(raw)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300, deadline=None, database=None)
 @given(to=st.one_of(HEADER_TEXT, st.emails().map(str),
                     st.builds("{}@{}".format, HEADER_TEXT, st.sampled_from(["example.com", "b.co"]))))
 @example(to="a@example.com\r\nRCPT TO:<evil@evil.example>")
@@ -413,7 +413,7 @@ def _verdict(value: str) -> str:
         return "refused"
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=400, deadline=None, database=None)
 @given(st.one_of(st.emails().map(str), st.from_regex(r"[a-zA-Z0-9.!#$%&'*+/=?^_`{|}~-]{1,12}@"
                                                      r"[a-zA-Z0-9.-]{1,20}", fullmatch=True)))
 @example("a..b@example.com")
