@@ -227,7 +227,7 @@ def read_csv(path: str, templates: Templates | None = None) -> Iterator[NewMessa
             start = reader.line_num + 1
             for row in reader:
                 if _EXTRA in row:
-                    extra = len(row[_EXTRA])  # type: ignore[arg-type]
+                    extra = len(row[_EXTRA])
                     yield InputError(f"{len(header) + extra} fields, header has {len(header)}",
                                      start)
                 elif any(v is None for v in row.values()):
