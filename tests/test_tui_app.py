@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import shutil
 import sqlite3
+import threading
 import time
 from pathlib import Path
 
@@ -250,3 +251,39 @@ async def test_locked_database_shows_a_message(tmp_path: Path) -> None:
             assert "locked" in str(app.query_one("#problem", Static).render())
     finally:
         holder.close()
+
+
+async def test_refreshes_keep_up_while_three_writers_commit(tmp_path: Path) -> None:
+    """Three threads committing durable writes in turn never stall or break the refresh."""
+    path = await aseed(tmp_path / "queue.db")
+    stop = threading.Event()
+
+    def writer(n: int) -> None:
+        conn = sqlite3.connect(path, isolation_level=None, timeout=5)
+        conn.execute("PRAGMA synchronous = FULL")
+        while not stop.is_set():
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("UPDATE workers SET heartbeat_at = heartbeat_at WHERE id = ?", (n,))
+            conn.execute("COMMIT")
+        conn.close()
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in (1, 2, 3)]
+    app = MonitorApp(path, refresh_every=0.05, clock=lambda: T0, actor="tester")
+    try:
+        for t in threads:
+            t.start()
+        async with app.run_test(size=SIZE) as pilot:
+            refreshes, last = 0, app.snapshot
+            started = time.monotonic()
+            while refreshes < 5 and time.monotonic() - started < 10:
+                await pilot.pause(0.05)
+                if app.snapshot is not last and app.snapshot is not None:
+                    assert app.snapshot.error is None
+                    refreshes, last = refreshes + 1, app.snapshot
+            assert refreshes >= 5
+            await press(pilot, "1")
+            assert app.active_tab == "queue"
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
