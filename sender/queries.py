@@ -29,14 +29,19 @@ async def state_counts(db: Database) -> dict[str, int]:
 
 
 async def worker_counts(db: Database, now: float, dead_after: float = WORKER_DEAD_AFTER) -> WorkerCounts:
-    row = await db.fetchone(
-        "SELECT coalesce(sum(stopped_at IS NULL AND heartbeat_at >= :cut), 0), "
-        "       coalesce(sum(stopped_at IS NOT NULL), 0), "
-        "       coalesce(sum(stopped_at IS NULL AND heartbeat_at < :cut), 0) "
-        "FROM workers WHERE heartbeat_at >= :since OR stopped_at IS NULL",
-        {"cut": now - dead_after, "since": now - 86400})
-    assert row is not None
-    return WorkerCounts(alive=row[0], stopped=row[1], presumed_dead=row[2])
+    """Workers not stopped (alive or presumed dead), and those stopped in the last day.
+
+    Both halves are index probes (``workers_running``, ``workers_heartbeat``): a cron line adds a
+    worker row per run, and this must not read them all.
+    """
+    running = await db.fetchone(
+        "SELECT coalesce(sum(heartbeat_at >= :cut), 0), coalesce(sum(heartbeat_at < :cut), 0) "
+        "FROM workers INDEXED BY workers_running WHERE stopped_at IS NULL", {"cut": now - dead_after})
+    stopped = await db.fetchone(
+        "SELECT count(*) FROM workers WHERE heartbeat_at >= :since AND stopped_at IS NOT NULL",
+        {"since": now - 86400})
+    assert running is not None and stopped is not None
+    return WorkerCounts(alive=running[0], stopped=stopped[0], presumed_dead=running[1])
 
 
 async def paused(db: Database) -> dict[str, object]:

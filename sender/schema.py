@@ -110,6 +110,7 @@ CREATE TABLE workers (
     stopped_at   REAL
 );
 CREATE INDEX workers_heartbeat ON workers(heartbeat_at);
+CREATE INDEX workers_running ON workers(id) WHERE stopped_at IS NULL;
 CREATE TABLE audit (
     id         INTEGER PRIMARY KEY,
     at         REAL NOT NULL,
