@@ -94,37 +94,45 @@ async def claim(db: Database, policy: Policy | None, *, worker: str, worker_id: 
 
     token = f"{worker_id}.{secrets.token_hex(6)}"
     params = {"token": token, "worker": worker, "lease": now + lease, "now": now}
-    await db.execute("SAVEPOINT claim")
     for row_id, mid in await db.fetchall(_EXPIRE, {"now": now}):
         log.warning("row=%s mid=%s worker=%s scheduled->expired reason=past expires_at", row_id, mid, worker)
+    for _round in range(3):  # a refused row is quarantined, then the rest of the batch is claimed
+        await db.execute("SAVEPOINT claim")
+        ids = await _choose(db, policy, params, limit, now, worker)
+        if not ids:
+            await db.execute("RELEASE claim")
+            return []
+        id_list = json.dumps(ids)
+        try:
+            await db.execute(_LOG, {"worker": worker, "token": token, "now": now, "ids": id_list})
+        except sqlite3.IntegrityError as exc:
+            await db.execute("ROLLBACK TO claim")
+            await db.execute("RELEASE claim")
+            if not await _quarantine(db, ids, worker, now, str(exc)):
+                raise
+            continue
+        await db.execute("RELEASE claim")
+        return [Claim(id=r[0], mid=r[1], token=token, attempt=r[2], recipient=r[3], to_name=r[4],
+                      campaign=r[5], from_addr=r[6], from_name=r[7], subject=r[8], body_text=r[9],
+                      body_html=r[10])
+                for r in await db.fetchall(_DETAILS, {"ids": id_list})]
+    return []
+
+
+async def _choose(db: Database, policy: Policy | None, params: dict[str, object], limit: int, now: float,
+                  worker: str) -> list[int]:
+    """Move the chosen due rows to ``sending`` (conditional update) and return their ids."""
     if policy is not None and policy.active:
         chosen = await _apply_policy(db, policy, limit, now, worker)
-        ids = [r[0] for r in await db.fetchall(_MOVE, {**params, "ids": json.dumps(chosen)})] if chosen else []
-    else:
-        ids = []
-        for prio in (0, 1, 2):
-            if len(ids) < limit:
-                ids += [r[0] for r in await db.fetchall(_FAST, {**params, "prio": prio,
-                                                                "limit": limit - len(ids)})]
-    if not ids:
-        await db.execute("RELEASE claim")
-        return []
-    id_list = json.dumps(ids)
-    try:
-        await db.execute(_LOG, {"worker": worker, "token": token, "now": now, "ids": id_list})
-    except sqlite3.IntegrityError as exc:
-        await db.execute("ROLLBACK TO claim")
-        await db.execute("RELEASE claim")
-        await _quarantine(db, ids, worker, now, str(exc))
-        return []
-    await db.execute("RELEASE claim")
-    return [Claim(id=r[0], mid=r[1], token=token, attempt=r[2], recipient=r[3], to_name=r[4],
-                  campaign=r[5], from_addr=r[6], from_name=r[7], subject=r[8], body_text=r[9],
-                  body_html=r[10])
-            for r in await db.fetchall(_DETAILS, {"ids": id_list})]
+        return [r[0] for r in await db.fetchall(_MOVE, {**params, "ids": json.dumps(chosen)})] if chosen else []
+    ids: list[int] = []
+    for prio in (0, 1, 2):
+        if len(ids) < limit:
+            ids += [r[0] for r in await db.fetchall(_FAST, {**params, "prio": prio, "limit": limit - len(ids)})]
+    return ids
 
 
-async def _quarantine(db: Database, ids: list[int], worker: str, now: float, error: str) -> None:
+async def _quarantine(db: Database, ids: list[int], worker: str, now: float, error: str) -> int:
     """Rows the SendLog index refused: a live attempt already exists, so never send; surface it."""
     rows = await db.fetchall(
         "SELECT m.id, m.message_id FROM messages m WHERE m.id IN (SELECT value FROM json_each(?)) "
@@ -138,6 +146,7 @@ async def _quarantine(db: Database, ids: list[int], worker: str, now: float, err
         await db.execute("INSERT INTO audit(at, actor, action, message_id, detail) VALUES (?, ?, ?, ?, ?)",
                          (now, worker, "claim-refused", row_id, reason))
         log.error("row=%s mid=%s worker=%s scheduled->unknown reason=%s", row_id, mid, worker, reason)
+    return len(rows)
 
 
 # --- policy ------------------------------------------------------------------------------------

@@ -58,5 +58,4 @@ def _cte(text: str) -> str:
 
 
 def _address(name: str | None, addr: str) -> Address:
-    local, _, domain = addr.rpartition("@")
-    return Address(display_name=name or "", username=local, domain=domain)
+    return Address(display_name=name or "", addr_spec=addr)

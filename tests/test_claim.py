@@ -120,9 +120,6 @@ async def test_a_sent_row_forced_back_is_not_resent(cli: Cli, sink: SinkThread, 
     assert _query(db_path, "SELECT state FROM messages") == [("unknown",)]
 
 
-@pytest.mark.xfail(strict=True, reason="claims.claim rolls back the whole batch when one row hits "
-                   "the SendLog index and returns [], so `run --once` exits before sending the "
-                   "other due rows of that batch")
 async def test_one_refused_row_does_not_hold_back_the_rest_of_a_once_run(
         cli: Cli, sink: SinkThread, db_path: str) -> None:
     """`run --once` still delivers every other due message when one row of its batch is refused."""
