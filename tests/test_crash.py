@@ -46,6 +46,23 @@ def stop(proc: subprocess.Popen[str], sig: int = signal.SIGTERM, timeout: float 
             proc.wait()
 
 
+def freeze(proc: subprocess.Popen[str], db_path: str) -> None:
+    """SIGSTOP the worker at a moment it holds no write lock (a frozen lock holder blocks everyone)."""
+    for _ in range(100):
+        proc.send_signal(signal.SIGSTOP)
+        probe = sqlite3.connect(db_path, timeout=0.2, isolation_level=None)
+        try:
+            probe.execute("BEGIN IMMEDIATE")
+            probe.execute("ROLLBACK")
+            return
+        except sqlite3.OperationalError:
+            proc.send_signal(signal.SIGCONT)
+            time.sleep(0.05)
+        finally:
+            probe.close()
+    raise AssertionError("could not freeze the worker outside a write transaction")
+
+
 def in_state(db_path: str, state: str) -> int:
     return int(query(db_path, "SELECT count(*) FROM messages WHERE state = ?", (state,))[0][0])
 
@@ -111,7 +128,7 @@ async def test_frozen_worker_late_success_is_recorded_without_resend(db_path: st
     try:
         assert wait_until(lambda: in_state(db_path, "sending") == 1, 15)
         time.sleep(0.2)
-        proc.send_signal(signal.SIGSTOP)
+        freeze(proc, db_path)
         time.sleep(1.5)
         recovered = cli("recover", "--db", db_path)
         assert recovered.code == 0 and "1 expired" in recovered.out
