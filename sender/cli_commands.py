@@ -1,0 +1,217 @@
+"""The commands other than ``enqueue``: each parses nothing, calls the store, prints, returns an exit code."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+import time
+
+from . import queries, queue
+from .config import Settings
+from .db import SCHEMA_VERSION, open_db
+from .errors import UsageError
+
+log = logging.getLogger(__name__)
+
+
+def check_db_dir(path: str) -> None:
+    """A missing folder is a usage error (exit 2), found before SQLite fails to create the file."""
+    folder = os.path.dirname(path) or "."
+    if not os.path.isdir(folder):
+        raise UsageError(f"{path}: folder {folder} does not exist")
+
+
+async def cmd_init(args: argparse.Namespace, settings: Settings) -> int:
+    check_db_dir(settings.db)
+    async with open_db(settings.db, create=True):
+        pass
+    print(f"{settings.db}: queue database ready (schema version {SCHEMA_VERSION})")
+    return 0
+
+
+async def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    from .daemon import Daemon
+    from .delivery import Session
+
+    async with open_db(settings.db) as db:
+        daemon = Daemon(db, settings, [Session(settings) for _ in range(settings.concurrency)])
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, daemon.request_stop)
+        try:
+            stats = await daemon.run(once=args.once)
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+    if stats.session_errors and stats.sent == 0 and stats.released:
+        print(f"error: could not deliver: {stats.session_errors[-1]}", file=sys.stderr)
+        return 1
+    return 0
+
+
+async def cmd_recover(args: argparse.Namespace, settings: Settings) -> int:
+    async with open_db(settings.db) as db, db.write():
+        expired = await queue.expire_leases(db, time.time())
+    for e in expired:
+        log.warning("row=%s mid=%s worker=%s sending->unknown reason=lease expired (recover)",
+                    e.id, e.mid, e.worker)
+    if args.json:
+        print(json.dumps([{"id": e.id, "message_id": e.mid, "worker": e.worker} for e in expired]))
+    else:
+        print(f"{len(expired)} expired claim(s) moved to unknown")
+    return 0
+
+
+async def cmd_resolve(args: argparse.Namespace, settings: Settings) -> int:
+    from . import admin
+
+    actor = args.actor or os.environ.get("USER") or "operator"
+    async with open_db(settings.db) as db:
+        n = await admin.resolve(db, args.ids, args.resolution, actor=actor, now=time.time(),
+                                reason=args.reason)
+    print(f"resolved {n} message(s) as {args.resolution}")
+    return 0
+
+
+async def cmd_pause(args: argparse.Namespace, settings: Settings) -> int:
+    from . import admin
+
+    paused = args.command == "pause"
+    actor = args.actor or os.environ.get("USER") or "operator"
+    async with open_db(settings.db) as db:
+        if args.campaign:
+            await admin.set_campaign_paused(db, args.campaign, paused, actor=actor, now=time.time(),
+                                            reason=args.reason)
+        else:
+            await admin.set_paused(db, paused, actor=actor, now=time.time(), reason=args.reason)
+    what = f"campaign {args.campaign}" if args.campaign else "all sending"
+    print(f"{what} {'paused' if paused else 'resumed'}")
+    return 0
+
+
+async def cmd_config(args: argparse.Namespace, settings: Settings) -> int:
+    print(json.dumps(settings.redacted(), indent=2, default=str))
+    return 0
+
+
+async def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    policy = settings.policy()
+    now = time.time()
+    async with open_db(settings.db, readonly=True) as db:
+        counts = await queries.state_counts(db)
+        workers = await queries.worker_counts(db, now)
+        paused = await queries.paused(db)
+        deferred = await queries.deferred_counts(db)
+        budgets = await queries.sender_budgets(
+            db, (policy.rate.count, policy.rate.period) if policy.rate else None, policy.daily_cap, now)
+    if args.json:
+        print(json.dumps({**counts, "workers": {"alive": workers.alive, "stopped": workers.stopped,
+                                                "presumed_dead": workers.presumed_dead},
+                          "paused": paused, "deferred": deferred, "budget": budgets}))
+        return 0
+    for state, n in counts.items():
+        print(f"{state:<10} {n:>9}")
+    print(f"{'total':<10} {sum(counts.values()):>9}")
+    print(f"workers    {workers.alive} alive, {workers.stopped} stopped, {workers.presumed_dead} presumed dead")
+    flag = paused["global"]
+    if isinstance(flag, dict):
+        print(f"PAUSED     all sending, by {flag['by']}: {flag['reason']}")
+    for name, reason in dict(paused["campaigns"]).items():  # type: ignore[call-overload]
+        print(f"PAUSED     campaign {name}: {reason}")
+    for reason, n in deferred.items():
+        print(f"deferred   {n} by {reason}")
+    for sender, budget in budgets.items():
+        print(f"budget     {sender}: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in budget.items()))
+    return 0
+
+
+async def cmd_sink(args: argparse.Namespace, settings: Settings) -> int:
+    from .sink import run_forever
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await run_forever(args.host, args.port, args.maildir, stop)
+    except OSError as exc:
+        raise UsageError(f"sink: cannot listen on {args.host}:{args.port}: {exc.strerror}") from exc
+    return 0
+
+
+async def cmd_observe(args: argparse.Namespace, settings: Settings) -> int:
+    from .mailreader import open_mailbox
+    from .observe import observe, progress_bar
+
+    mailbox = open_mailbox(args.maildir, args.mbox)
+    async with open_db(settings.db) as db:
+        with progress_bar(mailbox) as advance:
+            stats = await observe(db, mailbox, now=time.time(), progress=advance)
+    print(stats.summary())
+    return 0
+
+
+async def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
+    from dataclasses import replace
+
+    from . import report, report_text
+    from .mailreader import open_mailbox
+    from .observe import observe, progress_bar
+
+    if args.limit < 1:
+        raise UsageError("--limit must be at least 1")
+    mailbox = open_mailbox(args.maildir, args.mbox) if args.maildir or args.mbox else None
+    async with open_db(settings.db, readonly=mailbox is None) as db:
+        if mailbox is not None:
+            with progress_bar(mailbox) as advance:
+                stats = await observe(db, mailbox, now=time.time(), progress=advance)
+            print(stats.summary(), file=sys.stderr if args.json else sys.stdout)
+        now = time.time()
+        window = await report.resolve_window(db, args.since, args.until, now,
+                                             fixed_end=args.fail_on_anomaly)
+        found = await report.build_report(db, window.since, now, until=window.until,
+                                          sources=[mailbox.source] if mailbox else (),
+                                          limit=args.limit)
+    found = replace(found, window=window)
+    if args.json:
+        print(json.dumps(found.to_json(), indent=2))
+    else:
+        print(report_text.render(found, title=f"Duplicate report for {settings.db}"), end="")
+    return 3 if args.fail_on_anomaly and found.anomalies else 0
+
+
+async def cmd_reconcile(args: argparse.Namespace, settings: Settings) -> int:
+    from .mailreader import open_mailbox
+    from .observe import progress_bar, reconcile
+
+    mailbox = open_mailbox(args.maildir, args.mbox)
+    actor = args.actor or os.environ.get("USER") or "operator"
+    async with open_db(settings.db) as db:
+        with progress_bar(mailbox) as advance:
+            stats, changed = await reconcile(db, mailbox, actor=actor, now=time.time(),
+                                             progress=advance)
+        left = (await queries.state_counts(db))["unknown"]
+    print(stats.summary())
+    for r in changed:
+        print(f"row {r.row} {r.message_id} to {r.recipient}: unknown -> sent (found in mailbox)")
+    print(f"reconciled {len(changed)} unknown message(s); {left} still unknown")
+    return 0
+
+
+async def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from . import demo, report_text
+
+    if not args.verbose:
+        logging.getLogger("sender").setLevel(logging.ERROR)
+    sample = demo.find_sample(args.sample)
+    async with demo.workspace(args.keep) as workdir:
+        result = await demo.run_demo(settings, sample, workdir)
+        print(demo.summary(result))
+        print(report_text.render(result.report, title="Duplicate report for the demo queue "
+                                                       "(its whole history)"), end="")
+    return 0
