@@ -1,0 +1,200 @@
+"""The duplicate report's values: dataclasses out of ``sender.report``, windows, JSON shape.
+
+Split from ``report`` (the queries) so the monitor and the text renderer can use the types
+without the SQL.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from .errors import UsageError
+
+ANOMALIES = ("ghosts", "repeated_message_ids", "multi_sends", "unknown", "stale_claims", "missing")
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """The closed interval ``[since, until]`` a report covers.
+
+    ``anchored`` means the database had no activity in the span ending now, so the window was
+    moved to end at its newest activity (an idle queue, or the fixed-time ``sample.db``)."""
+
+    since: float
+    until: float
+    anchored: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Ghost:
+    """A Message-ID seen in a mailbox that SendLog has never heard of."""
+
+    message_id: str
+    recipient: str
+    at: float
+    copies: int
+    subject: str
+    sources: tuple[str, ...]
+    row: int | None
+    traced_by: str | None
+    campaign: str | None
+    row_state: str | None
+    logged_message_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class RepeatedMessageId:
+    """One Message-ID that one mailbox holds more than once for the same recipient."""
+
+    message_id: str
+    recipient: str
+    copies: int
+    first_at: float
+    last_at: float
+    sources: tuple[str, ...]
+    row: int | None
+    campaign: str | None
+    attempts: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Sighting:
+    """One Message-ID of a multi-send: when, and whether SendLog has it and a mailbox saw it."""
+
+    message_id: str
+    at: float
+    logged: bool
+    observed: int
+    row: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class MultiSend:
+    """One recipient + campaign that got (or was logged with) several distinct Message-IDs."""
+
+    recipient: str
+    campaign: str
+    message_ids: tuple[Sighting, ...]
+
+    @property
+    def first_at(self) -> float:
+        return min(s.at for s in self.message_ids)
+
+
+@dataclass(frozen=True, slots=True)
+class UnknownMessage:
+    """A message that may or may not have been delivered; ``observed`` means reconcile can
+    settle it now."""
+
+    row: int
+    message_id: str
+    recipient: str
+    campaign: str
+    since: float
+    reason: str
+    worker: str | None
+    attempts: int
+    observed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class StaleClaim:
+    """A ``sending`` row whose lease ran out; its worker's last heartbeat says why."""
+
+    row: int
+    message_id: str
+    recipient: str
+    campaign: str
+    worker: str | None
+    claimed_at: float | None
+    lease_until: float
+    heartbeat_at: float | None
+    worker_stopped: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Missing:
+    """Logged as sent, but absent from the mailboxes observed for that time."""
+
+    row: int
+    message_id: str
+    recipient: str
+    campaign: str
+    sent_at: float
+    reply: str
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    window: Window
+    now: float
+    ghosts: list[Ghost] = field(default_factory=list)
+    repeated_message_ids: list[RepeatedMessageId] = field(default_factory=list)
+    multi_sends: list[MultiSend] = field(default_factory=list)
+    unknown: list[UnknownMessage] = field(default_factory=list)
+    stale_claims: list[StaleClaim] = field(default_factory=list)
+    missing: list[Missing] = field(default_factory=list)
+    missing_checked: bool = False
+    truncated: tuple[str, ...] = ()
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return {name: len(getattr(self, name)) for name in ANOMALIES}
+
+    @property
+    def anomalies(self) -> int:
+        return sum(self.counts.values())
+
+    def to_json(self) -> dict[str, list[dict[str, Any]]]:
+        """The ``--json`` shape: exactly the six keys, each a list of objects, times in ISO UTC."""
+        return {name: [_jsonable(asdict(item)) for item in getattr(self, name)]
+                for name in ANOMALIES}
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$", re.IGNORECASE)
+_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_since(text: str, now: float) -> tuple[float, float | None]:
+    """``24h``/``90m``/``7d``/``2w``/``30s`` or an ISO 8601 time -> (since, span or None).
+
+    A time without an offset is UTC. Raises ``UsageError`` with the accepted forms."""
+    match = _DURATION.match(text)
+    if match:
+        span = float(match.group(1)) * _UNIT[match.group(2).lower()]
+        return now - span, span
+    return parse_time(text, "--since"), None
+
+
+def parse_time(text: str, flag: str) -> float:
+    try:
+        when = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise UsageError(f"{flag} {text!r}: expected a duration like 90m, 24h, 7d or an ISO 8601 "
+                         "time like 2025-03-09T07:00:00+01:00") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when.timestamp()
+
+
+def iso(stamp: float | None) -> str | None:
+    """Unix seconds -> ``2025-03-09T07:46:00Z`` (fractions kept only when present)."""
+    if stamp is None:
+        return None
+    when = datetime.fromtimestamp(stamp, UTC)
+    text = when.isoformat(timespec="milliseconds" if when.microsecond else "seconds")
+    return text.replace("+00:00", "Z")
+
+
+def _jsonable(value: Any, key: str = "") -> Any:
+    if isinstance(value, dict):
+        return {k: _jsonable(v, k) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if (key == "at" or key.endswith(("_at", "_until")) or key == "since") and \
+            isinstance(value, int | float) and not isinstance(value, bool):
+        return iso(value)
+    return value
