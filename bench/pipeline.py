@@ -1,7 +1,8 @@
 """Pipeline without SMTP: the real ``Daemon`` (claim -> build -> record) with ``NullSession``.
 
-In-process, on a fresh queue of due messages, at concurrency 8 with the default settings: it
-measures what the database and the message building cost per message when sending is free.
+In-process, on a fresh queue of due messages, with the default settings at concurrency 8, and
+again with 64 null sessions so that each claim takes a full ``--batch`` of 64: it measures what
+the database and the message building cost per message when sending is free.
 Logging stays at the library default (nothing below WARNING is formatted); ``--log`` in
 ``bench.daemon_child`` shows what the command line's INFO line per message adds.
 """
@@ -23,6 +24,7 @@ from .common import Result, claims_per_transaction, copy_db, state_counts
 from .common import template as common_template
 
 CONCURRENCY = 8
+WIDE = 64  # as many sessions as --batch allows: the claims get as big as they can
 
 
 async def drain(db_path: Path, concurrency: int = CONCURRENCY,
@@ -39,17 +41,20 @@ async def drain(db_path: Path, concurrency: int = CONCURRENCY,
 
 
 def run(n: int, repeat: int, timeout: float) -> list[Result]:
-    rate = Result("pipeline", "claim->build->record, NullSession", "msg/s",
-                  note=f"{n} messages, concurrency {CONCURRENCY}")
-    batch = Result("pipeline", "messages per claim transaction", "msg")
+    out: list[Result] = []
     with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as tmp:
         template = common_template(n)
-        for i in range(repeat):
-            db = copy_db(template, Path(tmp) / f"queue{i}.db")
-            sent, seconds = asyncio.run(asyncio.wait_for(drain(db), timeout))
-            if sent != n or state_counts(db) != {"sent": n}:
-                raise RuntimeError(f"pipeline sent {sent} of {n}: {state_counts(db)}")
-            rate.runs.append(n / seconds)
-            batch.runs.append(claims_per_transaction(db))
-            db.unlink()
-    return [rate, batch]
+        for concurrency in (CONCURRENCY, WIDE):
+            rate = Result("pipeline", f"claim->build->record, NullSession x{concurrency}", "msg/s")
+            batch = Result("pipeline", f"messages per claim transaction, x{concurrency}", "msg")
+            for i in range(repeat):
+                db = copy_db(template, Path(tmp) / f"queue{i}.db")
+                sent, seconds = asyncio.run(asyncio.wait_for(drain(db, concurrency), timeout))
+                if sent != n or state_counts(db) != {"sent": n}:
+                    raise RuntimeError(f"pipeline sent {sent} of {n}: {state_counts(db)}")
+                rate.runs.append(n / seconds)
+                batch.runs.append(claims_per_transaction(db))
+                db.unlink()
+            out += [rate, batch]
+    out[0].note = f"{n:,} messages"
+    return out

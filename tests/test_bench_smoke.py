@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 EXPECTED = {
     "end to end": ("sender run --once, wall", "bare aiosmtplib, wall", "ratio sender/bare, sink"),
-    "pipeline": ("claim->build->record, NullSession",),
+    "pipeline": ("claim->build->record, NullSession x8", "NullSession x64"),
     "claims": ("claim, batch 8: sender.queue", "claim, batch 8: raw sqlite3",
                "record 8 + claim 8: sender.queue", "INDEXED BY messages_due"),
     "memory": ("daemon peak RSS", "enqueue peak RSS"),
