@@ -30,32 +30,36 @@ LIVE = "('sending','sent','unknown')"          # counts against recipient caps
 ATTEMPTED = "('sending','sent','unknown','retry','failed')"  # counts against sender rates
 
 _NOT_PAUSED = "campaign_id NOT IN (SELECT id FROM campaigns WHERE paused IS NOT NULL)"
+_GLOBAL_PAUSE = "NOT EXISTS (SELECT 1 FROM flags WHERE key = 'paused')"
 
-_DUE_IDS = f"""
-SELECT id FROM (SELECT id, due_at FROM messages
-                 WHERE state = 'scheduled' AND priority = :prio AND due_at <= :now AND {_NOT_PAUSED}
-                 ORDER BY due_at, id LIMIT :limit)
-"""
+# ``INDEXED BY`` and the unary ``+``: without table statistics the planner would rather walk
+# ``messages_state_updated`` over every scheduled row (measured: 20 ms per claim at 100k rows,
+# 19 claims/s at 1M); the partial due index answers in microseconds at any size.
+_DUE = """SELECT id FROM (SELECT id FROM messages INDEXED BY messages_due
+                WHERE state = 'scheduled' AND priority = {prio} AND due_at <= :now AND {not_paused}
+                ORDER BY due_at, id LIMIT :limit)"""
 
 _FAST = f"""
 UPDATE messages
    SET state = 'sending', claim_token = :token, worker = :worker, lease_until = :lease,
        updated_at = :now, defer_reason = NULL
- WHERE id IN ({_DUE_IDS}) AND state = 'scheduled' AND (expires_at IS NULL OR expires_at > :now)
+ WHERE id IN ({" UNION ALL ".join(_DUE.format(prio=p, not_paused=_NOT_PAUSED) for p in (0, 1, 2))}
+              LIMIT :limit)
+   AND +state = 'scheduled' AND (expires_at IS NULL OR expires_at > :now) AND {_GLOBAL_PAUSE}
 RETURNING id
 """
 
-_MOVE = """
+_MOVE = f"""
 UPDATE messages
    SET state = 'sending', claim_token = :token, worker = :worker, lease_until = :lease,
        updated_at = :now, defer_reason = NULL
- WHERE id IN (SELECT value FROM json_each(:ids)) AND state = 'scheduled'
+ WHERE id IN (SELECT value FROM json_each(:ids)) AND +state = 'scheduled' AND {_GLOBAL_PAUSE}
 RETURNING id
 """
 
 _CANDIDATES = f"""
 SELECT m.id, m.message_id, r.email, r.tz, c.name, b.from_addr, m.expires_at, m.created_at
-  FROM messages m JOIN recipients r ON r.id = m.recipient_id
+  FROM messages m INDEXED BY messages_due JOIN recipients r ON r.id = m.recipient_id
   JOIN campaigns c ON c.id = m.campaign_id JOIN message_bodies b ON b.message_id = m.id
  WHERE m.state = 'scheduled' AND m.priority = :prio AND m.due_at <= :now AND m.{_NOT_PAUSED}
  ORDER BY m.due_at, m.id LIMIT :limit
@@ -83,9 +87,16 @@ SELECT m.id, m.message_id, m.attempts + 1, r.email, coalesce(b.to_name, r.name),
 _EXPIRE = """
 UPDATE messages SET state = 'expired', updated_at = :now, defer_reason = NULL,
        last_reply = 'expired: past expires_at, never sent'
- WHERE state = 'scheduled' AND expires_at IS NOT NULL AND expires_at <= :now
+ WHERE id IN (SELECT id FROM messages INDEXED BY messages_expiry
+               WHERE state = 'scheduled' AND expires_at IS NOT NULL AND expires_at <= :now)
 RETURNING id, message_id
 """
+
+
+async def expire_due(db: Database, now: float, worker: str) -> None:
+    """``scheduled -> expired`` past ``expires_at`` (claims also skip them, so none is ever sent)."""
+    for row_id, mid in await db.fetchall(_EXPIRE, {"now": now}):
+        log.warning("row=%s mid=%s worker=%s scheduled->expired reason=past expires_at", row_id, mid, worker)
 
 
 async def claim(db: Database, policy: Policy | None, *, worker: str, worker_id: int, limit: int,
@@ -94,8 +105,6 @@ async def claim(db: Database, policy: Policy | None, *, worker: str, worker_id: 
 
     token = f"{worker_id}.{secrets.token_hex(6)}"
     params = {"token": token, "worker": worker, "lease": now + lease, "now": now}
-    for row_id, mid in await db.fetchall(_EXPIRE, {"now": now}):
-        log.warning("row=%s mid=%s worker=%s scheduled->expired reason=past expires_at", row_id, mid, worker)
     for _round in range(3):  # a refused row is quarantined, then the rest of the batch is claimed
         await db.execute("SAVEPOINT claim")
         ids = await _choose(db, policy, params, limit, now, worker)
@@ -123,13 +132,11 @@ async def _choose(db: Database, policy: Policy | None, params: dict[str, object]
                   worker: str) -> list[int]:
     """Move the chosen due rows to ``sending`` (conditional update) and return their ids."""
     if policy is not None and policy.active:
+        if await db.fetchone("SELECT 1 FROM flags WHERE key = 'paused'"):
+            return []
         chosen = await _apply_policy(db, policy, limit, now, worker)
         return [r[0] for r in await db.fetchall(_MOVE, {**params, "ids": json.dumps(chosen)})] if chosen else []
-    ids: list[int] = []
-    for prio in (0, 1, 2):
-        if len(ids) < limit:
-            ids += [r[0] for r in await db.fetchall(_FAST, {**params, "prio": prio, "limit": limit - len(ids)})]
-    return ids
+    return [r[0] for r in await db.fetchall(_FAST, {**params, "limit": limit})]
 
 
 async def _quarantine(db: Database, ids: list[int], worker: str, now: float, error: str) -> int:

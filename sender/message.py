@@ -40,6 +40,9 @@ class Envelope:
 def build(*, message_id: str, from_addr: str, from_name: str | None, to: str, to_name: str | None,
           subject: str, body_text: str, body_html: str | None, date: float) -> Envelope:
     """Build the wire bytes; raises ``ValueError`` (or an ``email`` error) if it cannot be built."""
+    fast = _build_plain(message_id, from_addr, from_name, to, to_name, subject, body_text, body_html, date)
+    if fast is not None:
+        return Envelope(sender=from_addr, recipient=to, data=fast)
     msg = EmailMessage(policy=policy.SMTP)
     msg["From"] = _address(from_name, from_addr)
     msg["To"] = _address(to_name, to)
@@ -50,6 +53,46 @@ def build(*, message_id: str, from_addr: str, from_name: str | None, to: str, to
     if body_html:
         msg.add_alternative(body_html, subtype="html", cte=_cte(body_html))
     return Envelope(sender=from_addr, recipient=to, data=msg.as_bytes())
+
+
+# Text-only ASCII messages whose headers need no encoding, quoting or folding are by far the
+# common case; ``EmailMessage`` spends ~1.3 ms on each (a header class per header), which was a
+# quarter of the daemon's time. This writes the same bytes directly (a test holds the two paths
+# byte-identical); anything else takes the ``email`` package.
+_ATOM_PHRASE = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?: [A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
+_PRINTABLE = re.compile(r"[\x21-\x7e]+(?: [\x21-\x7e]+)*")
+_SIMPLE_ADDR = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9.-]+")
+
+
+def _build_plain(message_id: str, from_addr: str, from_name: str | None, to: str, to_name: str | None,
+                 subject: str, body_text: str, body_html: str | None, date: float) -> bytes | None:
+    if body_html or not body_text.isascii() or not subject.isascii():
+        return None
+    if not _PRINTABLE.fullmatch(subject) or "=?" in subject:
+        return None
+    if not (_SIMPLE_ADDR.fullmatch(from_addr) and _SIMPLE_ADDR.fullmatch(to)):
+        return None
+    if any(name and not _ATOM_PHRASE.fullmatch(name) for name in (from_name, to_name)):
+        return None
+    lines = body_text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    if lines[-1] == "" and len(lines) > 1:
+        lines.pop()
+    if any(len(line) > 998 for line in lines) or any(
+            ch < " " and ch != "\t" for ch in body_text.replace("\r", "").replace("\n", "")):
+        return None
+    headers = [
+        f"From: {from_name} <{from_addr}>" if from_name else f"From: {from_addr}",
+        f"To: {to_name} <{to}>" if to_name else f"To: {to}",
+        f"Subject: {subject}",
+        f"Date: {format_datetime(datetime.fromtimestamp(date, UTC))}",
+        f"Message-ID: {message_id}",
+        'Content-Type: text/plain; charset="utf-8"',
+        "Content-Transfer-Encoding: 7bit",
+        "MIME-Version: 1.0",
+    ]
+    if any(len(h) > 78 for h in headers):
+        return None
+    return ("\r\n".join(headers) + "\r\n\r\n" + "".join(line + "\r\n" for line in lines)).encode("ascii")
 
 
 def _cte(text: str) -> str:

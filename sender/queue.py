@@ -165,7 +165,7 @@ async def exchange(db: Database, outcomes: Sequence[Outcome], *, worker: str, wo
             await _record(db, outcomes, now)
         if pause_reason:
             await admin.write_pause_flag(db, True, actor=worker, now=now, reason=pause_reason)
-        if limit <= 0 or await is_paused(db):
+        if limit <= 0:
             return []
         return await claims.claim(db, policy, worker=worker, worker_id=worker_id, limit=limit,
                                   lease=lease, now=now)
@@ -186,25 +186,43 @@ _STATE_OF = {"sent": "sent", "retry": "scheduled", "failed": "failed", "unknown"
              "released": "scheduled"}
 
 
+_RECORD_MESSAGES = """
+UPDATE messages AS m
+   SET state = j.state, attempts = m.attempts + j.counts, last_reply = j.reply,
+       due_at = coalesce(j.due, m.due_at), lease_until = NULL, updated_at = :now
+  FROM (SELECT json_extract(value, '$[0]') AS id, json_extract(value, '$[1]') AS token,
+               json_extract(value, '$[2]') AS state, json_extract(value, '$[3]') AS counts,
+               json_extract(value, '$[4]') AS reply, json_extract(value, '$[5]') AS due
+          FROM json_each(:rows)) AS j
+ WHERE m.id = j.id AND m.claim_token = j.token AND m.state IN ('sending', 'unknown')
+RETURNING id
+"""
+
+_RECORD_LOG = """
+UPDATE send_log AS s
+   SET status = j.status, finished_at = :now, smtp_code = j.code, smtp_reply = j.reply
+  FROM (SELECT json_extract(value, '$[0]') AS id, json_extract(value, '$[1]') AS token,
+               json_extract(value, '$[2]') AS status, json_extract(value, '$[3]') AS code,
+               json_extract(value, '$[4]') AS reply
+          FROM json_each(:rows)) AS j
+ WHERE s.message_id = j.id AND s.claim_token = j.token AND s.status IN ('sending', 'unknown')
+"""
+
+
 async def _record(db: Database, outcomes: Sequence[Outcome], now: float) -> None:
-    """Apply outcomes, fenced by claim token. A late result for a row that moved to ``unknown``
-    (lease expired) still lands: the truth wins. Anything else is logged and ignored."""
+    """Apply outcomes, fenced by claim token, two statements for the whole batch. A late result
+    for a row that moved to ``unknown`` (lease expired) still lands: the truth wins. A result
+    whose claim no longer holds the row (an operator requeued it) is logged and ignored."""
+    rows = [[o.id, o.token, _STATE_OF[o.status], 0 if o.status == "released" else 1, _reply(o),
+             o.due_at if o.status in ("retry", "released") else None] for o in outcomes]
+    applied = {r[0] for r in await db.fetchall(_RECORD_MESSAGES, {"rows": json.dumps(rows), "now": now})}
     for o in outcomes:
-        counts = 0 if o.status == "released" else 1
-        due = o.due_at if o.status in ("retry", "released") else None
-        changed = await db.execute(
-            "UPDATE messages SET state = ?, attempts = attempts + ?, last_reply = ?, "
-            "due_at = coalesce(?, due_at), lease_until = NULL, updated_at = ? "
-            "WHERE id = ? AND claim_token = ? AND state IN ('sending', 'unknown')",
-            (_STATE_OF[o.status], counts, _reply(o), due, now, o.id, o.token))
-        if not changed:
+        if o.id not in applied:
             log.warning("row=%s mid=%s outcome %s ignored: claim %s no longer holds the row",
                         o.id, o.mid, o.status, o.token)
-            continue
-        await db.execute(
-            "UPDATE send_log SET status = ?, finished_at = ?, smtp_code = ?, smtp_reply = ? "
-            "WHERE message_id = ? AND claim_token = ? AND status IN ('sending', 'unknown')",
-            (o.status, now, o.code, o.reply, o.id, o.token))
+    logged = [[o.id, o.token, o.status, o.code, o.reply] for o in outcomes if o.id in applied]
+    if logged:
+        await db.execute(_RECORD_LOG, {"rows": json.dumps(logged), "now": now})
 
 
 def _reply(o: Outcome) -> str:
@@ -251,6 +269,7 @@ async def heartbeat(db: Database, worker_id: int, tokens: Iterable[str], lease: 
     async with db.write():
         await db.execute("UPDATE workers SET heartbeat_at = ? WHERE id = ?", (now, worker_id))
         await extend_leases(db, tokens, lease, now)
+        await claims.expire_due(db, now, f"worker {worker_id}")
         return await expire_leases(db, now)
 
 
