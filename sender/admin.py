@@ -11,7 +11,7 @@ import json
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from .db import Database
 from .errors import UsageError
@@ -133,20 +133,20 @@ async def mark_found(db: Database, mids: Iterable[str], *, actor: str, now: floa
 async def set_paused(db: Database, paused: bool, *, actor: str, now: float, reason: str = "") -> None:
     """The global pause flag every daemon checks inside its claim transaction."""
     async with db.write():
-        await write_pause_flag(db, paused, actor=actor, now=now, reason=reason)
+        for sql, params in pause_flag_statements(paused, actor=actor, now=now, reason=reason):
+            await db.execute(sql, params)
     log.warning("sending %s by %s%s", "paused" if paused else "resumed", actor, f": {reason}" if reason else "")
 
 
-async def write_pause_flag(db: Database, paused: bool, *, actor: str, now: float, reason: str) -> None:
-    """Set or clear the flag inside the caller's transaction (the daemon's auto-pause uses this)."""
+def pause_flag_statements(paused: bool, *, actor: str, now: float, reason: str) -> list[tuple[str, tuple[Any, ...]]]:
+    """Set or clear the flag, with its audit row (the daemon's auto-pause runs these in its claim)."""
+    audit = ("INSERT INTO audit(at, actor, action, message_id, detail) VALUES (?, ?, ?, NULL, ?)",
+             (now, actor, "pause" if paused else "resume", reason))
     if paused:
-        await db.execute("INSERT INTO flags(key, value, set_at, set_by) VALUES ('paused', ?, ?, ?) "
-                         "ON CONFLICT(key) DO UPDATE SET value = excluded.value, "
-                         "set_at = excluded.set_at, set_by = excluded.set_by",
-                         (reason or "paused", now, actor))
-    else:
-        await db.execute("DELETE FROM flags WHERE key = 'paused'")
-    await _audit(db, now, actor, "pause" if paused else "resume", None, reason)
+        return [("INSERT INTO flags(key, value, set_at, set_by) VALUES ('paused', ?, ?, ?) "
+                 "ON CONFLICT(key) DO UPDATE SET value = excluded.value, "
+                 "set_at = excluded.set_at, set_by = excluded.set_by", (reason or "paused", now, actor)), audit]
+    return [("DELETE FROM flags WHERE key = 'paused'", ()), audit]
 
 
 async def set_campaign_paused(db: Database, campaign: str, paused: bool, *, actor: str, now: float,

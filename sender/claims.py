@@ -18,7 +18,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .db import Database
+from .db import SyncTx
 from .policy import Limit, Policy
 
 if TYPE_CHECKING:
@@ -93,64 +93,64 @@ RETURNING id, message_id
 """
 
 
-async def expire_due(db: Database, now: float, worker: str) -> None:
+def expire_due(tx: SyncTx, now: float, worker: str) -> None:
     """``scheduled -> expired`` past ``expires_at`` (claims also skip them, so none is ever sent)."""
-    for row_id, mid in await db.fetchall(_EXPIRE, {"now": now}):
+    for row_id, mid in tx.fetchall(_EXPIRE, {"now": now}):
         log.warning("row=%s mid=%s worker=%s scheduled->expired reason=past expires_at", row_id, mid, worker)
 
 
-async def claim(db: Database, policy: Policy | None, *, worker: str, worker_id: int, limit: int,
+def claim(tx: SyncTx, policy: Policy | None, *, worker: str, worker_id: int, limit: int,
                 lease: float, now: float) -> list[Claim]:
     from .queue import Claim
 
     token = f"{worker_id}.{secrets.token_hex(6)}"
     params = {"token": token, "worker": worker, "lease": now + lease, "now": now}
     for _round in range(3):  # a refused row is quarantined, then the rest of the batch is claimed
-        await db.execute("SAVEPOINT claim")
-        ids = await _choose(db, policy, params, limit, now, worker)
+        tx.execute("SAVEPOINT claim")
+        ids = _choose(tx, policy, params, limit, now, worker)
         if not ids:
-            await db.execute("RELEASE claim")
+            tx.execute("RELEASE claim")
             return []
         id_list = json.dumps(ids)
         try:
-            await db.execute(_LOG, {"worker": worker, "token": token, "now": now, "ids": id_list})
+            tx.execute(_LOG, {"worker": worker, "token": token, "now": now, "ids": id_list})
         except sqlite3.IntegrityError as exc:
-            await db.execute("ROLLBACK TO claim")
-            await db.execute("RELEASE claim")
-            if not await _quarantine(db, ids, worker, now, str(exc)):
+            tx.execute("ROLLBACK TO claim")
+            tx.execute("RELEASE claim")
+            if not _quarantine(tx, ids, worker, now, str(exc)):
                 raise
             continue
-        await db.execute("RELEASE claim")
+        tx.execute("RELEASE claim")
         return [Claim(id=r[0], mid=r[1], token=token, attempt=r[2], recipient=r[3], to_name=r[4],
                       campaign=r[5], from_addr=r[6], from_name=r[7], subject=r[8], body_text=r[9],
                       body_html=r[10])
-                for r in await db.fetchall(_DETAILS, {"ids": id_list})]
+                for r in tx.fetchall(_DETAILS, {"ids": id_list})]
     return []
 
 
-async def _choose(db: Database, policy: Policy | None, params: dict[str, object], limit: int, now: float,
+def _choose(tx: SyncTx, policy: Policy | None, params: dict[str, object], limit: int, now: float,
                   worker: str) -> list[int]:
     """Move the chosen due rows to ``sending`` (conditional update) and return their ids."""
     if policy is not None and policy.active:
-        if await db.fetchone("SELECT 1 FROM flags WHERE key = 'paused'"):
+        if tx.fetchone("SELECT 1 FROM flags WHERE key = 'paused'"):
             return []
-        chosen = await _apply_policy(db, policy, limit, now, worker)
-        return [r[0] for r in await db.fetchall(_MOVE, {**params, "ids": json.dumps(chosen)})] if chosen else []
-    return [r[0] for r in await db.fetchall(_FAST, {**params, "limit": limit})]
+        chosen = _apply_policy(tx, policy, limit, now, worker)
+        return [r[0] for r in tx.fetchall(_MOVE, {**params, "ids": json.dumps(chosen)})] if chosen else []
+    return [r[0] for r in tx.fetchall(_FAST, {**params, "limit": limit})]
 
 
-async def _quarantine(db: Database, ids: list[int], worker: str, now: float, error: str) -> int:
+def _quarantine(tx: SyncTx, ids: list[int], worker: str, now: float, error: str) -> int:
     """Rows the SendLog index refused: a live attempt already exists, so never send; surface it."""
-    rows = await db.fetchall(
+    rows = tx.fetchall(
         "SELECT m.id, m.message_id FROM messages m WHERE m.id IN (SELECT value FROM json_each(?)) "
         f"AND m.state = 'scheduled' AND EXISTS (SELECT 1 FROM send_log s WHERE s.status IN {LIVE} "
         "AND (s.message_id = m.id OR s.dedupe_key = m.dedupe_key))",
         (json.dumps(ids),))
     reason = f"claim refused by SendLog unique index ({error}); a live or successful attempt exists"
     for row_id, mid in rows:
-        await db.execute("UPDATE messages SET state = 'unknown', last_reply = ?, updated_at = ? "
+        tx.execute("UPDATE messages SET state = 'unknown', last_reply = ?, updated_at = ? "
                          "WHERE id = ? AND state = 'scheduled'", (reason, now, row_id))
-        await db.execute("INSERT INTO audit(at, actor, action, message_id, detail) VALUES (?, ?, ?, ?, ?)",
+        tx.execute("INSERT INTO audit(at, actor, action, message_id, detail) VALUES (?, ?, ?, ?, ?)",
                          (now, worker, "claim-refused", row_id, reason))
         log.error("row=%s mid=%s worker=%s scheduled->unknown reason=%s", row_id, mid, worker, reason)
     return len(rows)
@@ -166,12 +166,12 @@ class _Batch:
     sender: dict[str, int]
 
 
-async def _apply_policy(db: Database, policy: Policy, limit: int, now: float, worker: str) -> list[int]:
+def _apply_policy(tx: SyncTx, policy: Policy, limit: int, now: float, worker: str) -> list[int]:
     scan = max(4 * limit, 16)
     candidates: list[sqlite3.Row] = []
     for prio in (0, 1, 2):
         if len(candidates) < scan:
-            candidates += await db.fetchall(_CANDIDATES, {"prio": prio, "now": now,
+            candidates += tx.fetchall(_CANDIDATES, {"prio": prio, "now": now,
                                                           "limit": scan - len(candidates)})
     batch = _Batch(defaultdict(int), defaultdict(int))
     chosen: list[int] = []
@@ -180,15 +180,15 @@ async def _apply_policy(db: Database, policy: Policy, limit: int, now: float, wo
             break
         if (expires_at is not None and expires_at <= now) or (
                 policy.max_age is not None and created_at + policy.max_age <= now):
-            await db.execute("UPDATE messages SET state = 'expired', updated_at = ?, defer_reason = NULL, "
+            tx.execute("UPDATE messages SET state = 'expired', updated_at = ?, defer_reason = NULL, "
                              "last_reply = 'expired: older than --max-age or past expires_at, never sent' "
                              "WHERE id = ? AND state = 'scheduled'", (now, row_id))
             log.warning("row=%s mid=%s worker=%s scheduled->expired reason=max age", row_id, mid, worker)
             continue
-        held = await _held_until(db, policy, batch, email, tz, campaign, sender, now)
+        held = _held_until(tx, policy, batch, email, tz, campaign, sender, now)
         if held is not None:
             until, reason = held
-            await db.execute("UPDATE messages SET due_at = ?, defer_reason = ?, updated_at = ? "
+            tx.execute("UPDATE messages SET due_at = ?, defer_reason = ?, updated_at = ? "
                              "WHERE id = ? AND state = 'scheduled'", (until, reason, now, row_id))
             log.info("row=%s mid=%s worker=%s scheduled->scheduled reason=deferred by %s for %.0fs",
                      row_id, mid, worker, reason, until - now)
@@ -200,7 +200,7 @@ async def _apply_policy(db: Database, policy: Policy, limit: int, now: float, wo
     return chosen
 
 
-async def _held_until(db: Database, policy: Policy, batch: _Batch, email: str, tz: str | None,
+def _held_until(tx: SyncTx, policy: Policy, batch: _Batch, email: str, tz: str | None,
                       campaign: str, sender: str, now: float) -> tuple[float, str] | None:
     """The moment the first rule that holds this message back frees it, and that rule's name."""
     rules = policy.for_campaign(campaign)
@@ -210,30 +210,30 @@ async def _held_until(db: Database, policy: Policy, batch: _Batch, email: str, t
             return opens, "window"
     for cap, scope in ((policy.recipient_cap, None), (rules.recipient_cap, campaign)):
         if cap is not None:
-            free = await _window_free_at(
-                db, cap, now, batch.recipient[(email.lower(), scope)],
+            free = _window_free_at(
+                tx, cap, now, batch.recipient[(email.lower(), scope)],
                 f"recipient = :key {'AND campaign = :scope ' if scope else ''}AND status IN {LIVE}",
                 {"key": email, "scope": scope})
             if free is not None:
                 return free, "recipient-cap"
     if policy.rate is not None:
-        free = await _window_free_at(db, policy.rate, now, batch.sender[sender.lower()],
+        free = _window_free_at(tx, policy.rate, now, batch.sender[sender.lower()],
                                      f"sender = :key AND status IN {ATTEMPTED}", {"key": sender},
                                      spacing=policy.rate.period / policy.rate.count)
         if free is not None:
             return free, "rate"
     if policy.daily_cap is not None:
-        free = await _window_free_at(db, Limit(policy.daily_cap, 86400.0), now, batch.sender[sender.lower()],
+        free = _window_free_at(tx, Limit(policy.daily_cap, 86400.0), now, batch.sender[sender.lower()],
                                      f"sender = :key AND status IN {ATTEMPTED}", {"key": sender})
         if free is not None:
             return free, "daily-cap"
     return None
 
 
-async def _window_free_at(db: Database, limit: Limit, now: float, in_batch: int, where: str,
+def _window_free_at(tx: SyncTx, limit: Limit, now: float, in_batch: int, where: str,
                           params: dict[str, object], spacing: float = 0.0) -> float | None:
     """None if one more fits in the sliding window (and the spacing), else when it will."""
-    rows = await db.fetchall(
+    rows = tx.fetchall(
         f"SELECT claimed_at FROM send_log WHERE {where} AND claimed_at > :since "
         "ORDER BY claimed_at DESC LIMIT :n", {**params, "since": now - limit.period, "n": limit.count})
     times = [now] * in_batch + [r[0] for r in rows]

@@ -55,8 +55,8 @@ async def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def cmd_recover(args: argparse.Namespace, settings: Settings) -> int:
-    async with open_db(settings.db) as db, db.write():
-        expired = await queue.expire_leases(db, time.time())
+    async with open_db(settings.db) as db:
+        expired = await queue.recover(db, time.time())
     for e in expired:
         log.warning("row=%s mid=%s worker=%s sending->unknown reason=lease expired (recover)",
                     e.id, e.mid, e.worker)

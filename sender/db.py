@@ -12,10 +12,10 @@ import asyncio
 import logging
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiosqlite
 
@@ -26,6 +26,48 @@ log = logging.getLogger(__name__)
 
 BUSY_TIMEOUT_MS = 5000
 SCHEMA_VERSION = len(MIGRATIONS)
+BEGIN_DEADLINE = 60.0  # seconds a write keeps retrying a BEGIN that finds the file locked
+
+T = TypeVar("T")
+Params = Sequence[Any] | dict[str, Any]
+
+
+class SyncTx:
+    """The raw connection inside ``Database.transaction``: the same three calls as ``Database``,
+    synchronous, on the database thread. Hot-path transactions are written against this."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def fetchall(self, sql: str, params: Params = ()) -> list[sqlite3.Row]:
+        return self.conn.execute(sql, params).fetchall()
+
+    def fetchone(self, sql: str, params: Params = ()) -> sqlite3.Row | None:
+        return self.conn.execute(sql, params).fetchone()
+
+    def execute(self, sql: str, params: Params = ()) -> int:
+        return self.conn.execute(sql, params).rowcount
+
+
+def _run_transaction(conn: sqlite3.Connection, fn: Callable[[SyncTx], T]) -> T:
+    """On the database thread: BEGIN IMMEDIATE (retrying while locked), ``fn``, COMMIT."""
+    deadline = time.monotonic() + BEGIN_DEADLINE
+    while True:
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            break
+        except sqlite3.OperationalError as exc:
+            if not _is_busy(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+    try:
+        result = fn(SyncTx(conn))
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return result
 
 
 class Database:
@@ -54,6 +96,19 @@ class Database:
     async def executemany(self, sql: str, rows: Iterable[Sequence[Any] | dict[str, Any]]) -> None:
         await self.conn.executemany(sql, rows)
 
+    async def transaction(self, fn: Callable[[SyncTx], T]) -> T:
+        """Run ``fn`` inside one durable ``BEGIN IMMEDIATE`` transaction in a single trip to
+        aiosqlite's thread. Under load each trip waits for a busy event loop, so the claim
+        transaction (measured: 8 trips, 4.7 ms) is one trip here."""
+        if self.readonly:
+            raise StoreError(f"{self.path}: opened read-only")
+        async with self._lock:
+            try:
+                # aiosqlite runs every call as a function on its thread; this is that entry point.
+                return await self.conn._execute(_run_transaction, self.conn._conn, fn)
+            except sqlite3.Error as exc:
+                raise StoreError(f"{self.path}: write failed: {exc}") from exc
+
     @asynccontextmanager
     async def write(self) -> AsyncIterator[Database]:
         """One durable ``BEGIN IMMEDIATE`` transaction; rolled back if the block raises."""
@@ -79,7 +134,7 @@ class Database:
     async def _begin(self) -> None:
         # busy_timeout already waits; a BEGIN that still finds the file locked is retried here,
         # which is safe because nothing has happened yet.
-        deadline = time.monotonic() + 60.0
+        deadline = time.monotonic() + BEGIN_DEADLINE
         while True:
             try:
                 await self.conn.execute("BEGIN IMMEDIATE")

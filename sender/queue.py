@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from . import admin, claims
-from .db import Database
+from .db import Database, SyncTx
 from .intake import NewMessage
 from .message import make_message_id
 from .policy import Policy
@@ -160,15 +160,18 @@ async def exchange(db: Database, outcomes: Sequence[Outcome], *, worker: str, wo
     """Record ``outcomes`` and claim up to ``limit`` due messages, in one durable transaction.
 
     ``pause_reason`` sets the global pause flag in the same transaction, before the claim."""
-    async with db.write():
+
+    def work(tx: SyncTx) -> list[Claim]:
         if outcomes:
-            await _record(db, outcomes, now)
+            _record(tx, outcomes, now)
         if pause_reason:
-            await admin.write_pause_flag(db, True, actor=worker, now=now, reason=pause_reason)
+            for sql, params in admin.pause_flag_statements(True, actor=worker, now=now, reason=pause_reason):
+                tx.execute(sql, params)
         if limit <= 0:
             return []
-        return await claims.claim(db, policy, worker=worker, worker_id=worker_id, limit=limit,
-                                  lease=lease, now=now)
+        return claims.claim(tx, policy, worker=worker, worker_id=worker_id, limit=limit, lease=lease, now=now)
+
+    return await db.transaction(work)
 
 
 async def claim(db: Database, *, worker: str, worker_id: int, limit: int, lease: float,
@@ -178,8 +181,7 @@ async def claim(db: Database, *, worker: str, worker_id: int, limit: int, lease:
 
 
 async def record(db: Database, outcomes: Sequence[Outcome], now: float) -> None:
-    async with db.write():
-        await _record(db, outcomes, now)
+    await db.transaction(lambda tx: _record(tx, outcomes, now))
 
 
 _STATE_OF = {"sent": "sent", "retry": "scheduled", "failed": "failed", "unknown": "unknown",
@@ -209,20 +211,20 @@ UPDATE send_log AS s
 """
 
 
-async def _record(db: Database, outcomes: Sequence[Outcome], now: float) -> None:
+def _record(tx: SyncTx, outcomes: Sequence[Outcome], now: float) -> None:
     """Apply outcomes, fenced by claim token, two statements for the whole batch. A late result
     for a row that moved to ``unknown`` (lease expired) still lands: the truth wins. A result
     whose claim no longer holds the row (an operator requeued it) is logged and ignored."""
     rows = [[o.id, o.token, _STATE_OF[o.status], 0 if o.status == "released" else 1, _reply(o),
              o.due_at if o.status in ("retry", "released") else None] for o in outcomes]
-    applied = {r[0] for r in await db.fetchall(_RECORD_MESSAGES, {"rows": json.dumps(rows), "now": now})}
+    applied = {r[0] for r in tx.fetchall(_RECORD_MESSAGES, {"rows": json.dumps(rows), "now": now})}
     for o in outcomes:
         if o.id not in applied:
             log.warning("row=%s mid=%s outcome %s ignored: claim %s no longer holds the row",
                         o.id, o.mid, o.status, o.token)
     logged = [[o.id, o.token, o.status, o.code, o.reply] for o in outcomes if o.id in applied]
     if logged:
-        await db.execute(_RECORD_LOG, {"rows": json.dumps(logged), "now": now})
+        tx.execute(_RECORD_LOG, {"rows": json.dumps(logged), "now": now})
 
 
 def _reply(o: Outcome) -> str:
@@ -231,27 +233,34 @@ def _reply(o: Outcome) -> str:
 
 # --- leases and workers ----------------------------------------------------------------------
 
-async def extend_leases(db: Database, tokens: Iterable[str], lease: float, now: float) -> None:
+def extend_leases(tx: SyncTx, tokens: Iterable[str], lease: float, now: float) -> None:
     tokens = list(tokens)
     if tokens:
-        await db.execute(
+        tx.execute(
             "UPDATE messages SET lease_until = ? WHERE state = 'sending' "
             "AND claim_token IN (SELECT value FROM json_each(?))", (now + lease, json.dumps(tokens)))
 
 
-async def expire_leases(db: Database, now: float) -> list[Expired]:
+def expire_leases(tx: SyncTx, now: float) -> list[Expired]:
     """Move claims whose lease ran out to ``unknown``: their worker may have sent them."""
-    rows = await db.fetchall(
+    rows = tx.fetchall(
         "UPDATE messages SET state = 'unknown', updated_at = :now, "
         "last_reply = 'lease expired: worker ' || coalesce(worker, '?') || ' presumed dead' "
-        "WHERE state = 'sending' AND lease_until < :now RETURNING id, claim_token, message_id, worker",
+        "WHERE id IN (SELECT id FROM messages INDEXED BY messages_lease "
+        "             WHERE state = 'sending' AND lease_until < :now) "
+        "RETURNING id, claim_token, message_id, worker",
         {"now": now})
     for row_id, token, _mid, worker in rows:
-        await db.execute(
+        tx.execute(
             "UPDATE send_log SET status = 'unknown', finished_at = ?, smtp_reply = ? "
             "WHERE message_id = ? AND claim_token = ? AND status = 'sending'",
             (now, f"lease expired: worker {worker} presumed dead", row_id, token))
     return [Expired(r[0], r[2], r[3] or "?") for r in rows]
+
+
+async def recover(db: Database, now: float) -> list[Expired]:
+    """``python -m sender recover``: expire every claim whose lease has run out, now."""
+    return await db.transaction(lambda tx: expire_leases(tx, now))
 
 
 async def register_worker(db: Database, name: str, pid: int, host: str, now: float) -> int:
@@ -266,11 +275,15 @@ async def register_worker(db: Database, name: str, pid: int, host: str, now: flo
 async def heartbeat(db: Database, worker_id: int, tokens: Iterable[str], lease: float,
                     now: float) -> list[Expired]:
     """Heartbeat, extend our leases and expire everybody's dead ones, in one transaction."""
-    async with db.write():
-        await db.execute("UPDATE workers SET heartbeat_at = ? WHERE id = ?", (now, worker_id))
-        await extend_leases(db, tokens, lease, now)
-        await claims.expire_due(db, now, f"worker {worker_id}")
-        return await expire_leases(db, now)
+    tokens = list(tokens)
+
+    def work(tx: SyncTx) -> list[Expired]:
+        tx.execute("UPDATE workers SET heartbeat_at = ? WHERE id = ?", (now, worker_id))
+        extend_leases(tx, tokens, lease, now)
+        claims.expire_due(tx, now, f"worker {worker_id}")
+        return expire_leases(tx, now)
+
+    return await db.transaction(work)
 
 
 async def stop_worker(db: Database, worker_id: int, now: float) -> None:
