@@ -1,0 +1,54 @@
+"""The monitor stays live and responsive while three real daemon processes send into a real
+SMTP server and write to the queue it is reading."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+
+from tests.conftest import Cli, Faults, SinkThread
+from tests.support import seed, states
+from tests.test_tui_app import SIZE
+from tui.app import MonitorApp
+
+
+async def test_monitor_keeps_refreshing_while_three_daemons_write(db_path: str, cli: Cli, faulty_sink: SinkThread,
+                                                                  faults: Faults) -> None:
+    """Every refresh succeeds and sees progress, tab keys answer, and the daemons finish their work."""
+    faults.data_delay = 0.01
+    await seed(db_path, 600)
+    args = ("run", "--db", db_path, "--smtp-port", str(faulty_sink.port), "--poll", "0.05", "--heartbeat", "0.2")
+    daemons = [cli.popen(*args) for _ in range(3)]
+    app = MonitorApp(db_path, refresh_every=0.1, clock=time.time, actor="tester")
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            seen_sent: list[int] = []
+            last = app.snapshot
+            started = time.monotonic()
+            worst_lag = 0.0
+            while len(seen_sent) < 8 and time.monotonic() - started < 30:
+                t = time.monotonic()
+                await asyncio.sleep(0.05)  # the UI runs on this loop: a blocked loop shows as lag
+                worst_lag = max(worst_lag, time.monotonic() - t - 0.05)
+                snap = app.snapshot
+                if snap is not None and snap is not last:
+                    assert snap.error is None, snap.error
+                    seen_sent.append(snap.overview.counts["sent"])
+                    last = snap
+            assert len(seen_sent) >= 8, "the monitor stopped refreshing"
+            assert worst_lag < 0.5, f"the UI loop was blocked for {worst_lag:.2f}s"
+            assert seen_sent == sorted(seen_sent) and seen_sent[-1] > seen_sent[0]
+            for key, tab in (("2", "inflight"), ("3", "workers"), ("1", "queue")):
+                await pilot.press(key)
+                assert app.active_tab == tab
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and states(db_path).get("sent", 0) < 600:
+            time.sleep(0.1)
+    finally:
+        for d in daemons:
+            d.send_signal(signal.SIGTERM)
+        codes = [d.wait(30) for d in daemons]
+    assert codes == [0, 0, 0]
+    assert states(db_path) == {"sent": 600}
+    assert len(faulty_sink.received) == 600
