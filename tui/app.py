@@ -122,6 +122,8 @@ class MonitorApp(App[None]):
 
     def tick(self) -> None:
         """Start a panel load unless one is running; start the report when it is due."""
+        if not self.query(TabbedContent):
+            return  # the app is shutting down: its widgets are already gone
         if not self._loading:
             self.load_data()
         if not self._reporting and self._report_due():
@@ -153,6 +155,8 @@ class MonitorApp(App[None]):
         finally:
             self._reporting = False
             self._report_took = time.monotonic() - self._report_at
+        if not self.query(TabbedContent):
+            return  # finished after the app began shutting down
         self.findings = found
         self._show_header()
         self.query_one(DuplicatesPanel).show_findings(found, self.filter_text)
@@ -162,6 +166,8 @@ class MonitorApp(App[None]):
                 self.action_tab("duplicates")
 
     def apply(self, snap: Snapshot) -> None:
+        if not self.query(TabbedContent):
+            return  # finished after the app began shutting down
         self.snapshot = snap
         self._show_header()
         problem = self.query_one("#problem", Static)
