@@ -263,13 +263,22 @@ async def recover(db: Database, now: float) -> list[Expired]:
     return await db.transaction(lambda tx: expire_leases(tx, now))
 
 
+WORKER_RETENTION = 30 * 86400.0  # stopped worker rows older than this are pruned
+
+
 async def register_worker(db: Database, name: str, pid: int, host: str, now: float) -> int:
-    async with db.write():
-        row = await db.fetchone(
-            "INSERT INTO workers(name, pid, host, started_at, heartbeat_at) VALUES (?, ?, ?, ?, ?) "
-            "RETURNING id", (name, pid, host, now, now))
-    assert row is not None
-    return int(row[0])
+    """A worker row for this process; also prunes rows of workers stopped long ago (a cron line
+    adds one row per run, about 260,000 a year)."""
+
+    def work(tx: SyncTx) -> int:
+        tx.execute("DELETE FROM workers WHERE stopped_at IS NOT NULL AND stopped_at < ?",
+                   (now - WORKER_RETENTION,))
+        row = tx.fetchone("INSERT INTO workers(name, pid, host, started_at, heartbeat_at) "
+                          "VALUES (?, ?, ?, ?, ?) RETURNING id", (name, pid, host, now, now))
+        assert row is not None
+        return int(row[0])
+
+    return await db.transaction(work)
 
 
 async def heartbeat(db: Database, worker_id: int, tokens: Iterable[str], lease: float,

@@ -90,3 +90,21 @@ def test_newer_schema_is_refused(cli: Cli, db_path: str) -> None:
     for args in (("status",), ("init",), ("run", "--once")):
         r = cli(*args, "--db", db_path)
         assert r.code == 2 and "newer" in r.err, r.err
+
+
+async def test_old_stopped_workers_are_pruned(db_path: str, sink: SinkThread) -> None:
+    """Worker rows stopped over 30 days ago are deleted when a worker starts; recent and running ones stay."""
+    import sqlite3
+    import time
+
+    await seed(db_path, 1)
+    conn = sqlite3.connect(db_path)
+    old = time.time() - 40 * 86400
+    conn.executemany("INSERT INTO workers(name, pid, host, started_at, heartbeat_at, stopped_at) "
+                     "VALUES (?, 1, 'h', ?, ?, ?)",
+                     [("old", old, old, old), ("recent", time.time() - 86400, time.time() - 86400,
+                                                time.time() - 86400), ("running", old, old, None)])
+    conn.commit()
+    conn.close()
+    await run_once(db_path, sink.port)
+    assert sorted(r[0] for r in query(db_path, "SELECT name FROM workers")) == ["recent", "running", "test"]
