@@ -20,14 +20,13 @@ from typing import TYPE_CHECKING
 
 from .db import SyncTx
 from .policy import Limit, Policy
+from .schema import ATTEMPTED_SQL, LIVE_SQL
 
 if TYPE_CHECKING:
     from .queue import Claim
 
 log = logging.getLogger(__name__)
 
-LIVE = "('sending','sent','unknown')"          # counts against recipient caps
-ATTEMPTED = "('sending','sent','unknown','retry','failed')"  # counts against sender rates
 
 _NOT_PAUSED = "campaign_id NOT IN (SELECT id FROM campaigns WHERE paused IS NOT NULL)"
 _GLOBAL_PAUSE = "NOT EXISTS (SELECT 1 FROM flags WHERE key = 'paused')"
@@ -143,7 +142,7 @@ def _quarantine(tx: SyncTx, ids: list[int], worker: str, now: float, error: str)
     """Rows the SendLog index refused: a live attempt already exists, so never send; surface it."""
     rows = tx.fetchall(
         "SELECT m.id, m.message_id FROM messages m WHERE m.id IN (SELECT value FROM json_each(?)) "
-        f"AND m.state = 'scheduled' AND EXISTS (SELECT 1 FROM send_log s WHERE s.status IN {LIVE} "
+        f"AND m.state = 'scheduled' AND EXISTS (SELECT 1 FROM send_log s WHERE s.status IN {LIVE_SQL} "
         "AND (s.message_id = m.id OR s.dedupe_key = m.dedupe_key))",
         (json.dumps(ids),))
     reason = f"claim refused by SendLog unique index ({error}); a live or successful attempt exists"
@@ -212,19 +211,19 @@ def _held_until(tx: SyncTx, policy: Policy, batch: _Batch, email: str, tz: str |
         if cap is not None:
             free = _window_free_at(
                 tx, cap, now, batch.recipient[(email.lower(), scope)],
-                f"recipient = :key {'AND campaign = :scope ' if scope else ''}AND status IN {LIVE}",
+                f"recipient = :key {'AND campaign = :scope ' if scope else ''}AND status IN {LIVE_SQL}",
                 {"key": email, "scope": scope})
             if free is not None:
                 return free, "recipient-cap"
     if policy.rate is not None:
         free = _window_free_at(tx, policy.rate, now, batch.sender[sender.lower()],
-                                     f"sender = :key AND status IN {ATTEMPTED}", {"key": sender},
+                                     f"sender = :key AND status IN {ATTEMPTED_SQL}", {"key": sender},
                                      spacing=policy.rate.period / policy.rate.count)
         if free is not None:
             return free, "rate"
     if policy.daily_cap is not None:
         free = _window_free_at(tx, Limit(policy.daily_cap, 86400.0), now, batch.sender[sender.lower()],
-                                     f"sender = :key AND status IN {ATTEMPTED}", {"key": sender})
+                                     f"sender = :key AND status IN {ATTEMPTED_SQL}", {"key": sender})
         if free is not None:
             return free, "daily-cap"
     return None

@@ -131,7 +131,7 @@ class Daemon:
                         raise
                     await self._database_trouble(exc, once)
                     continue
-                if self._stopping and (not self._inflight or now >= (stop_deadline or now)):
+                if stop_deadline is not None and (not self._inflight or now >= stop_deadline):
                     break
                 if once and not self._stopping and not self._inflight and not self._pending and not claimed:
                     break
@@ -302,7 +302,7 @@ class Daemon:
     def _log_outcome(self, o: Outcome) -> None:
         setattr(self.stats, o.status, getattr(self.stats, o.status) + 1)
         level = logging.INFO if o.status in ("sent", "released") else logging.WARNING
-        to_state = {"retry": "scheduled", "released": "scheduled"}.get(o.status, o.status)
+        to_state = queue.STATE_OF[o.status]
         log.log(level, "row=%s mid=%s to=%s worker=%s sending->%s outcome=%s reply=%s",
                 o.id, o.mid, o.recipient, self.settings.worker, to_state, o.status,
                 (f"{o.code} " if o.code else "") + o.reply.replace("\n", " ")[:200])

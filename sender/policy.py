@@ -21,7 +21,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from .errors import UsageError
 
-_UNITS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
+_UNITS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+_SPAN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])?\s*$", re.IGNORECASE)
 _LIMIT = re.compile(r"^\s*(\d+)\s*/\s*(\d*)\s*(s|sec|m|min|h|d)\s*$")
 _DAYS = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 _WINDOW = re.compile(r"^\s*(?:(?P<days>[a-z,\-]+)\s+)?(?P<start>\d{1,2}:\d{2})\s*-\s*(?P<end>\d{1,2}:\d{2})"
@@ -57,12 +58,21 @@ def parse_limit(text: str, what: str = "limit") -> Limit:
     return Limit(int(match.group(1)), float(period))
 
 
+def span_seconds(text: str, *, unit_required: bool = False) -> float | None:
+    """``"30s"``, ``"90m"``, ``"48h"``, ``"7d"``, ``"2w"`` (and a bare ``"90"`` as seconds unless
+    ``unit_required``) to seconds; None if ``text`` is not such a span."""
+    match = _SPAN.match(str(text))
+    if not match or (unit_required and not match.group(2)):
+        return None
+    return float(match.group(1)) * _UNITS[(match.group(2) or "s").lower()]
+
+
 def parse_duration(text: str, what: str = "duration") -> float:
     """``"90"`` (seconds), ``"30m"``, ``"48h"``, ``"7d"``."""
-    match = re.match(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)?\s*$", str(text).lower())
-    if not match:
+    seconds = span_seconds(text)
+    if seconds is None:
         raise UsageError(f"{what}: expected a duration such as 90s, 30m, 48h or 7d, got {text!r}")
-    return float(match.group(1)) * _UNITS.get(match.group(2) or "s", 1)
+    return seconds
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .db import Database
-from .schema import STATES
+from .schema import ATTEMPTED_SQL, STATES
 
 WORKER_DEAD_AFTER = 60.0
 
@@ -68,7 +68,7 @@ async def sender_budgets(db: Database, rate: tuple[int, float] | None, daily_cap
     rate_period = rate[1] if rate else 0.0
     rows = await db.fetchall(
         "SELECT sender, sum(claimed_at > :rate_since), count(*) FROM send_log "
-        "WHERE claimed_at > :day_since AND status IN ('sending','sent','unknown','retry','failed') "
+        f"WHERE claimed_at > :day_since AND status IN {ATTEMPTED_SQL} "
         "GROUP BY sender", {"rate_since": now - rate_period, "day_since": now - 86400})
     out: dict[str, dict[str, int]] = {}
     for sender, in_rate, in_day in rows:

@@ -184,7 +184,8 @@ async def record(db: Database, outcomes: Sequence[Outcome], now: float) -> None:
     await db.transaction(lambda tx: _record(tx, outcomes, now))
 
 
-_STATE_OF = {"sent": "sent", "retry": "scheduled", "failed": "failed", "unknown": "unknown",
+# The message state each outcome leads to.
+STATE_OF = {"sent": "sent", "retry": "scheduled", "failed": "failed", "unknown": "unknown",
              "released": "scheduled"}
 
 
@@ -215,7 +216,7 @@ def _record(tx: SyncTx, outcomes: Sequence[Outcome], now: float) -> None:
     """Apply outcomes, fenced by claim token, two statements for the whole batch. A late result
     for a row that moved to ``unknown`` (lease expired) still lands: the truth wins. A result
     whose claim no longer holds the row (an operator requeued it) is logged and ignored."""
-    rows = [[o.id, o.token, _STATE_OF[o.status], 0 if o.status == "released" else 1, _reply(o),
+    rows = [[o.id, o.token, STATE_OF[o.status], 0 if o.status == "released" else 1, _reply(o),
              o.due_at if o.status in ("retry", "released") else None] for o in outcomes]
     applied = {r[0] for r in tx.fetchall(_RECORD_MESSAGES, {"rows": json.dumps(rows), "now": now})}
     for o in outcomes:
@@ -299,8 +300,3 @@ async def stop_worker(db: Database, worker_id: int, now: float) -> None:
     async with db.write():
         await db.execute("UPDATE workers SET stopped_at = ?, heartbeat_at = ? WHERE id = ?",
                          (now, now, worker_id))
-
-
-async def is_paused(db: Database) -> bool:
-    row = await db.fetchone("SELECT value FROM flags WHERE key = 'paused'")
-    return bool(row and row[0] not in ("", "0"))

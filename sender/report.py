@@ -44,6 +44,7 @@ from .report_model import (
     parse_since,
     parse_time,
 )
+from .schema import LIVE_SQL
 
 __all__ = [
     "ANOMALIES", "LIMIT", "Ghost", "Missing", "MultiSend", "RepeatedMessageId", "Report", "Sighting",
@@ -54,7 +55,6 @@ __all__ = [
 
 LIMIT = 100
 MISSING_SLACK = 2.0  # a Date header (whole seconds) can precede its claim by under 1 s
-_LIVE = "('sending', 'sent', 'unknown')"
 
 
 # --- windows ---------------------------------------------------------------------------------
@@ -165,10 +165,10 @@ async def repeated_message_ids(db: Database, since: float, now: float, *,
 # index probe per event in the window, never a sort of the whole window.
 _MULTI_LOGGED = f"""
 SELECT s.recipient, s.campaign, min(s.claimed_at) FROM send_log s
- WHERE s.claimed_at BETWEEN :since AND :now AND s.status IN {_LIVE}
+ WHERE s.claimed_at BETWEEN :since AND :now AND s.status IN {LIVE_SQL}
    AND EXISTS (SELECT 1 FROM send_log t WHERE t.recipient = s.recipient
                   AND t.campaign = s.campaign AND t.claimed_at BETWEEN :since AND :now
-                  AND t.status IN {_LIVE} AND t.mid <> s.mid)
+                  AND t.status IN {LIVE_SQL} AND t.mid <> s.mid)
  GROUP BY s.recipient, s.campaign ORDER BY min(s.claimed_at) LIMIT :limit
 """
 
@@ -183,7 +183,7 @@ SELECT r.email, c.name, min(o.at) FROM observations o
            AND (EXISTS (SELECT 1 FROM observations o2 WHERE o2.row_id = m2.id
                            AND o2.at BETWEEN :since AND :now)
                 OR EXISTS (SELECT 1 FROM send_log s2 WHERE s2.message_id = m2.id
-                              AND s2.status IN {_LIVE} AND s2.claimed_at BETWEEN :since AND :now))))
+                              AND s2.status IN {LIVE_SQL} AND s2.claimed_at BETWEEN :since AND :now))))
  GROUP BY r.email, c.name ORDER BY min(o.at) LIMIT :limit
 """
 
@@ -191,7 +191,7 @@ _MULTI_LOG_DETAIL = f"""
 SELECT s.recipient, s.campaign, s.mid, min(s.claimed_at), max(s.message_id)
   FROM json_each(:pairs) j JOIN send_log s
     ON s.recipient = json_extract(j.value, '$[0]') AND s.campaign = json_extract(j.value, '$[1]')
- WHERE s.claimed_at BETWEEN :since AND :now AND s.status IN {_LIVE}
+ WHERE s.claimed_at BETWEEN :since AND :now AND s.status IN {LIVE_SQL}
  GROUP BY s.recipient, s.campaign, s.mid
 """
 

@@ -6,12 +6,12 @@ without the SQL.
 
 from __future__ import annotations
 
-import re
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from .errors import UsageError
+from .policy import span_seconds
 
 ANOMALIES = ("ghosts", "repeated_message_ids", "multi_sends", "unknown", "stale_claims", "missing")
 
@@ -154,17 +154,12 @@ class Report:
                 for name in ANOMALIES}
 
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$", re.IGNORECASE)
-_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-
-
 def parse_since(text: str, now: float) -> tuple[float, float | None]:
     """``24h``/``90m``/``7d``/``2w``/``30s`` or an ISO 8601 time -> (since, span or None).
 
     A time without an offset is UTC. Raises ``UsageError`` with the accepted forms."""
-    match = _DURATION.match(text)
-    if match:
-        span = float(match.group(1)) * _UNIT[match.group(2).lower()]
+    span = span_seconds(text, unit_required=True)
+    if span is not None:
         return now - span, span
     return parse_time(text, "--since"), None
 

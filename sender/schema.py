@@ -15,9 +15,11 @@ STATES = ("scheduled", "sending", "sent", "failed", "unknown", "cancelled", "exp
 
 # SendLog statuses that mean "this message may be, or is, delivered": at most one per message
 # and one per dedupe key, enforced by unique partial indexes (invariant 2).
-LIVE_LOG_STATUSES = ("sending", "sent", "unknown")
+LIVE_SQL = "('sending','sent','unknown')"
+# SendLog statuses that were an SMTP transaction: they count against sender rates.
+ATTEMPTED_SQL = "('sending','sent','unknown','retry','failed')"
 
-_INITIAL = """
+_INITIAL = f"""
 CREATE TABLE schema_migrations (
     version    INTEGER PRIMARY KEY,
     name       TEXT NOT NULL,
@@ -92,9 +94,9 @@ CREATE TABLE send_log (
     smtp_reply  TEXT
 );
 CREATE UNIQUE INDEX send_log_live_message ON send_log(message_id)
-    WHERE status IN ('sending','sent','unknown');
+    WHERE status IN {LIVE_SQL};
 CREATE UNIQUE INDEX send_log_live_dedupe ON send_log(dedupe_key)
-    WHERE status IN ('sending','sent','unknown');
+    WHERE status IN {LIVE_SQL};
 CREATE INDEX send_log_message ON send_log(message_id, id);
 CREATE INDEX send_log_mid ON send_log(mid);
 CREATE INDEX send_log_claimed ON send_log(claimed_at);

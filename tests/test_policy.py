@@ -172,3 +172,16 @@ async def test_auto_pause_after_error_streak_holds_until_resumed(cli: Cli, db_pa
     conn.close()
     await run_once(db_path, faulty_sink.port)
     assert states(db_path) == {"sent": 10}
+
+
+async def test_status_shows_budget_and_pause(cli: Cli, db_path: str, sink: SinkThread, tmp_path: Path) -> None:
+    """status reports what each From account may still send under the configured rate and daily cap, and pauses."""
+    (tmp_path / "sender.toml").write_text('[policy]\nrate = "10/1m"\ndaily_cap = 100\n')
+    await seed(db_path, 2)
+    await run_once(db_path, sink.port)
+    status = json.loads(cli("status", "--db", db_path, "--json").out)
+    assert status["budget"] == {"team@example.org": {"rate_remaining": 8, "daily_remaining": 98}}
+    assert cli("pause", "--db", db_path, "--reason", "incident review").code == 0
+    text = cli("status", "--db", db_path).out
+    assert "PAUSED     all sending" in text and "incident review" in text
+    assert "budget     team@example.org: rate remaining 8, daily remaining 98" in text
