@@ -62,6 +62,7 @@ def build(*, message_id: str, from_addr: str, from_name: str | None, to: str, to
 _ATOM_PHRASE = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?: [A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
 _PRINTABLE = re.compile(r"[\x21-\x7e]+(?: [\x21-\x7e]+)*")
 _SIMPLE_ADDR = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9.-]+")
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")  # control characters other than tab, CR, LF
 
 
 def _build_plain(message_id: str, from_addr: str, from_name: str | None, to: str, to_name: str | None,
@@ -77,8 +78,7 @@ def _build_plain(message_id: str, from_addr: str, from_name: str | None, to: str
     lines = body_text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
     if lines[-1] == "" and len(lines) > 1:
         lines.pop()
-    if any(len(line) > 998 for line in lines) or any(
-            ch < " " and ch != "\t" for ch in body_text.replace("\r", "").replace("\n", "")):
+    if max(map(len, lines)) > 998 or _CONTROL.search(body_text):
         return None
     headers = [
         f"From: {from_name} <{from_addr}>" if from_name else f"From: {from_addr}",
