@@ -189,6 +189,9 @@ STATE_OF = {"sent": "sent", "retry": "scheduled", "failed": "failed", "unknown":
              "released": "scheduled"}
 
 
+# ``+m.state``: with a usable state index the planner walked every sending *and unknown* row,
+# scanning the batch for each (measured: 48 us per message at a batch of 64, growing with the
+# unknown backlog); without it, each outcome finds its row by id.
 _RECORD_MESSAGES = """
 UPDATE messages AS m
    SET state = j.state, attempts = m.attempts + j.counts, last_reply = j.reply,
@@ -197,7 +200,7 @@ UPDATE messages AS m
                json_extract(value, '$[2]') AS state, json_extract(value, '$[3]') AS counts,
                json_extract(value, '$[4]') AS reply, json_extract(value, '$[5]') AS due
           FROM json_each(:rows)) AS j
- WHERE m.id = j.id AND m.claim_token = j.token AND m.state IN ('sending', 'unknown')
+ WHERE m.id = j.id AND m.claim_token = j.token AND +m.state IN ('sending', 'unknown')
 RETURNING id
 """
 

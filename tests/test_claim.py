@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from sender import claims as claim_sql
 from sender import queue
 from sender.db import open_db
 from sender.intake import NewMessage
@@ -205,6 +206,23 @@ async def test_queue_connection_is_wal_with_full_sync(db_path: str) -> None:
         assert (await db.fetchone("PRAGMA journal_mode"))[0] == "wal"  # type: ignore[index]
         assert (await db.fetchone("PRAGMA synchronous"))[0] == 2  # type: ignore[index]
         assert (await db.fetchone("PRAGMA foreign_keys"))[0] == 1  # type: ignore[index]
+
+
+@pytest.mark.parametrize("sql", [claim_sql._FAST, claim_sql._LOG, claim_sql._DETAILS, queue._RECORD_MESSAGES,
+                                 queue._RECORD_LOG],
+                         ids=["claim", "log", "details", "record-messages", "record-log"])
+async def test_hot_statements_touch_only_the_rows_they_name(db_path: str, sql: str) -> None:
+    """Claim and outcome statements reach rows by id or the due index, never by walking a state:
+    recording outcomes once walked every `unknown` row per batch (quadratic in the batch, and
+    linear in the unknown backlog)."""
+    async with open_db(db_path, create=True):
+        pass
+    params = {"rows": "[]", "ids": "[]", "now": 0.0, "token": "t", "worker": "w", "lease": 0.0, "limit": 8}
+    with contextlib.closing(sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)) as conn:
+        steps = [row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + sql, params)]
+    for step in steps:
+        assert not step.startswith(("SCAN messages", "SCAN send_log", "SCAN m", "SCAN s ")), steps
+        assert "messages_state_updated" not in step, steps
 
 
 # --- what a claim takes -----------------------------------------------------------------------
