@@ -81,6 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--lease", type=float, help="claim lease seconds (300)")
     r.add_argument("--poll", type=float, help="daemon poll interval seconds (2)")
     r.add_argument("--batch", type=int, help="most rows per claim (64)")
+    r.add_argument("--prefetch", type=int, metavar="N",
+                   help="claims held ready per session while it sends (0: claim only for free sessions)")
     r.add_argument("--retry-delay", type=float, help="first retry delay seconds (60)")
     r.add_argument("--max-attempts", type=int, help="attempts before failed (5)")
     r.add_argument("--grace", type=float, help="seconds in-flight sends get on SIGTERM (30)")
@@ -158,7 +160,7 @@ COMMANDS = {"init": cmd_init, "enqueue": cmd_enqueue, "run": cmd_run, "status": 
             "reconcile": cmd_reconcile, "demo": cmd_demo}
 
 _SETTING_FLAGS = ("db", "smtp_host", "smtp_port", "concurrency", "worker", "smtp_starttls", "smtp_tls",
-                  "smtp_timeout", "lease", "poll", "batch", "retry_delay", "max_attempts", "grace",
+                  "smtp_timeout", "lease", "poll", "batch", "prefetch", "retry_delay", "max_attempts", "grace",
                   "heartbeat", "recipient_cap", "rate", "daily_cap", "max_age", "pause_after_errors")
 
 

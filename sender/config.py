@@ -34,6 +34,7 @@ class Settings:
     concurrency: int = 4
     worker: str = ""
     batch: int = 64
+    prefetch: int = 0
     poll: float = 2.0
     lease: float = 300.0
     heartbeat: float = 5.0
@@ -149,6 +150,8 @@ def _check(s: Settings) -> None:
         raise UsageError("--concurrency must be between 1 and 256")
     if s.batch < 1:
         raise UsageError("--batch must be at least 1")
+    if not 0 <= s.prefetch <= 4:
+        raise UsageError("--prefetch must be between 0 and 4")
     if s.lease <= 0 or s.poll <= 0 or s.smtp_timeout <= 0:
         raise UsageError("--lease, --poll and --timeout must be positive")
     if s.max_attempts < 1:

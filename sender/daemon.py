@@ -16,6 +16,7 @@ import random
 import re
 import socket
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -31,6 +32,8 @@ log = logging.getLogger(__name__)
 
 MAX_BACKOFF = 6 * 3600.0
 DB_GIVE_UP_ONCE = 300.0  # a cron run waits this long for a locked or failing database, then exits 1
+NOT_STARTED = "not started: "  # the reply of a claim handed back before any session began it
+FLUSH_AFTER = 0.2  # with --prefetch, outcomes wait at most this long for a batch to share a commit
 _RETRY_HINT = re.compile(r"(?:try|retry|again|wait)\D{0,40}?(\d{1,6})\s*(s|secs?|seconds?|m|mins?|minutes?)\b",
                          re.IGNORECASE)
 
@@ -74,7 +77,14 @@ class Daemon:
         self._error_streak = 0
         self.worker_id = 0
         self._free: list[Transport] = list(sessions)
+        self._ready: deque[Claim] = deque()  # claimed ahead (``--prefetch``), not started yet
         self._pending: list[Outcome] = []
+        self._pending_since = 0.0
+        # Strictly just in time (the default), every free session and every outcome is served at
+        # once. With --prefetch, claims and outcomes are written in batches of at least half the
+        # ready pool: fewer, larger transactions while the pool keeps every session busy.
+        self.prefetch = 0 if self.policy.timed else settings.prefetch
+        self._refill_at = max(1, self.prefetch * len(self.sessions) // 2)
         self._inflight: dict[int, tuple[Claim, asyncio.Task[None]]] = {}
         self._wake = asyncio.Event()
         self._stopping = False
@@ -98,6 +108,7 @@ class Daemon:
             log.info("stopping: no new claims, %d in flight (grace %.0fs)",
                      len(self._inflight), self.settings.grace)
             self._stopping = True
+        self._release_ready("worker stopping", None)
         self._wake.set()
 
     # --- main loop ----------------------------------------------------------------------------
@@ -106,8 +117,11 @@ class Daemon:
         s = self.settings
         self.worker_id = await queue.register_worker(self.db, s.worker, os.getpid(), socket.gethostname(),
                                                      self.clock())
-        log.info("worker %s (id %d) started: concurrency %d, %s", s.worker, self.worker_id,
-                 len(self.sessions), "once" if once else "daemon")
+        log.info("worker %s (id %d) started: concurrency %d, prefetch %d, %s", s.worker, self.worker_id,
+                 len(self.sessions), self.prefetch, "once" if once else "daemon")
+        if s.prefetch and not self.prefetch:
+            log.warning("--prefetch %d ignored: a rate, daily cap or send window needs each claim sent at once",
+                        s.prefetch)
         next_beat = 0.0
         stop_deadline: float | None = None
         try:
@@ -117,13 +131,16 @@ class Daemon:
                 if self._stopping:
                     stop_deadline = stop_deadline or now + s.grace
                 held = now < self._hold_until
-                limit = 0 if (self._stopping or held) else min(len(self._free), s.batch)
+                limit = 0 if (self._stopping or held) else self._claim_limit()
+                flush = bool(self._pending) and (
+                    len(self._pending) >= self._refill_at or not (self._inflight or self._ready)
+                    or now >= self._pending_since + FLUSH_AFTER or self._stopping)
                 claimed: list[Claim] = []
                 try:
                     if now >= next_beat:
                         await self._heartbeat(now)
                         next_beat = now + s.heartbeat
-                    if self._pending or limit:
+                    if flush or limit:
                         claimed = await self._exchange(limit, now)
                     self._db_down_since = None
                 except StoreError as exc:
@@ -133,13 +150,21 @@ class Daemon:
                     continue
                 if stop_deadline is not None and (not self._inflight or now >= stop_deadline):
                     break
-                if once and not self._stopping and not self._inflight and not self._pending and not claimed:
+                if (once and not self._stopping and not self._inflight and not self._pending
+                        and not self._ready and not claimed):
                     break
+                if held and self._ready:
+                    self._release_ready(f"sending held for {self._hold_until - now:.0f}s",
+                                        self._hold_until)
+                    continue
+                self._dispatch()
                 if claimed and len(claimed) == limit and self._free:
                     continue
                 wait = max(0.0, next_beat - now)
                 if not self._inflight and not self._pending:
                     wait = min(wait, s.poll if not held else self._hold_until - now)
+                if self._pending:
+                    wait = min(wait, max(0.0, self._pending_since + FLUSH_AFTER - now))
                 if stop_deadline is not None:
                     wait = min(wait, max(0.0, stop_deadline - now))
                 with contextlib.suppress(TimeoutError):
@@ -178,17 +203,43 @@ class Daemon:
         self._error_streak = 0 if pause_reason else streak
         if pause_reason:
             log.error("sending paused: %s (resume with: python -m sender resume)", pause_reason)
+            self._release_ready("sending paused", None)
         for outcome in batch:
             self._log_outcome(outcome)
-        for claim in claims:
-            session = self._free.pop()
-            task = asyncio.create_task(self._deliver(session, claim))
-            self._inflight[claim.id] = (claim, task)
+        self._ready.extend(claims)
         self.stats.claimed += len(claims)
         return claims
 
+    def _claim_limit(self) -> int:
+        """Rows to claim now: one per free session, plus up to ``--prefetch`` per session ready."""
+        room = len(self._free) + self.prefetch * len(self.sessions) - len(self._ready)
+        if room < self._refill_at and not (self._free and not self._ready):
+            return 0
+        return min(room, self.settings.batch)
+
+    def _outcome(self, outcome: Outcome) -> None:
+        if not self._pending:
+            self._pending_since = self.clock()
+        self._pending.append(outcome)
+
+    def _dispatch(self) -> None:
+        """Start claimed messages on free sessions (the oldest claim first)."""
+        if self._stopping or self.clock() < self._hold_until:
+            return
+        while self._free and self._ready:
+            claim = self._ready.popleft()
+            task = asyncio.create_task(self._deliver(self._free.pop(), claim))
+            self._inflight[claim.id] = (claim, task)
+
+    def _release_ready(self, reason: str, due_at: float | None) -> None:
+        """Hand back claims that no session started: provably not sent, so ``released``."""
+        while self._ready:
+            claim = self._ready.popleft()
+            self._outcome(Outcome(claim.id, claim.token, "released", None, NOT_STARTED + reason, due_at or self.clock(),
+                                  claim.mid, claim.recipient))
+
     async def _heartbeat(self, now: float) -> None:
-        tokens = {claim.token for claim, _task in self._inflight.values()}
+        tokens = {claim.token for claim, _task in self._inflight.values()} | {c.token for c in self._ready}
         expired = await queue.heartbeat(self.db, self.worker_id, tokens, self.settings.lease, now)
         for e in expired:
             self.stats.expired += 1
@@ -196,6 +247,7 @@ class Daemon:
                         e.id, e.mid, self.settings.worker, e.worker)
 
     async def _shutdown(self) -> None:
+        self._release_ready("worker stopping", None)
         tasks = [task for _claim, task in self._inflight.values()]
         for task in tasks:
             task.cancel()
@@ -236,12 +288,13 @@ class Daemon:
             raise
         finally:
             if outcome is not None:
-                self._pending.append(outcome)
+                self._outcome(outcome)
             self._inflight.pop(claim.id, None)
             self._wake.set()
             if pause > 0:
                 self._hold_until = max(self._hold_until, self.clock() + pause)
             self._free.append(session)
+            self._dispatch()
 
     async def _attempt(self, session: Transport, claim: Claim) -> tuple[Outcome, float]:
         def done(status: queue.OutcomeStatus, code: int | None, reply: str,
@@ -289,7 +342,7 @@ class Daemon:
         for o in batch:
             if o.status == "sent":
                 streak = 0
-            elif not o.reply.startswith("cannot build"):
+            elif not o.reply.startswith(("cannot build", NOT_STARTED)):
                 streak += 1
         limit = self.settings.pause_after_errors
         if not limit or streak < limit or not batch:

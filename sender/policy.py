@@ -177,6 +177,12 @@ class Policy:
     def active(self) -> bool:
         return bool(self.recipient_cap or self.rate or self.daily_cap or self.max_age or self.campaigns)
 
+    @property
+    def timed(self) -> bool:
+        """Rules about *when* a message may go (a rate, a daily cap, a send window): a claim must
+        be followed by its send at once, so these turn ``--prefetch`` off."""
+        return bool(self.rate or self.daily_cap or any(c.window for c in self.campaigns.values()))
+
     def for_campaign(self, name: str) -> CampaignPolicy:
         return self.campaigns.get(name) or CampaignPolicy()
 

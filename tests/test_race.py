@@ -122,12 +122,14 @@ def test_many_sessions_in_one_process_send_each_message_once(cli: Cli, sink: Sin
           f"{MESSAGES / elapsed:.0f} msg/s")
 
 
+@pytest.mark.parametrize("prefetch", ["0", "2"])
 def test_overlapping_runs_with_many_sessions_each(cli: Cli, sink: SinkThread, db_path: str,
-                                                  tmp_path: Path) -> None:
-    """Four processes with 8 sessions each (32 racing sessions) still deliver each message once."""
+                                                  tmp_path: Path, prefetch: str) -> None:
+    """Four processes with 8 sessions each (32 racing sessions) still deliver each message once,
+    claiming just in time or with two claims waiting per session."""
     _enqueue(cli, tmp_path, db_path, MESSAGES)
     results = _run_together(cli, [["run", "--db", db_path, "--smtp-port", str(sink.port), "--once",
-                                   "--concurrency", "8", "--worker", f"busy{i}", "-q"]
+                                   "--concurrency", "8", "--prefetch", prefetch, "--worker", f"busy{i}", "-q"]
                                   for i in range(PROCESSES)])
     assert [code for code, _err in results] == [0] * PROCESSES, [err for _c, err in results]
     _assert_each_sent_once(db_path, sink, MESSAGES)

@@ -1,0 +1,115 @@
+"""``--prefetch P``: each session may have P claimed messages waiting while it sends.
+
+The default (0) claims strictly just in time. With P > 0 a claim is still the same durable
+transaction before any SMTP byte for its rows; what changes is how many rows a process may hold
+(at most sessions x (1 + P)) and what happens to claims no session started: handed back as
+``released`` (provably not sent) on a stop, a pause or a failing relay. A real aiosmtpd on
+127.0.0.1 watches the database at every MAIL FROM.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import sqlite3
+import threading
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from sender.daemon import NOT_STARTED, Daemon
+from sender.db import open_db
+from sender.delivery import Session
+from tests.conftest import Cli, Faults, RecordingHandler, SinkThread
+from tests.support import query, run_once, seed, settings, states
+from tests.test_crash import daemon_args, in_state, stop, wait_until
+from tests.test_faults import free_port
+
+
+class SendingCounter:
+    """At each MAIL FROM: how many rows are ``sending``, and is this one claimed and logged."""
+
+    def __init__(self) -> None:
+        self.db_path = ""
+        self.counts: list[int] = []
+        self.unclaimed: list[str] = []
+        self.lock = threading.Lock()
+
+    def __call__(self, address: str) -> None:
+        with contextlib.closing(sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True)) as conn:
+            [(sending,)] = conn.execute("SELECT count(*) FROM messages WHERE state = 'sending'").fetchall()
+            live = conn.execute("SELECT count(*) FROM send_log WHERE status = 'sending'").fetchone()[0]
+        with self.lock:
+            self.counts.append(sending)
+            if live != sending:
+                self.unclaimed.append(address)
+
+
+@pytest.mark.parametrize("prefetch", [0, 1])
+async def test_rows_held_are_bounded_by_sessions_and_prefetch(db_path: str, tmp_path: Path,
+                                                              prefetch: int) -> None:
+    """Two sessions hold at most 2 rows just in time, at most 4 with --prefetch 1 (and do use them)."""
+    counter = SendingCounter()
+    counter.db_path = db_path
+    faults = Faults(data_delay=0.05)
+    await seed(db_path, 24)
+    with SinkThread(RecordingHandler(tmp_path / "maildir", faults, on_mail=counter)) as sink:
+        stats = await run_once(db_path, sink.port, concurrency=2, prefetch=prefetch)
+        received = len(sink.received)
+    assert stats.sent == 24 and received == 24
+    assert states(db_path) == {"sent": 24}
+    assert not counter.unclaimed
+    assert max(counter.counts) <= 2 * (1 + prefetch), counter.counts
+    if prefetch:
+        assert max(counter.counts) > 2, counter.counts  # claims really were made ahead
+
+
+async def test_sigterm_hands_back_claims_no_session_started(db_path: str, cli: Cli,
+                                                            faulty_sink: SinkThread, faults: Faults) -> None:
+    """A stop releases the waiting claims at once: scheduled again, no attempt counted, nothing unknown."""
+    faults.data_delay = 0.4
+    await seed(db_path, 30)
+    proc = cli.popen(*daemon_args(db_path, faulty_sink.port, "--concurrency", "2", "--prefetch", "2"))
+    try:
+        assert wait_until(lambda: in_state(db_path, "sending") > 2, 15)
+        code = stop(proc)
+    finally:
+        stop(proc, signal.SIGKILL)
+    assert code == 0
+    delivered = Counter(r.rcpt_tos[0] for r in faulty_sink.received)
+    assert delivered and max(delivered.values()) == 1
+    assert in_state(db_path, "sending") == 0 and in_state(db_path, "unknown") == 0
+    assert in_state(db_path, "sent") == len(delivered)
+    assert {r[0] for r in query(db_path, "SELECT attempts FROM messages WHERE state = 'scheduled'")} == {0}
+    released = query(db_path, "SELECT smtp_reply FROM send_log WHERE status = 'released'")
+    assert released and {r[0] for r in released} == {NOT_STARTED + "worker stopping"}
+
+
+async def test_a_failing_relay_hands_back_the_waiting_claims(db_path: str) -> None:
+    """Nothing listening: every claim, started or waiting, goes back to scheduled without an attempt."""
+    await seed(db_path, 12)
+    stats = await run_once(db_path, free_port(), concurrency=2, prefetch=3)
+    assert stats.sent == 0 and stats.session_errors
+    assert states(db_path) == {"scheduled": 12}
+    assert {r[0] for r in query(db_path, "SELECT attempts FROM messages")} == {0}
+    assert {r[0] for r in query(db_path, "SELECT status FROM send_log")} <= {"released"}
+
+
+async def test_timed_rules_turn_prefetch_off(db_path: str) -> None:
+    """A rate, a daily cap or a send window needs each claim sent as it is made: prefetch is ignored."""
+    await seed(db_path, 1)
+    async with open_db(db_path) as db:
+        for rule in ({"rate": "10/1m"}, {"daily_cap": 100},
+                     {"campaigns": {"c": {"window": "09:00-17:00"}}}):
+            s = settings(db_path, 25, prefetch=2, **rule)
+            assert Daemon(db, s, [Session(s)]).prefetch == 0, rule
+        s = settings(db_path, 25, prefetch=2, recipient_cap="1/24h")
+        assert Daemon(db, s, [Session(s)]).prefetch == 2
+
+
+def test_prefetch_out_of_range_is_exit_2(cli: Cli, db_path: str) -> None:
+    assert cli("init", "--db", db_path).code == 0
+    for bad in ("-1", "5"):
+        r = cli("run", "--db", db_path, "--once", "--prefetch", bad)
+        assert r.code == 2 and "--prefetch" in r.err
