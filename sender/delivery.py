@@ -61,14 +61,20 @@ def classify(exc: BaseException, phase: str) -> DeliveryError:
 
 
 _LEADING_DOT = re.compile(rb"(?m)^\.")
+_LINE_END = re.compile(rb"\r?\n|\r")
 
 
 def _dot_stuff(data: bytes) -> bytes:
-    """RFC 5321 transparency: CRLF line ends, leading dots doubled, then the end-of-data marker."""
-    data = re.sub(rb"\r?\n|\r", b"\r\n", data)
+    """RFC 5321 transparency: CRLF line ends, leading dots doubled, then the end-of-data marker.
+    The counts skip both rewrites for the usual message (already CRLF, no line starting with a dot)."""
+    crlf = data.count(b"\r\n")
+    if data.count(b"\n") != crlf or data.count(b"\r") != crlf:
+        data = _LINE_END.sub(b"\r\n", data)
     if not data.endswith(b"\r\n"):
         data += b"\r\n"
-    return _LEADING_DOT.sub(b"..", data) + b".\r\n"
+    if data.startswith(b".") or b"\n." in data:
+        data = _LEADING_DOT.sub(b"..", data)
+    return data + b".\r\n"
 
 
 class Session:

@@ -14,6 +14,7 @@ from email import policy
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime
+from functools import lru_cache
 
 _MID = re.compile(r"<(\d+)\.[0-9a-f]+@[^>]+>")
 
@@ -47,7 +48,7 @@ def build(*, message_id: str, from_addr: str, from_name: str | None, to: str, to
     msg["From"] = _address(from_name, from_addr)
     msg["To"] = _address(to_name, to)
     msg["Subject"] = subject
-    msg["Date"] = format_datetime(datetime.fromtimestamp(date, UTC))
+    msg["Date"] = _date_header(int(date))
     msg["Message-ID"] = message_id
     msg.set_content(body_text, cte=_cte(body_text))
     if body_html:
@@ -84,7 +85,7 @@ def _build_plain(message_id: str, from_addr: str, from_name: str | None, to: str
         f"From: {from_name} <{from_addr}>" if from_name else f"From: {from_addr}",
         f"To: {to_name} <{to}>" if to_name else f"To: {to}",
         f"Subject: {subject}",
-        f"Date: {format_datetime(datetime.fromtimestamp(date, UTC))}",
+        f"Date: {_date_header(int(date))}",
         f"Message-ID: {message_id}",
         'Content-Type: text/plain; charset="utf-8"',
         "Content-Transfer-Encoding: 7bit",
@@ -93,6 +94,12 @@ def _build_plain(message_id: str, from_addr: str, from_name: str | None, to: str
     if any(len(h) > 78 for h in headers):
         return None
     return ("\r\n".join(headers) + "\r\n\r\n" + "".join(line + "\r\n" for line in lines)).encode("ascii")
+
+
+@lru_cache(maxsize=4)
+def _date_header(second: int) -> str:
+    """The Date header for a Unix second (messages built in the same second share it)."""
+    return format_datetime(datetime.fromtimestamp(second, UTC))
 
 
 def _cte(text: str) -> str:

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import email
 import email.policy
+import re
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sender import message
+from sender.delivery import _dot_stuff
 from sender.message import build, make_message_id, row_of
 
 ascii_text = st.text(alphabet=st.characters(min_codepoint=9, max_codepoint=126), max_size=300)
@@ -69,3 +71,14 @@ def test_long_lines_and_long_headers_fall_back_identically() -> None:
                   to_name=None, subject=subject.strip(), body_text=body, body_html=None, date=0.0)
         assert message._build_plain(*kw.values()) is None  # type: ignore[arg-type]
         assert build(**kw).data == slow(**kw)  # type: ignore[arg-type]
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.binary(max_size=200) | st.lists(st.sampled_from([b"a", b".", b"\r", b"\n", b"\r\n", b".."]),
+                                               max_size=30).map(b"".join))
+def test_dot_stuffing_matches_the_plain_rule(data: bytes) -> None:
+    """The shortcut (skip the rewrites when there is nothing to rewrite) gives the bytes of the
+    plain RFC 5321 rule: every line end CRLF, a leading dot doubled, then the end marker."""
+    plain = re.sub(rb"\r?\n|\r", b"\r\n", data)
+    plain += b"" if plain.endswith(b"\r\n") else b"\r\n"
+    assert _dot_stuff(data) == re.sub(rb"(?m)^\.", b"..", plain) + b".\r\n"
