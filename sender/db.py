@@ -183,6 +183,10 @@ async def _configure(db: Database) -> None:
     if not db.readonly:
         await db.execute("PRAGMA journal_mode = WAL")
     await db.execute("PRAGMA synchronous = FULL")
+    # Savepoint journals and the json_each/ORDER BY scratch tables of the claim stay in memory
+    # (they never need to survive a crash; the WAL does). Record-and-claim of 4 rows: system time
+    # per message 79 -> 41 us, 4,000 -> 4,600 messages/s.
+    await db.execute("PRAGMA temp_store = MEMORY")
 
 
 async def _header(db: Database) -> tuple[int, int, int]:

@@ -206,6 +206,7 @@ async def test_queue_connection_is_wal_with_full_sync(db_path: str) -> None:
         assert (await db.fetchone("PRAGMA journal_mode"))[0] == "wal"  # type: ignore[index]
         assert (await db.fetchone("PRAGMA synchronous"))[0] == 2  # type: ignore[index]
         assert (await db.fetchone("PRAGMA foreign_keys"))[0] == 1  # type: ignore[index]
+        assert (await db.fetchone("PRAGMA temp_store"))[0] == 2  # type: ignore[index]  # scratch in memory
 
 
 @pytest.mark.parametrize("sql", [claim_sql._FAST, claim_sql._LOG, claim_sql._DETAILS, queue._RECORD_MESSAGES,
