@@ -74,7 +74,7 @@ def _build_plain(message_id: str, from_addr: str, from_name: str | None, to: str
         return None
     if not (_SIMPLE_ADDR.fullmatch(from_addr) and _SIMPLE_ADDR.fullmatch(to)):
         return None
-    if any(name and not _ATOM_PHRASE.fullmatch(name) for name in (from_name, to_name)):
+    if (from_name and not _ATOM_PHRASE.fullmatch(from_name)) or (to_name and not _ATOM_PHRASE.fullmatch(to_name)):
         return None
     lines = body_text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
     if lines[-1] == "" and len(lines) > 1:
@@ -91,9 +91,9 @@ def _build_plain(message_id: str, from_addr: str, from_name: str | None, to: str
         "Content-Transfer-Encoding: 7bit",
         "MIME-Version: 1.0",
     ]
-    if any(len(h) > 78 for h in headers):
+    if max(map(len, headers)) > 78:
         return None
-    return ("\r\n".join(headers) + "\r\n\r\n" + "".join(line + "\r\n" for line in lines)).encode("ascii")
+    return ("\r\n".join(headers) + "\r\n\r\n" + "\r\n".join(lines) + "\r\n").encode("ascii")
 
 
 @lru_cache(maxsize=4)
