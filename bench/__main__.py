@@ -36,6 +36,7 @@ class Sizes:
     mem_seconds: float = 15.0   # how long the daemon works through the big queue
     repeat: int = 3
     timeout: float = 300.0      # bound on each benchmark's runs (seconds)
+    pin: bool = True            # end to end: the sink on its own CPU, contenders on the others
 
 
 QUICK = Sizes(messages=40, pipeline=200, claims=200, size=2000, mem_seconds=1.5, repeat=1,
@@ -53,6 +54,8 @@ def parse(argv: list[str] | None) -> tuple[Sizes, list[str]]:
     p.add_argument("--mem-seconds", type=float, help="daemon time on the big queue (default 15)")
     p.add_argument("--repeat", type=int, help="runs per figure; the table shows the median (3)")
     p.add_argument("--timeout", type=float, help="bound per benchmark in seconds (default 300)")
+    p.add_argument("--no-pin", dest="pin", action="store_false", default=None,
+                   help="end to end: let the scheduler place the sink and the contenders")
     p.add_argument("--only", default=",".join(BENCHMARKS),
                    help=f"comma-separated subset of {','.join(BENCHMARKS)}")
     args = p.parse_args(argv)
@@ -71,7 +74,7 @@ def parse(argv: list[str] | None) -> tuple[Sizes, list[str]]:
 
 def runners(s: Sizes) -> dict[str, Callable[[], list[Result]]]:
     return {
-        "e2e": lambda: e2e.run(s.messages, s.repeat, s.timeout),
+        "e2e": lambda: e2e.run(s.messages, s.repeat, s.timeout, s.pin),
         "pipeline": lambda: pipeline.run(s.pipeline, s.repeat, s.timeout),
         "claims": lambda: claims.run(s.claims, s.size, s.repeat, s.timeout),
         "memory": lambda: memory.run(s.size, s.repeat, s.timeout, s.mem_seconds),

@@ -229,16 +229,32 @@ def child_env() -> dict[str, str]:
     return env
 
 
-def run_child(args: Sequence[str], *, cwd: Path, timeout: float) -> Child:
+def split_cpus() -> tuple[set[int], set[int]] | None:
+    """(CPUs for the sink, CPUs for the contender), or None when there is nothing to split.
+
+    On a small machine the sink pegs a core; unpinned, the scheduler keeps moving a contender's
+    threads onto that core, and a contender with two busy threads (the sender's event loop and
+    its database thread) loses more to that than a one-thread loop does. Pinning gives the
+    yardstick its own core and every contender the rest."""
+    try:
+        cpus = sorted(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return None
+    return ({cpus[0]}, set(cpus[1:])) if len(cpus) >= 2 else None
+
+
+def run_child(args: Sequence[str], *, cwd: Path, timeout: float, cpus: set[int] | None = None) -> Child:
     """Run ``python <args>``, bounded by ``timeout``; return its exit code, output and wall time.
 
     ``wait4`` in the calling thread gives an exact end time; a timer kills an overrunning child.
-    (Its ``ru_maxrss`` is not used: see ``bench.peak``.)"""
+    (Its ``ru_maxrss`` is not used: see ``bench.peak``.) ``cpus`` pins the child to those CPUs."""
     out_path, err_path = cwd / "child.out", cwd / "child.err"
     with out_path.open("wb") as out, err_path.open("wb") as err:
         started = time.perf_counter()
         proc = subprocess.Popen([sys.executable, *args], cwd=cwd, env=child_env(), stdout=out,
                                 stderr=err, stdin=subprocess.DEVNULL)
+        if cpus:
+            os.sched_setaffinity(proc.pid, cpus)  # before it has imported anything
         timer = threading.Timer(timeout, proc.kill)
         timer.start()
         try:

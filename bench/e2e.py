@@ -1,10 +1,12 @@
 """End to end: the real sender against a bare aiosmtplib loop, same sink process, same run.
 
 The sender is the real command line, ``python -m sender run --once --concurrency 8`` as a
-subprocess on a fresh queue (logging as a cron line would, to a file). The bare loop
-(``bench.bare``) is a subprocess too and sends the same messages, prebuilt, over the same number
-of reused connections. Both go to one ``bench.sink`` process that counts. The order of the two
-alternates between runs so neither always meets a warmer machine.
+subprocess on a fresh queue (logging as a cron line would, to a file), twice: claiming just in
+time (the default) and with ``--prefetch 2``. The bare loop (``bench.bare``) is a subprocess too
+and sends the same messages, prebuilt, over the same number of reused connections. All go to one
+``bench.sink`` process that counts. The order rotates between runs so nobody always meets a
+warmer machine. With two or more CPUs the sink is pinned to one and the contenders to the others
+(``--no-pin`` leaves it to the scheduler; see ``common.split_cpus``).
 
 Two views of each rate: *wall* is messages over the child's whole life (interpreter start,
 imports, opening the queue included: what a cron run costs); *sink* is what the sink saw
@@ -14,6 +16,7 @@ between the first and the last message (steady state, the same observer for both
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import sqlite3
 import subprocess
@@ -31,6 +34,7 @@ from .common import (
     claims_per_transaction,
     create_schema,
     run_child,
+    split_cpus,
     state_counts,
     tail,
 )
@@ -41,10 +45,12 @@ CONCURRENCY = 8
 class SinkProcess:
     """``bench.sink`` as a child: ``port`` once it listens, ``stats()`` per contender."""
 
-    def __init__(self, lifetime: float) -> None:
+    def __init__(self, lifetime: float, cpus: set[int] | None = None) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "bench.sink", "--lifetime", str(lifetime)], env=child_env(),
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        if cpus:
+            os.sched_setaffinity(self.proc.pid, cpus)
         assert self.proc.stdout is not None
         first = self.proc.stdout.readline().split()
         if len(first) != 2 or first[0] != "port":
@@ -113,56 +119,64 @@ def _sink_rate(stats: dict[str, float], expected: int, who: str) -> float:
     return (stats["count"] - 1) / span if span > 0 else float("nan")
 
 
-def run(n: int, repeat: int, timeout: float) -> list[Result]:
-    r_sender = Result("end to end", "sender run --once, wall", "msg/s")
-    r_sender_sink = Result("end to end", "sender run --once, sink", "msg/s")
-    r_bare = Result("end to end", "bare aiosmtplib, wall", "msg/s")
-    r_bare_sink = Result("end to end", "bare aiosmtplib, sink", "msg/s")
-    r_ratio = Result("end to end", "ratio sender/bare, wall", "x")
-    r_ratio_sink = Result("end to end", "ratio sender/bare, sink", "x")
+PREFETCH = 2  # the claim-ahead contender: two claims waiting per session (``run --prefetch 2``)
+
+
+def _args(who: str, port: int, db: Path | None, pickled: Path) -> list[str]:
+    if who == "bare":
+        return ["-m", "bench.bare", "--port", str(port), "--messages", str(pickled),
+                "--concurrency", str(CONCURRENCY)]
+    return ["-m", "sender", "run", "--db", str(db), "--smtp-host", "127.0.0.1", "--smtp-port", str(port),
+            "--once", "--concurrency", str(CONCURRENCY), "--worker", "bench",
+            "--prefetch", str(PREFETCH if who == "prefetch" else 0)]
+
+
+def run(n: int, repeat: int, timeout: float, pin: bool = True) -> list[Result]:
+    cpus = split_cpus() if pin else None
+    sink_cpus, child_cpus = cpus if cpus else (None, None)
+    contenders = {"sender": "sender run --once", "prefetch": f"sender run --once --prefetch {PREFETCH}",
+                  "bare": "bare aiosmtplib"}
+    wall = {who: Result("end to end", f"{label}, wall", "msg/s") for who, label in contenders.items()}
+    seen = {who: Result("end to end", f"{label}, sink", "msg/s") for who, label in contenders.items()}
+    ratios = {(who, view): Result("end to end", f"ratio {who}/bare, {view}", "x")
+              for who in ("sender", "prefetch") for view in ("wall", "sink")}
+    batch = {"sender": Result("end to end", "messages per claim transaction, just in time", "msg"),
+             "prefetch": Result("end to end", f"messages per claim transaction, --prefetch {PREFETCH}", "msg")}
     r_fixed = Result("end to end", "sender run --once on an empty queue", "s")
-    r_batch = Result("end to end", "messages per claim transaction", "msg")
+    order = list(contenders)
     with (tempfile.TemporaryDirectory(prefix="bench-e2e-") as tmp,
-          SinkProcess(lifetime=timeout * repeat) as sink):
+          SinkProcess(lifetime=timeout * repeat, cpus=sink_cpus) as sink):
         work = Path(tmp)
         for i in range(repeat):
-            db, pickled = work / f"queue{i}.db", work / f"messages{i}.pickle"
-            build_queue(db, n)
-            prebuilt(db, pickled)
-            sender_args = ["-m", "sender", "run", "--db", str(db), "--smtp-host", "127.0.0.1",
-                           "--smtp-port", str(sink.port), "--once",
-                           "--concurrency", str(CONCURRENCY), "--worker", "bench"]
-            bare_args = ["-m", "bench.bare", "--port", str(sink.port), "--messages", str(pickled),
-                         "--concurrency", str(CONCURRENCY)]
-            sender_first = i % 2 == 0
-            for who in ("sender", "bare") if sender_first else ("bare", "sender"):
-                child = run_child(sender_args if who == "sender" else bare_args, cwd=work,
-                                  timeout=timeout)
+            dbs = {who: work / f"queue{i}-{who}.db" for who in ("sender", "prefetch")}
+            for db in dbs.values():
+                build_queue(db, n)
+            pickled = work / f"messages{i}.pickle"
+            prebuilt(dbs["sender"], pickled)
+            for who in order[i % 3:] + order[:i % 3]:  # rotate, so nobody always meets a warmer machine
+                child = run_child(_args(who, sink.port, dbs.get(who), pickled), cwd=work, timeout=timeout,
+                                  cpus=child_cpus)
                 if child.code != 0:
                     raise RuntimeError(f"{who} exited {child.code}: {tail(child.err)}")
-                rate = _sink_rate(sink.stats(), n, who)
-                if who == "sender":
-                    r_sender.runs.append(n / child.seconds)
-                    r_sender_sink.runs.append(rate)
-                else:
-                    r_bare.runs.append(n / child.seconds)
-                    r_bare_sink.runs.append(rate)
-            counts = state_counts(db)
-            if counts != {"sent": n}:
-                raise RuntimeError(f"sender left the queue as {counts}, expected all {n} sent")
-            r_batch.runs.append(claims_per_transaction(db))
-            r_ratio.runs.append(r_sender.runs[-1] / r_bare.runs[-1])
-            r_ratio_sink.runs.append(r_sender_sink.runs[-1] / r_bare_sink.runs[-1])
+                wall[who].runs.append(n / child.seconds)
+                seen[who].runs.append(_sink_rate(sink.stats(), n, who))
+            for who, db in dbs.items():
+                counts = state_counts(db)
+                if counts != {"sent": n}:
+                    raise RuntimeError(f"{who} left the queue as {counts}, expected all {n} sent")
+                batch[who].runs.append(claims_per_transaction(db))
+                for view, rates in (("wall", wall), ("sink", seen)):
+                    ratios[(who, view)].runs.append(rates[who].runs[-1] / rates["bare"].runs[-1])
             empty = work / f"empty{i}.db"
             create_schema(empty)
-            child = run_child([*sender_args[:3], "--db", str(empty), *sender_args[5:]],
-                              cwd=work, timeout=timeout)
+            child = run_child(_args("sender", sink.port, empty, pickled), cwd=work, timeout=timeout, cpus=child_cpus)
             if child.code != 0:
-                raise RuntimeError(f"sender on an empty queue exited {child.code}: "
-                                   f"{tail(child.err)}")
+                raise RuntimeError(f"sender on an empty queue exited {child.code}: {tail(child.err)}")
             r_fixed.runs.append(child.seconds)
-            for path in (db, pickled, empty):
+            for path in (*dbs.values(), pickled, empty):
                 path.unlink()
-    note = f"{n} messages, concurrency {CONCURRENCY}"
-    r_sender.note = note
-    return [r_sender, r_bare, r_ratio, r_sender_sink, r_bare_sink, r_ratio_sink, r_batch, r_fixed]
+    wall["sender"].note = (f"{n} messages, concurrency {CONCURRENCY}, "
+                           + ("sink pinned to its own CPU" if cpus else "unpinned"))
+    return [wall["sender"], wall["prefetch"], wall["bare"], ratios[("sender", "wall")],
+            ratios[("prefetch", "wall")], seen["sender"], seen["prefetch"], seen["bare"],
+            ratios[("sender", "sink")], ratios[("prefetch", "sink")], batch["sender"], batch["prefetch"], r_fixed]
