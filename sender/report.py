@@ -164,12 +164,12 @@ async def repeated_message_ids(db: Database, since: float, now: float, *,
 # incident), or another row of the same pair was logged or observed in the window. Each is an
 # index probe per event in the window, never a sort of the whole window.
 _MULTI_LOGGED = f"""
-SELECT s.recipient, s.campaign, min(s.claimed_at) FROM send_log s
+SELECT s.recipient, s.campaign, min(s.claimed_at)
+  FROM shared_pairs p JOIN recipients r ON r.id = p.recipient_id JOIN campaigns c ON c.id = p.campaign_id
+  JOIN send_log s ON s.recipient = r.email AND s.campaign = c.name
  WHERE s.claimed_at BETWEEN :since AND :now AND s.status IN {LIVE_SQL}
-   AND EXISTS (SELECT 1 FROM send_log t WHERE t.recipient = s.recipient
-                  AND t.campaign = s.campaign AND t.claimed_at BETWEEN :since AND :now
-                  AND t.status IN {LIVE_SQL} AND t.mid <> s.mid)
- GROUP BY s.recipient, s.campaign ORDER BY min(s.claimed_at) LIMIT :limit
+ GROUP BY s.recipient, s.campaign HAVING count(DISTINCT s.mid) > 1
+ ORDER BY min(s.claimed_at) LIMIT :limit
 """
 
 _MULTI_OBSERVED = f"""

@@ -8,16 +8,19 @@ queue with their own Message-IDs for the same row.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import mailbox
+import sqlite3
 import time
 from email.message import EmailMessage
 from pathlib import Path
 
 import aiosmtplib
 
-from sender import admin, report
+from sender import admin, queue, report
 from sender.db import open_db
+from sender.intake import NewMessage
 from sender.mailreader import open_mailbox
 from sender.message import build, make_message_id
 from sender.observe import observe
@@ -207,3 +210,34 @@ async def test_report_queries_are_bounded(db_path: str, tmp_path: Path) -> None:
         await observe(db, open_mailbox(str(tmp_path / "box"), None), now=time.time())
         found = await report.build_report(db, 0.0, time.time(), limit=3)
     assert len(found.ghosts) == 3 and found.truncated == ("ghosts",)
+
+
+async def _two_messages_for_one_pair(db_path: str, port: int) -> None:
+    """Campaign steps with their own dedupe keys: two real messages to one recipient + campaign."""
+    rows = [NewMessage(to="lead@example.com", subject=f"step {i}", body="b", campaign="drip",
+                       dedupe_key=f"drip-step-{i}") for i in (1, 2)]
+    async with open_db(db_path, create=True) as db:
+        await queue.enqueue(db, rows, from_addr="team@example.org", from_name=None, domain=None,
+                            now=time.time())
+    assert (await run_once(db_path, port)).sent == 2
+
+
+async def test_two_logged_messages_to_one_pair_are_a_multi_send(db_path: str, sink: SinkThread) -> None:
+    """Both sends are in the SendLog, with their own Message-IDs: one multi-send, both logged."""
+    await _two_messages_for_one_pair(db_path, sink.port)
+    async with open_db(db_path) as db:
+        [multi] = await report.multi_sends(db, time.time() - 3600, time.time())
+    assert (multi.recipient, multi.campaign) == ("lead@example.com", "drip")
+    assert {s.message_id for s in multi.message_ids if s.logged} == {
+        r[0] for r in query(db_path, "SELECT message_id FROM messages")}
+
+
+async def test_upgrading_a_queue_finds_its_earlier_multi_sends(db_path: str, sink: SinkThread) -> None:
+    """A queue written before migration 0003 gets its shared pairs filled in when it is upgraded."""
+    await _two_messages_for_one_pair(db_path, sink.port)
+    with contextlib.closing(sqlite3.connect(db_path, isolation_level=None)) as conn:  # as version 2 left it
+        conn.executescript("DROP TRIGGER messages_shared_pair; DROP TABLE shared_pairs; "
+                           "DELETE FROM schema_migrations WHERE version = 3; PRAGMA user_version = 2;")
+    async with open_db(db_path, create=True) as db:
+        [multi] = await report.multi_sends(db, time.time() - 3600, time.time())
+    assert multi.recipient == "lead@example.com" and len(multi.message_ids) == 2
