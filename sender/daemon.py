@@ -4,6 +4,10 @@ One task (``run``) owns the database connection and does all writes: each turn r
 outcomes that arrived since the last turn *and* claims just enough due rows for the sessions
 that are free now, in a single durable transaction. Sessions never touch the database, so a
 slow SMTP server can never hold a write lock, and one fsync serves many messages.
+
+With ``--prefetch P`` the turn also claims up to P rows per session to wait ready, so a session
+that finishes starts its next message without waiting for a commit; unstarted claims are handed
+back as ``released`` whenever sending stops or is held.
 """
 
 from __future__ import annotations
