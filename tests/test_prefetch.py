@@ -38,8 +38,9 @@ class SendingCounter:
 
     def __call__(self, address: str) -> None:
         with contextlib.closing(sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True)) as conn:
-            [(sending,)] = conn.execute("SELECT count(*) FROM messages WHERE state = 'sending'").fetchall()
-            live = conn.execute("SELECT count(*) FROM send_log WHERE status = 'sending'").fetchone()[0]
+            sending, live = conn.execute(  # one statement: one snapshot
+                "SELECT (SELECT count(*) FROM messages WHERE state = 'sending'), "
+                "       (SELECT count(*) FROM send_log WHERE status = 'sending')").fetchone()
         with self.lock:
             self.counts.append(sending)
             if live != sending:
