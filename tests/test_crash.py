@@ -227,6 +227,8 @@ async def test_chaos_random_sigkills(db_path: str, cli: Cli, faulty_sink: SinkTh
     finally:
         for p in procs:
             stop(p)
+    # The final SIGTERMs hand unstarted claims (--prefetch) back to scheduled: a last cron run sends them.
+    assert cli(*daemon_args(db_path, faulty_sink.port, "--once")).code == 0
     time.sleep(2.2)  # let every lease of a killed worker run out
     assert cli("recover", "--db", db_path).code == 0
     counts = states(db_path)
