@@ -171,8 +171,11 @@ class Daemon:
                     wait = min(wait, max(0.0, self._pending_since + FLUSH_AFTER - now))
                 if stop_deadline is not None:
                     wait = min(wait, max(0.0, stop_deadline - now))
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=wait)
+                timer = asyncio.get_running_loop().call_later(wait, self._wake.set)
+                try:
+                    await self._wake.wait()
+                finally:
+                    timer.cancel()
         finally:
             await self._shutdown()
         return self.stats
@@ -220,6 +223,11 @@ class Daemon:
         if room < self._refill_at and not (self._free and not self._ready):
             return 0
         return min(room, self.settings.batch)
+
+    def _turn_due(self) -> bool:
+        """Whether a turn of the loop would write now (always, when claiming just in time)."""
+        return (not self._inflight or self._stopping or len(self._pending) >= self._refill_at
+                or self._claim_limit() > 0)
 
     def _outcome(self, outcome: Outcome) -> None:
         if not self._pending:
@@ -294,11 +302,13 @@ class Daemon:
             if outcome is not None:
                 self._outcome(outcome)
             self._inflight.pop(claim.id, None)
-            self._wake.set()
             if pause > 0:
                 self._hold_until = max(self._hold_until, self.clock() + pause)
             self._free.append(session)
             self._dispatch()
+            # Wake the loop when it has work; the first waiting outcome also starts its flush timer.
+            if outcome is None or pause > 0 or len(self._pending) == 1 or self._turn_due():
+                self._wake.set()
 
     async def _attempt(self, session: Transport, claim: Claim) -> tuple[Outcome, float]:
         def done(status: queue.OutcomeStatus, code: int | None, reply: str,
