@@ -250,14 +250,15 @@ async def unknown_messages(db: Database, *, limit: int = LIMIT) -> list[UnknownM
 
 
 async def stale_claims(db: Database, now: float, *, limit: int = LIMIT) -> list[StaleClaim]:
-    """``sending`` rows whose lease ended before ``now`` (partial index ``messages_lease``),
+    """``sending`` rows whose lease ended before ``now`` (partial index ``messages_lease``, pinned:
+    the planner preferred walking every ``sending`` row and sorting them, 38 ms for 10,000),
     with the heartbeat of the worker that holds them (its id prefixes the claim token)."""
     rows = await db.fetchall(
         "SELECT m.id, m.message_id, r.email, c.name, m.worker, "
         "       (SELECT s.claimed_at FROM send_log s WHERE s.message_id = m.id "
         "         AND s.claim_token = m.claim_token ORDER BY s.id DESC LIMIT 1), "
         "       m.lease_until, w.heartbeat_at, w.stopped_at IS NOT NULL "
-        "  FROM messages m JOIN recipients r ON r.id = m.recipient_id "
+        "  FROM messages m INDEXED BY messages_lease JOIN recipients r ON r.id = m.recipient_id "
         "  JOIN campaigns c ON c.id = m.campaign_id "
         "  LEFT JOIN workers w ON w.id = CAST(substr(m.claim_token, 1, "
         "                                     instr(m.claim_token, '.') - 1) AS INTEGER) "
