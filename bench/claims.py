@@ -104,9 +104,9 @@ async def sender_claims(path: Path, batch: int, total: int, deadline: float,
     async with open_db(str(path)) as db:
         worker_id = await queue.register_worker(db, "bench", 1, "bench", time.time())
         while claimed < total and time.perf_counter() < deadline:
-            claims = await queue.exchange(db, previous if record else (), worker="bench",
-                                          worker_id=worker_id, limit=batch, lease=LEASE,
-                                          now=time.time())
+            turn = await queue.exchange(db, previous if record else (), worker="bench",
+                                        worker_id=worker_id, limit=batch, lease=LEASE, now=time.time())
+            claims = turn.claims
             if not claims:
                 break
             previous = [queue.Outcome(c.id, c.token, "sent", 250, "OK", None, c.mid, c.recipient)

@@ -201,16 +201,21 @@ class Daemon:
         batch, self._pending = self._pending, []
         streak, pause_reason = self._error_streak_after(batch)
         try:
-            claims = await queue.exchange(self.db, batch, worker=self.settings.worker,
-                                          worker_id=self.worker_id, limit=limit, lease=self.settings.lease,
-                                          now=now, policy=self.policy, pause_reason=pause_reason)
+            turn = await queue.exchange(self.db, batch, worker=self.settings.worker,
+                                        worker_id=self.worker_id, limit=limit, lease=self.settings.lease,
+                                        now=now, policy=self.policy, pause_reason=pause_reason,
+                                        read_pauses=bool(self._ready))
         except StoreError:
             self._pending = batch + self._pending  # never lose an outcome: write it next turn
             raise
+        claims = turn.claims
         self._error_streak = 0 if pause_reason else streak
         if pause_reason:
             log.error("sending paused: %s (resume with: python -m sender resume)", pause_reason)
+        if pause_reason or turn.paused:
             self._release_ready("sending paused", None)
+        elif turn.paused_campaigns:
+            self._release_ready("campaign paused", None, turn.paused_campaigns)
         for outcome in batch:
             self._log_outcome(outcome)
         self._ready.extend(claims)
@@ -243,12 +248,18 @@ class Daemon:
             task = asyncio.create_task(self._deliver(self._free.pop(), claim))
             self._inflight[claim.id] = (claim, task)
 
-    def _release_ready(self, reason: str, due_at: float | None) -> None:
-        """Hand back claims that no session started: provably not sent, so ``released``."""
+    def _release_ready(self, reason: str, due_at: float | None, campaigns: frozenset[str] | None = None) -> None:
+        """Hand back claims that no session started (of ``campaigns``, or all): provably not
+        sent, so ``released``."""
+        keep: deque[Claim] = deque()
         while self._ready:
             claim = self._ready.popleft()
-            self._outcome(Outcome(claim.id, claim.token, "released", None, NOT_STARTED + reason, due_at or self.clock(),
-                                  claim.mid, claim.recipient))
+            if campaigns is not None and claim.campaign not in campaigns:
+                keep.append(claim)
+                continue
+            self._outcome(Outcome(claim.id, claim.token, "released", None, NOT_STARTED + reason,
+                                  due_at or self.clock(), claim.mid, claim.recipient))
+        self._ready = keep
 
     async def _heartbeat(self, now: float) -> None:
         tokens = {claim.token for claim, _task in self._inflight.values()} | {c.token for c in self._ready}

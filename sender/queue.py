@@ -154,30 +154,44 @@ async def _enqueue_chunk(db: Database, rows: list[NewMessage], campaigns: dict[s
 
 # --- claim and outcomes ----------------------------------------------------------------------
 
+@dataclass(frozen=True, slots=True)
+class Turn:
+    """What one exchange claimed, and (when asked) the pauses in force as it committed."""
+
+    claims: list[Claim]
+    paused: bool = False
+    paused_campaigns: frozenset[str] = frozenset()
+
+
 async def exchange(db: Database, outcomes: Sequence[Outcome], *, worker: str, worker_id: int,
                    limit: int, lease: float, now: float, policy: Policy | None = None,
-                   pause_reason: str | None = None) -> list[Claim]:
+                   pause_reason: str | None = None, read_pauses: bool = False) -> Turn:
     """Record ``outcomes`` and claim up to ``limit`` due messages, in one durable transaction.
 
-    ``pause_reason`` sets the global pause flag in the same transaction, before the claim."""
+    ``pause_reason`` sets the global pause flag in the same transaction, before the claim.
+    ``read_pauses`` also reports the global and campaign pauses (for claims already waiting)."""
 
-    def work(tx: SyncTx) -> list[Claim]:
+    def work(tx: SyncTx) -> Turn:
         if outcomes:
             _record(tx, outcomes, now)
         if pause_reason:
             for sql, params in admin.pause_flag_statements(True, actor=worker, now=now, reason=pause_reason):
                 tx.execute(sql, params)
-        if limit <= 0:
-            return []
-        return claims.claim(tx, policy, worker=worker, worker_id=worker_id, limit=limit, lease=lease, now=now)
+        claimed = [] if limit <= 0 else claims.claim(tx, policy, worker=worker, worker_id=worker_id,
+                                                     limit=limit, lease=lease, now=now)
+        if not read_pauses:
+            return Turn(claimed)
+        return Turn(claimed, tx.fetchone("SELECT 1 FROM flags WHERE key = 'paused'") is not None,
+                    frozenset(r[0] for r in tx.fetchall("SELECT name FROM campaigns WHERE paused IS NOT NULL")))
 
     return await db.transaction(work)
 
 
 async def claim(db: Database, *, worker: str, worker_id: int, limit: int, lease: float,
                 now: float, policy: Policy | None = None) -> list[Claim]:
-    return await exchange(db, (), worker=worker, worker_id=worker_id, limit=limit, lease=lease,
+    turn = await exchange(db, (), worker=worker, worker_id=worker_id, limit=limit, lease=lease,
                           now=now, policy=policy)
+    return turn.claims
 
 
 async def record(db: Database, outcomes: Sequence[Outcome], now: float) -> None:

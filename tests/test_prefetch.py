@@ -13,6 +13,7 @@ import contextlib
 import signal
 import sqlite3
 import threading
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -85,6 +86,28 @@ async def test_sigterm_hands_back_claims_no_session_started(db_path: str, cli: C
     assert {r[0] for r in query(db_path, "SELECT attempts FROM messages WHERE state = 'scheduled'")} == {0}
     released = query(db_path, "SELECT smtp_reply FROM send_log WHERE status = 'released'")
     assert released and {r[0] for r in released} == {NOT_STARTED + "worker stopping"}
+
+
+@pytest.mark.parametrize("scope", ["all", "campaign"])
+async def test_a_pause_hands_back_the_waiting_claims(db_path: str, cli: Cli, faulty_sink: SinkThread,
+                                                     faults: Faults, scope: str) -> None:
+    """An operator's pause reaches claims already waiting: the next turn hands them back, sends a
+    session had started finish, and nothing else goes out."""
+    faults.data_delay = 0.3
+    await seed(db_path, 30)
+    proc = cli.popen(*daemon_args(db_path, faulty_sink.port, "--concurrency", "2", "--prefetch", "2"))
+    try:
+        assert wait_until(lambda: in_state(db_path, "sending") > 2, 15)
+        assert cli("pause", "--db", db_path, *(["--campaign", "c"] if scope == "campaign" else [])).code == 0
+        assert wait_until(lambda: in_state(db_path, "sending") == 0, 10)
+        delivered = len(faulty_sink.received)
+        time.sleep(1.0)
+        assert len(faulty_sink.received) == delivered
+    finally:
+        assert stop(proc) == 0
+    assert in_state(db_path, "sent") == delivered and in_state(db_path, "scheduled") == 30 - delivered
+    released = {r[0] for r in query(db_path, "SELECT smtp_reply FROM send_log WHERE status = 'released'")}
+    assert released == {NOT_STARTED + ("sending paused" if scope == "all" else "campaign paused")}
 
 
 async def test_a_failing_relay_hands_back_the_waiting_claims(db_path: str) -> None:
