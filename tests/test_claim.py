@@ -175,9 +175,11 @@ def observed_sink(tmp_path: Path) -> Iterator[tuple[SinkThread, Observer]]:
         yield running, observer
 
 
+@pytest.mark.parametrize("prefetch", ["0", "2"])
 def test_row_is_sending_and_logged_before_mail_from(cli: Cli, observed_sink: tuple[SinkThread, Observer],
-                                                    db_path: str, tmp_path: Path) -> None:
-    """At every MAIL FROM, another connection already sees the row `sending` with its SendLog row committed."""
+                                                    db_path: str, tmp_path: Path, prefetch: str) -> None:
+    """At every MAIL FROM, another connection already sees the row `sending` with its SendLog row
+    committed: claimed just in time or ahead (`--prefetch 2`)."""
     sink, observer = observed_sink
     observer.db_path = db_path
     n = 12
@@ -189,7 +191,8 @@ def test_row_is_sending_and_logged_before_mail_from(cli: Cli, observed_sink: tup
         out.writerows([f"lead{i}@example.com", f"s{i}", "b", f"team+{i}@example.org"] for i in range(n))
     assert cli("enqueue", "--db", db_path, "--csv", str(path)).code == 0
 
-    r = cli("run", "--db", db_path, "--smtp-port", str(sink.port), "--once", "--concurrency", "4")
+    r = cli("run", "--db", db_path, "--smtp-port", str(sink.port), "--once", "--concurrency", "4",
+            "--prefetch", prefetch)
 
     assert r.code == 0, r.err
     assert len(sink.received) == n
