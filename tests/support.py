@@ -3,8 +3,11 @@ in-process against a real SMTP server, and read the database back with plain sql
 
 from __future__ import annotations
 
+import signal
 import sqlite3
+import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -62,3 +65,34 @@ def one(db_path: str, row_id: int = 1) -> dict[str, Any]:
 def log_statuses(db_path: str, row_id: int = 1) -> list[str]:
     return [r[0] for r in query(db_path, "SELECT status FROM send_log WHERE message_id = ? ORDER BY id",
                                 (row_id,))]
+
+
+def in_state(db_path: str, state: str) -> int:
+    return int(query(db_path, "SELECT count(*) FROM messages WHERE state = ?", (state,))[0][0])
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, step: float = 0.02) -> bool:
+    """Poll ``predicate`` until it holds (True) or ``timeout`` seconds pass (False)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(step)
+    return False
+
+
+def daemon_args(db_path: str, port: int, *extra: str) -> list[str]:
+    """``run`` arguments for a quick-polling daemon against the test sink."""
+    return ["run", "--db", db_path, "--smtp-port", str(port), "--poll", "0.05", "--heartbeat", "0.2", *extra]
+
+
+def stop(proc: subprocess.Popen[str], sig: int = signal.SIGTERM, timeout: float = 20) -> int:
+    """Signal a daemon and wait for its exit code; kill it if it outlives ``timeout``."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+    try:
+        return proc.wait(timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

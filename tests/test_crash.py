@@ -17,35 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from sender.daemon import Daemon
+from sender.daemon import NOT_STARTED, Daemon
 from sender.db import open_db
 from sender.delivery import Session
 from tests.conftest import Cli, Faults, SinkThread
-from tests.support import log_statuses, one, query, seed, settings, states
-
-
-def wait_until(predicate, timeout: float, step: float = 0.02) -> bool:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(step)
-    return False
-
-
-def daemon_args(db_path: str, port: int, *extra: str) -> list[str]:
-    return ["run", "--db", db_path, "--smtp-port", str(port), "--poll", "0.05", "--heartbeat", "0.2", *extra]
-
-
-def stop(proc: subprocess.Popen[str], sig: int = signal.SIGTERM, timeout: float = 20) -> int:
-    if proc.poll() is None:
-        proc.send_signal(sig)
-    try:
-        return proc.wait(timeout)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+from tests.support import daemon_args, in_state, log_statuses, one, query, seed, settings, states, stop, wait_until
 
 
 def freeze(proc: subprocess.Popen[str], db_path: str) -> None:
@@ -65,29 +41,33 @@ def freeze(proc: subprocess.Popen[str], db_path: str) -> None:
     raise AssertionError("could not freeze the worker outside a write transaction")
 
 
-def in_state(db_path: str, state: str) -> int:
-    return int(query(db_path, "SELECT count(*) FROM messages WHERE state = ?", (state,))[0][0])
-
-
-async def test_sigterm_finishes_in_flight_and_returns_the_rest(db_path: str, cli: Cli,
-                                                               faulty_sink: SinkThread, faults: Faults) -> None:
-    """SIGTERM: in-flight sends complete exactly once, nothing stays sending, the worker is stopped, exit 0."""
+@pytest.mark.parametrize("prefetch", [0, 2])
+async def test_sigterm_finishes_in_flight_and_returns_the_rest(db_path: str, cli: Cli, faulty_sink: SinkThread,
+                                                               faults: Faults, prefetch: int) -> None:
+    """SIGTERM: in-flight sends complete exactly once, nothing stays sending, the worker is stopped, exit 0.
+    Claims waiting for a session (``--prefetch``) are handed back at once: scheduled again, no
+    attempt counted, nothing unknown."""
     faults.data_delay = 0.4
     await seed(db_path, 30)
-    proc = cli.popen(*daemon_args(db_path, faulty_sink.port, "--concurrency", "3", "--grace", "10"))
+    proc = cli.popen(*daemon_args(db_path, faulty_sink.port, "--concurrency", "3", "--grace", "10",
+                                  "--prefetch", str(prefetch)))
     try:
-        assert wait_until(lambda: in_state(db_path, "sending") > 0, 15)
+        assert wait_until(lambda: in_state(db_path, "sending") > (3 if prefetch else 0), 15)
         code = stop(proc)
     finally:
         stop(proc, signal.SIGKILL)
     assert code == 0
     delivered = Counter(r.rcpt_tos[0] for r in faulty_sink.received)
     assert delivered and max(delivered.values()) == 1
-    assert in_state(db_path, "sending") == 0
+    assert in_state(db_path, "sending") == 0 and in_state(db_path, "unknown") == 0
     assert in_state(db_path, "sent") == len(delivered)
     assert in_state(db_path, "scheduled") == 30 - len(delivered)
     assert {r[0] for r in query(db_path, "SELECT attempts FROM messages WHERE state = 'scheduled'")} == {0}
     assert query(db_path, "SELECT stopped_at IS NOT NULL FROM workers") == [(1,)]
+    released = {r[0] for r in query(db_path, "SELECT smtp_reply FROM send_log WHERE status = 'released'")}
+    assert released <= {NOT_STARTED + "worker stopping"}
+    if prefetch:
+        assert released
 
 
 async def test_second_signal_stops_at_once_and_never_resends(db_path: str, cli: Cli,

@@ -16,7 +16,7 @@ import pytest
 from sender.errors import UsageError
 from sender.policy import parse_limit, parse_window
 from tests.conftest import Cli, Faults, SinkThread
-from tests.support import one, query, run_once, seed, states
+from tests.support import one, query, run_once, seed, states, wait_until
 
 WARSAW = ZoneInfo("Europe/Warsaw")
 
@@ -52,9 +52,7 @@ def test_rate_limit_holds_across_processes(cli: Cli, db_path: str, sink: SinkThr
             "--heartbeat", "0.5")
     procs = [cli.popen(*args) for _ in range(3)]
     try:
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and len(sink.received) < 10:
-            time.sleep(0.05)
+        wait_until(lambda: len(sink.received) >= 10, 20, 0.05)
     finally:
         for p in procs:
             p.send_signal(signal.SIGTERM)

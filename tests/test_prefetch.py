@@ -3,18 +3,16 @@
 The default (0) claims strictly just in time. With P > 0 a claim is still the same durable
 transaction before any SMTP byte for its rows; what changes is how many rows a process may hold
 (at most sessions x (1 + P)) and what happens to claims no session started: handed back as
-``released`` (provably not sent) on a stop, a pause or a failing relay. A real aiosmtpd on
-127.0.0.1 watches the database at every MAIL FROM.
+``released`` (provably not sent) on a stop (``test_crash``'s SIGTERM test), a pause or a
+failing relay. A real aiosmtpd on 127.0.0.1 watches the database at every MAIL FROM.
 """
 
 from __future__ import annotations
 
 import contextlib
-import signal
 import sqlite3
 import threading
 import time
-from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -23,8 +21,7 @@ from sender.daemon import NOT_STARTED, Daemon
 from sender.db import open_db
 from sender.delivery import Session
 from tests.conftest import Cli, Faults, RecordingHandler, SinkThread
-from tests.support import query, run_once, seed, settings, states
-from tests.test_crash import daemon_args, in_state, stop, wait_until
+from tests.support import daemon_args, in_state, query, run_once, seed, settings, states, stop, wait_until
 from tests.test_faults import free_port
 
 
@@ -65,27 +62,6 @@ async def test_rows_held_are_bounded_by_sessions_and_prefetch(db_path: str, tmp_
     assert max(counter.counts) <= 2 * (1 + prefetch), counter.counts
     if prefetch:
         assert max(counter.counts) > 2, counter.counts  # claims really were made ahead
-
-
-async def test_sigterm_hands_back_claims_no_session_started(db_path: str, cli: Cli,
-                                                            faulty_sink: SinkThread, faults: Faults) -> None:
-    """A stop releases the waiting claims at once: scheduled again, no attempt counted, nothing unknown."""
-    faults.data_delay = 0.4
-    await seed(db_path, 30)
-    proc = cli.popen(*daemon_args(db_path, faulty_sink.port, "--concurrency", "2", "--prefetch", "2"))
-    try:
-        assert wait_until(lambda: in_state(db_path, "sending") > 2, 15)
-        code = stop(proc)
-    finally:
-        stop(proc, signal.SIGKILL)
-    assert code == 0
-    delivered = Counter(r.rcpt_tos[0] for r in faulty_sink.received)
-    assert delivered and max(delivered.values()) == 1
-    assert in_state(db_path, "sending") == 0 and in_state(db_path, "unknown") == 0
-    assert in_state(db_path, "sent") == len(delivered)
-    assert {r[0] for r in query(db_path, "SELECT attempts FROM messages WHERE state = 'scheduled'")} == {0}
-    released = query(db_path, "SELECT smtp_reply FROM send_log WHERE status = 'released'")
-    assert released and {r[0] for r in released} == {NOT_STARTED + "worker stopping"}
 
 
 @pytest.mark.parametrize("scope", ["all", "campaign"])

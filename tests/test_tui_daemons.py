@@ -8,7 +8,7 @@ import signal
 import time
 
 from tests.conftest import Cli, Faults, SinkThread
-from tests.support import seed, states
+from tests.support import seed, states, wait_until
 from tests.test_tui_app import SIZE
 from tui.app import MonitorApp
 
@@ -42,9 +42,7 @@ async def test_monitor_keeps_refreshing_while_three_daemons_write(db_path: str, 
             for key, tab in (("2", "inflight"), ("3", "workers"), ("1", "queue")):
                 await pilot.press(key)
                 assert app.active_tab == tab
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and states(db_path).get("sent", 0) < 600:
-            time.sleep(0.1)
+        wait_until(lambda: states(db_path).get("sent", 0) >= 600, 60, 0.1)
     finally:
         for d in daemons:
             d.send_signal(signal.SIGTERM)
