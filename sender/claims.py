@@ -131,11 +131,19 @@ def _choose(tx: SyncTx, policy: Policy | None, params: dict[str, object], limit:
                   worker: str) -> list[int]:
     """Move the chosen due rows to ``sending`` (conditional update) and return their ids."""
     if policy is not None and policy.active:
-        if tx.fetchone("SELECT 1 FROM flags WHERE key = 'paused'"):
+        if globally_paused(tx):
             return []
         chosen = _apply_policy(tx, policy, limit, now, worker)
         return [r[0] for r in tx.fetchall(_MOVE, {**params, "ids": json.dumps(chosen)})] if chosen else []
     return [r[0] for r in tx.fetchall(_FAST, {**params, "limit": limit})]
+
+
+def globally_paused(tx: SyncTx) -> bool:
+    return tx.fetchone("SELECT 1 FROM flags WHERE key = 'paused'") is not None
+
+
+def paused_campaigns(tx: SyncTx) -> frozenset[str]:
+    return frozenset(r[0] for r in tx.fetchall("SELECT name FROM campaigns WHERE paused IS NOT NULL"))
 
 
 def _quarantine(tx: SyncTx, ids: list[int], worker: str, now: float, error: str) -> int:

@@ -136,9 +136,7 @@ class Daemon:
                     stop_deadline = stop_deadline or now + s.grace
                 held = now < self._hold_until
                 limit = 0 if (self._stopping or held) else self._claim_limit()
-                flush = bool(self._pending) and (
-                    len(self._pending) >= self._refill_at or not (self._inflight or self._ready)
-                    or now >= self._pending_since + FLUSH_AFTER or self._stopping)
+                flush = self._flush_due(now)
                 claimed: list[Claim] = []
                 try:
                     if now >= next_beat:
@@ -229,10 +227,15 @@ class Daemon:
             return 0
         return min(room, self.settings.batch)
 
+    def _flush_due(self, now: float) -> bool:
+        """Outcomes are written now: a batch's worth, nothing else to wait for, stopping, or late."""
+        return bool(self._pending) and (
+            len(self._pending) >= self._refill_at or not (self._inflight or self._ready)
+            or self._stopping or now >= self._pending_since + FLUSH_AFTER)
+
     def _turn_due(self) -> bool:
         """Whether a turn of the loop would write now (always, when claiming just in time)."""
-        return (not self._inflight or self._stopping or len(self._pending) >= self._refill_at
-                or self._claim_limit() > 0)
+        return not self._inflight or self._claim_limit() > 0 or self._flush_due(self.clock())
 
     def _outcome(self, outcome: Outcome) -> None:
         if not self._pending:

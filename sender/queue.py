@@ -181,8 +181,7 @@ async def exchange(db: Database, outcomes: Sequence[Outcome], *, worker: str, wo
                                                      limit=limit, lease=lease, now=now)
         if not read_pauses:
             return Turn(claimed)
-        return Turn(claimed, tx.fetchone("SELECT 1 FROM flags WHERE key = 'paused'") is not None,
-                    frozenset(r[0] for r in tx.fetchall("SELECT name FROM campaigns WHERE paused IS NOT NULL")))
+        return Turn(claimed, claims.globally_paused(tx), claims.paused_campaigns(tx))
 
     return await db.transaction(work)
 
