@@ -9,6 +9,7 @@ failing relay. A real aiosmtpd on 127.0.0.1 watches the database at every MAIL F
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import sqlite3
 import threading
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from sender.daemon import NOT_STARTED, Daemon
+from sender.daemon import FLUSH_AFTER, NOT_STARTED, Daemon
 from sender.db import open_db
 from sender.delivery import Session
 from tests.conftest import Cli, Faults, RecordingHandler, SinkThread
@@ -62,6 +63,25 @@ async def test_rows_held_are_bounded_by_sessions_and_prefetch(db_path: str, tmp_
     assert max(counter.counts) <= 2 * (1 + prefetch), counter.counts
     if prefetch:
         assert max(counter.counts) > 2, counter.counts  # claims really were made ahead
+
+
+async def test_a_lone_outcome_is_written_within_the_flush_delay(db_path: str, faulty_sink: SinkThread,
+                                                                faults: Faults) -> None:
+    """Outcomes wait for a batch (here 2) at most FLUSH_AFTER: the first `sent` is in the database
+    while the next message, started at once from the waiting claims, is still being sent (and the
+    pool, 3 of 4 still waiting, wants no claim that could carry the outcome)."""
+    faults.data_delay = 1.0
+    await seed(db_path, 6)
+    run = asyncio.create_task(run_once(db_path, faulty_sink.port, concurrency=1, prefetch=4))
+    while not faulty_sink.received and not run.done():
+        await asyncio.sleep(0.01)
+    first = faulty_sink.received[0].at
+    while states(db_path).get("sent", 0) == 0 and not run.done():
+        await asyncio.sleep(0.01)
+    written = time.time()
+    assert len(faulty_sink.received) == 1, "the outcome waited for the next send"
+    assert written - first < FLUSH_AFTER + 0.4
+    assert (await run).sent == 6 and states(db_path) == {"sent": 6}
 
 
 @pytest.mark.parametrize("scope", ["all", "campaign"])
