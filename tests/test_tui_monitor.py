@@ -20,7 +20,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from sender import monitor, queue
+from sender import monitor, queue, report
 from sender.db import open_db
 from sender.intake import NewMessage
 from sender.queue import Outcome
@@ -189,12 +189,18 @@ async def test_monitor_queries_use_indexes(tmp_path: Path) -> None:
         await monitor.send_log(db)
         await monitor.send_log(db, "lead@example.com")
         await monitor.message(db, 3)
+        await report.build_report(db, T0 - 86400, T0)  # the Duplicates tab's worker
     full = [(sql, step) for sql, step in plans
             if step in ("SCAN messages", "SCAN m", "SCAN send_log", "SCAN s")
             and not sql.endswith("FROM send_log ORDER BY id DESC LIMIT ?")]
     assert full == []
     assert any("messages_due" in step for _sql, step in plans)
     assert any("messages_lease" in step for _sql, step in plans)
+    # Stale claims come in lease order from the lease index, never by sorting every sending row;
+    # multi-sends are looked for only among the pairs that have more than one message.
+    stale = [step for sql, step in plans if "m.lease_until < ?" in sql]
+    assert any("messages_lease" in step for step in stale) and not any("TEMP B-TREE" in s for s in stale)
+    assert any("send_log_recipient" in step for sql, step in plans if "FROM shared_pairs" in sql)
 
 
 def test_importing_sender_never_imports_textual() -> None:
