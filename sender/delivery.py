@@ -87,7 +87,7 @@ def _client_side(exc: BaseException, phase: str, host: str) -> DeliveryError | N
 
 def _at_greeting(exc: BaseException) -> bool:
     """aiosmtplib reports the greeting inside ``connect``: a non-220, a timeout or a loss while reading it."""
-    if isinstance(exc, aiosmtplib.SMTPConnectResponseError):
+    if isinstance(exc, aiosmtplib.SMTPResponseException):  # a non-220 or a malformed greeting
         return True
     if isinstance(exc, aiosmtplib.SMTPConnectTimeoutError):
         return "ready message" in str(exc)
