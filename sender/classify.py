@@ -170,9 +170,10 @@ def render_markdown() -> str:
             "| phase | condition | action |", "|---|---|---|"]
     out += [f"| {p} | {c} | {a} |" for p, c, a in CLIENT_SIDE]
     out += ["", "## Pace, outages and stops", "",
-            "- **Throttle** (AIMD, per process): each throttle halves the active sessions (at least one) and "
-            "doubles the spacing between message starts (from 0.25 s, at most 30 s); each accepted message adds "
-            "a session back and takes 0.1 s off the spacing. A released claim is due after the relay's "
+            "- **Throttle** (AIMD, per process): a throttle halves the active sessions (at least one) and the "
+            "rate of message starts (the first one: at most 4 a second; at most one start per 30 s), once per "
+            "burst; each accepted message adds a session back and half a message per second, until the pace is "
+            "unlimited again. A released claim is due after the relay's "
             "\"try again in N\" hint, or after twice the spacing. `status --json` shows the current pace "
             "under `pace`. `--max-age` still expires a message that waited too long.",
             "- **Outage**: all sessions failing together count once (a round). The hold starts at 1-2 s and "

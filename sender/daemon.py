@@ -395,8 +395,7 @@ class Daemon:
         if err.kind == "outage":
             return done("released", err.code, f"not attempted: {err}", self._outage(err, started, now)), 0.0
         if err.kind == "throttle":
-            self.pace.throttled(f"{err.code or ''} {err.reply}".strip())
-            self._pace_dirty = True
+            self._pace_dirty |= self.pace.throttled(f"{err.code or ''} {err.reply}".strip(), started, now)
             delay = self.pace.release_delay(retry_hint(err.reply))
             log.warning("relay throttling (%s): %d of %d sessions, %.2fs between messages; row %s due in %.0fs",
                         err, self.pace.active, self.pace.sessions, self.pace.spacing, claim.id, delay)
