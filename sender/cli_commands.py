@@ -67,12 +67,12 @@ async def _relay_warnings(db: Database, settings: Settings) -> None:
     """Said loudly at every start: no certificate verification, credentials allowed in clear."""
     from . import admin
 
-    if settings.smtp_tls_insecure:
-        log.warning("--tls-insecure: the relay's certificate is NOT verified; anyone on the path can "
-                    "read the mail and the password")
     if settings.smtp_allow_plaintext_auth and settings.smtp_user:
         log.warning("--allow-plaintext-auth: credentials may cross an unencrypted connection (meant for "
                     "a loopback test relay only)")
+    if settings.smtp_tls_insecure:
+        log.warning("--tls-insecure: the relay's certificate is NOT verified; anyone on the path can "
+                    "read the mail and the password")
         await admin.set_flag(db, "tls_insecure", "1", actor=settings.worker, now=time.time())
 
 
