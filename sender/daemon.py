@@ -390,8 +390,9 @@ class Daemon:
         if err.kind == "failed":
             return done("failed", err.code, err.reply), 0.0
         if err.kind == "stop":
-            self._halt(err.reply)
-            return done("released", err.code, f"not attempted: {err.reply}", now), 0.0
+            reason = f"{err.code} {err.reply}" if err.code else err.reply
+            self._halt(reason)
+            return done("released", None, f"not attempted: {reason}", now), 0.0
         if err.kind == "outage":
             return done("released", err.code, f"not attempted: {err}", self._outage(err, started, now)), 0.0
         if err.kind == "throttle":

@@ -123,9 +123,10 @@ def classify(exc: BaseException, phase: str, host: str = "the relay") -> Deliver
     if action == "unknown" and reply in ("lost", "timeout"):
         text = text.replace(":", " after the message data was sent:", 1)
     if action == "stop":
-        lead = "authentication failed: " if phase == "auth" or code == 535 else ""
-        text = f"{lead}{(str(code) + ' ') if code else ''}{text} ({_hint(phase, code)})"
-        code = None if lead else code
+        hint = _hint(phase, code)
+        if phase == "auth" or code == 535:
+            text, code = f"authentication failed: {(str(code) + ' ') if code else ''}{text}", None
+        text = f"{text} ({hint})"
     return DeliveryError(action, phase, code, text)  # type: ignore[arg-type]
 
 

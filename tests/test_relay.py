@@ -7,12 +7,12 @@ daemon with the relay's reply. A scripted relay on 127.0.0.1, the real daemon, a
 from __future__ import annotations
 
 import asyncio
-import json
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+from sender import queries
 from sender.daemon import Daemon
 from sender.db import open_db
 from sender.delivery import pool
@@ -100,11 +100,12 @@ async def test_throttling_slows_down_and_fails_nothing(db_path: str) -> None:
     relay = ScriptedRelay(faults={"mail": limit})
     seen: list[dict[str, object]] = []
 
-    async def watch() -> None:
+    async def watch() -> None:  # what `status --json` reports as "pace"
         while True:
-            rows = await asyncio.to_thread(query, db_path, "SELECT value FROM flags WHERE key = 'pace'")
-            if rows:
-                seen.append(json.loads(rows[0][0]))
+            async with open_db(db_path, readonly=True) as db:
+                pace = (await queries.relay_flags(db))["pace"]
+            if isinstance(pace, dict):
+                seen.append(pace)
             await asyncio.sleep(0.1)
 
     async with scripted(relay):
@@ -133,6 +134,7 @@ async def test_wrong_password_is_one_login_per_process(db_path: str) -> None:
     assert {r[0] for r in query(db_path, "SELECT attempts FROM messages")} == {0}
     assert stats.stop_reason and "authentication failed: 535" in stats.stop_reason
     assert "SENDER_SMTP_PASSWORD" in stats.stop_reason
+    assert one(db_path)["last_reply"] == f"not attempted: {stats.stop_reason}"
 
 
 async def test_good_password_logs_in_on_every_session(db_path: str) -> None:

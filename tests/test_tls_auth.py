@@ -198,8 +198,8 @@ def test_tls_insecure_warns_and_shows_in_status(cli: Cli, db_path: str, tmp_path
                          "--tls-insecure", "--poll", "0.05", "--heartbeat", "0.2")
         try:
             assert wait_until(lambda: states(db_path) == {"sent": 1}, 20)
-            status = cli("status", "--db", db_path, "--json")
-            assert json.loads(status.out)["tls_insecure"]
+            status = json.loads(cli("status", "--db", db_path, "--json").out)
+            assert status["tls_insecure"] and status["pace"] is None
             assert "--tls-insecure" in cli("status", "--db", db_path).out
         finally:
             assert stop(proc) == 0
