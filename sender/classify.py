@@ -194,6 +194,20 @@ def render_markdown() -> str:
             "store. `--tls-insecure` turns verification off: a warning at every start, and `status` shows it.",
             "- AUTH uses one mechanism, the strongest the relay offers of CRAM-MD5, PLAIN, LOGIN, and one "
             "session logs in before the others try, so a wrong password costs one failed login per process.",
+            "- In `sender.toml`: `[smtp] tls_ca`, `tls_insecure`, `allow_plaintext_auth`; `[run] max_hold`. "
+            "The environment: `SENDER_SMTP_TLS_CA`.",
+            "",
+            "## Proved by", "",
+            "- `tests/test_classify.py`: every cell and override of the tables above against a scripted relay "
+            "(state, attempts counted, SendLog status, what the relay received), and this page against the code.",
+            "- `tests/test_relay.py`: outage rounds and `--max-hold`, throttling, one login per process, no "
+            "credentials in clear, SIZE, the daemon's self-pause, `--once` exit 1, a bad host or port at start.",
+            "- `tests/test_tls_auth.py`: STARTTLS, implicit TLS, `--tls-ca`, `--tls-insecure`, certificate errors.",
+            "- `tests/interop/`: a private Postfix with Dovecot SASL on loopback (`python -m pytest tests/interop`; "
+            "it skips without `postfix`/`dovecot` on PATH or without root, and fails instead when `CI` is set): "
+            "500 non-ASCII messages once each, STARTTLS + AUTH with `--tls-ca`, `--tls` on a wrapper port, a wrong "
+            "password (one failed login), AUTH required without credentials (paused), `postfix stop` under the "
+            "daemon, an anvil rate limit, `message_size_limit`, a rejected recipient domain.",
             ""]
     return "\n".join(out)
 

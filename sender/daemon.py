@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 MAX_BACKOFF = 6 * 3600.0
 DB_GIVE_UP_ONCE = 300.0  # a cron run waits this long for a locked or failing database, then exits 1
 NOT_STARTED = "not started: "  # the reply of a claim handed back before any session began it
+THROTTLED = "throttled, no attempt counted: "  # the reply of a claim the relay asked us to send later
 FLUSH_AFTER = 0.2  # with --prefetch, outcomes wait at most this long for a batch to share a commit
 _RETRY_HINT = re.compile(r"(?:try|retry|again|wait)\D{0,40}?(\d{1,6})\s*(s|secs?|seconds?|m|mins?|minutes?)\b",
                          re.IGNORECASE)
@@ -400,7 +401,7 @@ class Daemon:
             delay = self.pace.release_delay(retry_hint(err.reply))
             log.warning("relay throttling (%s): %d of %d sessions, %.2fs between messages; row %s due in %.0fs",
                         err, self.pace.active, self.pace.sessions, self.pace.spacing, claim.id, delay)
-            return done("released", err.code, f"throttled, no attempt counted: {err.reply}", now + delay), 0.0
+            return done("released", err.code, f"{THROTTLED}{err.reply}", now + delay), 0.0
         if claim.attempt >= s.max_attempts:
             return done("failed", err.code, f"gave up after {claim.attempt} attempts: {err.reply}"), 0.0
         delay = retry_hint(err.reply) or backoff(s.retry_delay, claim.attempt)
@@ -455,7 +456,7 @@ class Daemon:
         for o in batch:
             if o.status == "sent":
                 streak = 0
-            elif not o.reply.startswith(("cannot build", NOT_STARTED)):
+            elif not o.reply.startswith(("cannot build", NOT_STARTED, THROTTLED)):
                 streak += 1
         limit = self.settings.pause_after_errors
         if not limit or streak < limit or not batch:
