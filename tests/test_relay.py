@@ -12,6 +12,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from sender import queries
 from sender.daemon import Daemon
 from sender.db import open_db
@@ -230,3 +232,22 @@ async def test_bad_relay_host_or_port_is_refused_at_start(db_path: str, tmp_path
         assert code == 2 and out.startswith("error:") and len(out.strip().splitlines()) == 1, out
     assert states(db_path) == {"scheduled": 2}
     assert Path(db_path).read_bytes() == before
+
+
+def test_relay_settings_from_the_config_file(tmp_path: Path) -> None:
+    """[smtp] tls_ca / tls_insecure / allow_plaintext_auth and [run] max_hold reach Settings; a
+    missing CA file or a zero hold is refused (exit 2) before anything runs."""
+    from sender import config
+    from sender.errors import UsageError
+
+    ca = tmp_path / "ca.pem"
+    ca.write_text("not checked here\n")
+    toml = tmp_path / "sender.toml"
+    toml.write_text(f'[smtp]\ntls_ca = "{ca}"\ntls_insecure = true\nallow_plaintext_auth = true\n'
+                    "[run]\nmax_hold = 12.5\n")
+    s = config.load({}, env={}, config_path=str(toml))
+    assert (s.smtp_tls_ca, s.smtp_tls_insecure, s.smtp_allow_plaintext_auth, s.max_hold) == (str(ca), True, True, 12.5)
+    for flags in ({"smtp_tls_ca": str(tmp_path / "missing.pem")}, {"max_hold": 0.0}, {"smtp_host": "a..b"}):
+        with pytest.raises(UsageError) as caught:
+            config.load(flags, env={})
+        assert caught.value.exit_code == 2
