@@ -106,7 +106,8 @@ OVERRIDES: tuple[Override, ...] = (
 CLIENT_SIDE: tuple[tuple[str, str, str], ...] = (
     ("start", "relay host that cannot be a host name (`smtp..example.org`), bad port",
      "refused at start, exit 2, nothing touched"),
-    ("connect", "host name does not resolve (DNS failure)", "stop"),
+    ("connect", "host name does not resolve (DNS: no such name)", "stop (\"check --smtp-host\")"),
+    ("connect", "temporary DNS failure (EAI_AGAIN)", "outage"),
     ("tls", "certificate verify failed, TLS handshake refused", "stop (\"use --tls-ca FILE\")"),
     ("tls", "`--starttls` given and the relay does not offer STARTTLS", "stop"),
     ("auth", "credentials set, no TLS (and no `--allow-plaintext-auth`)", "stop: credentials never cross in clear"),
