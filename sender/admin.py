@@ -169,3 +169,16 @@ async def pause_state(db: Database) -> PauseState:
     if row is None:
         return PauseState(False, "", "", 0.0)
     return PauseState(True, row[0], row[1], row[2])
+
+
+async def set_flag(db: Database, key: str, value: str | None, *, actor: str, now: float) -> None:
+    """A small status flag a worker shows others (its pace, an insecure TLS setting); ``None``
+    removes it if this actor set it. Never the pause flag: that one has its audit trail."""
+    assert key != "paused"
+    async with db.write():
+        if value is None:
+            await db.execute("DELETE FROM flags WHERE key = ? AND set_by = ?", (key, actor))
+        else:
+            await db.execute("INSERT INTO flags(key, value, set_at, set_by) VALUES (?, ?, ?, ?) "
+                             "ON CONFLICT(key) DO UPDATE SET value = excluded.value, "
+                             "set_at = excluded.set_at, set_by = excluded.set_by", (key, value, now, actor))
