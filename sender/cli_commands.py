@@ -75,6 +75,8 @@ async def cmd_resolve(args: argparse.Namespace, settings: Settings) -> int:
         n = await admin.resolve(db, args.ids, args.resolution, actor=actor, now=time.time(),
                                 reason=args.reason)
     print(f"resolved {n} message(s) as {args.resolution}")
+    if args.resolution == "requeue":
+        print(admin.REQUEUE_RISK)
     return 0
 
 

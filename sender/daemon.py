@@ -23,12 +23,14 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 
 from . import queue
 from .config import Settings
 from .db import Database
 from .delivery import Transport
 from .errors import DeliveryError, StoreError
+from .fence import Fence, Fenced, steady
 from .message import build
 from .queue import Claim, Outcome
 
@@ -37,6 +39,7 @@ log = logging.getLogger(__name__)
 MAX_BACKOFF = 6 * 3600.0
 DB_GIVE_UP_ONCE = 300.0  # a cron run waits this long for a locked or failing database, then exits 1
 NOT_STARTED = "not started: "  # the reply of a claim handed back before any session began it
+NOT_DELIVERED = "not delivered: "  # the reply of a transaction the fence cut before the final dot
 FLUSH_AFTER = 0.2  # with --prefetch, outcomes wait at most this long for a batch to share a commit
 _RETRY_HINT = re.compile(r"(?:try|retry|again|wait)\D{0,40}?(\d{1,6})\s*(s|secs?|seconds?|m|mins?|minutes?)\b",
                          re.IGNORECASE)
@@ -97,6 +100,8 @@ class Daemon:
         self._db_down_since: float | None = None
         self._db_retry = 0.1
         self._stop_now = asyncio.Event()
+        self._beat_now = False
+        self.fence = Fence(settings.lease, settings.heartbeat, wall=clock, on_stall=self._stalled)
 
     # --- control ------------------------------------------------------------------------------
 
@@ -128,10 +133,11 @@ class Daemon:
                         s.prefetch)
         next_beat = 0.0
         stop_deadline: float | None = None
+        self.fence.start()
         try:
             while True:
                 self._wake.clear()
-                now = self.clock()
+                now, anchor = self.clock(), steady()
                 if self._stopping:
                     stop_deadline = stop_deadline or now + s.grace
                 held = now < self._hold_until
@@ -139,11 +145,12 @@ class Daemon:
                 flush = self._flush_due(now)
                 claimed: list[Claim] = []
                 try:
-                    if now >= next_beat:
-                        await self._heartbeat(now)
+                    if now >= next_beat or self._beat_now:
+                        self._beat_now = False
+                        await self._heartbeat(now, anchor)
                         next_beat = now + s.heartbeat
                     if flush or limit:
-                        claimed = await self._exchange(limit, now)
+                        claimed = await self._exchange(limit, now, anchor)
                     self._db_down_since = None
                 except StoreError as exc:
                     if stop_deadline is not None and (now >= stop_deadline or self._stop_now.is_set()):
@@ -175,6 +182,7 @@ class Daemon:
                 finally:
                     timer.cancel()
         finally:
+            self.fence.stop()
             await self._shutdown()
         return self.stats
 
@@ -195,7 +203,7 @@ class Daemon:
             await asyncio.wait_for(self._stop_now.wait(), timeout=self._db_retry)
         self._db_retry = min(self._db_retry * 2, 10.0)
 
-    async def _exchange(self, limit: int, now: float) -> list[Claim]:
+    async def _exchange(self, limit: int, now: float, anchor: float) -> list[Claim]:
         batch, self._pending = self._pending, []
         streak, pause_reason = self._error_streak_after(batch)
         try:
@@ -207,6 +215,7 @@ class Daemon:
             self._pending = batch + self._pending  # never lose an outcome: write it next turn
             raise
         claims = turn.claims
+        self.fence.granted(((c.id, c.token) for c in claims), anchor, now)
         self._error_streak = 0 if pause_reason else streak
         if pause_reason:
             log.error("sending paused: %s (resume with: python -m sender resume)", pause_reason)
@@ -260,17 +269,43 @@ class Daemon:
             if campaigns is not None and claim.campaign not in campaigns:
                 keep.append(claim)
                 continue
+            self.fence.forget(claim.id)
             self._outcome(Outcome(claim.id, claim.token, "released", None, NOT_STARTED + reason,
                                   due_at or self.clock(), claim.mid, claim.recipient))
         self._ready = keep
 
-    async def _heartbeat(self, now: float) -> None:
-        tokens = {claim.token for claim, _task in self._inflight.values()} | {c.token for c in self._ready}
-        expired = await queue.heartbeat(self.db, self.worker_id, tokens, self.settings.lease, now)
-        for e in expired:
+    async def _heartbeat(self, now: float, anchor: float) -> None:
+        held = [claim for claim, _task in self._inflight.values()] + list(self._ready)
+        beat = await queue.heartbeat(self.db, self.worker_id, {c.token for c in held},
+                                     self.settings.lease, now)
+        lost = set(self.fence.renewed(((c.id, c.token) for c in held), beat.kept, anchor, now))
+        if lost:
+            self._drop_lost(lost)
+        for e in beat.expired:
             self.stats.expired += 1
             log.warning("row=%s mid=%s worker=%s sending->unknown reason=lease expired (worker %s presumed dead)",
                         e.id, e.mid, self.settings.worker, e.worker)
+
+    def _stalled(self) -> None:
+        """The fence saw the loop stall: re-validate every claim with the store at once."""
+        log.warning("worker %s: event loop stalled (over %.1fs); re-validating %d claim(s) before "
+                    "sending another byte", self.settings.worker, self.fence.stall_after,
+                    len(self._inflight) + len(self._ready))
+        self._beat_now = True
+        self._wake.set()
+
+    def _drop_lost(self, lost: set[int]) -> None:
+        """Claims the store no longer holds for us (expired, requeued while we were frozen): the
+        waiting ones are dropped now, the in-flight ones stop at their next fence check."""
+        log.warning("worker %s: %d claim(s) lost while stalled (rows %s): none will be sent by this "
+                    "worker", self.settings.worker, len(lost), ", ".join(map(str, sorted(lost))))
+        waiting = [c for c in self._ready if c.id in lost]
+        self._ready = deque(c for c in self._ready if c.id not in lost)
+        for claim in waiting:
+            self.fence.forget(claim.id)
+            self._outcome(Outcome(claim.id, claim.token, "released", None,
+                                  NOT_STARTED + "lease fence: the claim was lost while this worker stalled",
+                                  self.clock(), claim.mid, claim.recipient))
 
     async def _shutdown(self) -> None:
         self._release_ready("worker stopping", None)
@@ -316,6 +351,7 @@ class Daemon:
             if outcome is not None:
                 self._outcome(outcome)
             self._inflight.pop(claim.id, None)
+            self.fence.forget(claim.id)
             if pause > 0:
                 self._hold_until = max(self._hold_until, self.clock() + pause)
             self._free.append(session)
@@ -336,7 +372,9 @@ class Daemon:
         except (ValueError, TypeError, LookupError) as exc:
             return done("failed", None, f"cannot build message: {exc}"), 0.0
         try:
-            code, reply = await session.send(envelope)
+            code, reply = await session.send(envelope, partial(self._fence_point, claim))
+        except Fenced as fenced:
+            return self._fenced(claim, fenced, done), 0.0
         except DeliveryError as err:
             return self._classified(claim, err, done)
         except Exception as exc:  # a bug, not an SMTP answer: the data may have left, so never resend
@@ -344,6 +382,20 @@ class Daemon:
             return done("unknown", None, f"internal error while sending: {exc!r}"), 0.0
         self._session_failures = 0
         return done("sent", code, reply), 0.0
+
+    async def _fence_point(self, claim: Claim, point: str) -> None:
+        """What a session asks before ``MAIL FROM`` (``mail``) and before the final dot (``dot``)."""
+        await self.fence.check(claim.id, point)
+
+    def _fenced(self, claim: Claim, fenced: Fenced, done: Callable[..., Outcome]) -> Outcome:
+        """Not started, or cut before the final dot: provably not delivered, so ``released``
+        (no attempt). The store applies it only while our claim token still holds the row."""
+        log.warning("row=%s mid=%s worker=%s lease fence: %s: %s", claim.id, claim.mid,
+                    self.settings.worker,
+                    "not started" if fenced.point == "mail" else "transaction cut before the final dot",
+                    fenced.reason)
+        prefix = NOT_STARTED if fenced.point == "mail" else NOT_DELIVERED + "cut before the end of data: "
+        return done("released", None, f"{prefix}lease fence: {fenced.reason}", self.clock())
 
     def _classified(self, claim: Claim, err: DeliveryError,
                     done: Callable[..., Outcome]) -> tuple[Outcome, float]:
@@ -370,7 +422,7 @@ class Daemon:
         for o in batch:
             if o.status == "sent":
                 streak = 0
-            elif not o.reply.startswith(("cannot build", NOT_STARTED)):
+            elif not o.reply.startswith(("cannot build", NOT_STARTED, NOT_DELIVERED)):
                 streak += 1
         limit = self.settings.pause_after_errors
         if not limit or streak < limit or not batch:

@@ -24,6 +24,7 @@ import aiosmtplib
 
 from .config import Settings
 from .errors import DeliveryError, Kind
+from .fence import FenceCheck, Fenced
 from .message import Envelope
 
 log = logging.getLogger(__name__)
@@ -32,7 +33,7 @@ log = logging.getLogger(__name__)
 class Transport(Protocol):
     """What the daemon needs from a session; the null transport in benchmarks also fits."""
 
-    async def send(self, envelope: Envelope) -> tuple[int, str]: ...
+    async def send(self, envelope: Envelope, fence: FenceCheck | None = None) -> tuple[int, str]: ...
 
     async def close(self) -> None: ...
 
@@ -60,6 +61,7 @@ def classify(exc: BaseException, phase: str) -> DeliveryError:
     raise TypeError(f"unclassified delivery exception: {exc!r}") from exc
 
 
+END_OF_DATA = b".\r\n"
 _LEADING_DOT = re.compile(rb"(?m)^\.")
 _LINE_END = re.compile(rb"\r?\n|\r")
 
@@ -74,7 +76,7 @@ def _dot_stuff(data: bytes) -> bytes:
         data += b"\r\n"
     if data.startswith(b".") or b"\n." in data:
         data = _LEADING_DOT.sub(b"..", data)
-    return data + b".\r\n"
+    return data + END_OF_DATA
 
 
 class Session:
@@ -103,20 +105,30 @@ class Session:
                 raise
         return smtp
 
-    async def send(self, envelope: Envelope) -> tuple[int, str]:
-        """Send one message; return the server's final (code, reply) or raise ``DeliveryError``."""
+    async def send(self, envelope: Envelope, fence: FenceCheck | None = None) -> tuple[int, str]:
+        """Send one message; return the server's final (code, reply) or raise ``DeliveryError``.
+
+        ``fence`` is asked before ``MAIL FROM`` and right before the end-of-data marker; when it
+        raises ``Fenced`` the message is not started, or the line is cut before the final dot."""
         self.phase = "connect"
         try:
             if self._smtp is None or not self._smtp.is_connected:
                 self._smtp = None
                 self._smtp = await self._connect()
             smtp = self._smtp
+            if fence is not None:
+                await fence("mail")
             self.phase = "mail"
             await smtp.mail(envelope.sender)
             self.phase = "rcpt"
             await smtp.rcpt(envelope.recipient)
             self.phase = "data"
-            response = await self._data(smtp, envelope.data)
+            response = await self._data(smtp, envelope.data, fence)
+        except Fenced:
+            if self.phase != "connect":
+                self._abort()  # inside DATA: only closing the line cancels the transaction
+            self.phase = "idle"
+            raise
         except asyncio.CancelledError:
             self._abort()  # mid-command: the line is in an unknown state, never reuse it
             raise
@@ -130,12 +142,14 @@ class Session:
         self.phase = "idle"
         return response.code, response.message
 
-    async def _data(self, smtp: aiosmtplib.SMTP, data: bytes) -> aiosmtplib.SMTPResponse:
+    async def _data(self, smtp: aiosmtplib.SMTP, data: bytes,
+                    fence: FenceCheck | None = None) -> aiosmtplib.SMTPResponse:
         """DATA in two phases, so a failure is only ambiguous once the message may be out.
 
-        Until the server's 354 arrives nothing of the message has left (``data``: definite).
-        From the write of the message and its end-of-data marker on (``dot``), a lost line or a
-        timeout means the server may have accepted it.
+        Until the end-of-data marker is written nothing can be delivered (``data``: definite):
+        the message text goes first and is flushed to the kernel, the fence is asked, and only
+        then the marker, in one small write the kernel takes at once. From there on (``dot``), a
+        lost line or a timeout means the server may have accepted it.
         """
         start = await smtp.execute_command(b"DATA")
         if start.code != 354:
@@ -143,12 +157,31 @@ class Session:
         protocol = smtp.protocol
         if protocol is None:
             raise aiosmtplib.SMTPServerDisconnected("connection lost before the message data")
-        protocol.write(_dot_stuff(data))  # raises (definite) if the line is already gone
+        protocol.write(_dot_stuff(data)[:-len(END_OF_DATA)])  # raises (definite) if the line is gone
+        await self._flushed(smtp)
+        if fence is not None:
+            await fence("dot")
+        protocol.write(END_OF_DATA)  # the point of no return
         self.phase = "dot"
         response = await protocol.read_response(timeout=self._settings.smtp_timeout)
         if response.code != 250:
             raise aiosmtplib.SMTPDataError(response.code, response.message)
         return response
+
+    async def _flushed(self, smtp: aiosmtplib.SMTP) -> None:
+        """Wait until the transport has handed every byte written so far to the kernel, so the
+        marker written next leaves at once and cannot wait in our buffer through a freeze."""
+        transport = smtp.transport
+        if not isinstance(transport, asyncio.WriteTransport):
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._settings.smtp_timeout
+        while transport.get_write_buffer_size():
+            if transport.is_closing():
+                raise aiosmtplib.SMTPServerDisconnected("connection lost during the message data")
+            if loop.time() > deadline:
+                raise TimeoutError("the message data was not accepted in time")
+            await asyncio.sleep(0.002)
 
     async def _recover(self, error: DeliveryError) -> None:
         """Leave the session usable: RSET after a refused transaction, else drop the line."""
@@ -181,7 +214,10 @@ class Session:
 class NullSession:
     """Accepts everything without a network: for pipeline benchmarks."""
 
-    async def send(self, envelope: Envelope) -> tuple[int, str]:
+    async def send(self, envelope: Envelope, fence: FenceCheck | None = None) -> tuple[int, str]:
+        if fence is not None:
+            await fence("mail")
+            await fence("dot")
         return 250, "OK (null transport)"
 
     async def close(self) -> None:

@@ -10,9 +10,11 @@
     │   ├── NotOurDatabase      file is not a sender queue (exit 2)
     │   ├── SchemaTooNew        file was written by a newer sender (exit 2)
     │   └── ClaimRefused        the SendLog unique index refused a claim
-    └── DeliveryError           one SMTP attempt; carries code, phase and kind
-        kinds: "transient" (provably not delivered, retry), "permanent" (failed),
-               "ambiguous" (the data may have reached the server: unknown)
+    ├── DeliveryError           one SMTP attempt; carries code, phase and kind
+    │   kinds: "transient" (provably not delivered, retry), "permanent" (failed),
+    │          "ambiguous" (the data may have reached the server: unknown)
+    └── fence.Fenced            the lease fence stopped a message (not started, or cut before
+                                the final dot): provably not delivered
 
 Library exceptions (aiosmtplib, sqlite3) are translated in exactly one place each:
 ``delivery.classify`` and ``db``.

@@ -250,12 +250,16 @@ def _reply(o: Outcome) -> str:
 
 # --- leases and workers ----------------------------------------------------------------------
 
-def extend_leases(tx: SyncTx, tokens: Iterable[str], lease: float, now: float) -> None:
+def extend_leases(tx: SyncTx, tokens: Iterable[str], lease: float, now: float) -> set[int]:
+    """Extend the leases of rows still ``sending`` under ``tokens``; return those rows (the
+    fence's proof that they are still this worker's)."""
     tokens = list(tokens)
-    if tokens:
-        tx.execute(
-            "UPDATE messages SET lease_until = ? WHERE state = 'sending' "
-            "AND claim_token IN (SELECT value FROM json_each(?))", (now + lease, json.dumps(tokens)))
+    if not tokens:
+        return set()
+    return {r[0] for r in tx.fetchall(
+        "UPDATE messages SET lease_until = ? WHERE state = 'sending' "
+        "AND claim_token IN (SELECT value FROM json_each(?)) RETURNING id",
+        (now + lease, json.dumps(tokens)))}
 
 
 def expire_leases(tx: SyncTx, now: float) -> list[Expired]:
@@ -298,16 +302,24 @@ async def register_worker(db: Database, name: str, pid: int, host: str, now: flo
     return await db.transaction(work)
 
 
+@dataclass(frozen=True, slots=True)
+class Beat:
+    """What a heartbeat found: everybody's claims it expired, and which of ours it extended."""
+
+    expired: list[Expired]
+    kept: set[int]
+
+
 async def heartbeat(db: Database, worker_id: int, tokens: Iterable[str], lease: float,
-                    now: float) -> list[Expired]:
+                    now: float) -> Beat:
     """Heartbeat, extend our leases and expire everybody's dead ones, in one transaction."""
     tokens = list(tokens)
 
-    def work(tx: SyncTx) -> list[Expired]:
+    def work(tx: SyncTx) -> Beat:
         tx.execute("UPDATE workers SET heartbeat_at = ? WHERE id = ?", (now, worker_id))
-        extend_leases(tx, tokens, lease, now)
+        kept = extend_leases(tx, tokens, lease, now)
         claims.expire_due(tx, now, f"worker {worker_id}")
-        return expire_leases(tx, now)
+        return Beat(expire_leases(tx, now), kept)
 
     return await db.transaction(work)
 
