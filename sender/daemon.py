@@ -31,6 +31,7 @@ from .db import Database
 from .delivery import Transport
 from .errors import DeliveryError, StoreError
 from .fence import Fence, Fenced, steady
+from .journal import JournalEvidence, NoMarks, StartMarks, open_marks
 from .message import build
 from .queue import Claim, Outcome
 
@@ -102,6 +103,8 @@ class Daemon:
         self._stop_now = asyncio.Event()
         self._beat_now = False
         self.fence = Fence(settings.lease, settings.heartbeat, wall=clock, on_stall=self._stalled)
+        self.marks: StartMarks = NoMarks()
+        self.evidence = JournalEvidence(db.path)
 
     # --- control ------------------------------------------------------------------------------
 
@@ -124,8 +127,9 @@ class Daemon:
 
     async def run(self, *, once: bool) -> RunStats:
         s = self.settings
-        self.worker_id = await queue.register_worker(self.db, s.worker, os.getpid(), socket.gethostname(),
-                                                     self.clock())
+        host = socket.gethostname()
+        self.worker_id = await queue.register_worker(self.db, s.worker, os.getpid(), host, self.clock())
+        self.marks = open_marks(self.db.path, self.worker_id, host)
         log.info("worker %s (id %d) started: concurrency %d, prefetch %d, %s", s.worker, self.worker_id,
                  len(self.sessions), self.prefetch, "once" if once else "daemon")
         if s.prefetch and not self.prefetch:
@@ -223,6 +227,7 @@ class Daemon:
             self._release_ready("sending paused", None)
         elif turn.paused_campaigns:
             self._release_ready("campaign paused", None, turn.paused_campaigns)
+        self.marks.settled(o.id for o in batch)
         for outcome in batch:
             self._log_outcome(outcome)
         self._ready.extend(claims)
@@ -277,12 +282,16 @@ class Daemon:
     async def _heartbeat(self, now: float, anchor: float) -> None:
         held = [claim for claim, _task in self._inflight.values()] + list(self._ready)
         beat = await queue.heartbeat(self.db, self.worker_id, {c.token for c in held},
-                                     self.settings.lease, now)
+                                     self.settings.lease, now, self.evidence)
         lost = set(self.fence.renewed(((c.id, c.token) for c in held), beat.kept, anchor, now))
         if lost:
             self._drop_lost(lost)
         for e in beat.expired:
             self.stats.expired += 1
+            if e.state == "scheduled":
+                log.info("row=%s mid=%s worker=%s sending->scheduled reason=lease expired, never started "
+                         "(start journal of worker %s)", e.id, e.mid, self.settings.worker, e.worker)
+                continue
             log.warning("row=%s mid=%s worker=%s sending->unknown reason=lease expired (worker %s presumed dead)",
                         e.id, e.mid, self.settings.worker, e.worker)
 
@@ -314,20 +323,24 @@ class Daemon:
             task.cancel()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
+        clean = False
         try:
             if self._pending:
                 batch = self._pending
                 await queue.record(self.db, batch, self.clock())
                 self._pending = []
+                self.marks.settled(o.id for o in batch)
                 for outcome in batch:
                     self._log_outcome(outcome)
             await queue.stop_worker(self.db, self.worker_id, self.clock())
+            clean = True
         except StoreError:
             for o in self._pending:
                 log.error("row=%s mid=%s outcome %s could not be recorded; the row stays sending and "
                           "becomes unknown when its lease expires", o.id, o.mid, o.status)
             raise
         finally:
+            self.marks.close(clean=clean)
             await asyncio.gather(*(session.close() for session in self.sessions), return_exceptions=True)
         log.info("worker %s stopped: sent %d, retry %d, failed %d, unknown %d, released %d",
                  self.settings.worker, self.stats.sent, self.stats.retry, self.stats.failed,
@@ -384,8 +397,15 @@ class Daemon:
         return done("sent", code, reply), 0.0
 
     async def _fence_point(self, claim: Claim, point: str) -> None:
-        """What a session asks before ``MAIL FROM`` (``mail``) and before the final dot (``dot``)."""
+        """What a session asks before ``MAIL FROM`` (``mail``) and before the final dot (``dot``).
+        A start is marked in the journal before ``MAIL FROM`` leaves; a mark that cannot be
+        written (nor the journal removed) stops the message."""
         await self.fence.check(claim.id, point)
+        if point == "mail":
+            try:
+                self.marks.started(claim.id, claim.token)
+            except OSError as exc:
+                raise Fenced(point, f"the start journal cannot be written: {exc}") from exc
 
     def _fenced(self, claim: Claim, fenced: Fenced, done: Callable[..., Outcome]) -> Outcome:
         """Not started, or cut before the final dot: provably not delivered, so ``released``

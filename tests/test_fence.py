@@ -25,6 +25,7 @@ from sender.daemon import NOT_DELIVERED, Daemon
 from sender.db import open_db
 from sender.delivery import Session
 from sender.fence import Fence, Fenced, margin
+from sender.journal import BOOT_ID_ENV
 from sender.message import build
 from tests.conftest import Cli, Faults, RecordingHandler, SinkThread
 from tests.support import daemon_args, in_state, log_statuses, query, seed, settings, states, stop, wait_until
@@ -200,8 +201,10 @@ class FreezeAtRcpt:
 def frozen_worker_scenario(db_path: str, cli: Cli, tmp_path: Path, n: int, *extra: str) -> tuple[
         subprocess.Popen[str], list[str]]:
     """Freeze a worker at its first RCPT, let its lease lapse, recover, requeue, send the rows from
-    another process, then wake the worker and stop it. Returns it and the Message-IDs received."""
+    another process, then wake the worker and stop it. Returns it and the Message-IDs received.
+    No start journal here (as on another host or boot): every expired claim becomes unknown."""
     hook = FreezeAtRcpt(db_path)
+    cli.env[BOOT_ID_ENV] = str(tmp_path / "no-boot-id")  # no start journal: the rule of another host
     with SinkThread(RecordingHandler(tmp_path / "maildir", Faults(rcpt=hook))) as sink:
         hook.proc = proc = cli.popen(*daemon_args(db_path, sink.port, "--concurrency", "1",
                                                   "--lease", "2", *extra))
