@@ -23,15 +23,14 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from functools import partial
 
 from . import queue
 from .config import Settings
 from .db import Database
 from .delivery import Transport
 from .errors import DeliveryError, StoreError
-from .fence import Fence, Fenced, steady
-from .journal import JournalEvidence, NoMarks, StartMarks, open_marks
+from .fence import Fenced, steady
+from .guard import NOT_DELIVERED, NOT_STARTED, ClaimGuard
 from .message import build
 from .queue import Claim, Outcome
 
@@ -39,8 +38,6 @@ log = logging.getLogger(__name__)
 
 MAX_BACKOFF = 6 * 3600.0
 DB_GIVE_UP_ONCE = 300.0  # a cron run waits this long for a locked or failing database, then exits 1
-NOT_STARTED = "not started: "  # the reply of a claim handed back before any session began it
-NOT_DELIVERED = "not delivered: "  # the reply of a transaction the fence cut before the final dot
 FLUSH_AFTER = 0.2  # with --prefetch, outcomes wait at most this long for a batch to share a commit
 _RETRY_HINT = re.compile(r"(?:try|retry|again|wait)\D{0,40}?(\d{1,6})\s*(s|secs?|seconds?|m|mins?|minutes?)\b",
                          re.IGNORECASE)
@@ -102,9 +99,7 @@ class Daemon:
         self._db_retry = 0.1
         self._stop_now = asyncio.Event()
         self._beat_now = False
-        self.fence = Fence(settings.lease, settings.heartbeat, wall=clock, on_stall=self._stalled)
-        self.marks: StartMarks = NoMarks()
-        self.evidence = JournalEvidence(db.path)
+        self.guard = ClaimGuard(settings, db.path, clock, self._stalled)
 
     # --- control ------------------------------------------------------------------------------
 
@@ -129,7 +124,7 @@ class Daemon:
         s = self.settings
         host = socket.gethostname()
         self.worker_id = await queue.register_worker(self.db, s.worker, os.getpid(), host, self.clock())
-        self.marks = open_marks(self.db.path, self.worker_id, host)
+        self.guard.open(self.db.path, self.worker_id, host)
         log.info("worker %s (id %d) started: concurrency %d, prefetch %d, %s", s.worker, self.worker_id,
                  len(self.sessions), self.prefetch, "once" if once else "daemon")
         if s.prefetch and not self.prefetch:
@@ -137,7 +132,6 @@ class Daemon:
                         s.prefetch)
         next_beat = 0.0
         stop_deadline: float | None = None
-        self.fence.start()
         try:
             while True:
                 self._wake.clear()
@@ -186,7 +180,7 @@ class Daemon:
                 finally:
                     timer.cancel()
         finally:
-            self.fence.stop()
+            self.guard.stop_ticking()
             await self._shutdown()
         return self.stats
 
@@ -219,7 +213,7 @@ class Daemon:
             self._pending = batch + self._pending  # never lose an outcome: write it next turn
             raise
         claims = turn.claims
-        self.fence.granted(((c.id, c.token) for c in claims), anchor, now)
+        self.guard.granted(claims, anchor, now)
         self._error_streak = 0 if pause_reason else streak
         if pause_reason:
             log.error("sending paused: %s (resume with: python -m sender resume)", pause_reason)
@@ -227,7 +221,7 @@ class Daemon:
             self._release_ready("sending paused", None)
         elif turn.paused_campaigns:
             self._release_ready("campaign paused", None, turn.paused_campaigns)
-        self.marks.settled(o.id for o in batch)
+        self.guard.settled(batch)
         for outcome in batch:
             self._log_outcome(outcome)
         self._ready.extend(claims)
@@ -274,7 +268,7 @@ class Daemon:
             if campaigns is not None and claim.campaign not in campaigns:
                 keep.append(claim)
                 continue
-            self.fence.forget(claim.id)
+            self.guard.forget(claim.id)
             self._outcome(Outcome(claim.id, claim.token, "released", None, NOT_STARTED + reason,
                                   due_at or self.clock(), claim.mid, claim.recipient))
         self._ready = keep
@@ -282,8 +276,8 @@ class Daemon:
     async def _heartbeat(self, now: float, anchor: float) -> None:
         held = [claim for claim, _task in self._inflight.values()] + list(self._ready)
         beat = await queue.heartbeat(self.db, self.worker_id, {c.token for c in held},
-                                     self.settings.lease, now, self.evidence)
-        lost = set(self.fence.renewed(((c.id, c.token) for c in held), beat.kept, anchor, now))
+                                     self.settings.lease, now, self.guard.evidence)
+        lost = self.guard.renewed(held, beat.kept, anchor, now)
         if lost:
             self._drop_lost(lost)
         for e in beat.expired:
@@ -298,7 +292,7 @@ class Daemon:
     def _stalled(self) -> None:
         """The fence saw the loop stall: re-validate every claim with the store at once."""
         log.warning("worker %s: event loop stalled (over %.1fs); re-validating %d claim(s) before "
-                    "sending another byte", self.settings.worker, self.fence.stall_after,
+                    "sending another byte", self.settings.worker, self.guard.fence.stall_after,
                     len(self._inflight) + len(self._ready))
         self._beat_now = True
         self._wake.set()
@@ -311,10 +305,7 @@ class Daemon:
         waiting = [c for c in self._ready if c.id in lost]
         self._ready = deque(c for c in self._ready if c.id not in lost)
         for claim in waiting:
-            self.fence.forget(claim.id)
-            self._outcome(Outcome(claim.id, claim.token, "released", None,
-                                  NOT_STARTED + "lease fence: the claim was lost while this worker stalled",
-                                  self.clock(), claim.mid, claim.recipient))
+            self._outcome(self.guard.lost(claim))
 
     async def _shutdown(self) -> None:
         self._release_ready("worker stopping", None)
@@ -329,7 +320,7 @@ class Daemon:
                 batch = self._pending
                 await queue.record(self.db, batch, self.clock())
                 self._pending = []
-                self.marks.settled(o.id for o in batch)
+                self.guard.settled(batch)
                 for outcome in batch:
                     self._log_outcome(outcome)
             await queue.stop_worker(self.db, self.worker_id, self.clock())
@@ -340,7 +331,7 @@ class Daemon:
                           "becomes unknown when its lease expires", o.id, o.mid, o.status)
             raise
         finally:
-            self.marks.close(clean=clean)
+            self.guard.close(clean=clean)
             await asyncio.gather(*(session.close() for session in self.sessions), return_exceptions=True)
         log.info("worker %s stopped: sent %d, retry %d, failed %d, unknown %d, released %d",
                  self.settings.worker, self.stats.sent, self.stats.retry, self.stats.failed,
@@ -364,7 +355,7 @@ class Daemon:
             if outcome is not None:
                 self._outcome(outcome)
             self._inflight.pop(claim.id, None)
-            self.fence.forget(claim.id)
+            self.guard.forget(claim.id)
             if pause > 0:
                 self._hold_until = max(self._hold_until, self.clock() + pause)
             self._free.append(session)
@@ -385,9 +376,9 @@ class Daemon:
         except (ValueError, TypeError, LookupError) as exc:
             return done("failed", None, f"cannot build message: {exc}"), 0.0
         try:
-            code, reply = await session.send(envelope, partial(self._fence_point, claim))
+            code, reply = await session.send(envelope, self.guard.check(claim))
         except Fenced as fenced:
-            return self._fenced(claim, fenced, done), 0.0
+            return self.guard.fenced(claim, fenced), 0.0
         except DeliveryError as err:
             return self._classified(claim, err, done)
         except Exception as exc:  # a bug, not an SMTP answer: the data may have left, so never resend
@@ -395,27 +386,6 @@ class Daemon:
             return done("unknown", None, f"internal error while sending: {exc!r}"), 0.0
         self._session_failures = 0
         return done("sent", code, reply), 0.0
-
-    async def _fence_point(self, claim: Claim, point: str) -> None:
-        """What a session asks before ``MAIL FROM`` (``mail``) and before the final dot (``dot``).
-        A start is marked in the journal before ``MAIL FROM`` leaves; a mark that cannot be
-        written (nor the journal removed) stops the message."""
-        await self.fence.check(claim.id, point)
-        if point == "mail":
-            try:
-                self.marks.started(claim.id, claim.token)
-            except OSError as exc:
-                raise Fenced(point, f"the start journal cannot be written: {exc}") from exc
-
-    def _fenced(self, claim: Claim, fenced: Fenced, done: Callable[..., Outcome]) -> Outcome:
-        """Not started, or cut before the final dot: provably not delivered, so ``released``
-        (no attempt). The store applies it only while our claim token still holds the row."""
-        log.warning("row=%s mid=%s worker=%s lease fence: %s: %s", claim.id, claim.mid,
-                    self.settings.worker,
-                    "not started" if fenced.point == "mail" else "transaction cut before the final dot",
-                    fenced.reason)
-        prefix = NOT_STARTED if fenced.point == "mail" else NOT_DELIVERED + "cut before the end of data: "
-        return done("released", None, f"{prefix}lease fence: {fenced.reason}", self.clock())
 
     def _classified(self, claim: Claim, err: DeliveryError,
                     done: Callable[..., Outcome]) -> tuple[Outcome, float]:

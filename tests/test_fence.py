@@ -174,7 +174,7 @@ async def test_a_stall_revalidates_before_the_final_dot(db_path: str, tmp_path: 
             daemon = Daemon(db, s, [Session(s)])
             stats = await asyncio.wait_for(daemon.run(once=True), 30)
         received = sink.received
-    assert daemon.fence.stalls >= 1
+    assert daemon.guard.fence.stalls >= 1
     assert len(received) == 1 and stats.sent == 1
     assert states(db_path) == {"sent": 1}
     assert log_statuses(db_path) == ["requeued", "sent"]
