@@ -300,8 +300,9 @@ class Daemon:
     def _drop_lost(self, lost: set[int]) -> None:
         """Claims the store no longer holds for us (expired, requeued while we were frozen): the
         waiting ones are dropped now, the in-flight ones stop at their next fence check."""
-        log.warning("worker %s: %d claim(s) lost while stalled (rows %s): none will be sent by this "
-                    "worker", self.settings.worker, len(lost), ", ".join(map(str, sorted(lost))))
+        log.warning("worker %s: the store no longer holds %d of its claims (rows %s; expired or "
+                    "resolved while it was away): none will be sent by this worker", self.settings.worker,
+                    len(lost), ", ".join(map(str, sorted(lost))))
         waiting = [c for c in self._ready if c.id in lost]
         self._ready = deque(c for c in self._ready if c.id not in lost)
         for claim in waiting:

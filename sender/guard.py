@@ -29,6 +29,10 @@ class ClaimGuard:
         self.fence = Fence(settings.lease, settings.heartbeat, wall=clock, on_stall=on_stall)
         self.marks: StartMarks = NoMarks()
         self.evidence = JournalEvidence(db_path)
+        if settings.heartbeat >= settings.lease - self.fence.margin:
+            log.warning("--heartbeat %.1fs is not shorter than the lease less its fence margin (%.1fs): "
+                        "claims will lapse between heartbeats and their messages will not be sent",
+                        settings.heartbeat, settings.lease - self.fence.margin)
 
     def open(self, db_path: str, worker_id: int, host: str) -> None:
         """The worker is registered: start its journal and the fence's stall ticker."""

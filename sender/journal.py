@@ -234,3 +234,4 @@ class JournalEvidence:
     def forget(self, worker_id: int) -> None:
         """A dead worker's claims are all settled: its journal is no longer needed."""
         (self.folder / str(worker_id)).unlink(missing_ok=True)
+        (self.folder / f"{worker_id}.new").unlink(missing_ok=True)  # a rewrite cut short
