@@ -79,6 +79,10 @@ def _dot_stuff(data: bytes) -> bytes:
     return data + END_OF_DATA
 
 
+async def _unfenced(point: str) -> None:
+    return None
+
+
 class Session:
     """One reusable SMTP connection (opened lazily, reopened after a failure)."""
 
@@ -108,25 +112,28 @@ class Session:
     async def send(self, envelope: Envelope, fence: FenceCheck | None = None) -> tuple[int, str]:
         """Send one message; return the server's final (code, reply) or raise ``DeliveryError``.
 
-        ``fence`` is asked before ``MAIL FROM`` and right before the end-of-data marker; when it
-        raises ``Fenced`` the message is not started, or the line is cut before the final dot."""
+        ``fence`` is asked before ``MAIL FROM``, before each later command and right before the
+        end-of-data marker; when it raises ``Fenced`` the message is not started, or the line is
+        cut before the final dot."""
+        ask = fence or _unfenced
         self.phase = "connect"
         try:
             if self._smtp is None or not self._smtp.is_connected:
                 self._smtp = None
                 self._smtp = await self._connect()
             smtp = self._smtp
-            if fence is not None:
-                await fence("mail")
+            await ask("mail")
             self.phase = "mail"
             await smtp.mail(envelope.sender)
+            await ask("rcpt")
             self.phase = "rcpt"
             await smtp.rcpt(envelope.recipient)
+            await ask("data")
             self.phase = "data"
-            response = await self._data(smtp, envelope.data, fence)
+            response = await self._data(smtp, envelope.data, ask)
         except Fenced:
             if self.phase != "connect":
-                self._abort()  # inside DATA: only closing the line cancels the transaction
+                self._abort()  # a transaction begun: closing the line cancels it, even inside DATA
             self.phase = "idle"
             raise
         except asyncio.CancelledError:
@@ -142,8 +149,7 @@ class Session:
         self.phase = "idle"
         return response.code, response.message
 
-    async def _data(self, smtp: aiosmtplib.SMTP, data: bytes,
-                    fence: FenceCheck | None = None) -> aiosmtplib.SMTPResponse:
+    async def _data(self, smtp: aiosmtplib.SMTP, data: bytes, fence: FenceCheck) -> aiosmtplib.SMTPResponse:
         """DATA in two phases, so a failure is only ambiguous once the message may be out.
 
         Until the end-of-data marker is written nothing can be delivered (``data``: definite):
@@ -159,8 +165,7 @@ class Session:
             raise aiosmtplib.SMTPServerDisconnected("connection lost before the message data")
         protocol.write(_dot_stuff(data)[:-len(END_OF_DATA)])  # raises (definite) if the line is gone
         await self._flushed(smtp)
-        if fence is not None:
-            await fence("dot")
+        await fence("dot")
         protocol.write(END_OF_DATA)  # the point of no return
         self.phase = "dot"
         response = await protocol.read_response(timeout=self._settings.smtp_timeout)
@@ -216,8 +221,8 @@ class NullSession:
 
     async def send(self, envelope: Envelope, fence: FenceCheck | None = None) -> tuple[int, str]:
         if fence is not None:
-            await fence("mail")
-            await fence("dot")
+            for point in ("mail", "rcpt", "data", "dot"):
+                await fence(point)
         return 250, "OK (null transport)"
 
     async def close(self) -> None:

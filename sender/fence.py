@@ -10,7 +10,7 @@ suspended machine; ``monotonic`` elsewhere), and earlier by a safety margin::
     deadline = anchor + lease - margin        (and, by the wall clock, lease_until - margin)
 
 so the worker's deadline always comes before the recoverer's view of the lease. The session asks
-the fence at two points of every message: before ``MAIL FROM`` (``mail``) and right before the
+the fence before each command of a message (``mail``, ``rcpt``, ``data``) and right before the
 end-of-data marker (``dot``). Past the deadline, or for a claim the store no longer confirms, the
 check raises ``Fenced``: the message is not started, or its transaction is cut before the final
 dot (the server discards it).

@@ -81,10 +81,10 @@ class ClaimGuard:
     def fenced(self, claim: Claim, fenced: Fenced) -> Outcome:
         """Not started, or cut before the final dot: provably not delivered, so ``released``
         (no attempt). The store applies it only while our claim token still holds the row."""
-        log.warning("row=%s mid=%s worker=%s lease fence: %s: %s", claim.id, claim.mid, self.worker,
-                    "not started" if fenced.point == "mail" else "transaction cut before the final dot",
+        what = "not started" if fenced.point == "mail" else f"transaction cut before the final dot (at {fenced.point})"
+        log.warning("row=%s mid=%s worker=%s lease fence: %s: %s", claim.id, claim.mid, self.worker, what,
                     fenced.reason)
-        prefix = NOT_STARTED if fenced.point == "mail" else NOT_DELIVERED + "cut before the end of data: "
+        prefix = NOT_STARTED if fenced.point == "mail" else NOT_DELIVERED + f"cut at {fenced.point}: "
         return self.released(claim, f"{prefix}lease fence: {fenced.reason}")
 
     def lost(self, claim: Claim) -> Outcome:

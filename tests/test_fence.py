@@ -121,7 +121,7 @@ async def test_the_session_cuts_the_transaction_before_the_final_dot(db_path: st
 
         with pytest.raises(Fenced):
             await session.send(envelope(1), fence)  # type: ignore[arg-type]
-        assert points == ["mail", "dot"] and session.phase == "idle"
+        assert points == ["mail", "rcpt", "data", "dot"] and session.phase == "idle"
         time.sleep(0.5)
         assert sink.received == [] and len(mails) == 1
         code, _reply = await session.send(envelope(2))  # type: ignore[arg-type]
