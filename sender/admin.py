@@ -20,6 +20,12 @@ log = logging.getLogger(__name__)
 
 Resolution = Literal["sent", "failed", "requeue"]
 
+# What a requeue risks: the one window the lease fence cannot close (docs/design.md, "The lease
+# fence"). The command prints it after a requeue; the monitor's resolve dialog shows it too.
+REQUEUE_RISK = ("note: unknown means the end of the data may have reached the relay (its worker froze "
+                "or lost the line after the final dot); requeue sends it again, so requeue only what "
+                "reconcile did not find in the mailbox")
+
 
 @dataclass(frozen=True, slots=True)
 class PauseState:

@@ -77,15 +77,21 @@ async def _relay_warnings(db: Database, settings: Settings) -> None:
 
 
 async def cmd_recover(args: argparse.Namespace, settings: Settings) -> int:
+    from .journal import JournalEvidence
+
     async with open_db(settings.db) as db:
-        expired = await queue.recover(db, time.time())
+        expired = await queue.recover(db, time.time(), JournalEvidence(db.path))
     for e in expired:
-        log.warning("row=%s mid=%s worker=%s sending->unknown reason=lease expired (recover)",
-                    e.id, e.mid, e.worker)
+        why = "lease expired, never started (start journal)" if e.state == "scheduled" else "lease expired"
+        log.warning("row=%s mid=%s worker=%s sending->%s reason=%s (recover)", e.id, e.mid, e.worker,
+                    e.state, why)
     if args.json:
-        print(json.dumps([{"id": e.id, "message_id": e.mid, "worker": e.worker} for e in expired]))
+        print(json.dumps([{"id": e.id, "message_id": e.mid, "worker": e.worker, "state": e.state}
+                          for e in expired]))
     else:
-        print(f"{len(expired)} expired claim(s) moved to unknown")
+        released = sum(e.state == "scheduled" for e in expired)
+        print(f"{len(expired) - released} expired claim(s) moved to unknown"
+              + (f"; {released} never started (start journal), back to scheduled" if released else ""))
     return 0
 
 
@@ -97,6 +103,8 @@ async def cmd_resolve(args: argparse.Namespace, settings: Settings) -> int:
         n = await admin.resolve(db, args.ids, args.resolution, actor=actor, now=time.time(),
                                 reason=args.reason)
     print(f"resolved {n} message(s) as {args.resolution}")
+    if args.resolution == "requeue":
+        print(admin.REQUEUE_RISK)
     return 0
 
 

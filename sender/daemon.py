@@ -30,6 +30,8 @@ from .config import Settings
 from .db import Database
 from .delivery import Transport
 from .errors import DeliveryError, StoreError
+from .fence import Fenced, steady
+from .guard import NOT_DELIVERED, NOT_STARTED, ClaimGuard
 from .message import build
 from .pace import Outage, Pace
 from .queue import Claim, Outcome
@@ -38,7 +40,6 @@ log = logging.getLogger(__name__)
 
 MAX_BACKOFF = 6 * 3600.0
 DB_GIVE_UP_ONCE = 300.0  # a cron run waits this long for a locked or failing database, then exits 1
-NOT_STARTED = "not started: "  # the reply of a claim handed back before any session began it
 THROTTLED = "throttled, no attempt counted: "  # the reply of a claim the relay asked us to send later
 FLUSH_AFTER = 0.2  # with --prefetch, outcomes wait at most this long for a batch to share a commit
 _RETRY_HINT = re.compile(r"(?:try|retry|again|wait)\D{0,40}?(\d{1,6})\s*(s|secs?|seconds?|m|mins?|minutes?)\b",
@@ -108,6 +109,8 @@ class Daemon:
         self._db_down_since: float | None = None
         self._db_retry = 0.1
         self._stop_now = asyncio.Event()
+        self._beat_now = False
+        self.guard = ClaimGuard(settings, db.path, clock, self._stalled)
 
     # --- control ------------------------------------------------------------------------------
 
@@ -131,8 +134,9 @@ class Daemon:
     async def run(self, *, once: bool) -> RunStats:
         s = self.settings
         self._once = once
-        self.worker_id = await queue.register_worker(self.db, s.worker, os.getpid(), socket.gethostname(),
-                                                     self.clock())
+        host = socket.gethostname()
+        self.worker_id = await queue.register_worker(self.db, s.worker, os.getpid(), host, self.clock())
+        self.guard.open(self.db.path, self.worker_id, host)
         log.info("worker %s (id %d) started: concurrency %d, prefetch %d, %s", s.worker, self.worker_id,
                  len(self.sessions), self.prefetch, "once" if once else "daemon")
         if s.prefetch and not self.prefetch:
@@ -143,7 +147,7 @@ class Daemon:
         try:
             while True:
                 self._wake.clear()
-                now = self.clock()
+                now, anchor = self.clock(), steady()
                 if self._stopping:
                     stop_deadline = stop_deadline or now + s.grace
                 held = now < self._hold_until
@@ -151,11 +155,12 @@ class Daemon:
                 flush = self._flush_due(now)
                 claimed: list[Claim] = []
                 try:
-                    if now >= next_beat:
-                        await self._heartbeat(now)
+                    if now >= next_beat or self._beat_now:
+                        self._beat_now = False
+                        await self._heartbeat(now, anchor)
                         next_beat = now + s.heartbeat
                     if flush or limit or self._pause_request:
-                        claimed = await self._exchange(limit, now)
+                        claimed = await self._exchange(limit, now, anchor)
                     self._db_down_since = None
                 except StoreError as exc:
                     if stop_deadline is not None and (now >= stop_deadline or self._stop_now.is_set()):
@@ -189,6 +194,7 @@ class Daemon:
                 finally:
                     timer.cancel()
         finally:
+            self.guard.stop_ticking()
             await self._shutdown()
         return self.stats
 
@@ -209,7 +215,7 @@ class Daemon:
             await asyncio.wait_for(self._stop_now.wait(), timeout=self._db_retry)
         self._db_retry = min(self._db_retry * 2, 10.0)
 
-    async def _exchange(self, limit: int, now: float) -> list[Claim]:
+    async def _exchange(self, limit: int, now: float, anchor: float) -> list[Claim]:
         batch, self._pending = self._pending, []
         streak, pause_reason = self._error_streak_after(batch)
         pause_reason = self._pause_request or pause_reason
@@ -222,6 +228,7 @@ class Daemon:
             self._pending = batch + self._pending  # never lose an outcome: write it next turn
             raise
         claims = turn.claims
+        self.guard.granted(claims, anchor, now)
         self._error_streak = 0 if pause_reason else streak
         if pause_reason and pause_reason == self._pause_request:
             self._pause_request = self._halted = None  # paused: resumes when an operator resumes
@@ -231,6 +238,7 @@ class Daemon:
             self._release_ready("sending paused", None)
         elif turn.paused_campaigns:
             self._release_ready("campaign paused", None, turn.paused_campaigns)
+        self.guard.settled(batch)
         for outcome in batch:
             self._log_outcome(outcome)
         self._ready.extend(claims)
@@ -289,18 +297,46 @@ class Daemon:
             if campaigns is not None and claim.campaign not in campaigns:
                 keep.append(claim)
                 continue
+            self.guard.forget(claim.id)
             self._outcome(Outcome(claim.id, claim.token, "released", None, NOT_STARTED + reason,
                                   due_at or self.clock(), claim.mid, claim.recipient))
         self._ready = keep
 
-    async def _heartbeat(self, now: float) -> None:
-        tokens = {claim.token for claim, _task in self._inflight.values()} | {c.token for c in self._ready}
-        expired = await queue.heartbeat(self.db, self.worker_id, tokens, self.settings.lease, now)
+    async def _heartbeat(self, now: float, anchor: float) -> None:
+        held = [claim for claim, _task in self._inflight.values()] + list(self._ready)
+        beat = await queue.heartbeat(self.db, self.worker_id, {c.token for c in held},
+                                     self.settings.lease, now, self.guard.evidence)
         await self._publish_pace(now)
-        for e in expired:
+        lost = self.guard.renewed(held, beat.kept, anchor, now)
+        if lost:
+            self._drop_lost(lost)
+        for e in beat.expired:
             self.stats.expired += 1
+            if e.state == "scheduled":
+                log.info("row=%s mid=%s worker=%s sending->scheduled reason=lease expired, never started "
+                         "(start journal of worker %s)", e.id, e.mid, self.settings.worker, e.worker)
+                continue
             log.warning("row=%s mid=%s worker=%s sending->unknown reason=lease expired (worker %s presumed dead)",
                         e.id, e.mid, self.settings.worker, e.worker)
+
+    def _stalled(self) -> None:
+        """The fence saw the loop stall: re-validate every claim with the store at once."""
+        log.warning("worker %s: event loop stalled (over %.1fs); re-validating %d claim(s) before "
+                    "sending another byte", self.settings.worker, self.guard.fence.stall_after,
+                    len(self._inflight) + len(self._ready))
+        self._beat_now = True
+        self._wake.set()
+
+    def _drop_lost(self, lost: set[int]) -> None:
+        """Claims the store no longer holds for us (expired, requeued while we were frozen): the
+        waiting ones are dropped now, the in-flight ones stop at their next fence check."""
+        log.warning("worker %s: the store no longer holds %d of its claims (rows %s; expired or "
+                    "resolved while it was away): none will be sent by this worker", self.settings.worker,
+                    len(lost), ", ".join(map(str, sorted(lost))))
+        waiting = [c for c in self._ready if c.id in lost]
+        self._ready = deque(c for c in self._ready if c.id not in lost)
+        for claim in waiting:
+            self._outcome(self.guard.lost(claim))
 
     async def _shutdown(self) -> None:
         self._release_ready("worker stopping", None)
@@ -309,21 +345,25 @@ class Daemon:
             task.cancel()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
+        clean = False
         try:
             if self._pending:
                 batch = self._pending
                 await queue.record(self.db, batch, self.clock())
                 self._pending = []
+                self.guard.settled(batch)
                 for outcome in batch:
                     self._log_outcome(outcome)
             await self._publish_pace(self.clock(), final=True)
             await queue.stop_worker(self.db, self.worker_id, self.clock())
+            clean = True
         except StoreError:
             for o in self._pending:
                 log.error("row=%s mid=%s outcome %s could not be recorded; the row stays sending and "
                           "becomes unknown when its lease expires", o.id, o.mid, o.status)
             raise
         finally:
+            self.guard.close(clean=clean)
             await asyncio.gather(*(session.close() for session in self.sessions), return_exceptions=True)
         log.info("worker %s stopped: sent %d, retry %d, failed %d, unknown %d, released %d",
                  self.settings.worker, self.stats.sent, self.stats.retry, self.stats.failed,
@@ -348,6 +388,7 @@ class Daemon:
             if outcome is not None:
                 self._outcome(outcome)
             self._inflight.pop(claim.id, None)
+            self.guard.forget(claim.id)
             if pause > 0:
                 self._hold_until = max(self._hold_until, self.clock() + pause)
             self._free.append(session)
@@ -369,7 +410,9 @@ class Daemon:
             return done("failed", None, f"cannot build message: {exc}"), 0.0
         started = self.clock()
         try:
-            code, reply = await session.send(envelope)
+            code, reply = await session.send(envelope, self.guard.check(claim))
+        except Fenced as fenced:
+            return self.guard.fenced(claim, fenced), 0.0
         except DeliveryError as err:
             return self._classified(claim, err, done, started)
         except Exception as exc:  # a bug, not an SMTP answer: the data may have left, so never resend
@@ -456,7 +499,7 @@ class Daemon:
         for o in batch:
             if o.status == "sent":
                 streak = 0
-            elif not o.reply.startswith(("cannot build", NOT_STARTED, THROTTLED)):
+            elif not o.reply.startswith(("cannot build", NOT_STARTED, NOT_DELIVERED, THROTTLED)):
                 streak += 1
         limit = self.settings.pause_after_errors
         if not limit or streak < limit or not batch:

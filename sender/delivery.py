@@ -23,6 +23,7 @@ import aiosmtplib
 from .classify import decide, reply_class
 from .config import Settings
 from .errors import DeliveryError, Kind, UsageError
+from .fence import FenceCheck, Fenced
 from .message import Envelope
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,7 @@ TOO_BIG = "message too big for the relay: "
 class Transport(Protocol):
     """What the daemon needs from a session; the null transport in benchmarks also fits."""
 
-    async def send(self, envelope: Envelope) -> tuple[int, str]: ...
+    async def send(self, envelope: Envelope, fence: FenceCheck | None = None) -> tuple[int, str]: ...
 
     async def close(self) -> None: ...
 
@@ -196,6 +197,7 @@ class Relay:
             raise error from exc
 
 
+END_OF_DATA = b".\r\n"
 _LEADING_DOT = re.compile(rb"(?m)^\.")
 _LINE_END = re.compile(rb"\r?\n|\r")
 
@@ -210,7 +212,11 @@ def _dot_stuff(data: bytes) -> bytes:
         data += b"\r\n"
     if data.startswith(b".") or b"\n." in data:
         data = _LEADING_DOT.sub(b"..", data)
-    return data + b".\r\n"
+    return data + END_OF_DATA
+
+
+async def _unfenced(point: str) -> None:
+    return None
 
 
 class Session:
@@ -273,20 +279,33 @@ class Session:
                                                         f"of {self.size_limit} bytes (not transmitted)")
         return [f"SIZE={size}"]
 
-    async def send(self, envelope: Envelope) -> tuple[int, str]:
-        """Send one message; return the server's final (code, reply) or raise ``DeliveryError``."""
+    async def send(self, envelope: Envelope, fence: FenceCheck | None = None) -> tuple[int, str]:
+        """Send one message; return the server's final (code, reply) or raise ``DeliveryError``.
+
+        ``fence`` is asked before ``MAIL FROM``, before each later command and right before the
+        end-of-data marker; when it raises ``Fenced`` the message is not started, or the line is
+        cut before the final dot."""
+        ask = fence or _unfenced
         self.phase = "connect"
         try:
             if self._smtp is None or not self._smtp.is_connected:
                 self._smtp = None
                 self._smtp = await self._connect()
             smtp = self._smtp
+            await ask("mail")
             self.phase = "mail"
             await smtp.mail(envelope.sender, options=self._mail_options(smtp, envelope))
+            await ask("rcpt")
             self.phase = "rcpt"
             await smtp.rcpt(envelope.recipient)
+            await ask("data")
             self.phase = "data"
-            response = await self._data(smtp, envelope.data)
+            response = await self._data(smtp, envelope.data, ask)
+        except Fenced:
+            if self.phase != "connect":
+                self._abort()  # a transaction begun: closing the line cancels it, even inside DATA
+            self.phase = "idle"
+            raise
         except asyncio.CancelledError:
             self._abort()  # mid-command: the line is in an unknown state, never reuse it
             raise
@@ -300,12 +319,13 @@ class Session:
         self.phase = "idle"
         return response.code, response.message
 
-    async def _data(self, smtp: aiosmtplib.SMTP, data: bytes) -> aiosmtplib.SMTPResponse:
+    async def _data(self, smtp: aiosmtplib.SMTP, data: bytes, fence: FenceCheck) -> aiosmtplib.SMTPResponse:
         """DATA in two phases, so a failure is only ambiguous once the message may be out.
 
-        Until the server's 354 arrives nothing of the message has left (``data``: definite).
-        From the write of the message and its end-of-data marker on (``dot``), a lost line or a
-        timeout means the server may have accepted it.
+        Until the end-of-data marker is written nothing can be delivered (``data``: definite):
+        the message text goes first and is flushed to the kernel, the fence is asked, and only
+        then the marker, in one small write the kernel takes at once. From there on (``dot``), a
+        lost line or a timeout means the server may have accepted it.
         """
         start = await smtp.execute_command(b"DATA")
         if start.code != 354:
@@ -313,12 +333,30 @@ class Session:
         protocol = smtp.protocol
         if protocol is None:
             raise aiosmtplib.SMTPServerDisconnected("connection lost before the message data")
-        protocol.write(_dot_stuff(data))  # raises (definite) if the line is already gone
+        protocol.write(_dot_stuff(data)[:-len(END_OF_DATA)])  # raises (definite) if the line is gone
+        await self._flushed(smtp)
+        await fence("dot")
+        protocol.write(END_OF_DATA)  # the point of no return
         self.phase = "dot"
         response = await protocol.read_response(timeout=self._settings.smtp_timeout)
         if not 200 <= response.code < 300 or response.code == 221:
             raise aiosmtplib.SMTPDataError(response.code, response.message)
         return response
+
+    async def _flushed(self, smtp: aiosmtplib.SMTP) -> None:
+        """Wait until the transport has handed every byte written so far to the kernel, so the
+        marker written next leaves at once and cannot wait in our buffer through a freeze."""
+        transport = smtp.transport
+        if not isinstance(transport, asyncio.WriteTransport):
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._settings.smtp_timeout
+        while transport.get_write_buffer_size():
+            if transport.is_closing():
+                raise aiosmtplib.SMTPServerDisconnected("connection lost during the message data")
+            if loop.time() > deadline:
+                raise TimeoutError("the message data was not accepted in time")
+            await asyncio.sleep(0.002)
 
     async def _recover(self, error: DeliveryError) -> None:
         """Leave the session usable: RSET after a refused transaction, else drop the line."""
@@ -351,7 +389,10 @@ class Session:
 class NullSession:
     """Accepts everything without a network: for pipeline benchmarks."""
 
-    async def send(self, envelope: Envelope) -> tuple[int, str]:
+    async def send(self, envelope: Envelope, fence: FenceCheck | None = None) -> tuple[int, str]:
+        if fence is not None:
+            for point in ("mail", "rcpt", "data", "dot"):
+                await fence(point)
         return 250, "OK (null transport)"
 
     async def close(self) -> None:
