@@ -13,7 +13,7 @@ import time
 
 from . import queries, queue
 from .config import Settings
-from .db import SCHEMA_VERSION, open_db
+from .db import FILE_MODE, SCHEMA_VERSION, open_db, set_mode
 from .errors import UsageError
 
 log = logging.getLogger(__name__)
@@ -28,9 +28,11 @@ def check_db_dir(path: str) -> None:
 
 async def cmd_init(args: argparse.Namespace, settings: Settings) -> int:
     check_db_dir(settings.db)
-    async with open_db(settings.db, create=True):
-        pass
-    print(f"{settings.db}: queue database ready (schema version {SCHEMA_VERSION})")
+    async with open_db(settings.db, create=True, mode=args.mode or FILE_MODE):
+        if args.mode is not None:
+            set_mode(settings.db, args.mode)
+    mode = os.stat(settings.db).st_mode & 0o777
+    print(f"{settings.db}: queue database ready (schema version {SCHEMA_VERSION}, mode {mode:04o})")
     return 0
 
 
@@ -163,8 +165,6 @@ async def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
     from .mailreader import open_mailbox
     from .observe import observe, progress_bar
 
-    if args.limit < 1:
-        raise UsageError("--limit must be at least 1")
     mailbox = open_mailbox(args.maildir, args.mbox) if args.maildir or args.mbox else None
     async with open_db(settings.db, readonly=mailbox is None) as db:
         if mailbox is not None:

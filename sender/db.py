@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import aiosqlite
 
-from .errors import NoDatabase, NotOurDatabase, SchemaTooNew, StoreError
+from .errors import DamagedDatabase, NoDatabase, NotOurDatabase, QueueFileChanged, SchemaTooNew, StoreError
 from .schema import APPLICATION_ID, MIGRATIONS
 
 log = logging.getLogger(__name__)
@@ -28,8 +29,31 @@ BUSY_TIMEOUT_MS = 5000
 SCHEMA_VERSION = len(MIGRATIONS)
 BEGIN_DEADLINE = 60.0  # seconds a write keeps retrying a BEGIN that finds the file locked
 
+FILE_MODE = 0o600  # the queue holds recipients and bodies: owner only unless ``init --mode`` says otherwise
+SQLITE_CORRUPT, SQLITE_NOTADB = 11, 26
+SQLITE_MAGIC = b"SQLite format 3\x00"
+
 T = TypeVar("T")
 Params = Sequence[Any] | dict[str, Any]
+
+
+def _damaged(exc: sqlite3.Error) -> bool:
+    """SQLite's own verdict that pages are corrupt (``database disk image is malformed``)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is None:
+        return "malformed" in str(exc)
+    return code & 0xFF in (SQLITE_CORRUPT, SQLITE_NOTADB)
+
+
+def _store_error(exc: sqlite3.Error, path: str, what: str) -> StoreError:
+    return DamagedDatabase(path) if _damaged(exc) else StoreError(f"{path}: {what}: {exc}")
+
+
+def _reraise(exc: sqlite3.Error, path: str) -> NoReturn:
+    """A read that met corrupt pages is a ``DamagedDatabase``; any other error goes on unchanged."""
+    if _damaged(exc):
+        raise DamagedDatabase(path) from exc
+    raise exc
 
 
 class SyncTx:
@@ -87,23 +111,61 @@ class Database:
         self.path = path
         self.readonly = readonly
         self._lock = asyncio.Lock()
+        self._identity: tuple[int, int] | None = None  # (st_dev, st_ino) of the file opened
+        self._wal = False
+
+    def _remember_file(self, wal: bool) -> None:
+        st = os.stat(self.path)
+        self._identity, self._wal = (st.st_dev, st.st_ino), wal
+
+    def check_file(self) -> None:
+        """Raise ``QueueFileChanged`` unless the path still names the file opened, with its WAL.
+
+        Writing on after the file was replaced, deleted or lost its ``-wal`` (all outside SQLite's
+        guarantees) would record outcomes and claims where no other process sees them: duplicates
+        and a SendLog with holes. Two ``stat`` calls (measured in docs/configuration.md)."""
+        if self._identity is None:
+            return
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            raise QueueFileChanged(f"{self.path}: the queue file was deleted while in use; stopping "
+                                   "without writing to it") from None
+        if (st.st_dev, st.st_ino) != self._identity:
+            raise QueueFileChanged(f"{self.path}: the queue file was replaced by another file while in "
+                                   "use; stopping without writing to either")
+        if self._wal and not os.path.exists(self.path + "-wal"):
+            raise QueueFileChanged(f"{self.path}: its -wal file was deleted while in use (recent "
+                                   "commits may be lost); stopping without writing")
 
     # One round trip to aiosqlite's thread per statement: the claim transaction is a handful of
     # statements, and each extra hop was measured to cost more than SQLite's own work.
     async def fetchall(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[sqlite3.Row]:
-        return list(await self.conn.execute_fetchall(sql, params))
+        try:
+            return list(await self.conn.execute_fetchall(sql, params))
+        except sqlite3.DatabaseError as exc:
+            _reraise(exc, self.path)
 
     async def fetchone(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> sqlite3.Row | None:
-        rows = await self.conn.execute_fetchall(sql, params)
+        try:
+            rows = await self.conn.execute_fetchall(sql, params)
+        except sqlite3.DatabaseError as exc:
+            _reraise(exc, self.path)
         return next(iter(rows), None)
 
     async def execute(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> int:
         """Run one statement; return the number of rows it changed."""
-        cursor = await self.conn.execute(sql, params)
+        try:
+            cursor = await self.conn.execute(sql, params)
+        except sqlite3.DatabaseError as exc:
+            _reraise(exc, self.path)
         return cursor.rowcount  # the cursor holds no statement open once a write has run
 
     async def executemany(self, sql: str, rows: Iterable[Sequence[Any] | dict[str, Any]]) -> None:
-        await self.conn.executemany(sql, rows)
+        try:
+            await self.conn.executemany(sql, rows)
+        except sqlite3.DatabaseError as exc:
+            _reraise(exc, self.path)
 
     async def transaction(self, fn: Callable[[SyncTx], T]) -> T:
         """Run ``fn`` inside one durable ``BEGIN IMMEDIATE`` transaction in a single trip to
@@ -116,7 +178,7 @@ class Database:
             try:
                 return await self.conn._execute(_run_transaction, self.conn._conn, fn)
             except sqlite3.Error as exc:
-                raise StoreError(f"{self.path}: write failed: {exc}") from exc
+                raise _store_error(exc, self.path, "write failed") from exc
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[Database]:
@@ -127,33 +189,94 @@ class Database:
             try:
                 await self.conn._execute(_begin_immediate, self.conn._conn)
             except sqlite3.Error as exc:
-                raise StoreError(f"{self.path}: cannot start a write: {exc}") from exc
+                raise _store_error(exc, self.path, "cannot start a write") from exc
             try:
                 yield self
             except BaseException as exc:
                 if self.conn.in_transaction:
                     await self.conn.execute("ROLLBACK")
                 if isinstance(exc, sqlite3.Error):
-                    raise StoreError(f"{self.path}: write failed: {exc}") from exc
+                    raise _store_error(exc, self.path, "write failed") from exc
                 raise
             try:
                 await self.conn.execute("COMMIT")
             except sqlite3.Error as exc:
                 if self.conn.in_transaction:
                     await self.conn.execute("ROLLBACK")
-                raise StoreError(f"{self.path}: commit failed: {exc}") from exc
+                raise _store_error(exc, self.path, "commit failed") from exc
 
 def _is_busy(exc: sqlite3.Error) -> bool:
     text = str(exc).lower()
     return "locked" in text or "busy" in text
 
 
+def _no_queue(path: str, what: str = "") -> NoDatabase:
+    return NoDatabase(f"no queue database at {path}{what}: create it with python -m sender init --db {path}")
+
+
+def _require_queue_file(file: Path, path: str) -> None:
+    """Only commands that create a queue may start from nothing: a missing or 0-byte file is refused."""
+    try:
+        size = file.stat().st_size
+    except FileNotFoundError:
+        raise _no_queue(path) from None
+    except OSError as exc:
+        raise StoreError(f"cannot open {path}: {exc.strerror}") from exc
+    if size == 0 and not _nonempty(Path(path + "-wal")):
+        raise _no_queue(path, " (the file is empty)")
+
+
+def _nonempty(file: Path) -> bool:
+    try:
+        return file.stat().st_size > 0
+    except OSError:
+        return False
+
+
+def _create_private(file: Path, mode: int) -> None:
+    """Create the queue file with ``mode`` (umask cannot widen or narrow it) before SQLite opens it;
+    SQLite gives its ``-wal`` and ``-shm`` the mode of the database file."""
+    try:
+        fd = os.open(file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    except FileExistsError:
+        return  # another process created it first
+    except OSError as exc:
+        raise StoreError(f"cannot create {file}: {exc.strerror}") from exc
+    try:
+        os.fchmod(fd, mode)
+    finally:
+        os.close(fd)
+
+
+def set_mode(path: str, mode: int) -> None:
+    """``init --mode``: give the queue file and its ``-wal``/``-shm`` that mode."""
+    for name in (path, path + "-wal", path + "-shm"):
+        if os.path.exists(name):
+            os.chmod(name, mode)
+
+
+def _is_sqlite(file: Path) -> bool:
+    try:
+        with file.open("rb") as fh:
+            return fh.read(len(SQLITE_MAGIC)) == SQLITE_MAGIC
+    except OSError:
+        return False
+
+
 @asynccontextmanager
-async def open_db(path: str, *, readonly: bool = False, create: bool = False) -> AsyncIterator[Database]:
-    """Open (and with ``create``, initialise or migrate) the queue at ``path``."""
+async def open_db(path: str, *, readonly: bool = False, create: bool = False,
+                  mode: int = FILE_MODE) -> AsyncIterator[Database]:
+    """Open (and with ``create``, initialise or migrate) the queue at ``path``.
+
+    Only ``create`` makes a new queue (from no file, a 0-byte file or an empty SQLite file),
+    created with ``mode``; without it those are ``NoDatabase``."""
     file = Path(path)
-    if not create and not file.exists():
-        raise NoDatabase(f"no queue database at {path} (create it with: python -m sender init --db {path})")
+    if not create:
+        _require_queue_file(file, path)
+    elif not file.exists():
+        _create_private(file, mode)
+    elif file.is_file() and file.stat().st_size == 0:
+        os.chmod(file, mode)  # an empty file someone made for us: private before any data goes in
     if readonly:
         target, uri = file.resolve().as_uri() + "?mode=ro", True
     else:
@@ -166,27 +289,35 @@ async def open_db(path: str, *, readonly: bool = False, create: bool = False) ->
         conn.row_factory = sqlite3.Row
         db = Database(conn, path, readonly)
         try:
-            await _configure(db)
-            await _check_or_migrate(db, migrate=not readonly)
+            wal = await _configure(db)
+            await _check_or_migrate(db, migrate=not readonly, create=create)
+        except DamagedDatabase as exc:
+            if not _is_sqlite(file):
+                raise NotOurDatabase(f"{path} is not a sender queue database ({exc.__cause__})") from exc
+            raise
         except sqlite3.DatabaseError as exc:
-            if "not a database" in str(exc) or "malformed" in str(exc):
-                raise NotOurDatabase(f"{path} is not a sender queue database ({exc})") from exc
             raise StoreError(f"{path}: {exc}") from exc
+        if not readonly:
+            db._remember_file(wal)
         yield db
     finally:
         await conn.close()
 
 
-async def _configure(db: Database) -> None:
+async def _configure(db: Database) -> bool:
+    """Set the pragmas; True when the file is in WAL mode (so its ``-wal`` must exist while open)."""
     await db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
     await db.execute("PRAGMA foreign_keys = ON")
+    wal = False
     if not db.readonly:
-        await db.execute("PRAGMA journal_mode = WAL")
+        row = await db.fetchone("PRAGMA journal_mode = WAL")
+        wal = bool(row) and str(row[0]).lower() == "wal"  # type: ignore[index]
     await db.execute("PRAGMA synchronous = FULL")
     # Savepoint journals and the json_each/ORDER BY scratch tables of the claim stay in memory
     # (they never need to survive a crash; the WAL does). Record-and-claim of 4 rows: system time
     # per message 79 -> 41 us, 4,000 -> 4,600 messages/s.
     await db.execute("PRAGMA temp_store = MEMORY")
+    return wal
 
 
 async def _header(db: Database) -> tuple[int, int, int]:
@@ -196,9 +327,11 @@ async def _header(db: Database) -> tuple[int, int, int]:
     return app, version, tables
 
 
-async def _check_or_migrate(db: Database, *, migrate: bool) -> None:
+async def _check_or_migrate(db: Database, *, migrate: bool, create: bool = True) -> None:
     app, version, tables = await _header(db)
     fresh = app == 0 and tables == 0
+    if fresh and not create:
+        raise _no_queue(db.path, " (an empty SQLite file)")
     if not fresh and app != APPLICATION_ID:
         raise NotOurDatabase(f"{db.path} is an SQLite file but not a sender queue database")
     if version > SCHEMA_VERSION:
