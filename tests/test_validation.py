@@ -1,0 +1,123 @@
+"""Every number and string a user gives is checked at the edge (issue #12 item 2): flags, the
+``SENDER_*`` environment and sender.toml go through the same checkers (``sender.validate`` and
+``config.SPECS``); a bad value is one ``error:`` line and exit 2 before the queue is opened."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+
+from sender import config
+from sender.daemon import MAX_BACKOFF, backoff
+from sender.errors import UsageError
+from tests.conftest import Cli
+from tests.support import query, seed
+
+BAD_RUN_FLAGS = [
+    ("--lease", "nan"), ("--lease", "inf"), ("--lease", "-1"), ("--lease", "0"),
+    ("--heartbeat", "0"), ("--heartbeat", "nan"), ("--poll", "nan"), ("--poll", "0"),
+    ("--retry-delay", "0"), ("--retry-delay", "-1"), ("--timeout", "nan"), ("--timeout", "0"),
+    ("--daily-cap", "0"), ("--daily-cap", "2.5"), ("--grace", "-1"), ("--grace", "inf"),
+    ("--worker", ""), ("--worker", "   "), ("--concurrency", "4.7"), ("--concurrency", "0"),
+    ("--concurrency", "99999999999999999999"), ("--batch", "1e3"), ("--prefetch", "5"),
+    ("--max-attempts", "0"), ("--pause-after-errors", "-1"), ("--smtp-port", "0"),
+    ("--smtp-port", "65536"), ("--smtp-host", ""), ("--heartbeat", "300"),
+]
+
+
+@pytest.mark.parametrize(("flag", "value"), BAD_RUN_FLAGS)
+def test_bad_run_flag_is_refused_before_the_queue_is_touched(flag: str, value: str, tmp_path: Path,
+                                                              cli: Cli) -> None:
+    """Each bad number or name given to run is one error line and exit 2, and no queue file appears."""
+    db = tmp_path / "q.db"
+    r = cli("run", "--db", str(db), "--once", flag, value)
+    assert r.code == 2, (flag, value, r.err)
+    lines = r.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in r.err
+    assert not db.exists()
+
+
+async def test_refused_run_leaves_an_existing_queue_unchanged(db_path: str, cli: Cli) -> None:
+    """A refused run registers no worker and claims nothing in a queue that has due messages."""
+    await seed(db_path, 3)
+    for flag, value in (("--lease", "nan"), ("--retry-delay", "0"), ("--worker", "")):
+        r = cli("run", "--db", db_path, "--once", "--smtp-port", "1", flag, value)
+        assert r.code == 2 and r.err.startswith("error: "), r.err
+    assert query(db_path, "SELECT count(*) FROM workers") == [(0,)]
+    assert query(db_path, "SELECT state, count(*) FROM messages GROUP BY state") == [("scheduled", 3)]
+
+
+@pytest.mark.parametrize(("text", "words"), [
+    ("[run]\nconcurrency = 4.7\n", "concurrency: must be a whole number"),
+    ("[run]\nconcurrency = true\n", "concurrency: must be a whole number"),
+    ("[run]\nlease = nan\n", "run.lease: must be a number of seconds"),
+    ("[run]\nheartbeat = inf\n", "run.heartbeat"),
+    ("[run]\nworker = ''\n", "run.worker: must not be empty"),
+    ("[run]\nretry_delay = -1\n", "run.retry_delay"),
+    ("[policy]\ndaily_cap = 0\n", "policy.daily_cap"),
+    ("[smtp]\nport = 'x'\n", "smtp.port"),
+    ("[smtp]\nstarttls = 'maybe'\n", "smtp.starttls: must be true or false"),
+    ("[smtp]\nhost = ['a', 'b']\n", "smtp.host: must be a string"),
+    ("[smtp]\npassword = ['s3cret']\n", "smtp.password: must be a string"),
+    ("[smtp]\npassword = 1234\n", "smtp.password: must be a string"),
+])
+def test_bad_config_value_names_its_key(text: str, words: str, tmp_path: Path) -> None:
+    """A bad value in sender.toml is refused naming the file and key; a password is never echoed."""
+    path = tmp_path / "sender.toml"
+    path.write_text(text)
+    with pytest.raises(UsageError) as err:
+        config.load({}, env={}, config_path=str(path))
+    assert words in str(err.value) and str(path) in str(err.value)
+    assert "s3cret" not in str(err.value) and "1234" not in str(err.value)
+
+
+def test_bad_environment_value_names_its_variable() -> None:
+    """SENDER_* values pass the same checks, and the error names the variable."""
+    for env, words in (({"SENDER_SMTP_PORT": "0"}, "SENDER_SMTP_PORT: must be a whole number from 1 to 65535"),
+                       ({"SENDER_SMTP_PORT": "25.5"}, "SENDER_SMTP_PORT"),
+                       ({"SENDER_SMTP_TLS": "maybe"}, "SENDER_SMTP_TLS: must be true or false")):
+        with pytest.raises(UsageError) as err:
+            config.load({}, env=env)
+        assert words in str(err.value)
+
+
+def test_edge_values_that_mean_something_are_accepted(tmp_path: Path) -> None:
+    """The documented edges load: --grace 0, --prefetch 0, --pause-after-errors 0, the smallest lease."""
+    s = config.load({"grace": "0", "prefetch": "0", "pause_after_errors": "0", "lease": "0.5",
+                     "heartbeat": "0.2", "smtp_port": "2525", "daily_cap": "1"}, env={})
+    assert (s.grace, s.prefetch, s.pause_after_errors, s.lease, s.heartbeat, s.smtp_port, s.daily_cap) == (
+        0.0, 0, 0, 0.5, 0.2, 2525, 1)
+    path = tmp_path / "sender.toml"
+    path.write_text("[run]\nconcurrency = 8\nlease = 60\n[smtp]\nstarttls = true\n")
+    s = config.load({}, env={"SENDER_SMTP_TLS": "no"}, config_path=str(path))
+    assert (s.concurrency, s.lease, s.smtp_starttls, s.smtp_tls) == (8, 60.0, True, False)
+    assert isinstance(s.concurrency, int) and isinstance(s.lease, float)
+
+
+def test_heartbeat_must_be_shorter_than_the_lease() -> None:
+    """A heartbeat at or past the lease would let live claims expire, so the pair is refused."""
+    with pytest.raises(UsageError, match="shorter than --lease"):
+        config.load({"lease": 5.0, "heartbeat": 5.0}, env={})
+
+
+def test_other_numeric_arguments_are_bounded(cli: Cli, tmp_path: Path) -> None:
+    """report --limit, resolve ids and sink --port refuse huge or odd numbers with one line, exit 2."""
+    db = str(tmp_path / "q.db")
+    for args in (("report", "--db", db, "--limit", "99999999999999999999"),
+                 ("report", "--db", db, "--limit", "0"),
+                 ("resolve", "--db", db, "99999999999999999999", "--as", "sent"),
+                 ("resolve", "--db", db, "²", "--as", "sent"),
+                 ("sink", "--port", "-1", "--maildir", str(tmp_path / "m"))):
+        r = cli(*args)
+        assert r.code == 2 and r.err.startswith("error: argument") and "Traceback" not in r.err, (args, r.err)
+        assert len(r.err.strip().splitlines()) == 1
+
+
+def test_backoff_cannot_overflow() -> None:
+    """The exponent is capped before exponentiation: any attempt count gives at most six hours."""
+    rng = random.Random(1)
+    for attempt in (1, 5, 40, 1024, 10**6, 10**12):
+        assert 0 < backoff(60.0, attempt, rng) <= MAX_BACKOFF * 1.2
+    assert backoff(60.0, 10**6, random.Random(2)) >= MAX_BACKOFF * 0.8
