@@ -121,3 +121,18 @@ def test_backoff_cannot_overflow() -> None:
     for attempt in (1, 5, 40, 1024, 10**6, 10**12):
         assert 0 < backoff(60.0, attempt, rng) <= MAX_BACKOFF * 1.2
     assert backoff(60.0, 10**6, random.Random(2)) >= MAX_BACKOFF * 0.8
+
+
+def test_the_configuration_page_lists_every_setting_with_its_range() -> None:
+    """docs/configuration.md has a row per setting whose range is the checker's own description."""
+    from dataclasses import fields
+
+    from tests.conftest import ROOT
+
+    rows = {line.split("|")[1].strip(): line for line in (ROOT / "docs" / "configuration.md").read_text().splitlines()
+            if line.startswith("| ") and line.count("|") >= 7}
+    for f in fields(config.Settings):
+        if f.name == "campaigns":
+            continue
+        assert f.name in rows, f"docs/configuration.md lacks a row for {f.name}"
+        assert config.spec(f.name).describe() in rows[f.name], (f.name, rows[f.name])
