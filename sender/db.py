@@ -211,7 +211,7 @@ def _is_busy(exc: sqlite3.Error) -> bool:
 
 
 def _no_queue(path: str, what: str = "") -> NoDatabase:
-    return NoDatabase(f"no queue database at {path}{what}: create it with python -m sender init --db {path}")
+    return NoDatabase(f"no queue database at {path} ({what}create it with: python -m sender init --db {path})")
 
 
 def _require_queue_file(file: Path, path: str) -> None:
@@ -223,7 +223,7 @@ def _require_queue_file(file: Path, path: str) -> None:
     except OSError as exc:
         raise StoreError(f"cannot open {path}: {exc.strerror}") from exc
     if size == 0 and not _nonempty(Path(path + "-wal")):
-        raise _no_queue(path, " (the file is empty)")
+        raise _no_queue(path, "the file is empty; ")
 
 
 def _nonempty(file: Path) -> bool:
@@ -331,7 +331,7 @@ async def _check_or_migrate(db: Database, *, migrate: bool, create: bool = True)
     app, version, tables = await _header(db)
     fresh = app == 0 and tables == 0
     if fresh and not create:
-        raise _no_queue(db.path, " (an empty SQLite file)")
+        raise _no_queue(db.path, "an empty SQLite file; ")
     if not fresh and app != APPLICATION_ID:
         raise NotOurDatabase(f"{db.path} is an SQLite file but not a sender queue database")
     if version > SCHEMA_VERSION:
