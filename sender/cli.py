@@ -29,7 +29,7 @@ from .cli_commands import (
 from .cli_enqueue import cmd_enqueue
 from .config import setting_type
 from .errors import SenderError
-from .validate import ROW_ID, FileMode, Number, flag_type
+from .validate import NAME, REASON, ROW_ID, FileMode, Number, flag_type
 
 SINK_PORT = Number(0, 65535, whole=True)
 REPORT_LIMIT = Number(1, 100_000, whole=True)
@@ -113,15 +113,15 @@ def build_parser() -> argparse.ArgumentParser:
     o = sub.add_parser("resolve", parents=[common], help="settle unknown messages (operator)")
     o.add_argument("ids", nargs="+", type=flag_type(ROW_ID), metavar="ID", help="message row ids")
     o.add_argument("--as", dest="resolution", required=True, choices=("sent", "failed", "requeue"))
-    o.add_argument("--reason", default="", help="why, for the audit trail")
-    o.add_argument("--actor", default=None, help="who (default: $USER)")
+    o.add_argument("--reason", default="", type=flag_type(REASON), help="why, for the audit trail")
+    o.add_argument("--actor", default=None, type=flag_type(NAME), help="who (default: $USER)")
 
     for name, text in (("pause", "stop all claiming (or one --campaign's) until resumed"),
                        ("resume", "resume claiming (or one --campaign's)")):
         x = sub.add_parser(name, parents=[common], help=text)
-        x.add_argument("--campaign", help="only this campaign")
-        x.add_argument("--reason", default="", help="why, shown in status and the monitor")
-        x.add_argument("--actor", default=None, help="who (default: $USER)")
+        x.add_argument("--campaign", type=flag_type(NAME), help="only this campaign")
+        x.add_argument("--reason", default="", type=flag_type(REASON), help="why, shown in status and the monitor")
+        x.add_argument("--actor", default=None, type=flag_type(NAME), help="who (default: $USER)")
 
     c = sub.add_parser("config", parents=[common], help="show the effective configuration (no secrets)")
     c.add_argument("--show", action="store_true", default=True)
@@ -152,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     rc = sub.add_parser("reconcile", parents=[common],
                         help="observe a mailbox; unknown messages found in it become sent")
     _mailbox_flags(rc, required=True)
-    rc.add_argument("--actor", default=None, help="who (default: $USER)")
+    rc.add_argument("--actor", default=None, type=flag_type(NAME), help="who (default: $USER)")
 
     dm = sub.add_parser("demo", parents=[common], help="send a copy of sample.db into a local sink")
     dm.add_argument("--sample", metavar="FILE", help="queue to copy (default: sample.db)")

@@ -87,7 +87,7 @@ _ENV = {
 # Every setting's type and range: the one table argparse (``flag_type``) and the loader share,
 # and the one docs/configuration.md shows. A field missing here is checked by its declared type.
 SPECS: dict[str, Check] = {
-    "db": Text(),
+    "db": Text(path=True),
     "smtp_host": Text(longest=253),
     "smtp_port": PORT,
     "smtp_tls": Flag(),

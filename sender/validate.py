@@ -22,6 +22,7 @@ from .errors import UsageError
 
 _INT = re.compile(r"^\s*[+-]?\d{1,30}\s*$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+_PATH_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
 
@@ -83,6 +84,7 @@ class Text:
     empty: bool = False
     longest: int = 4096
     secret: bool = False
+    path: bool = False  # a file name may hold undecodable bytes (surrogate escapes from argv)
 
     def describe(self) -> str:
         return "string" if self.empty else "non-empty string"
@@ -93,8 +95,8 @@ class Text:
             raise UsageError(f"must be a string (in sender.toml: quoted){shown}")
         if not value.strip() and not self.empty:
             raise UsageError(f"must not be empty{shown}")
-        if _CONTROL.search(value):
-            raise UsageError(f"must not contain control characters{shown}")
+        if (_PATH_CONTROL if self.path else _CONTROL).search(value):
+            raise UsageError(f"must not contain control characters or undecodable bytes{shown}")
         if len(value) > self.longest:
             raise UsageError(f"must be at most {self.longest} characters")
         return value
@@ -150,4 +152,6 @@ def flag_type(check: Check) -> Callable[[str], Any]:
 
 
 ROW_ID = Number(1, 2**63 - 1, whole=True)
+NAME = Text(longest=200)  # --campaign, --actor: stored and shown, so decodable text
+REASON = Text(empty=True, longest=500)
 PORT = Number(1, 65535, whole=True)

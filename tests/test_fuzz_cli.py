@@ -45,6 +45,7 @@ VALUE = st.one_of(
     st.tuples(st.integers(0, 10**15), st.sampled_from("smhdw")).map(lambda t: f"{t[0]}{t[1]}"),
     st.tuples(st.integers(0, 10**15), st.sampled_from("smhdw")).map(lambda t: f"{t[0]}{t[1]}"),
     st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=24),
+    st.binary(max_size=16).filter(lambda b: b"\x00" not in b).map(os.fsdecode),  # what argv makes of any bytes
 )
 NUMBER = st.one_of(st.integers(min_value=-(2**70), max_value=2**70).map(str), st.floats().map(repr))
 SPAN = st.tuples(st.integers(0, 10**15), st.sampled_from("smhdw")).map(lambda t: f"{t[0]}{t[1]}")

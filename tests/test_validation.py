@@ -136,3 +136,17 @@ def test_the_configuration_page_lists_every_setting_with_its_range() -> None:
             continue
         assert f.name in rows, f"docs/configuration.md lacks a row for {f.name}"
         assert config.spec(f.name).describe() in rows[f.name], (f.name, rows[f.name])
+
+
+def test_undecodable_operator_text_is_refused_not_a_traceback(cli: Cli, tmp_path: Path) -> None:
+    """A --campaign, --reason or --actor with bytes that are not UTF-8 is one error line, exit 2."""
+    import os
+
+    db = str(tmp_path / "q.db")
+    assert cli("init", "--db", db).code == 0
+    odd = os.fsdecode(b"\xff")
+    for args in (("pause", "--campaign", odd), ("pause", "--reason", odd), ("resume", "--actor", odd),
+                 ("resolve", "1", "--as", "sent", "--reason", odd), ("reconcile", "--maildir", ".", "--actor", odd)):
+        r = cli(*args, "--db", db)
+        assert r.code == 2 and r.err.startswith("error: argument") and "Traceback" not in r.err, (args, r.err)
+    assert query(db, "SELECT count(*) FROM flags") == [(0,)]
