@@ -13,8 +13,9 @@ import time
 
 from . import queries, queue
 from .config import Settings
-from .db import FILE_MODE, SCHEMA_VERSION, open_db, set_mode
+from .db import SCHEMA_VERSION, open_db
 from .errors import UsageError
+from .queuefile import FILE_MODE, set_mode
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
@@ -20,7 +19,8 @@ from typing import Any, NoReturn, TypeVar
 
 import aiosqlite
 
-from .errors import DamagedDatabase, NoDatabase, NotOurDatabase, QueueFileChanged, SchemaTooNew, StoreError
+from .errors import DamagedDatabase, NotOurDatabase, SchemaTooNew, StoreError
+from .queuefile import FILE_MODE, OpenedFile, create_private, is_sqlite, no_queue, require_queue_file
 from .schema import APPLICATION_ID, MIGRATIONS
 
 log = logging.getLogger(__name__)
@@ -29,9 +29,7 @@ BUSY_TIMEOUT_MS = 5000
 SCHEMA_VERSION = len(MIGRATIONS)
 BEGIN_DEADLINE = 60.0  # seconds a write keeps retrying a BEGIN that finds the file locked
 
-FILE_MODE = 0o600  # the queue holds recipients and bodies: owner only unless ``init --mode`` says otherwise
 SQLITE_CORRUPT, SQLITE_NOTADB = 11, 26
-SQLITE_MAGIC = b"SQLite format 3\x00"
 
 T = TypeVar("T")
 Params = Sequence[Any] | dict[str, Any]
@@ -111,32 +109,12 @@ class Database:
         self.path = path
         self.readonly = readonly
         self._lock = asyncio.Lock()
-        self._identity: tuple[int, int] | None = None  # (st_dev, st_ino) of the file opened
-        self._wal = False
-
-    def _remember_file(self, wal: bool) -> None:
-        st = os.stat(self.path)
-        self._identity, self._wal = (st.st_dev, st.st_ino), wal
+        self.opened: OpenedFile | None = None  # set for writers: the file this connection holds
 
     def check_file(self) -> None:
-        """Raise ``QueueFileChanged`` unless the path still names the file opened, with its WAL.
-
-        Writing on after the file was replaced, deleted or lost its ``-wal`` (all outside SQLite's
-        guarantees) would record outcomes and claims where no other process sees them: duplicates
-        and a SendLog with holes. Two ``stat`` calls (measured in docs/configuration.md)."""
-        if self._identity is None:
-            return
-        try:
-            st = os.stat(self.path)
-        except FileNotFoundError:
-            raise QueueFileChanged(f"{self.path}: the queue file was deleted while in use; stopping "
-                                   "without writing to it") from None
-        if (st.st_dev, st.st_ino) != self._identity:
-            raise QueueFileChanged(f"{self.path}: the queue file was replaced by another file while in "
-                                   "use; stopping without writing to either")
-        if self._wal and not os.path.exists(self.path + "-wal"):
-            raise QueueFileChanged(f"{self.path}: its -wal file was deleted while in use (recent "
-                                   "commits may be lost); stopping without writing")
+        """Raise ``QueueFileChanged`` unless the path still names the file opened (see ``queuefile``)."""
+        if self.opened is not None:
+            self.opened.check()
 
     # One round trip to aiosqlite's thread per statement: the claim transaction is a handful of
     # statements, and each extra hop was measured to cost more than SQLite's own work.
@@ -210,59 +188,6 @@ def _is_busy(exc: sqlite3.Error) -> bool:
     return "locked" in text or "busy" in text
 
 
-def _no_queue(path: str, what: str = "") -> NoDatabase:
-    return NoDatabase(f"no queue database at {path} ({what}create it with: python -m sender init --db {path})")
-
-
-def _require_queue_file(file: Path, path: str) -> None:
-    """Only commands that create a queue may start from nothing: a missing or 0-byte file is refused."""
-    try:
-        size = file.stat().st_size
-    except FileNotFoundError:
-        raise _no_queue(path) from None
-    except OSError as exc:
-        raise StoreError(f"cannot open {path}: {exc.strerror}") from exc
-    if size == 0 and not _nonempty(Path(path + "-wal")):
-        raise _no_queue(path, "the file is empty; ")
-
-
-def _nonempty(file: Path) -> bool:
-    try:
-        return file.stat().st_size > 0
-    except OSError:
-        return False
-
-
-def _create_private(file: Path, mode: int) -> None:
-    """Create the queue file with ``mode`` (umask cannot widen or narrow it) before SQLite opens it;
-    SQLite gives its ``-wal`` and ``-shm`` the mode of the database file."""
-    try:
-        fd = os.open(file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    except FileExistsError:
-        return  # another process created it first
-    except OSError as exc:
-        raise StoreError(f"cannot create {file}: {exc.strerror}") from exc
-    try:
-        os.fchmod(fd, mode)
-    finally:
-        os.close(fd)
-
-
-def set_mode(path: str, mode: int) -> None:
-    """``init --mode``: give the queue file and its ``-wal``/``-shm`` that mode."""
-    for name in (path, path + "-wal", path + "-shm"):
-        if os.path.exists(name):
-            os.chmod(name, mode)
-
-
-def _is_sqlite(file: Path) -> bool:
-    try:
-        with file.open("rb") as fh:
-            return fh.read(len(SQLITE_MAGIC)) == SQLITE_MAGIC
-    except OSError:
-        return False
-
-
 @asynccontextmanager
 async def open_db(path: str, *, readonly: bool = False, create: bool = False,
                   mode: int = FILE_MODE) -> AsyncIterator[Database]:
@@ -272,11 +197,9 @@ async def open_db(path: str, *, readonly: bool = False, create: bool = False,
     created with ``mode``; without it those are ``NoDatabase``."""
     file = Path(path)
     if not create:
-        _require_queue_file(file, path)
-    elif not file.exists():
-        _create_private(file, mode)
-    elif file.is_file() and file.stat().st_size == 0:
-        os.chmod(file, mode)  # an empty file someone made for us: private before any data goes in
+        require_queue_file(path)
+    else:
+        create_private(path, mode)
     if readonly:
         target, uri = file.resolve().as_uri() + "?mode=ro", True
     else:
@@ -292,13 +215,13 @@ async def open_db(path: str, *, readonly: bool = False, create: bool = False,
             wal = await _configure(db)
             await _check_or_migrate(db, migrate=not readonly, create=create)
         except DamagedDatabase as exc:
-            if not _is_sqlite(file):
+            if not is_sqlite(path):
                 raise NotOurDatabase(f"{path} is not a sender queue database ({exc.__cause__})") from exc
             raise
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{path}: {exc}") from exc
         if not readonly:
-            db._remember_file(wal)
+            db.opened = OpenedFile.of(path, wal)
         yield db
     finally:
         await conn.close()
@@ -331,7 +254,7 @@ async def _check_or_migrate(db: Database, *, migrate: bool, create: bool = True)
     app, version, tables = await _header(db)
     fresh = app == 0 and tables == 0
     if fresh and not create:
-        raise _no_queue(db.path, "an empty SQLite file; ")
+        raise no_queue(db.path, "an empty SQLite file; ")
     if not fresh and app != APPLICATION_ID:
         raise NotOurDatabase(f"{db.path} is an SQLite file but not a sender queue database")
     if version > SCHEMA_VERSION:
