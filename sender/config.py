@@ -19,7 +19,7 @@ from typing import Any
 from .errors import UsageError
 from .policy import Policy
 from .policy import from_settings as policy_from
-from .validate import PORT, Check, Flag, Number, Text, flag_type
+from .validate import HOST_NAME, PORT, Check, Flag, Number, Text, flag_type
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +105,7 @@ SPECS: dict[str, Check] = {
     "retry_delay": Number(1, 6 * 3600, unit="seconds"),
     "max_attempts": Number(1, 100, whole=True),
     "grace": Number(0, 3600, unit="seconds"),
-    "domain": Text(longest=253),
+    "domain": Text(shape=HOST_NAME),
     "sender_from": Text(longest=998),
     "recipient_cap": Text(longest=100),
     "rate": Text(longest=100),

@@ -85,8 +85,11 @@ class Text:
     longest: int = 4096
     secret: bool = False
     path: bool = False  # a file name may hold undecodable bytes (surrogate escapes from argv)
+    shape: tuple[str, str] | None = None  # (regular expression, what it means), e.g. a host name
 
     def describe(self) -> str:
+        if self.shape is not None:
+            return self.shape[1]
         return "string" if self.empty else "non-empty string"
 
     def __call__(self, value: Any) -> str:
@@ -99,6 +102,8 @@ class Text:
             raise UsageError(f"must not contain control characters or undecodable bytes{shown}")
         if len(value) > self.longest:
             raise UsageError(f"must be at most {self.longest} characters")
+        if self.shape is not None and not re.fullmatch(self.shape[0], value):
+            raise UsageError(f"must be {self.shape[1]}{shown}")
         return value
 
 
@@ -152,6 +157,8 @@ def flag_type(check: Check) -> Callable[[str], Any]:
 
 
 ROW_ID = Number(1, 2**63 - 1, whole=True)
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+HOST_NAME = (rf"(?=.{{1,253}}$){_LABEL}(?:\.{_LABEL})*", "an ASCII host name (punycode for an international one)")
 NAME = Text(longest=200)  # --campaign, --actor: stored and shown, so decodable text
 REASON = Text(empty=True, longest=500)
 PORT = Number(1, 65535, whole=True)

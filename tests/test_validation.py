@@ -150,3 +150,11 @@ def test_undecodable_operator_text_is_refused_not_a_traceback(cli: Cli, tmp_path
         r = cli(*args, "--db", db)
         assert r.code == 2 and r.err.startswith("error: argument") and "Traceback" not in r.err, (args, r.err)
     assert query(db, "SELECT count(*) FROM flags") == [(0,)]
+
+
+def test_the_message_id_domain_must_be_a_host_name() -> None:
+    """SENDER_DOMAIN goes into every Message-ID, so a space or an empty label is refused."""
+    assert config.load({}, env={"SENDER_DOMAIN": "mail.example.org"}).domain == "mail.example.org"
+    for bad in ("exa mple.org", "a..b", "-x.org", "x" * 64 + ".org"):
+        with pytest.raises(UsageError, match="SENDER_DOMAIN: must be an ASCII host name"):
+            config.load({}, env={"SENDER_DOMAIN": bad})
