@@ -290,3 +290,40 @@ async def test_outcomes_held_when_the_wal_vanishes_are_logged_not_written(db_pat
     assert "-wal file was deleted" in text and "claiming stopped" in text
     assert "outcome sent could not be recorded" in text and "mid=<1." in text
     assert len(faulty_sink.received) == 1
+
+
+def _misroute_table(db_path: str, table: str) -> None:
+    """Damage the live queue the way a bad disk would, through SQLite: point ``table`` at an index's
+    root page, so every connection's next read of it finds a malformed b-tree."""
+    conn = sqlite3.connect(db_path, isolation_level=None, timeout=10)
+    try:
+        index = conn.execute("SELECT rootpage FROM sqlite_master WHERE name = 'send_log_mid'").fetchone()[0]
+        version = conn.execute("PRAGMA schema_version").fetchone()[0]
+        conn.execute("PRAGMA writable_schema = ON")
+        conn.execute("UPDATE sqlite_master SET rootpage = ? WHERE name = ?", (index, table))
+        conn.execute(f"PRAGMA schema_version = {version + 1}")
+    finally:
+        conn.close()
+
+
+async def test_a_queue_damaged_under_a_running_daemon_stops_it_and_its_outcome_is_logged(
+        db_path: str, cli: Cli, faulty_sink: SinkThread, faults: Faults) -> None:
+    """Pages damaged while a send is in progress: the send finishes, nothing more is claimed,
+    the outcome it holds is logged with its row and Message-ID, and the daemon exits 1 at once
+    with the integrity-check instruction instead of retrying."""
+    faults.data_delay = 1.0
+    await seed(db_path, 3)
+    proc = cli.popen(*daemon_args(db_path, faulty_sink.port, "--concurrency", "1"))
+    log_path: Path = proc.log_path  # type: ignore[attr-defined]
+    try:
+        assert wait_until(lambda: in_state(db_path, "sending") == 1, 15)
+        _misroute_table(db_path, "messages")
+        code = proc.wait(20)
+    finally:
+        stop(proc)
+    text = log_path.read_text()
+    assert code == 1, text
+    assert text.strip().splitlines()[-1] == f"error: {DAMAGED}{db_path} 'PRAGMA integrity_check'`; restore from backup"
+    assert "claiming stopped" in text and "outcome sent could not be recorded" in text and "mid=<1." in text
+    assert "Traceback" not in text and "retrying" not in text
+    assert len(faulty_sink.received) == 1
