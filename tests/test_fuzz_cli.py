@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import logging
+import math
 import os
 import shutil
 import time
@@ -24,8 +26,10 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from sender import config
 from sender.cli import main
 from sender.db import open_db
+from sender.errors import UsageError
 from sender.monitor import send_log
 from sender.sink import CaptureHandler
 from tests.conftest import ROOT
@@ -185,3 +189,55 @@ def test_the_log_filter_cases_from_the_issue(sample_copy: str) -> None:
     assert asyncio.run(_log(sample_copy, "99999999999999999999")) == []
     assert asyncio.run(_log(sample_copy, "²")) == []
     assert asyncio.run(_log(sample_copy, "#1"))
+
+
+def _toml(value: object) -> str:
+    """A TOML literal for a generated value (json's string escapes are TOML's too)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return {"nan": "nan", "inf": "inf", "-inf": "-inf"}.get(repr(value), repr(value))
+    if isinstance(value, list):
+        return "[" + ", ".join(map(_toml, value)) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{json.dumps(k)} = {_toml(v)}" for k, v in value.items()) + "}"
+    return json.dumps(value) if isinstance(value, str) else str(value)
+
+
+SCALAR = st.one_of(st.booleans(), st.integers(min_value=-(2**63), max_value=2**63 - 1), st.floats(),
+                   st.text(max_size=12), st.sampled_from(NASTY))
+TOML_VALUE = st.one_of(SCALAR, st.lists(SCALAR, max_size=3), st.dictionaries(st.text(max_size=5), SCALAR,
+                                                                              max_size=2))
+KEYS = {"run": ["concurrency", "worker", "batch", "prefetch", "poll", "lease", "heartbeat", "retry_delay",
+                "max_attempts", "grace", "colour"],
+        "smtp": ["host", "port", "tls", "starttls", "user", "password", "timeout"],
+        "policy": ["recipient_cap", "rate", "daily_cap", "max_age", "pause_after_errors"],
+        "sender": ["domain", "sender_from"], "campaigns.spring": ["window", "recipient_tz", "recipient_cap"]}
+
+
+@st.composite
+def config_files(draw: st.DrawFn) -> str:
+    lines = []
+    for section in draw(st.lists(st.sampled_from(sorted(KEYS)), unique=True, min_size=1, max_size=3)):
+        lines.append(f"[{section}]")
+        for key in draw(st.lists(st.sampled_from(KEYS[section]), unique=True, min_size=1, max_size=4)):
+            lines.append(f"{key} = {_toml(draw(TOML_VALUE))}")
+    return "\n".join(lines) + "\n"
+
+
+@settings(max_examples=300, deadline=timedelta(seconds=10), database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=config_files(), env=st.dictionaries(st.sampled_from(sorted(config._ENV)), VALUE, max_size=3))
+def test_any_config_file_and_environment_load_or_are_refused(tmp_path: Path, text: str,
+                                                             env: dict[str, str]) -> None:
+    """Whatever sender.toml and SENDER_* hold, loading gives valid Settings or one UsageError."""
+    path = tmp_path / "sender.toml"
+    path.write_text(text, encoding="utf-8")
+    try:
+        s = config.load({}, env=env, config_path=str(path))
+    except UsageError as exc:
+        assert "\n" not in str(exc) and "s3cret" not in str(exc)
+        return
+    assert 1 <= s.concurrency <= 256 and 0 < s.heartbeat < s.lease and math.isfinite(s.lease)
+    assert isinstance(s.smtp_port, int) and not isinstance(s.smtp_port, bool) and s.worker.strip()
+    assert s.smtp_password is None or isinstance(s.smtp_password, str)
