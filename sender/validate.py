@@ -20,7 +20,7 @@ from typing import Any
 
 from .errors import UsageError
 
-_INT = re.compile(r"^\s*[+-]?\d{1,30}\s*$")
+_INT = re.compile(r"^\s*[+-]?[0-9]{1,30}\s*$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
 _PATH_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
@@ -55,6 +55,8 @@ class Number:
             raise wrong
         if isinstance(value, str):
             text = value.strip()
+            if not text.isascii():  # int() and float() take other scripts' digits: "٣" is 3
+                raise wrong
             if self.whole:
                 if not _INT.match(text):
                     raise wrong

@@ -158,3 +158,28 @@ def test_the_message_id_domain_must_be_a_host_name() -> None:
     for bad in ("exa mple.org", "a..b", "-x.org", "x" * 64 + ".org"):
         with pytest.raises(UsageError, match="SENDER_DOMAIN: must be an ASCII host name"):
             config.load({}, env={"SENDER_DOMAIN": bad})
+
+
+def test_the_checkers_refuse_each_kind_of_wrong_value() -> None:
+    """Number, Text and Flag each refuse what the issue found accepted, and keep what is right."""
+    from sender.validate import Flag, Number, Text
+
+    count, seconds = Number(1, 256, whole=True), Number(0.5, 600, unit="seconds")
+    assert (count("4"), count(4), seconds("1.5"), seconds(2)) == (4, 4, 1.5, 2.0)
+    for bad in (4.7, 4.0, True, "4.7", "٣", "1e3", "", None, [4], "99999999999999999999"):
+        with pytest.raises(UsageError):
+            count(bad)
+    for bad in ("nan", float("nan"), "inf", float("-inf"), "-1", 0, False, "0x10", "٣"):
+        with pytest.raises(UsageError):
+            seconds(bad)
+    for bad in (["a"], 1234, True, "", "  ", "a\nb", "\udcff"):
+        with pytest.raises(UsageError):
+            Text()(bad)
+    assert Text(path=True)("queue-\udcff.db") == "queue-\udcff.db"
+    with pytest.raises(UsageError) as err:
+        Text(secret=True)(["s3cret"])
+    assert "s3cret" not in str(err.value)
+    assert (Flag()("yes"), Flag()("OFF"), Flag()(True)) == (True, False, True)
+    for bad in ("maybe", 1, "", None):
+        with pytest.raises(UsageError):
+            Flag()(bad)
