@@ -34,6 +34,9 @@ async def cmd_init(args: argparse.Namespace, settings: Settings) -> int:
             set_mode(settings.db, args.mode)
     mode = os.stat(settings.db).st_mode & 0o777
     print(f"{settings.db}: queue database ready (schema version {SCHEMA_VERSION}, mode {mode:04o})")
+    if mode & 0o007:
+        log.warning("%s is readable by others (mode %04o; it holds recipients and bodies): "
+                    "python -m sender init --db %s --mode 0600", settings.db, mode, settings.db)
     return 0
 
 

@@ -58,6 +58,16 @@ async def test_init_mode_shares_with_the_group_and_refuses_others(cli: Cli, tmp_
     assert r.code == 2 and "--mode" in r.err and not (tmp_path / "other.db").exists()
 
 
+def test_init_warns_about_an_existing_queue_others_can_read(cli: Cli, tmp_path: Path) -> None:
+    """A queue made world-readable (or by an older sender) draws a warning from init naming the fix."""
+    path = tmp_path / "q.db"
+    assert cli("init", "--db", str(path)).code == 0
+    path.chmod(0o644)
+    r = cli("init", "--db", str(path))
+    assert r.code == 0 and "readable by others" in r.err and "--mode 0600" in r.err
+    assert "readable by others" not in cli("init", "--db", str(path), "--mode", "0600").err
+
+
 def test_enqueue_creates_a_private_queue(cli: Cli, tmp_path: Path) -> None:
     """enqueue, which also creates a missing queue, creates it 0600 as well."""
     path = tmp_path / "q.db"
