@@ -27,7 +27,12 @@ from .cli_commands import (
     cmd_status,
 )
 from .cli_enqueue import cmd_enqueue
+from .config import setting_type
 from .errors import SenderError
+from .validate import NAME, REASON, ROW_ID, FileMode, Number, flag_type
+
+SINK_PORT = Number(0, 65535, whole=True)
+REPORT_LIMIT = Number(1, 100_000, whole=True)
 
 log = logging.getLogger("sender")
 
@@ -40,13 +45,16 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="python -m sender", description="An email sender that never sends twice.")
     common = _Parser(add_help=False)
-    common.add_argument("--db", help="queue database (default: $SENDER_DB, then sender.db)")
+    common.add_argument("--db", type=setting_type("db"), help="queue database (default: $SENDER_DB, then sender.db)")
     common.add_argument("--config", help="config file (default: $SENDER_CONFIG, then ./sender.toml)")
     common.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
     common.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 
-    sub.add_parser("init", parents=[common], help="create or upgrade the queue database")
+    i = sub.add_parser("init", parents=[common], help="create or upgrade the queue database")
+    i.add_argument("--mode", type=flag_type(FileMode()), metavar="OCTAL",
+                   help="file mode of the queue and its -wal/-shm (default 0600; 0640 or 0660 "
+                        "to share with the file's group)")
 
     e = sub.add_parser("enqueue", parents=[common], help="queue messages from a CSV file or flags")
     e.add_argument("--csv", metavar="FILE", help="header: to,subject,body[,name,campaign,send_at,from,dedupe_key,html]")
@@ -69,53 +77,59 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--skip-invalid", action="store_true", help="queue the good rows, list the bad ones")
 
     r = sub.add_parser("run", parents=[common], help="send due messages (daemon, or --once for cron)")
-    r.add_argument("--smtp-host")
-    r.add_argument("--smtp-port", type=int)
+    r.add_argument("--smtp-host", type=setting_type("smtp_host"))
+    r.add_argument("--smtp-port", type=setting_type("smtp_port"))
     r.add_argument("--once", action="store_true", help="send everything due now, then exit")
-    r.add_argument("--concurrency", type=int, help="SMTP sessions in this process (default 4)")
-    r.add_argument("--worker", metavar="NAME", help="worker name (default host:pid)")
+    r.add_argument("--concurrency", type=setting_type("concurrency"), help="SMTP sessions in this process (default 4)")
+    r.add_argument("--worker", type=setting_type("worker"), metavar="NAME", help="worker name (default host:pid)")
     tls = r.add_mutually_exclusive_group()
     tls.add_argument("--starttls", action="store_true", default=None, dest="smtp_starttls")
     tls.add_argument("--tls", action="store_true", default=None, dest="smtp_tls")
-    r.add_argument("--timeout", type=float, dest="smtp_timeout", help="SMTP timeout seconds (30)")
-    r.add_argument("--tls-ca", metavar="FILE", dest="smtp_tls_ca",
+    r.add_argument("--timeout", type=setting_type("smtp_timeout"),
+                   dest="smtp_timeout", help="SMTP timeout seconds (30)")
+    r.add_argument("--tls-ca", type=setting_type("smtp_tls_ca"), metavar="FILE", dest="smtp_tls_ca",
                    help="trust this CA file for the relay, on top of the system store")
     r.add_argument("--tls-insecure", action="store_true", default=None, dest="smtp_tls_insecure",
                    help="do not verify the relay's certificate (warned at every start, shown in status)")
     r.add_argument("--allow-plaintext-auth", action="store_true", default=None, dest="smtp_allow_plaintext_auth",
                    help="allow AUTH without TLS (a loopback test relay only)")
-    r.add_argument("--max-hold", type=float, help="longest hold after a relay outage, seconds (300)")
-    r.add_argument("--lease", type=float, help="claim lease seconds (300)")
-    r.add_argument("--poll", type=float, help="daemon poll interval seconds (2)")
-    r.add_argument("--batch", type=int, help="most rows per claim (64)")
-    r.add_argument("--prefetch", type=int, metavar="N",
+    r.add_argument("--max-hold", type=setting_type("max_hold"),
+                   help="longest hold after a relay outage, seconds (300)")
+    r.add_argument("--lease", type=setting_type("lease"), help="claim lease seconds (300)")
+    r.add_argument("--poll", type=setting_type("poll"), help="daemon poll interval seconds (2)")
+    r.add_argument("--batch", type=setting_type("batch"), help="most rows per claim (64)")
+    r.add_argument("--prefetch", type=setting_type("prefetch"), metavar="N",
                    help="claims held ready per session while it sends (0: claim only for free sessions)")
-    r.add_argument("--retry-delay", type=float, help="first retry delay seconds (60)")
-    r.add_argument("--max-attempts", type=int, help="attempts before failed (5)")
-    r.add_argument("--grace", type=float, help="seconds in-flight sends get on SIGTERM (30)")
-    r.add_argument("--heartbeat", type=float, help="heartbeat interval seconds (5)")
-    r.add_argument("--recipient-cap", metavar="N/PERIOD", help="at most N per recipient per period, e.g. 1/24h")
-    r.add_argument("--rate", metavar="N/PERIOD", help="at most N per From account per period, e.g. 60/1m")
-    r.add_argument("--daily-cap", type=int, metavar="N", help="at most N per From account per 24h")
-    r.add_argument("--max-age", metavar="DURATION", help="never send messages older than this (e.g. 7d)")
-    r.add_argument("--pause-after-errors", type=int, metavar="N",
+    r.add_argument("--retry-delay", type=setting_type("retry_delay"), help="first retry delay seconds (60)")
+    r.add_argument("--max-attempts", type=setting_type("max_attempts"), help="attempts before failed (5)")
+    r.add_argument("--grace", type=setting_type("grace"), help="seconds in-flight sends get on SIGTERM (30)")
+    r.add_argument("--heartbeat", type=setting_type("heartbeat"), help="heartbeat interval seconds (5)")
+    r.add_argument("--recipient-cap", type=setting_type("recipient_cap"),
+                   metavar="N/PERIOD", help="at most N per recipient per period, e.g. 1/24h")
+    r.add_argument("--rate", type=setting_type("rate"),
+                   metavar="N/PERIOD", help="at most N per From account per period, e.g. 60/1m")
+    r.add_argument("--daily-cap", type=setting_type("daily_cap"),
+                   metavar="N", help="at most N per From account per 24h")
+    r.add_argument("--max-age", type=setting_type("max_age"),
+                   metavar="DURATION", help="never send messages older than this (e.g. 7d)")
+    r.add_argument("--pause-after-errors", type=setting_type("pause_after_errors"), metavar="N",
                    help="pause all sending after N relay errors in a row")
 
     v = sub.add_parser("recover", parents=[common], help="move claims with expired leases to unknown")
     v.add_argument("--json", action="store_true")
 
     o = sub.add_parser("resolve", parents=[common], help="settle unknown messages (operator)")
-    o.add_argument("ids", nargs="+", type=int, metavar="ID", help="message row ids")
+    o.add_argument("ids", nargs="+", type=flag_type(ROW_ID), metavar="ID", help="message row ids")
     o.add_argument("--as", dest="resolution", required=True, choices=("sent", "failed", "requeue"))
-    o.add_argument("--reason", default="", help="why, for the audit trail")
-    o.add_argument("--actor", default=None, help="who (default: $USER)")
+    o.add_argument("--reason", default="", type=flag_type(REASON), help="why, for the audit trail")
+    o.add_argument("--actor", default=None, type=flag_type(NAME), help="who (default: $USER)")
 
     for name, text in (("pause", "stop all claiming (or one --campaign's) until resumed"),
                        ("resume", "resume claiming (or one --campaign's)")):
         x = sub.add_parser(name, parents=[common], help=text)
-        x.add_argument("--campaign", help="only this campaign")
-        x.add_argument("--reason", default="", help="why, shown in status and the monitor")
-        x.add_argument("--actor", default=None, help="who (default: $USER)")
+        x.add_argument("--campaign", type=flag_type(NAME), help="only this campaign")
+        x.add_argument("--reason", default="", type=flag_type(REASON), help="why, shown in status and the monitor")
+        x.add_argument("--actor", default=None, type=flag_type(NAME), help="who (default: $USER)")
 
     c = sub.add_parser("config", parents=[common], help="show the effective configuration (no secrets)")
     c.add_argument("--show", action="store_true", default=True)
@@ -125,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     k = sub.add_parser("sink", parents=[common], help="local capture SMTP server (testing)")
     k.add_argument("--host", default="127.0.0.1")
-    k.add_argument("--port", type=int, required=True)
+    k.add_argument("--port", type=flag_type(SINK_PORT), required=True, help="0: any free port")
     k.add_argument("--maildir", required=True)
 
     ob = sub.add_parser("observe", parents=[common], help="record what arrived in a mailbox")
@@ -141,12 +155,12 @@ def build_parser() -> argparse.ArgumentParser:
     _mailbox_flags(rp, required=False)
     rp.add_argument("--json", action="store_true", help="one JSON object, a list per anomaly")
     rp.add_argument("--fail-on-anomaly", action="store_true", help="exit 3 if anything is found")
-    rp.add_argument("--limit", type=int, default=100, help="most items per anomaly (100)")
+    rp.add_argument("--limit", type=flag_type(REPORT_LIMIT), default=100, help="most items per anomaly (100)")
 
     rc = sub.add_parser("reconcile", parents=[common],
                         help="observe a mailbox; unknown messages found in it become sent")
     _mailbox_flags(rc, required=True)
-    rc.add_argument("--actor", default=None, help="who (default: $USER)")
+    rc.add_argument("--actor", default=None, type=flag_type(NAME), help="who (default: $USER)")
 
     dm = sub.add_parser("demo", parents=[common], help="send a copy of sample.db into a local sink")
     dm.add_argument("--sample", metavar="FILE", help="queue to copy (default: sample.db)")

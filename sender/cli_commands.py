@@ -15,6 +15,7 @@ from . import queries, queue
 from .config import Settings
 from .db import SCHEMA_VERSION, Database, open_db
 from .errors import UsageError
+from .queuefile import FILE_MODE, set_mode
 
 log = logging.getLogger(__name__)
 
@@ -28,9 +29,14 @@ def check_db_dir(path: str) -> None:
 
 async def cmd_init(args: argparse.Namespace, settings: Settings) -> int:
     check_db_dir(settings.db)
-    async with open_db(settings.db, create=True):
-        pass
-    print(f"{settings.db}: queue database ready (schema version {SCHEMA_VERSION})")
+    async with open_db(settings.db, create=True, mode=args.mode or FILE_MODE):
+        if args.mode is not None:
+            set_mode(settings.db, args.mode)
+    mode = os.stat(settings.db).st_mode & 0o777
+    print(f"{settings.db}: queue database ready (schema version {SCHEMA_VERSION}, mode {mode:04o})")
+    if mode & 0o007:
+        log.warning("%s is readable by others (mode %04o; it holds recipients and bodies): "
+                    "python -m sender init --db %s --mode 0600", settings.db, mode, settings.db)
     return 0
 
 
@@ -200,8 +206,6 @@ async def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
     from .mailreader import open_mailbox
     from .observe import observe, progress_bar
 
-    if args.limit < 1:
-        raise UsageError("--limit must be at least 1")
     mailbox = open_mailbox(args.maildir, args.mbox) if args.maildir or args.mbox else None
     async with open_db(settings.db, readonly=mailbox is None) as db:
         if mailbox is not None:

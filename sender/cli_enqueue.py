@@ -15,7 +15,7 @@ from .cli_commands import check_db_dir
 from .config import Settings
 from .db import open_db
 from .errors import InputError, UsageError
-from .intake import NewMessage, make_message, read_csv
+from .intake import MAX_BODY_BYTES, NewMessage, make_message, read_csv
 from .templates import Templates
 
 
@@ -32,10 +32,22 @@ def _read_text_flags(args: argparse.Namespace) -> None:
             continue
         if getattr(args, attr) is not None:
             raise UsageError(f"give --{attr} or {flag}, not both")
-        try:
-            setattr(args, attr, Path(path).read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError) as exc:
-            raise UsageError(f"{flag} {path}: {exc}") from exc
+        setattr(args, attr, _read_bounded(flag, path))
+
+
+def _read_bounded(flag: str, path: str) -> str:
+    """A UTF-8 file of at most ``MAX_BODY_BYTES``: ``/dev/zero`` or a huge file is refused, not read whole."""
+    try:
+        with Path(path).open("rb") as fh:
+            data = fh.read(MAX_BODY_BYTES + 1)
+    except OSError as exc:
+        raise UsageError(f"{flag} {path}: {exc.strerror or exc}") from exc
+    if len(data) > MAX_BODY_BYTES:
+        raise UsageError(f"{flag} {path}: larger than the {MAX_BODY_BYTES} byte limit")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{flag} {path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
 
 
 async def cmd_enqueue(args: argparse.Namespace, settings: Settings) -> int:

@@ -8,17 +8,23 @@ database, and ``Settings.__repr__`` hides the password so it cannot reach a log 
 from __future__ import annotations
 
 import ipaddress
+import logging
 import os
 import re
 import socket
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 from .errors import UsageError
+from .fence import margin as fence_margin
 from .policy import Policy
 from .policy import from_settings as policy_from
+from .validate import HOST_NAME, PORT, Check, Flag, Number, Text, flag_type
+
+log = logging.getLogger(__name__)
 
 DEFAULT_DB = "sender.db"
 
@@ -86,66 +92,133 @@ _ENV = {
 }
 
 
-def _coerce(name: str, value: Any) -> Any:
-    kinds = {f.name: f.type for f in fields(Settings)}
-    kind = kinds.get(name)
+# Every setting's type and range: the one table argparse (``flag_type``) and the loader share,
+# and the one docs/configuration.md shows. A field missing here is checked by its declared type.
+SPECS: dict[str, Check] = {
+    "db": Text(path=True),
+    "smtp_host": Text(longest=253),
+    "smtp_port": PORT,
+    "smtp_tls": Flag(),
+    "smtp_starttls": Flag(),
+    "smtp_user": Text(empty=True, longest=512),
+    "smtp_password": Text(empty=True, longest=1024, secret=True),
+    "smtp_timeout": Number(0.1, 3600, unit="seconds"),
+    "smtp_tls_ca": Text(path=True),
+    "smtp_tls_insecure": Flag(),
+    "smtp_allow_plaintext_auth": Flag(),
+    "max_hold": Number(1, 86400, unit="seconds"),
+    "concurrency": Number(1, 256, whole=True),
+    "worker": Text(longest=200),
+    "batch": Number(1, 10_000, whole=True),
+    "prefetch": Number(0, 4, whole=True),
+    "poll": Number(0.01, 3600, unit="seconds"),
+    "lease": Number(0.5, 7 * 86400, unit="seconds"),
+    "heartbeat": Number(0.05, 3600, unit="seconds"),
+    "retry_delay": Number(1, 6 * 3600, unit="seconds"),
+    "max_attempts": Number(1, 100, whole=True),
+    "grace": Number(0, 3600, unit="seconds"),
+    "domain": Text(shape=HOST_NAME),
+    "sender_from": Text(longest=998),
+    "recipient_cap": Text(longest=100),
+    "rate": Text(longest=100),
+    "daily_cap": Number(1, 10**9, whole=True),
+    "max_age": Text(longest=100),
+    "pause_after_errors": Number(0, 10**6, whole=True),
+}
+_BY_TYPE: dict[str, Check] = {"bool": Flag(), "int": Number(0, 2**31 - 1, whole=True),
+                              "float": Number(0, 10**9)}
+
+
+def spec(name: str) -> Check:
+    """The checker of one setting (by its declared type when it has no entry in ``SPECS``)."""
+    if name in SPECS:
+        return SPECS[name]
+    kind = {f.name: f.type for f in fields(Settings)}.get(name)
     if kind is None:
         raise UsageError(f"unknown setting {name!r}")
+    return _BY_TYPE.get(str(kind).removesuffix(" | None"), Text())
+
+
+def setting_type(name: str) -> Callable[[str], Any]:
+    """argparse ``type=`` for the flag of setting ``name``."""
+    return flag_type(spec(name))
+
+
+def _coerce(name: str, value: Any, source: str) -> Any:
     if name == "campaigns":
         if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
-            raise UsageError("config: [campaigns.NAME] sections expected")
+            raise UsageError(f"{source}: [campaigns.NAME] sections expected")
         return value
-    if value is None:
-        return None
+    check = spec(name)
+    if name == "max_age" and isinstance(value, int | float) and not isinstance(value, bool):
+        value = str(Number(1, 10**10, unit="seconds")(value))
     try:
-        if kind == "bool":
-            if isinstance(value, str):
-                return value.strip().lower() in ("1", "true", "yes", "on")
-            return bool(value)
-        if kind in ("int", "int | None"):
-            return int(value)
-        if kind == "float":
-            return float(value)
-    except (TypeError, ValueError) as exc:
-        raise UsageError(f"setting {name}: not a number: {value!r}") from exc
-    return None if value is None else str(value)
+        return check(value)
+    except UsageError as exc:
+        raise UsageError(f"{source}: {exc}") from None
 
 
-def _from_file(path: Path) -> dict[str, Any]:
+def _from_file(path: Path) -> tuple[dict[str, Any], dict[str, str]]:
+    """The file's settings, flattened (``[smtp] host`` is ``smtp_host``), and each one's key as written."""
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise UsageError(f"config {path}: {exc}") from exc
     flat: dict[str, Any] = {}
+    keys: dict[str, str] = {}
     for key, value in data.items():
         if key == "campaigns":
-            flat["campaigns"] = value
+            flat["campaigns"], keys["campaigns"] = value, key
         elif isinstance(value, dict):
             prefix = "" if key in ("run", "sender", "policy") else f"{key}_"
             for sub, v in value.items():
-                flat[f"{prefix}{sub}".replace("-", "_")] = v
+                name = f"{prefix}{sub}".replace("-", "_")
+                flat[name], keys[name] = v, f"{key}.{sub}"
         else:
-            flat[key.replace("-", "_")] = value
-    return flat
+            name = key.replace("-", "_")
+            flat[name], keys[name] = value, key
+    return flat, keys
+
+
+def _warn_if_readable(path: Path, values: dict[str, Any]) -> None:
+    """Like ssh with a private key: a password in a file others can read draws a warning."""
+    if not values.get("smtp_password"):
+        return
+    try:
+        mode = path.stat().st_mode & 0o777
+    except OSError:
+        return
+    if mode & 0o077:
+        log.warning("config %s holds the SMTP password and is readable by %s (mode %04o): "
+                    "chmod 600 %s", path, "others" if mode & 0o007 else "its group", mode, path)
+
+
+_FLAG_NAMES = {"smtp_timeout": "--timeout", "smtp_tls": "--tls", "smtp_starttls": "--starttls",
+               "smtp_tls_ca": "--tls-ca", "smtp_tls_insecure": "--tls-insecure",
+               "smtp_allow_plaintext_auth": "--allow-plaintext-auth", "sender_from": "--from"}
 
 
 def load(flags: dict[str, Any] | None = None, env: dict[str, str] | None = None,
          config_path: str | None = None) -> Settings:
-    """Build the one ``Settings`` of a process. ``flags`` holds only options the user gave."""
+    """Build the one ``Settings`` of a process. ``flags`` holds only options the user gave.
+
+    Every value is checked where it comes from (``SPECS``), so an error names its source."""
     env = dict(os.environ) if env is None else env
     values: dict[str, Any] = {}
-    path = config_path or env.get("SENDER_CONFIG")
+    path = config_path or env.get("SENDER_CONFIG") or ("sender.toml" if Path("sender.toml").is_file() else None)
     if path:
         if not Path(path).is_file():
             raise UsageError(f"config file not found: {path}")
-        values.update(_from_file(Path(path)))
-    elif Path("sender.toml").is_file():
-        values.update(_from_file(Path("sender.toml")))
+        raw, keys = _from_file(Path(path))
+        _warn_if_readable(Path(path), raw)
+        values.update({k: _coerce(k, v, f"config {path}: {keys[k]}") for k, v in raw.items()})
     for var, name in _ENV.items():
         if env.get(var):
-            values[name] = env[var]
-    values.update({k: v for k, v in (flags or {}).items() if v is not None})
-    settings = Settings(**{k: _coerce(k, v) for k, v in values.items()})
+            values[name] = _coerce(name, env[var], var)
+    for name, value in (flags or {}).items():
+        if value is not None:
+            values[name] = _coerce(name, value, _FLAG_NAMES.get(name, "--" + name.replace("_", "-")))
+    settings = Settings(**values)
     if not settings.worker:
         settings = replace(settings, worker=default_worker_name())
     _check(settings)
@@ -153,31 +226,20 @@ def load(flags: dict[str, Any] | None = None, env: dict[str, str] | None = None,
 
 
 def _check(s: Settings) -> None:
-    if s.concurrency < 1 or s.concurrency > 256:
-        raise UsageError("--concurrency must be between 1 and 256")
-    if s.batch < 1:
-        raise UsageError("--batch must be at least 1")
-    if not 0 <= s.prefetch <= 4:
-        raise UsageError("--prefetch must be between 0 and 4")
-    if s.lease <= 0 or s.poll <= 0 or s.smtp_timeout <= 0:
-        raise UsageError("--lease, --poll and --timeout must be positive")
-    if s.max_attempts < 1:
-        raise UsageError("--max-attempts must be at least 1")
-    if s.pause_after_errors < 0:
-        raise UsageError("--pause-after-errors must be 0 (off) or more")
+    """The rules between settings; each value's own range was checked by ``SPECS``."""
+    if s.heartbeat >= s.lease - fence_margin(s.lease):
+        raise UsageError(f"--heartbeat ({s.heartbeat:g}s) must be shorter than --lease ({s.lease:g}s) less "
+                         f"the fence's margin ({fence_margin(s.lease):g}s), or live claims would lapse "
+                         "between heartbeats")
     s.policy()
     if s.smtp_tls and s.smtp_starttls:
         raise UsageError("--tls and --starttls are mutually exclusive")
-    if not 0 < s.smtp_port < 65536:
-        raise UsageError(f"bad SMTP port {s.smtp_port}")
     _check_relay(s)
 
 
 def _check_relay(s: Settings) -> None:
-    """The relay's host name, the outage hold and the CA file: refused at start, before any claim."""
+    """The relay's host name and the CA file: refused at start, before any claim."""
     check_host(s.smtp_host)
-    if not (s.max_hold == s.max_hold and 1.0 <= s.max_hold <= 86400.0):
-        raise UsageError("--max-hold must be between 1 and 86400 seconds")
     if s.smtp_tls_ca and not Path(s.smtp_tls_ca).is_file():
         raise UsageError(f"--tls-ca {s.smtp_tls_ca}: no such file")
 

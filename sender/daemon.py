@@ -29,7 +29,7 @@ from . import admin, queue
 from .config import Settings
 from .db import Database
 from .delivery import Transport
-from .errors import DeliveryError, StoreError
+from .errors import DeliveryError, QueueUnusable, StoreError
 from .fence import Fenced, steady
 from .guard import NOT_DELIVERED, NOT_STARTED, ClaimGuard
 from .message import build
@@ -62,7 +62,7 @@ class RunStats:
 def backoff(base: float, attempt: int, rng: random.Random | None = None) -> float:
     """Exponential backoff with +-20% jitter: base, 2*base, 4*base... capped at six hours."""
     jitter = (rng or random).uniform(0.8, 1.2)
-    return min(MAX_BACKOFF, base * (2 ** max(0, attempt - 1))) * jitter
+    return min(MAX_BACKOFF, base * (2 ** min(max(0, attempt - 1), 40))) * jitter  # 2**40 s: past any cap
 
 
 def retry_hint(reply: str) -> float | None:
@@ -111,6 +111,7 @@ class Daemon:
         self._stop_now = asyncio.Event()
         self._beat_now = False
         self.guard = ClaimGuard(settings, db.path, clock, self._stalled)
+        self._unusable: QueueUnusable | None = None  # set once: the queue file must not be written again
 
     # --- control ------------------------------------------------------------------------------
 
@@ -155,6 +156,7 @@ class Daemon:
                 flush = self._flush_due(now)
                 claimed: list[Claim] = []
                 try:
+                    self.db.check_file()
                     if now >= next_beat or self._beat_now:
                         self._beat_now = False
                         await self._heartbeat(now, anchor)
@@ -162,6 +164,9 @@ class Daemon:
                     if flush or limit or self._pause_request:
                         claimed = await self._exchange(limit, now, anchor)
                     self._db_down_since = None
+                except QueueUnusable as exc:
+                    await self._give_up(exc)
+                    raise
                 except StoreError as exc:
                     if stop_deadline is not None and (now >= stop_deadline or self._stop_now.is_set()):
                         raise
@@ -214,6 +219,19 @@ class Daemon:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stop_now.wait(), timeout=self._db_retry)
         self._db_retry = min(self._db_retry * 2, 10.0)
+
+    async def _give_up(self, exc: QueueUnusable) -> None:
+        """A damaged or replaced queue file: claim nothing more, let in-flight sends finish (within
+        ``--grace``), write nothing more; the outcomes held are logged by ``_shutdown``."""
+        self._unusable = exc
+        self._stopping = True
+        self._release_ready("queue file unusable", None)
+        log.error("%s: claiming stopped; waiting up to %.0fs for %d in-flight send(s); their outcomes "
+                  "and %d held will not be written", exc, self.settings.grace, len(self._inflight),
+                  len(self._pending))
+        tasks = [task for _claim, task in self._inflight.values()]
+        if tasks:
+            await asyncio.wait(tasks, timeout=self.settings.grace)
 
     async def _exchange(self, limit: int, now: float, anchor: float) -> list[Claim]:
         batch, self._pending = self._pending, []
@@ -347,6 +365,8 @@ class Daemon:
             await asyncio.gather(*tasks, return_exceptions=True)
         clean = False
         try:
+            if self._unusable is not None:
+                raise self._unusable
             if self._pending:
                 batch = self._pending
                 await queue.record(self.db, batch, self.clock())
@@ -359,8 +379,9 @@ class Daemon:
             clean = True
         except StoreError:
             for o in self._pending:
-                log.error("row=%s mid=%s outcome %s could not be recorded; the row stays sending and "
-                          "becomes unknown when its lease expires", o.id, o.mid, o.status)
+                log.error("row=%s mid=%s outcome %s could not be recorded (reply: %s); the row stays "
+                          "sending and becomes unknown when its lease expires", o.id, o.mid, o.status,
+                          o.reply[:200])
             raise
         finally:
             self.guard.close(clean=clean)

@@ -55,7 +55,8 @@ async def workspace(keep: str | None) -> AsyncIterator[Path]:
     path = Path(keep)
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
         raise UsageError(f"--keep {keep}: exists and is not an empty folder")
-    path.mkdir(parents=True, exist_ok=True)
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path.chmod(0o700)  # it will hold a queue and captured mail: owner only, like the temporary one
     yield path
 
 
@@ -70,6 +71,7 @@ async def run_demo(settings: Settings, sample: Path, workdir: Path) -> DemoResul
     """Copy, send what is due into an in-process sink, observe the capture, build the report."""
     db_path, capture = workdir / "sample.db", workdir / "capture"
     shutil.copyfile(sample, db_path)
+    db_path.chmod(0o600)
     server = await serve("127.0.0.1", 0, capture)
     port = server.sockets[0].getsockname()[1]
     s = replace(settings, db=str(db_path), smtp_host="127.0.0.1", smtp_port=port, smtp_user=None,

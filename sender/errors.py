@@ -9,7 +9,10 @@
     │   ├── NoDatabase          no queue file at that path (exit 2)
     │   ├── NotOurDatabase      file is not a sender queue (exit 2)
     │   ├── SchemaTooNew        file was written by a newer sender (exit 2)
-    │   └── ClaimRefused        the SendLog unique index refused a claim
+    │   ├── ClaimRefused        the SendLog unique index refused a claim
+    │   └── QueueUnusable       stop at once, never retry (exit 1)
+    │       ├── DamagedDatabase   SQLite reports the file corrupt (malformed pages)
+    │       └── QueueFileChanged  the file on disk is not the one opened (replaced, deleted, WAL gone)
     ├── DeliveryError           one SMTP attempt; carries code, phase and kind
     │   kinds (the actions of ``sender.classify``): "retry" (provably not delivered, attempt
     │   counted), "failed" (permanent), "unknown" (the data may have reached the server),
@@ -68,6 +71,23 @@ class SchemaTooNew(StoreError):
 
 class ClaimRefused(StoreError):
     """A claim hit the SendLog unique index: some message already has a live entry."""
+
+
+class QueueUnusable(StoreError):
+    """Writing on would lose or split the truth: the daemon stops claiming instead of retrying."""
+
+
+class DamagedDatabase(QueueUnusable):
+    """SQLite found corrupt pages; the message says how to check and what to do."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        super().__init__(f"the queue file is damaged: run `sqlite3 {path} 'PRAGMA integrity_check'`; "
+                         "restore from backup")
+
+
+class QueueFileChanged(QueueUnusable):
+    """The queue file at the path is no longer the file this process opened."""
 
 
 class DeliveryError(SenderError):

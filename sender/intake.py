@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import re
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -26,6 +27,7 @@ COLUMNS_OPTIONAL = ("name", "campaign", "send_at", "from", "dedupe_key", "html",
 PRIORITIES = {"high": 0, "normal": 1, "low": 2, "0": 0, "1": 1, "2": 2}
 MAX_BODY_BYTES = 2 * 1024 * 1024
 MAX_HEADER_CHARS = 998
+MAX_LOCAL_PART = 64  # octets, RFC 5321 4.5.3.1.1
 DEFAULT_CAMPAIGN = "default"
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _DOMAIN = re.compile(rf"^(?=.{{1,253}}$)({_LABEL}\.)+[A-Za-z]{{2,63}}$|"
@@ -106,10 +108,15 @@ def check_address(field: str, value: str) -> str:
     value = value.strip()
     if not value:
         raise InputError(f"{field}: empty address")
+    if "\t" in value:
+        raise InputError(f"{field}: a TAB is not allowed in an address (SMTP refuses it), in {value!r}")
     if _SIMPLE_ADDR.fullmatch(value):
         local, _, domain = value.rpartition("@")
     else:
         local, domain = parse_addr_spec(field, value)
+    if len(local.encode("utf-8")) > MAX_LOCAL_PART:
+        raise InputError(f"{field}: the part before the @ is longer than {MAX_LOCAL_PART} characters "
+                         f"(SMTP limit), in {value[:80]!r}")
     if not domain.isascii():
         try:
             domain = domain.encode("idna").decode("ascii")
@@ -122,10 +129,18 @@ def check_address(field: str, value: str) -> str:
 
 def parse_addr_spec(field: str, value: str) -> tuple[str, str]:
     """The full RFC 5322 parse (stdlib): (local part as it must be written, domain)."""
+    local, at, domain = value.rpartition("@")
+    if not at:
+        raise InputError(f"{field}: invalid address {value!r} (no @)")
+    if not domain.strip():
+        raise InputError(f"{field}: invalid address {value!r} (nothing after the @)")
+    if not local.strip():
+        raise InputError(f"{field}: invalid address {value!r} (nothing before the @)")
     try:
         addr = Address(addr_spec=value)
     except (ValueError, IndexError, HeaderParseError) as exc:
-        raise InputError(f"{field}: invalid address {value!r} ({exc})") from exc
+        reason = str(exc) if isinstance(exc, ValueError | HeaderParseError) else "not an address"
+        raise InputError(f"{field}: invalid address {value!r} ({reason})") from exc
     return addr.addr_spec.rpartition("@")[0], addr.domain
 
 
@@ -199,8 +214,7 @@ def read_csv(path: str, templates: Templates | None = None) -> Iterator[NewMessa
     Raises ``UsageError`` for problems with the file as a whole (missing, not UTF-8, bad header).
     """
     file = Path(path)
-    if not file.is_file():
-        raise UsageError(f"{path}: no such file")
+    check_regular_file(path, "--csv")
     expected = f"{','.join(COLUMNS_REQUIRED)}[,{','.join(COLUMNS_OPTIONAL)}]"
     start = 1
     with file.open(encoding="utf-8-sig", newline="") as fh:
@@ -247,6 +261,20 @@ def read_csv(path: str, templates: Templates | None = None) -> Iterator[NewMessa
             if "field larger" in reason:
                 reason = f"a field is larger than the {MAX_BODY_BYTES} byte limit"
             raise UsageError(f"{path}: line {start}: {reason}") from exc
+
+
+def check_regular_file(path: str, flag: str) -> None:
+    """A CSV is read twice (check, then queue): a directory, FIFO or device cannot be."""
+    try:
+        mode = Path(path).stat().st_mode
+    except FileNotFoundError:
+        raise UsageError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise UsageError(f"{flag} {path}: {exc.strerror}") from exc
+    if not stat.S_ISREG(mode):
+        kind = ("a directory" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode)
+                else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a special file")
+        raise UsageError(f"{flag} {path}: not a regular file ({kind})")
 
 
 def _undecodable(file: Path) -> tuple[int, int]:

@@ -297,7 +297,8 @@ async def send_log(db: Database, text: str = "", limit: int = LOG_LIMIT,
     top = await db.fetchone("SELECT coalesce(max(id), 0) FROM send_log")
     floor = (top[0] if top else 0) - scan
     digits = text.removeprefix("#")
-    row = int(digits) if digits.isdigit() else -1
+    # ASCII digits only ("²".isdigit() is true, int() refuses it) and within SQLite's 64-bit integers.
+    row = int(digits) if digits.isascii() and digits.isdigit() and len(digits) <= 18 else -1
     mid = text if text.startswith("<") else f"<{text}>"
     rows = await db.fetchall(
         f"SELECT {_ATTEMPT_COLUMNS} FROM send_log WHERE id IN ("

@@ -92,6 +92,8 @@ async def resolve_window(db: Database, since: str, until: str | None, now: float
         return await window_for(db, span, now)
     else:
         end = now
+    if start < 0:
+        raise UsageError(f"--since {since!r}: the window would start before 1970")
     if start > end:
         raise UsageError(f"the window starts after it ends ({iso(start)} > {iso(end)})")
     return Window(start, end)

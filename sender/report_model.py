@@ -160,8 +160,13 @@ def parse_since(text: str, now: float) -> tuple[float, float | None]:
     A time without an offset is UTC. Raises ``UsageError`` with the accepted forms."""
     span = span_seconds(text, unit_required=True)
     if span is not None:
+        if span > now:
+            raise UsageError(f"--since {text!r}: reaches back before 1970; give a shorter span or a time")
         return now - span, span
     return parse_time(text, "--since"), None
+
+
+LAST_SECOND = 253402214400.0  # 9999-12-31T00:00:00Z: a day of room for any offset
 
 
 def parse_time(text: str, flag: str) -> float:
@@ -172,7 +177,10 @@ def parse_time(text: str, flag: str) -> float:
                          "time like 2025-03-09T07:00:00+01:00") from None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
-    return when.timestamp()
+    stamp = when.timestamp()
+    if not 0 <= stamp < LAST_SECOND:
+        raise UsageError(f"{flag} {text!r}: outside 1970-01-01 to 9999-12-30")
+    return stamp
 
 
 def iso(stamp: float | None) -> str | None:
