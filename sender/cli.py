@@ -27,6 +27,8 @@ from .cli_commands import (
     cmd_status,
 )
 from .cli_enqueue import cmd_enqueue
+from .cli_suppress import add_parser as add_suppress_parser
+from .cli_suppress import cmd_suppress
 from .errors import SenderError
 
 log = logging.getLogger("sender")
@@ -141,6 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
     _mailbox_flags(rc, required=True)
     rc.add_argument("--actor", default=None, help="who (default: $USER)")
 
+    add_suppress_parser(sub, common)
+
     dm = sub.add_parser("demo", parents=[common], help="send a copy of sample.db into a local sink")
     dm.add_argument("--sample", metavar="FILE", help="queue to copy (default: sample.db)")
     dm.add_argument("--keep", metavar="DIR", help="keep the copy and the capture in DIR")
@@ -157,7 +161,7 @@ COMMANDS = {"init": cmd_init, "enqueue": cmd_enqueue, "run": cmd_run, "status": 
             "recover": cmd_recover, "resolve": cmd_resolve, "pause": cmd_pause, "resume": cmd_pause,
             "config": cmd_config,
             "sink": cmd_sink, "observe": cmd_observe, "report": cmd_report,
-            "reconcile": cmd_reconcile, "demo": cmd_demo}
+            "reconcile": cmd_reconcile, "demo": cmd_demo, "suppress": cmd_suppress}
 
 _SETTING_FLAGS = ("db", "smtp_host", "smtp_port", "concurrency", "worker", "smtp_starttls", "smtp_tls",
                   "smtp_timeout", "lease", "poll", "batch", "prefetch", "retry_delay", "max_attempts", "grace",

@@ -9,9 +9,15 @@ Times are Unix seconds (REAL): cheap to compare and index, formatted only for di
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 APPLICATION_ID = 0x53454E44  # "SEND": marks a file as ours
 
-STATES = ("scheduled", "sending", "sent", "failed", "unknown", "cancelled", "expired")
+STATES = ("scheduled", "sending", "sent", "failed", "unknown", "cancelled", "expired", "suppressed",
+          "bounced")
+
+# Why an address is on the suppression list (``suppressions.reason``).
+SUPPRESSION_REASONS = ("unsubscribed", "bounced", "complained", "manual")
 
 # SendLog statuses that mean "this message may be, or is, delivered": at most one per message
 # and one per dedupe key, enforced by unique partial indexes (invariant 2).
@@ -196,8 +202,53 @@ INSERT OR IGNORE INTO shared_pairs(recipient_id, campaign_id)
     SELECT recipient_id, campaign_id FROM messages GROUP BY recipient_id, campaign_id HAVING count(*) > 1;
 """
 
-MIGRATIONS: list[tuple[str, str]] = [
+
+
+@dataclass(frozen=True, slots=True)
+class Rebuild:
+    """A migration step SQLite cannot do with ``ALTER TABLE``: change a constraint of ``table``.
+
+    Run by ``sender.db`` as the documented 12-step table rebuild
+    (https://www.sqlite.org/lang_altertable.html#otheralter), with foreign keys off: the table's
+    current ``CREATE TABLE`` text with ``old`` replaced by ``new`` becomes ``{table}_new``, the
+    rows are copied, the old table dropped, the new one renamed, and every index and trigger the
+    old table had (whatever migrations, earlier or later merged, created them) recreated from
+    ``sqlite_master``. ``then`` runs afterwards, in the same transaction.
+    """
+
+    table: str
+    old: str
+    new: str
+    then: str = ""
+
+
+# Deliverability (docs/deliverability.md). The suppression list is global, not per From domain:
+# an unsubscribe, a complaint or a hard bounce is about the person's mailbox, and a second brand
+# of the same team mailing someone who opted out is exactly what the list must prevent.
+# ``messages.state`` gains ``suppressed`` (the claim found the recipient on the list) and
+# ``bounced`` (a DSN with a 5.x.x status arrived after ``sent``); the SendLog keeps ``sent`` for a
+# bounced attempt (it was handed over), so the dedupe indexes still refuse a resend.
+_SUPPRESSION_TABLE = """
+CREATE TABLE IF NOT EXISTS suppressions (
+    email  TEXT PRIMARY KEY COLLATE NOCASE,
+    reason TEXT NOT NULL CHECK (reason IN ('unsubscribed','bounced','complained','manual')),
+    at     REAL NOT NULL,
+    source TEXT NOT NULL DEFAULT ''   -- who or what added it: an operator, a DSN's row, a token
+) WITHOUT ROWID;
+INSERT OR IGNORE INTO state_counts(state, n) VALUES ('suppressed', 0), ('bounced', 0);
+"""
+
+_SUPPRESSION_STATES = Rebuild(
+    "messages",
+    old="CHECK (state IN ('scheduled','sending','sent','failed','unknown','cancelled','expired'))",
+    new="CHECK (state IN ('scheduled','sending','sent','failed','unknown','cancelled','expired',"
+        "'suppressed','bounced'))",
+    then=_SUPPRESSION_TABLE,
+)
+
+MIGRATIONS: list[tuple[str, str | Rebuild]] = [
     ("0001_initial", _INITIAL),
     ("0002_observations", _OBSERVATIONS),
     ("0003_shared_pairs", _SHARED_PAIRS),
+    ("suppressions_and_bounce_states", _SUPPRESSION_STATES),
 ]
