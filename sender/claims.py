@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .db import SyncTx
+from .headers import from_json
 from .policy import Limit, Policy
 from .schema import ATTEMPTED_SQL, LIVE_SQL
 
@@ -76,7 +77,7 @@ SELECT m.id, m.dedupe_key, m.message_id, r.email, c.name, b.from_addr, m.attempt
 
 _DETAILS = """
 SELECT m.id, m.message_id, m.attempts + 1, r.email, coalesce(b.to_name, r.name), c.name,
-       b.from_addr, b.from_name, b.subject, b.body_text, b.body_html
+       b.from_addr, b.from_name, b.subject, b.body_text, b.body_html, b.reply_to, b.headers
   FROM messages m JOIN recipients r ON r.id = m.recipient_id
   JOIN campaigns c ON c.id = m.campaign_id JOIN message_bodies b ON b.message_id = m.id
  WHERE m.id IN (SELECT value FROM json_each(:ids))
@@ -128,7 +129,7 @@ def claim(tx: SyncTx, policy: Policy | None, *, worker: str, worker_id: int, lim
         tx.execute("RELEASE claim")
         return [Claim(id=r[0], mid=r[1], token=token, attempt=r[2], recipient=r[3], to_name=r[4],
                       campaign=r[5], from_addr=r[6], from_name=r[7], subject=r[8], body_text=r[9],
-                      body_html=r[10])
+                      body_html=r[10], reply_to=r[11], headers=from_json(r[12]))
                 for r in tx.fetchall(_DETAILS, {"ids": id_list})]
     return []
 

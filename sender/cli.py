@@ -28,7 +28,7 @@ from .cli_commands import (
 )
 from .cli_enqueue import cmd_enqueue
 from .cli_suppress import add_parser as add_suppress_parser
-from .cli_suppress import cmd_suppress
+from .cli_suppress import add_unsubscribe_parser, cmd_suppress, cmd_unsubscribe
 from .errors import SenderError
 
 log = logging.getLogger("sender")
@@ -51,7 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("init", parents=[common], help="create or upgrade the queue database")
 
     e = sub.add_parser("enqueue", parents=[common], help="queue messages from a CSV file or flags")
-    e.add_argument("--csv", metavar="FILE", help="header: to,subject,body[,name,campaign,send_at,from,dedupe_key,html]")
+    e.add_argument("--csv", metavar="FILE",
+                   help="header: to,subject,body[,name,campaign,send_at,from,dedupe_key,html,priority,"
+                        "expires_at,reply_to,headers]")
     e.add_argument("--to")
     e.add_argument("--subject")
     e.add_argument("--body")
@@ -68,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="subject/body/html are templates: $field from CSV columns ($$ for a dollar)")
     e.add_argument("--body-file", metavar="FILE", help="read --body from a UTF-8 file")
     e.add_argument("--html-file", metavar="FILE", help="read --html from a UTF-8 file")
+    e.add_argument("--reply-to", metavar="ADDR", help="Reply-To: addr or 'Name <addr>'")
+    e.add_argument("--header", action="append", metavar="'NAME: VALUE'",
+                   help="an extra header (repeatable); not one the sender writes itself")
     e.add_argument("--skip-invalid", action="store_true", help="queue the good rows, list the bad ones")
 
     r = sub.add_parser("run", parents=[common], help="send due messages (daemon, or --once for cron)")
@@ -144,6 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     rc.add_argument("--actor", default=None, help="who (default: $USER)")
 
     add_suppress_parser(sub, common)
+    add_unsubscribe_parser(sub, common)
 
     dm = sub.add_parser("demo", parents=[common], help="send a copy of sample.db into a local sink")
     dm.add_argument("--sample", metavar="FILE", help="queue to copy (default: sample.db)")
@@ -161,7 +167,8 @@ COMMANDS = {"init": cmd_init, "enqueue": cmd_enqueue, "run": cmd_run, "status": 
             "recover": cmd_recover, "resolve": cmd_resolve, "pause": cmd_pause, "resume": cmd_pause,
             "config": cmd_config,
             "sink": cmd_sink, "observe": cmd_observe, "report": cmd_report,
-            "reconcile": cmd_reconcile, "demo": cmd_demo, "suppress": cmd_suppress}
+            "reconcile": cmd_reconcile, "demo": cmd_demo, "suppress": cmd_suppress,
+            "unsubscribe": cmd_unsubscribe}
 
 _SETTING_FLAGS = ("db", "smtp_host", "smtp_port", "concurrency", "worker", "smtp_starttls", "smtp_tls",
                   "smtp_timeout", "lease", "poll", "batch", "prefetch", "retry_delay", "max_attempts", "grace",

@@ -33,6 +33,23 @@ def add_parser(sub: argparse._SubParsersAction[Any],
                    help="for rows without a reason column (manual)")
 
 
+def add_unsubscribe_parser(sub: argparse._SubParsersAction[Any], common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("unsubscribe", parents=[common],
+                       help="apply an unsubscribe token (from a List-Unsubscribe link): suppress its address")
+    p.add_argument("token", metavar="TOKEN")
+
+
+async def cmd_unsubscribe(args: argparse.Namespace, settings: Settings) -> int:
+    from . import unsubscribe
+
+    if not settings.unsubscribe_secret:
+        raise UsageError("unsubscribe: no secret configured (SENDER_UNSUBSCRIBE_SECRET or [unsubscribe] secret)")
+    async with open_db(settings.db) as db:
+        found = await unsubscribe.apply(db, settings.unsubscribe_secret, args.token, now=time.time())
+    print(f"unsubscribed {found.email} (row {found.row})")
+    return 0
+
+
 def _addresses(values: list[str]) -> list[str]:
     try:
         return [suppression.normalise(v) for v in values]

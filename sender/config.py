@@ -49,6 +49,13 @@ class Settings:
     max_age: str | None = None
     pause_after_errors: int = 0
     campaigns: dict[str, dict[str, Any]] = field(default_factory=dict)
+    unsubscribe_url: str | None = None
+    unsubscribe_mailto: str | None = None
+    unsubscribe_secret: str | None = field(default=None, repr=False)
+    return_path: str | None = None
+    dkim_domain: str | None = None
+    dkim_selector: str | None = None
+    dkim_key_file: str | None = None
 
     def policy(self) -> Policy:
         """The sending policy these settings describe (validated: a bad rule is exit 2)."""
@@ -57,8 +64,9 @@ class Settings:
     def redacted(self) -> dict[str, Any]:
         """The effective settings as a dict, safe to print."""
         out = {f.name: getattr(self, f.name) for f in fields(self)}
-        if out["smtp_password"]:
-            out["smtp_password"] = "***"
+        for secret in ("smtp_password", "unsubscribe_secret"):
+            if out[secret]:
+                out[secret] = "***"
         return out
 
 
@@ -76,6 +84,13 @@ _ENV = {
     "SENDER_SMTP_STARTTLS": "smtp_starttls",
     "SENDER_DOMAIN": "domain",
     "SENDER_FROM": "sender_from",
+    "SENDER_UNSUBSCRIBE_URL": "unsubscribe_url",
+    "SENDER_UNSUBSCRIBE_MAILTO": "unsubscribe_mailto",
+    "SENDER_UNSUBSCRIBE_SECRET": "unsubscribe_secret",
+    "SENDER_RETURN_PATH": "return_path",
+    "SENDER_DKIM_DOMAIN": "dkim_domain",
+    "SENDER_DKIM_SELECTOR": "dkim_selector",
+    "SENDER_DKIM_KEY_FILE": "dkim_key_file",
 }
 
 
@@ -163,3 +178,6 @@ def _check(s: Settings) -> None:
         raise UsageError("--tls and --starttls are mutually exclusive")
     if not 0 < s.smtp_port < 65536:
         raise UsageError(f"bad SMTP port {s.smtp_port}")
+    from .unsubscribe import check_settings
+
+    check_settings(s.unsubscribe_url, s.unsubscribe_mailto, s.unsubscribe_secret)

@@ -24,12 +24,11 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from . import queue
+from . import compose, queue
 from .config import Settings
 from .db import Database
 from .delivery import Transport
 from .errors import DeliveryError, StoreError
-from .message import build
 from .queue import Claim, Outcome
 
 log = logging.getLogger(__name__)
@@ -330,9 +329,7 @@ class Daemon:
             return Outcome(claim.id, claim.token, status, code, reply, due_at, claim.mid, claim.recipient)
 
         try:
-            envelope = build(message_id=claim.mid, from_addr=claim.from_addr, from_name=claim.from_name,
-                             to=claim.recipient, to_name=claim.to_name, subject=claim.subject,
-                             body_text=claim.body_text, body_html=claim.body_html, date=self.clock())
+            envelope = compose.envelope(claim, self.settings, self.clock())
         except (ValueError, TypeError, LookupError) as exc:
             return done("failed", None, f"cannot build message: {exc}"), 0.0
         try:

@@ -39,6 +39,7 @@ class ObserveStats:
     bad_date: int = 0
     no_recipient: int = 0
     traced: int = 0
+    unsubscribed: int = 0
     seconds: float = 0.0
     found: set[str] = field(default_factory=set)
 
@@ -49,6 +50,8 @@ class ObserveStats:
             if n]
         text = (f"observed {self.messages} messages in {self.source}: {self.added} new "
                 f"observations, {self.known} already stored ({self.seconds:.1f}s)")
+        if self.unsubscribed:
+            text += f"; {self.unsubscribed} unsubscribe repl{'y' if self.unsubscribed == 1 else 'ies'} applied"
         return text + (f"; {', '.join(problems)}" if problems else "")
 
 
@@ -79,9 +82,11 @@ SELECT j.key, s.message_id
 
 async def observe(db: Database, mailbox: Mailbox, *, now: float,
                   progress: Callable[[int], None] | None = None, batch: int = BATCH,
-                  watch: frozenset[str] = frozenset()) -> ObserveStats:
+                  watch: frozenset[str] = frozenset(), secret: str | None = None) -> ObserveStats:
     """Store every copy in ``mailbox`` once; return counts, and in ``found`` which Message-IDs
-    of ``watch`` this mailbox holds. Commits every ``batch`` messages."""
+    of ``watch`` this mailbox holds. Commits every ``batch`` messages. With the unsubscribe
+    ``secret``, a reply whose Subject carries a valid token (the List-Unsubscribe mailto link)
+    suppresses its address."""
     started = time.monotonic()
     stats = ObserveStats(mailbox.source)
     await db.execute("CREATE TEMP TABLE IF NOT EXISTS observe_scan "
@@ -92,12 +97,12 @@ async def observe(db: Database, mailbox: Mailbox, *, now: float,
         for raw in mailbox.messages():
             pending.append(_Pending(raw, parse_head(raw.head)))
             if len(pending) >= batch:
-                await _store(db, pending, stats, now, watch)
+                await _store(db, pending, stats, now, watch, secret)
                 if progress:
                     progress(sum(p.raw.units for p in pending))
                 pending.clear()
         if pending:
-            await _store(db, pending, stats, now, watch)
+            await _store(db, pending, stats, now, watch, secret)
             if progress:
                 progress(sum(p.raw.units for p in pending))
     finally:
@@ -108,9 +113,11 @@ async def observe(db: Database, mailbox: Mailbox, *, now: float,
 
 
 async def _store(db: Database, batch: list[_Pending], stats: ObserveStats, now: float,
-                 watch: frozenset[str]) -> None:
+                 watch: frozenset[str], secret: str | None = None) -> None:
     rows: list[dict[str, Any]] = []
     async with db.write():
+        if secret:
+            stats.unsubscribed += await _unsubscribe_replies(db, batch, secret, now, stats.source)
         copies = await _ordinals(db, [p.raw.fingerprint for p in batch])
         owners = await _row_owners(db, batch)
         for p, copy in zip(batch, copies, strict=True):
@@ -142,6 +149,21 @@ async def _store(db: Database, batch: list[_Pending], stats: ObserveStats, now: 
     stats.added += added
     stats.known += len(rows) - added
     stats.traced += sum(r["row_id"] is not None for r in rows)
+
+
+async def _unsubscribe_replies(db: Database, batch: list[_Pending], secret: str, now: float,
+                               source: str) -> int:
+    from . import suppression, unsubscribe
+
+    entries = []
+    for p in batch:
+        if "unsubscribe" in p.parsed.subject.lower():
+            match = unsubscribe.TOKEN.search(p.parsed.subject)
+            found = unsubscribe.verify(secret, match.group()) if match else None
+            if found is not None:
+                entries.append((found.email, "unsubscribed"))
+    await db.executemany(suppression.UPSERT, [(e, r, now, f"reply in {source}") for e, r in entries])
+    return len(entries)
 
 
 async def _ordinals(db: Database, fingerprints: list[str]) -> list[int]:
@@ -210,7 +232,7 @@ class Reconciled:
 
 
 async def reconcile(db: Database, mailbox: Mailbox, *, actor: str, now: float,
-                    progress: Callable[[int], None] | None = None,
+                    progress: Callable[[int], None] | None = None, secret: str | None = None,
                     ) -> tuple[ObserveStats, list[Reconciled]]:
     """Observe ``mailbox``; ``unknown`` messages whose Message-ID it holds become ``sent``
     through ``admin.mark_found``, which writes the audit rows naming this mailbox."""
@@ -219,7 +241,7 @@ async def reconcile(db: Database, mailbox: Mailbox, *, actor: str, now: float,
     unknown = {r[1]: (r[0], r[2]) for r in await db.fetchall(
         "SELECT m.id, m.message_id, r.email FROM messages m "
         "JOIN recipients r ON r.id = m.recipient_id WHERE m.state = 'unknown'")}
-    stats = await observe(db, mailbox, now=now, progress=progress, watch=frozenset(unknown))
+    stats = await observe(db, mailbox, now=now, progress=progress, watch=frozenset(unknown), secret=secret)
     if not stats.found:
         return stats, []
     changed = set(await admin.mark_found(db, sorted(stats.found), actor=actor, now=now,

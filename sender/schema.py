@@ -246,9 +246,16 @@ _SUPPRESSION_STATES = Rebuild(
     then=_SUPPRESSION_TABLE,
 )
 
+# Reply-To and extra headers (a JSON list of [name, value]), validated at enqueue (sender.headers).
+_EXTRA_HEADERS = """
+ALTER TABLE message_bodies ADD COLUMN reply_to TEXT;
+ALTER TABLE message_bodies ADD COLUMN headers TEXT;
+"""
+
 MIGRATIONS: list[tuple[str, str | Rebuild]] = [
     ("0001_initial", _INITIAL),
     ("0002_observations", _OBSERVATIONS),
     ("0003_shared_pairs", _SHARED_PAIRS),
     ("suppressions_and_bounce_states", _SUPPRESSION_STATES),
+    ("message_reply_to_and_headers", _EXTRA_HEADERS),
 ]

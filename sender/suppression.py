@@ -19,7 +19,7 @@ from .intake import check_address
 from .schema import SUPPRESSION_REASONS
 
 # A newer reason wins over an older one except that ``manual`` never hides a stronger one.
-_UPSERT = """
+UPSERT = """
 INSERT INTO suppressions(email, reason, at, source) VALUES (?, ?, ?, ?)
 ON CONFLICT(email) DO UPDATE SET reason = excluded.reason, at = excluded.at, source = excluded.source
  WHERE excluded.reason <> 'manual' OR suppressions.reason = 'manual'
@@ -52,7 +52,7 @@ def add_in(tx: SyncTx, entries: Iterable[tuple[str, str]], *, source: str, now: 
     """Inside a caller's transaction: suppress each (address, reason); return how many rows."""
     rows = [(email, check_reason(reason), now, source) for email, reason in entries]
     for row in rows:
-        tx.execute(_UPSERT, row)
+        tx.execute(UPSERT, row)
     return len(rows)
 
 
