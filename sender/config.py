@@ -64,9 +64,12 @@ class Settings:
     def redacted(self) -> dict[str, Any]:
         """The effective settings as a dict, safe to print."""
         out = {f.name: getattr(self, f.name) for f in fields(self)}
-        for secret in ("smtp_password", "unsubscribe_secret"):
-            if out[secret]:
-                out[secret] = "***"
+        if out["smtp_password"]:
+            out["smtp_password"] = "***"
+        if out["unsubscribe_secret"]:
+            out["unsubscribe_secret"] = "***"
+        else:
+            del out["unsubscribe_secret"]
         return out
 
 
