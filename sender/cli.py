@@ -98,6 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--rate", metavar="N/PERIOD", help="at most N per From account per period, e.g. 60/1m")
     r.add_argument("--daily-cap", type=int, metavar="N", help="at most N per From account per 24h")
     r.add_argument("--max-age", metavar="DURATION", help="never send messages older than this (e.g. 7d)")
+    r.add_argument("--return-path", metavar="TEMPLATE",
+                   help="envelope sender, e.g. 'bounces+{row}@example.org' (VERP: bounces map to their row)")
     r.add_argument("--pause-after-errors", type=int, metavar="N",
                    help="pause all sending after N relay errors in a row")
 
@@ -128,8 +130,10 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--port", type=int, required=True)
     k.add_argument("--maildir", required=True)
 
-    ob = sub.add_parser("observe", parents=[common], help="record what arrived in a mailbox")
+    ob = sub.add_parser("observe", parents=[common],
+                        help="record what arrived in a mailbox; apply bounces, complaints, unsubscribe replies")
     _mailbox_flags(ob, required=True)
+    ob.add_argument("--return-path", metavar="TEMPLATE", help="the run's VERP template, to map bounces to rows")
 
     rp = sub.add_parser("report", parents=[common],
                         help="find duplicates, ghosts, unknown, stale claims, missing mail")
@@ -146,6 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     rc = sub.add_parser("reconcile", parents=[common],
                         help="observe a mailbox; unknown messages found in it become sent")
     _mailbox_flags(rc, required=True)
+    rc.add_argument("--return-path", metavar="TEMPLATE", help="the run's VERP template, to map bounces to rows")
     rc.add_argument("--actor", default=None, help="who (default: $USER)")
 
     add_suppress_parser(sub, common)
@@ -172,7 +177,8 @@ COMMANDS = {"init": cmd_init, "enqueue": cmd_enqueue, "run": cmd_run, "status": 
 
 _SETTING_FLAGS = ("db", "smtp_host", "smtp_port", "concurrency", "worker", "smtp_starttls", "smtp_tls",
                   "smtp_timeout", "lease", "poll", "batch", "prefetch", "retry_delay", "max_attempts", "grace",
-                  "heartbeat", "recipient_cap", "rate", "daily_cap", "max_age", "pause_after_errors")
+                  "heartbeat", "recipient_cap", "rate", "daily_cap", "max_age", "pause_after_errors",
+                  "return_path")
 
 
 def _setup_logging(verbose: int, quiet: bool) -> None:

@@ -152,7 +152,7 @@ async def cmd_observe(args: argparse.Namespace, settings: Settings) -> int:
     async with open_db(settings.db) as db:
         with progress_bar(mailbox) as advance:
             stats = await observe(db, mailbox, now=time.time(), progress=advance,
-                                  secret=settings.unsubscribe_secret)
+                                  rules=settings.feedback_rules())
     print(stats.summary())
     return 0
 
@@ -195,7 +195,7 @@ async def cmd_reconcile(args: argparse.Namespace, settings: Settings) -> int:
     async with open_db(settings.db) as db:
         with progress_bar(mailbox) as advance:
             stats, changed = await reconcile(db, mailbox, actor=actor, now=time.time(),
-                                             progress=advance, secret=settings.unsubscribe_secret)
+                                             progress=advance, rules=settings.feedback_rules())
         left = (await queries.state_counts(db))["unknown"]
     print(stats.summary())
     for r in changed:

@@ -23,4 +23,9 @@ def envelope(claim: Claim, settings: Settings, now: float) -> Envelope:
     return build(message_id=claim.mid, from_addr=claim.from_addr, from_name=claim.from_name,
                  to=claim.recipient, to_name=claim.to_name, subject=claim.subject,
                  body_text=claim.body_text, body_html=claim.body_html, date=now, extra=extra,
-                 raw_headers=raw)
+                 raw_headers=raw, sender=return_path(settings, claim.id))
+
+
+def return_path(settings: Settings, row: int) -> str | None:
+    """The VERP envelope sender for ``row`` (``bounces+{row}@example.org``), if configured."""
+    return settings.return_path.replace("{row}", str(row)) if settings.return_path else None

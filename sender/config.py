@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UsageError
+from .feedback import Rules as FeedbackRules
 from .policy import Policy
 from .policy import from_settings as policy_from
 
@@ -56,10 +57,17 @@ class Settings:
     dkim_domain: str | None = None
     dkim_selector: str | None = None
     dkim_key_file: str | None = None
+    soft_bounce_limit: int = 3
+    soft_bounce_days: float = 7.0
 
     def policy(self) -> Policy:
         """The sending policy these settings describe (validated: a bad rule is exit 2)."""
         return policy_from(self.recipient_cap, self.rate, self.daily_cap, self.max_age, self.campaigns)
+
+    def feedback_rules(self) -> FeedbackRules:
+        """What observe needs to act on unsubscribe replies, bounces and complaints."""
+        return FeedbackRules(self.unsubscribe_secret, self.return_path, self.soft_bounce_limit,
+                             self.soft_bounce_days * 86400.0)
 
     def redacted(self) -> dict[str, Any]:
         """The effective settings as a dict, safe to print."""
@@ -184,3 +192,19 @@ def _check(s: Settings) -> None:
     from .unsubscribe import check_settings
 
     check_settings(s.unsubscribe_url, s.unsubscribe_mailto, s.unsubscribe_secret)
+    if s.return_path is not None:
+        _check_return_path(s.return_path)
+    if s.soft_bounce_limit < 1 or s.soft_bounce_days <= 0:
+        raise UsageError("soft_bounce_limit must be at least 1 and soft_bounce_days positive")
+
+
+def _check_return_path(template: str) -> None:
+    from .errors import InputError
+    from .intake import check_address
+
+    if template.count("{row}") != 1:
+        raise UsageError(f"--return-path {template!r}: must contain {{row}} once (e.g. bounces+{{row}}@example.org)")
+    try:
+        check_address("return path", template.replace("{row}", "1"))
+    except InputError as exc:
+        raise UsageError(f"--return-path: {exc.reason}") from None

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 import aiosqlite
 
 from .errors import NoDatabase, NotOurDatabase, SchemaTooNew, StoreError
-from .schema import APPLICATION_ID, MIGRATIONS, Rebuild
+from .schema import APPLICATION_ID, MIGRATIONS, AddColumns, Rebuild
 
 log = logging.getLogger(__name__)
 
@@ -224,7 +224,13 @@ async def _check_or_migrate(db: Database, *, migrate: bool) -> None:
                     continue  # another process applied it meanwhile
                 if isinstance(step, Rebuild):
                     await _rebuild(db, step)
-                for statement in _statements(step.then if isinstance(step, Rebuild) else step):
+                    script = step.then
+                elif isinstance(step, AddColumns):
+                    await _add_columns(db, step)
+                    script = ""
+                else:
+                    script = step
+                for statement in _statements(script):
                     await db.execute(statement)
                 await db.execute(
                     "INSERT INTO schema_migrations(version, name, applied_at) VALUES (?, ?, ?)",
@@ -236,6 +242,13 @@ async def _check_or_migrate(db: Database, *, migrate: bool) -> None:
             if isinstance(step, Rebuild):
                 await db.execute("PRAGMA foreign_keys = ON")
         log.info("applied migration %s to %s", name, db.path)
+
+
+async def _add_columns(db: Database, step: AddColumns) -> None:
+    have = {r[1] for r in await db.fetchall(f'PRAGMA table_info("{step.table}")')}
+    for name, kind in step.columns:
+        if name not in have:
+            await db.execute(f'ALTER TABLE "{step.table}" ADD COLUMN "{name}" {kind}')
 
 
 async def _rebuild(db: Database, step: Rebuild) -> None:

@@ -29,6 +29,8 @@ from .errors import UsageError
 
 CHUNK = 64 * 1024
 HEADER_LIMIT = 256 * 1024
+REPORT_LIMIT = 512 * 1024  # a DSN or ARF report is kept whole up to this size for sender.feedback
+_REPORT = re.compile(rb"(?im)^content-type:[ \t]*(?:\r?\n[ \t]+)?multipart/report")
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
 _ANGLE = re.compile(r"<[^<>\s]+>")
 _FOLD = re.compile(r"\r?\n[ \t]*")
@@ -43,6 +45,7 @@ class RawMessage:
     fingerprint: str
     delivered_at: float | None
     units: int
+    report: bytes | None = None  # the whole copy (bounded), when it is a multipart/report (DSN, ARF)
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,9 +109,14 @@ class _Copy:
         self.digest = hashlib.sha256()
         self.head = bytearray()
         self.in_head = True
+        self.whole: bytearray | None = bytearray()  # kept only while it may be a report
 
     def feed(self, data: bytes) -> None:
         self.digest.update(data)
+        if self.whole is not None:
+            self.whole += data
+            if len(self.whole) > REPORT_LIMIT or (not self.in_head and not _REPORT.search(self.head)):
+                self.whole = None
         if not self.in_head:
             return
         start = max(0, len(self.head) - 3)
@@ -122,7 +130,8 @@ class _Copy:
             self.in_head = False
 
     def done(self, delivered_at: float | None, units: int) -> RawMessage:
-        return RawMessage(bytes(self.head), self.digest.hexdigest(), delivered_at, units)
+        report = bytes(self.whole) if self.whole is not None and _REPORT.search(self.head) else None
+        return RawMessage(bytes(self.head), self.digest.hexdigest(), delivered_at, units, report)
 
 
 def _maildir_files(path: Path) -> Iterator[os.DirEntry[str]]:

@@ -246,16 +246,36 @@ _SUPPRESSION_STATES = Rebuild(
     then=_SUPPRESSION_TABLE,
 )
 
+@dataclass(frozen=True, slots=True)
+class AddColumns:
+    """``ALTER TABLE table ADD COLUMN`` for each (name, type) the table lacks: a step that is safe
+    to apply twice (SQLite has no ``ADD COLUMN IF NOT EXISTS``)."""
+
+    table: str
+    columns: tuple[tuple[str, str], ...]
+
+
 # Reply-To and extra headers (a JSON list of [name, value]), validated at enqueue (sender.headers).
-_EXTRA_HEADERS = """
-ALTER TABLE message_bodies ADD COLUMN reply_to TEXT;
-ALTER TABLE message_bodies ADD COLUMN headers TEXT;
+_EXTRA_HEADERS = AddColumns("message_bodies", (("reply_to", "TEXT"), ("headers", "TEXT")))
+
+# Temporary failures (DSN 4.x.x) found by observe, one row per report copy (re-reading a mailbox
+# counts nothing twice): enough of them within a period suppress the address (sender.feedback).
+_SOFT_BOUNCES = """
+CREATE TABLE IF NOT EXISTS soft_bounces (
+    fingerprint TEXT PRIMARY KEY,
+    email       TEXT NOT NULL COLLATE NOCASE,
+    row_id      INTEGER,
+    status      TEXT NOT NULL,
+    at          REAL NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS soft_bounces_email ON soft_bounces(email, at);
 """
 
-MIGRATIONS: list[tuple[str, str | Rebuild]] = [
+MIGRATIONS: list[tuple[str, str | Rebuild | AddColumns]] = [
     ("0001_initial", _INITIAL),
     ("0002_observations", _OBSERVATIONS),
     ("0003_shared_pairs", _SHARED_PAIRS),
     ("suppressions_and_bounce_states", _SUPPRESSION_STATES),
     ("message_reply_to_and_headers", _EXTRA_HEADERS),
+    ("soft_bounces", _SOFT_BOUNCES),
 ]

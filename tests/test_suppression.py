@@ -58,7 +58,7 @@ async def test_upgrade_from_version_3_keeps_rows_counts_indexes_and_triggers(tmp
         assert (await db.fetchone("PRAGMA foreign_keys"))[0] == 1  # type: ignore[index]
     assert query(path, "SELECT * FROM messages ORDER BY id") == before_rows
     assert len(query(path, "SELECT * FROM message_bodies")) == 4  # no cascade from the DROP TABLE
-    assert _schema_objects(path) == before_objects
+    assert before_objects <= _schema_objects(path)  # later migrations may add their own
     assert dict(query(path, "SELECT state, n FROM state_counts")) == {**before_counts, "suppressed": 0,
                                                                       "bounced": 0}
     assert query(path, "PRAGMA foreign_key_check") == []
