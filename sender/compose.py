@@ -4,7 +4,9 @@ path, the DKIM signature and attachments. One function, so the daemon has one li
 
 from __future__ import annotations
 
-from . import unsubscribe
+from dataclasses import replace
+
+from . import dkim_sign, unsubscribe
 from .config import Settings
 from .message import Envelope, build
 from .queue import Claim
@@ -20,10 +22,12 @@ def envelope(claim: Claim, settings: Settings, now: float) -> Envelope:
     if settings.unsubscribe_secret and (settings.unsubscribe_url or settings.unsubscribe_mailto):
         raw = unsubscribe.header_lines(url=settings.unsubscribe_url, mailto=settings.unsubscribe_mailto,
                                        secret=settings.unsubscribe_secret, row=claim.id, email=claim.recipient)
-    return build(message_id=claim.mid, from_addr=claim.from_addr, from_name=claim.from_name,
-                 to=claim.recipient, to_name=claim.to_name, subject=claim.subject,
-                 body_text=claim.body_text, body_html=claim.body_html, date=now, extra=extra,
-                 raw_headers=raw, sender=return_path(settings, claim.id))
+    built = build(message_id=claim.mid, from_addr=claim.from_addr, from_name=claim.from_name,
+                  to=claim.recipient, to_name=claim.to_name, subject=claim.subject,
+                  body_text=claim.body_text, body_html=claim.body_html, date=now, extra=extra,
+                  raw_headers=raw, sender=return_path(settings, claim.id))
+    sign = dkim_sign.signer(settings.dkim_domain, settings.dkim_selector, settings.dkim_key_file)
+    return built if sign is None else replace(built, data=sign.sign(built.data))
 
 
 def return_path(settings: Settings, row: int) -> str | None:

@@ -194,6 +194,10 @@ def _check(s: Settings) -> None:
     check_settings(s.unsubscribe_url, s.unsubscribe_mailto, s.unsubscribe_secret)
     if s.return_path is not None:
         _check_return_path(s.return_path)
+    if s.dkim_domain or s.dkim_selector or s.dkim_key_file:
+        from .dkim_sign import signer
+
+        signer(s.dkim_domain, s.dkim_selector, s.dkim_key_file)
     if s.soft_bounce_limit < 1 or s.soft_bounce_days <= 0:
         raise UsageError("soft_bounce_limit must be at least 1 and soft_bounce_days positive")
 
