@@ -18,6 +18,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from . import attachments
 from .db import SyncTx
 from .headers import from_json
 from .policy import Limit, Policy
@@ -127,9 +128,11 @@ def claim(tx: SyncTx, policy: Policy | None, *, worker: str, worker_id: int, lim
             refused += 1
             continue
         tx.execute("RELEASE claim")
+        parts = attachments.load(tx, ids)
         return [Claim(id=r[0], mid=r[1], token=token, attempt=r[2], recipient=r[3], to_name=r[4],
                       campaign=r[5], from_addr=r[6], from_name=r[7], subject=r[8], body_text=r[9],
-                      body_html=r[10], reply_to=r[11], headers=from_json(r[12]))
+                      body_html=r[10], reply_to=r[11], headers=from_json(r[12]),
+                      attachments=parts.get(r[0], ()))
                 for r in tx.fetchall(_DETAILS, {"ids": id_list})]
     return []
 

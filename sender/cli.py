@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("enqueue", parents=[common], help="queue messages from a CSV file or flags")
     e.add_argument("--csv", metavar="FILE",
                    help="header: to,subject,body[,name,campaign,send_at,from,dedupe_key,html,priority,"
-                        "expires_at,reply_to,headers]")
+                        "expires_at,reply_to,headers,attachments]")
     e.add_argument("--to")
     e.add_argument("--subject")
     e.add_argument("--body")
@@ -73,6 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--reply-to", metavar="ADDR", help="Reply-To: addr or 'Name <addr>'")
     e.add_argument("--header", action="append", metavar="'NAME: VALUE'",
                    help="an extra header (repeatable); not one the sender writes itself")
+    e.add_argument("--attach", action="append", metavar="FILE",
+                   help="attach a file (repeatable); stored in the queue, one copy per distinct file")
     e.add_argument("--skip-invalid", action="store_true", help="queue the good rows, list the bad ones")
 
     r = sub.add_parser("run", parents=[common], help="send due messages (daemon, or --once for cron)")

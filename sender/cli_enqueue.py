@@ -25,7 +25,8 @@ def _flag_row(args: argparse.Namespace) -> dict[str, str | None]:
     return {"to": args.to, "subject": args.subject, "body": args.body, "html": args.html,
             "name": args.name, "campaign": args.campaign, "send_at": args.send_at,
             "dedupe_key": args.dedupe_key, "priority": args.priority, "expires_at": args.expires_at,
-            "reply_to": args.reply_to, "headers": _header_flags(args.header)}
+            "reply_to": args.reply_to, "headers": _header_flags(args.header),
+            "attachments": ";".join(args.attach) if args.attach else None}
 
 
 def _header_flags(values: list[str] | None) -> str | None:

@@ -25,7 +25,7 @@ def envelope(claim: Claim, settings: Settings, now: float) -> Envelope:
     built = build(message_id=claim.mid, from_addr=claim.from_addr, from_name=claim.from_name,
                   to=claim.recipient, to_name=claim.to_name, subject=claim.subject,
                   body_text=claim.body_text, body_html=claim.body_html, date=now, extra=extra,
-                  raw_headers=raw, sender=return_path(settings, claim.id))
+                  raw_headers=raw, sender=return_path(settings, claim.id), attachments=claim.attachments)
     sign = dkim_sign.signer(settings.dkim_domain, settings.dkim_selector, settings.dkim_key_file)
     return built if sign is None else replace(built, data=sign.sign(built.data))
 

@@ -16,6 +16,10 @@ from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime
 from functools import lru_cache
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .attachments import Part
 
 _MID = re.compile(r"<(\d+)\.[0-9a-f]+@[^>]+>")
 
@@ -44,7 +48,8 @@ Extra = Sequence[tuple[str, str]]
 
 def build(*, message_id: str, from_addr: str, from_name: str | None, to: str, to_name: str | None,
           subject: str, body_text: str, body_html: str | None, date: float, extra: Extra = (),
-          sender: str | None = None, raw_headers: Sequence[str] = ()) -> Envelope:
+          sender: str | None = None, raw_headers: Sequence[str] = (),
+          attachments: Sequence[Part] = ()) -> Envelope:
     """Build the wire bytes; raises ``ValueError`` (or an ``email`` error) if it cannot be built.
 
     ``extra`` headers (Reply-To, the enqueued ones, List-Unsubscribe) follow the Message-ID;
@@ -52,8 +57,8 @@ def build(*, message_id: str, from_addr: str, from_name: str | None, to: str, to
     ``raw_headers`` are complete, already folded lines put first (List-Unsubscribe: the ``email``
     package would RFC 2047-encode a long URI, which breaks it)."""
     mail_from = sender or from_addr
-    fast = _build_plain(message_id, from_addr, from_name, to, to_name, subject, body_text, body_html, date,
-                        extra)
+    fast = None if attachments else _build_plain(message_id, from_addr, from_name, to, to_name, subject,
+                                                 body_text, body_html, date, extra)
     lead = "".join(f"{line}\r\n" for line in raw_headers).encode("ascii")
     if fast is not None:
         return Envelope(sender=mail_from, recipient=to, data=lead + fast)
@@ -68,6 +73,10 @@ def build(*, message_id: str, from_addr: str, from_name: str | None, to: str, to
     msg.set_content(body_text, cte=_cte(body_text))
     if body_html:
         msg.add_alternative(body_html, subtype="html", cte=_cte(body_html))
+    for part in attachments:
+        maintype, _, subtype = part.content_type.partition("/")
+        msg.add_attachment(part.data, maintype=maintype, subtype=subtype or "octet-stream",
+                           filename=part.filename)
     return Envelope(sender=mail_from, recipient=to, data=lead + msg.as_bytes())
 
 

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 from . import admin, claims
+from .attachments import Part
+from .attachments import store as store_attachments
 from .db import Database, SyncTx
 from .headers import to_json as headers_json
 from .intake import NewMessage
@@ -52,6 +54,7 @@ class Claim:
     body_html: str | None
     reply_to: str | None = None
     headers: tuple[tuple[str, str], ...] = ()
+    attachments: tuple[Part, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +155,7 @@ async def _enqueue_chunk(db: Database, rows: list[NewMessage], campaigns: dict[s
     await db.executemany(
         "INSERT INTO message_bodies(message_id, from_addr, from_name, to_name, subject, body_text, "
         "body_html, reply_to, headers) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", bodies)
+    await store_attachments(db, [(base + n, r.attachments) for n, r in enumerate(fresh, start=1) if r.attachments])
     return len(fresh), len(rows) - len(fresh)
 
 

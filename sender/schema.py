@@ -271,6 +271,24 @@ CREATE TABLE IF NOT EXISTS soft_bounces (
 CREATE INDEX IF NOT EXISTS soft_bounces_email ON soft_bounces(email, at);
 """
 
+# Attachments, content-addressed (sender.attachments): one copy per distinct file, whatever the
+# number of rows that link it. Kept out of the claimed rows, like the bodies.
+_ATTACHMENTS = """
+CREATE TABLE IF NOT EXISTS attachments (
+    sha256 TEXT PRIMARY KEY,
+    size   INTEGER NOT NULL,
+    bytes  BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS message_attachments (
+    message_id   INTEGER NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
+    position     INTEGER NOT NULL,
+    sha256       TEXT NOT NULL REFERENCES attachments(sha256),
+    filename     TEXT NOT NULL,
+    content_type TEXT NOT NULL,
+    PRIMARY KEY (message_id, position)
+) WITHOUT ROWID;
+"""
+
 MIGRATIONS: list[tuple[str, str | Rebuild | AddColumns]] = [
     ("0001_initial", _INITIAL),
     ("0002_observations", _OBSERVATIONS),
@@ -278,4 +296,5 @@ MIGRATIONS: list[tuple[str, str | Rebuild | AddColumns]] = [
     ("suppressions_and_bounce_states", _SUPPRESSION_STATES),
     ("message_reply_to_and_headers", _EXTRA_HEADERS),
     ("soft_bounces", _SOFT_BOUNCES),
+    ("attachments", _ATTACHMENTS),
 ]
