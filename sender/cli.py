@@ -168,6 +168,9 @@ def _mailbox_flags(p: argparse.ArgumentParser, *, required: bool) -> None:
     box = p.add_mutually_exclusive_group(required=required)
     box.add_argument("--maildir", metavar="DIR", help="a maildir (the sink's capture, an archive)")
     box.add_argument("--mbox", metavar="FILE", help="an mbox file (an exported folder)")
+    box.add_argument("--imap", metavar="URL",
+                     help="an IMAP folder, imaps://user@host/INBOX (password: $SENDER_IMAP_PASSWORD)")
+    p.add_argument("--imap-ca", metavar="FILE", help="trust this CA for the IMAP server's certificate")
 
 
 COMMANDS = {"init": cmd_init, "enqueue": cmd_enqueue, "run": cmd_run, "status": cmd_status,

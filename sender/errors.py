@@ -10,6 +10,7 @@
     │   ├── NotOurDatabase      file is not a sender queue (exit 2)
     │   ├── SchemaTooNew        file was written by a newer sender (exit 2)
     │   └── ClaimRefused        the SendLog unique index refused a claim
+    ├── MailboxError            a mailbox (IMAP) could not be read (exit 1)
     └── DeliveryError           one SMTP attempt; carries code, phase and kind
         kinds: "transient" (provably not delivered, retry), "permanent" (failed),
                "ambiguous" (the data may have reached the server: unknown)
@@ -64,6 +65,10 @@ class SchemaTooNew(StoreError):
 
 class ClaimRefused(StoreError):
     """A claim hit the SendLog unique index: some message already has a live entry."""
+
+
+class MailboxError(SenderError):
+    """A mailbox server could not be reached, logged in to or read; never carries a password."""
 
 
 class DeliveryError(SenderError):

@@ -22,8 +22,8 @@ from email.message import Message
 from email.parser import BytesHeaderParser
 from email.policy import compat32
 from email.utils import getaddresses, parsedate_to_datetime
-from pathlib import Path
-from typing import Any, Literal
+from pathlib import Path, PurePath
+from typing import Any, Literal, Protocol
 
 from .errors import UsageError
 
@@ -132,6 +132,31 @@ class _Copy:
     def done(self, delivered_at: float | None, units: int) -> RawMessage:
         report = bytes(self.whole) if self.whole is not None and _REPORT.search(self.head) else None
         return RawMessage(bytes(self.head), self.digest.hexdigest(), delivered_at, units, report)
+
+
+def copy_of(raw: bytes, delivered_at: float | None) -> RawMessage:
+    """One whole copy already in memory (an IMAP fetch), read like a maildir file."""
+    copy = _Copy()
+    for start in range(0, len(raw), CHUNK):
+        copy.feed(raw[start:start + CHUNK])
+    return copy.done(delivered_at, 1)
+
+
+class MailSource(Protocol):
+    """What ``observe`` reads: a maildir, an mbox, an IMAP folder (``sender.imap``)."""
+
+    @property
+    def kind(self) -> str: ...
+
+    @property
+    def path(self) -> PurePath: ...
+
+    @property
+    def source(self) -> str: ...
+
+    def total(self) -> int: ...
+
+    def messages(self) -> Iterator[RawMessage]: ...
 
 
 def _maildir_files(path: Path) -> Iterator[os.DirEntry[str]]:

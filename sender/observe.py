@@ -19,7 +19,7 @@ from typing import Any
 from . import feedback
 from .db import Database
 from .feedback import Rules
-from .mailreader import Mailbox, Parsed, RawMessage, parse_head
+from .mailreader import MailSource, Parsed, RawMessage, parse_head
 from .message import row_of
 
 log = logging.getLogger(__name__)
@@ -92,7 +92,7 @@ SELECT j.key, s.message_id
 """
 
 
-async def observe(db: Database, mailbox: Mailbox, *, now: float,
+async def observe(db: Database, mailbox: MailSource, *, now: float,
                   progress: Callable[[int], None] | None = None, batch: int = BATCH,
                   watch: frozenset[str] = frozenset(), rules: Rules = _NO_RULES) -> ObserveStats:
     """Store every copy in ``mailbox`` once; return counts, and in ``found`` which Message-IDs
@@ -245,7 +245,7 @@ async def _changes(db: Database) -> int:
 
 
 @contextlib.contextmanager
-def progress_bar(mailbox: Mailbox,
+def progress_bar(mailbox: MailSource,
                  description: str = "observe") -> Iterator[Callable[[int], None] | None]:
     """A rich progress bar on a terminal; nothing when stderr is not one (cron, pipes, tests)."""
     if not sys.stderr.isatty():
@@ -266,7 +266,7 @@ class Reconciled:
     recipient: str
 
 
-async def reconcile(db: Database, mailbox: Mailbox, *, actor: str, now: float,
+async def reconcile(db: Database, mailbox: MailSource, *, actor: str, now: float,
                     progress: Callable[[int], None] | None = None, rules: Rules = _NO_RULES,
                     ) -> tuple[ObserveStats, list[Reconciled]]:
     """Observe ``mailbox``; ``unknown`` messages whose Message-ID it holds become ``sent``
