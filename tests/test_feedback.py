@@ -97,3 +97,16 @@ def test_a_complaint_suppresses_and_reconcile_sees_reports_too(tmp_path: Path, c
     assert query(db, "SELECT email, reason FROM suppressions") == [("lead0@example.com", "complained")]
     assert query(db, "SELECT state FROM messages") == [("sent",)]
     assert json.loads(cli("report", "--db", db, "--maildir", str(box), "--json").out)["ghosts"] == []
+
+
+def test_a_bounce_settles_an_unknown_row(tmp_path: Path, cli: Cli, faulty_sink: SinkThread, faults) -> None:  # type: ignore[no-untyped-def]
+    """A DSN for a row left ``unknown`` (line lost after the data) proves it was handed over: bounced."""
+    db = str(tmp_path / "q.db")
+    faults.data = lambda rcpt: "DROP"
+    _send(cli, db, faulty_sink)
+    assert query(db, "SELECT state FROM messages") == [("unknown",)]
+    box = drop(tmp_path / "bounces", dsn(to=BOUNCES, recipient="lead0@example.com", status="5.1.1",
+                                         original=faulty_sink.received[0].raw))
+    assert cli("reconcile", "--db", db, "--maildir", str(box)).code == 0
+    assert query(db, "SELECT state FROM messages") == [("bounced",)]
+    assert query(db, "SELECT status FROM send_log") == [("sent",)]

@@ -129,3 +129,19 @@ def test_bad_unsubscribe_settings_are_exit_2(tmp_path: Path, cli: Cli, env: dict
     cli.env.update(env)
     out = cli("status", "--db", str(tmp_path / "q.db"))
     assert out.code == 2 and out.err.startswith("error: unsubscribe")
+
+
+def test_config_file_sections(tmp_path: Path) -> None:
+    """``[unsubscribe]``, ``[dkim]`` and ``return_path`` in the config file reach the settings; the secret is masked."""
+    from sender import config
+
+    path = tmp_path / "sender.toml"
+    path.write_text(f'return_path = "bounces+{{row}}@example.org"\n[unsubscribe]\nurl = "{URL}"\n'
+                    f'mailto = "{MAILTO}"\nsecret = "{SECRET}"\n', encoding="utf-8")
+    s = config.load({}, env={}, config_path=str(path))
+    assert (s.unsubscribe_url, s.unsubscribe_mailto, s.unsubscribe_secret) == (URL, MAILTO, SECRET)
+    assert s.return_path == "bounces+{row}@example.org"
+    assert s.redacted()["unsubscribe_secret"] == "***" and SECRET not in repr(s)
+    path.write_text('return_path = "bounces@example.org"\n', encoding="utf-8")
+    with pytest.raises(UsageError):
+        config.load({}, env={}, config_path=str(path))
