@@ -113,12 +113,16 @@ class _Copy:
 
     def feed(self, data: bytes) -> None:
         self.digest.update(data)
+        if self.in_head:
+            self._feed_head(data)
+            if not self.in_head and not _REPORT.search(self.head):
+                self.whole = None  # decided once the header block is complete: not a report
         if self.whole is not None:
             self.whole += data
-            if len(self.whole) > REPORT_LIMIT or (not self.in_head and not _REPORT.search(self.head)):
+            if len(self.whole) > REPORT_LIMIT:
                 self.whole = None
-        if not self.in_head:
-            return
+
+    def _feed_head(self, data: bytes) -> None:
         start = max(0, len(self.head) - 3)
         self.head += data
         end = _HEADER_END.search(self.head, start)
