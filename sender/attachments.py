@@ -113,8 +113,8 @@ async def store(db: Database, links: list[tuple[int, tuple[Attachment, ...]]]) -
 
 
 def load(tx: SyncTx, ids: Iterable[int]) -> dict[int, tuple[Part, ...]]:
-    """In the claim transaction: the parts of the claimed rows that have any (one probe per row;
-    each distinct file read once per batch)."""
+    """In the claim transaction: the parts of claimed rows that have attachments (the claim asks
+    only for those; each distinct file is read once per batch)."""
     links = tx.fetchall("SELECT message_id, sha256, filename, content_type FROM message_attachments "
                         "WHERE message_id IN (SELECT value FROM json_each(?)) ORDER BY message_id, position",
                         (json.dumps(list(ids)),))

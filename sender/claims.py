@@ -78,7 +78,7 @@ SELECT m.id, m.dedupe_key, m.message_id, r.email, c.name, b.from_addr, m.attempt
 
 _DETAILS = """
 SELECT m.id, m.message_id, m.attempts + 1, r.email, coalesce(b.to_name, r.name), c.name,
-       b.from_addr, b.from_name, b.subject, b.body_text, b.body_html, b.reply_to, b.headers
+       b.from_addr, b.from_name, b.subject, b.body_text, b.body_html, b.reply_to, b.headers, b.attachments
   FROM messages m JOIN recipients r ON r.id = m.recipient_id
   JOIN campaigns c ON c.id = m.campaign_id JOIN message_bodies b ON b.message_id = m.id
  WHERE m.id IN (SELECT value FROM json_each(:ids))
@@ -128,12 +128,14 @@ def claim(tx: SyncTx, policy: Policy | None, *, worker: str, worker_id: int, lim
             refused += 1
             continue
         tx.execute("RELEASE claim")
-        parts = attachments.load(tx, ids)
+        details = tx.fetchall(_DETAILS, {"ids": id_list})
+        with_files = [r[0] for r in details if r[13]]
+        parts = attachments.load(tx, with_files) if with_files else {}
         return [Claim(id=r[0], mid=r[1], token=token, attempt=r[2], recipient=r[3], to_name=r[4],
                       campaign=r[5], from_addr=r[6], from_name=r[7], subject=r[8], body_text=r[9],
                       body_html=r[10], reply_to=r[11], headers=from_json(r[12]),
                       attachments=parts.get(r[0], ()))
-                for r in tx.fetchall(_DETAILS, {"ids": id_list})]
+                for r in details]
     return []
 
 

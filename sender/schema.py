@@ -289,6 +289,10 @@ CREATE TABLE IF NOT EXISTS message_attachments (
 ) WITHOUT ROWID;
 """
 
+# How many attachments a body has, read by the claim with the body: rows without any (the
+# common case) cost the claim no look-up in message_attachments.
+_ATTACHMENT_COUNT = AddColumns("message_bodies", (("attachments", "INTEGER NOT NULL DEFAULT 0"),))
+
 MIGRATIONS: list[tuple[str, str | Rebuild | AddColumns]] = [
     ("0001_initial", _INITIAL),
     ("0002_observations", _OBSERVATIONS),
@@ -297,4 +301,5 @@ MIGRATIONS: list[tuple[str, str | Rebuild | AddColumns]] = [
     ("message_reply_to_and_headers", _EXTRA_HEADERS),
     ("soft_bounces", _SOFT_BOUNCES),
     ("attachments", _ATTACHMENTS),
+    ("message_attachment_count", _ATTACHMENT_COUNT),
 ]
