@@ -68,6 +68,7 @@ class Sample:
         self.log: list[dict[str, Any]] = []
         self.observations: list[dict[str, Any]] = []
         self.audit: list[tuple[float, str, str, int | None, str]] = []
+        self.suppressions: list[tuple[str, str, float, str]] = []
 
     def hex(self, n: int) -> str:
         return "".join(self.rng.choice("0123456789abcdef") for _ in range(n))
@@ -212,6 +213,10 @@ def _product_update(s: Sample) -> None:
             msg = s.message(3, "product-update", rcpt, created=created, due=round(at - 5, 3),
                             state="scheduled", updated=created)
             s.sent(msg, at, 3)
+            if rcpt == 200:  # its DSN (5.1.1) was found in the bounce mailbox
+                msg.update(state="bounced", updated_at=at + 600.0,
+                           last_reply="bounced: 5.1.1 mailbox unknown (DSN in the bounce mailbox)")
+                s.suppressions.append((msg["email"].lower(), "bounced", at + 600.0, f"dsn row {msg['id']}"))
         elif rcpt <= 265:
             due = round(BASE - s.rng.uniform(60.0, 4 * 3600.0), 3)
             msg = s.message(3, "product-update", rcpt, created=created, due=due,
@@ -224,6 +229,12 @@ def _product_update(s: Sample) -> None:
         elif rcpt <= 290:
             s.message(3, "product-update", rcpt, created=created, due=FUTURE, state="scheduled",
                       updated=created)
+        elif rcpt == 299:  # unsubscribed before its turn: the claim found it on the list
+            when = BASE - DAY + rcpt
+            s.suppressions.append((s.recipients[rcpt - 1][1].lower(), "unsubscribed", when - 60.0,
+                                   "unsubscribe token"))
+            s.message(3, "product-update", rcpt, created=created, due=when, state="suppressed",
+                      updated=when, reply="suppressed: recipient unsubscribed (unsubscribe token)")
         elif rcpt < 300:
             when = BASE - DAY + rcpt
             msg = s.message(3, "product-update", rcpt, created=created, due=FUTURE,
@@ -273,6 +284,8 @@ async def _insert(db: Database, s: Sample) -> None:
         "INSERT INTO observations(mid, recipient, date, at, subject, source, observed_at, "
         "fingerprint, copy, row_id, traced_by) VALUES (:mid, :recipient, :date, :at, :subject, "
         ":source, :observed_at, :fingerprint, :copy, :row_id, :traced_by)", s.observations)
+    await db.executemany("INSERT INTO suppressions(email, reason, at, source) VALUES (?, ?, ?, ?)",
+                         sorted(s.suppressions))
 
 
 def finish(path: Path) -> None:

@@ -18,7 +18,9 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from . import attachments
 from .db import SyncTx
+from .headers import from_json
 from .policy import Limit, Policy
 from .schema import ATTEMPTED_SQL, LIVE_SQL
 
@@ -76,7 +78,7 @@ SELECT m.id, m.dedupe_key, m.message_id, r.email, c.name, b.from_addr, m.attempt
 
 _DETAILS = """
 SELECT m.id, m.message_id, m.attempts + 1, r.email, coalesce(b.to_name, r.name), c.name,
-       b.from_addr, b.from_name, b.subject, b.body_text, b.body_html
+       b.from_addr, b.from_name, b.subject, b.body_text, b.body_html, b.reply_to, b.headers, b.attachments
   FROM messages m JOIN recipients r ON r.id = m.recipient_id
   JOIN campaigns c ON c.id = m.campaign_id JOIN message_bodies b ON b.message_id = m.id
  WHERE m.id IN (SELECT value FROM json_each(:ids))
@@ -104,12 +106,17 @@ def claim(tx: SyncTx, policy: Policy | None, *, worker: str, worker_id: int, lim
 
     token = f"{worker_id}.{secrets.token_hex(6)}"
     params = {"token": token, "worker": worker, "lease": now + lease, "now": now}
-    for _round in range(3):  # a refused row is quarantined, then the rest of the batch is claimed
+    refused = 0
+    while refused < 3:  # a refused row is quarantined, then the rest of the batch is claimed
         tx.execute("SAVEPOINT claim")
         ids = _choose(tx, policy, params, limit, now, worker)
         if not ids:
             tx.execute("RELEASE claim")
             return []
+        ids = _drop_suppressed(tx, ids, now, worker)
+        if not ids:  # the whole batch was suppressed (each round moves rows out of scheduled)
+            tx.execute("RELEASE claim")
+            continue
         id_list = json.dumps(ids)
         try:
             tx.execute(_LOG, {"worker": worker, "token": token, "now": now, "ids": id_list})
@@ -118,13 +125,41 @@ def claim(tx: SyncTx, policy: Policy | None, *, worker: str, worker_id: int, lim
             tx.execute("RELEASE claim")
             if not _quarantine(tx, ids, worker, now, str(exc)):
                 raise
+            refused += 1
             continue
         tx.execute("RELEASE claim")
+        details = tx.fetchall(_DETAILS, {"ids": id_list})
+        with_files = [r[0] for r in details if r[13]]
+        parts = attachments.load(tx, with_files) if with_files else {}
         return [Claim(id=r[0], mid=r[1], token=token, attempt=r[2], recipient=r[3], to_name=r[4],
                       campaign=r[5], from_addr=r[6], from_name=r[7], subject=r[8], body_text=r[9],
-                      body_html=r[10])
-                for r in tx.fetchall(_DETAILS, {"ids": id_list})]
+                      body_html=r[10], reply_to=r[11], headers=from_json(r[12]),
+                      attachments=parts.get(r[0], ()))
+                for r in details]
     return []
+
+
+# Invariant 10: the suppression list is read in the claim transaction, for exactly the rows just
+# chosen (index probes on a batch of ids), so an address suppressed a moment ago is never sent.
+_SUPPRESSED = """
+SELECT m.id, m.message_id, 'suppressed: recipient ' || s.reason || coalesce(' (' || nullif(s.source, '') || ')', '')
+  FROM messages m JOIN recipients r ON r.id = m.recipient_id JOIN suppressions s ON s.email = r.email
+ WHERE m.id IN (SELECT value FROM json_each(:ids))
+"""
+
+
+def _drop_suppressed(tx: SyncTx, ids: list[int], now: float, worker: str) -> list[int]:
+    """Move chosen rows whose recipient is suppressed to ``suppressed``; return the others."""
+    gone = tx.fetchall(_SUPPRESSED, {"ids": json.dumps(ids)})
+    if not gone:
+        return ids
+    for row_id, mid, reason in gone:
+        tx.execute("UPDATE messages SET state = 'suppressed', claim_token = NULL, worker = NULL, "
+                   "lease_until = NULL, updated_at = ?, last_reply = ? WHERE id = ? AND state = 'sending'",
+                   (now, reason, row_id))
+        log.warning("row=%s mid=%s worker=%s scheduled->suppressed reason=%s", row_id, mid, worker, reason)
+    dropped = {r[0] for r in gone}
+    return [i for i in ids if i not in dropped]
 
 
 def _choose(tx: SyncTx, policy: Policy | None, params: dict[str, object], limit: int, now: float,

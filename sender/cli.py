@@ -27,6 +27,8 @@ from .cli_commands import (
     cmd_status,
 )
 from .cli_enqueue import cmd_enqueue
+from .cli_suppress import add_parser as add_suppress_parser
+from .cli_suppress import add_unsubscribe_parser, cmd_suppress, cmd_unsubscribe
 from .config import setting_type
 from .errors import SenderError
 from .validate import NAME, REASON, ROW_ID, FileMode, Number, flag_type
@@ -57,7 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "to share with the file's group)")
 
     e = sub.add_parser("enqueue", parents=[common], help="queue messages from a CSV file or flags")
-    e.add_argument("--csv", metavar="FILE", help="header: to,subject,body[,name,campaign,send_at,from,dedupe_key,html]")
+    e.add_argument("--csv", metavar="FILE",
+                   help="header: to,subject,body[,name,campaign,send_at,from,dedupe_key,html,priority,"
+                        "expires_at,reply_to,headers,attachments]")
     e.add_argument("--to")
     e.add_argument("--subject")
     e.add_argument("--body")
@@ -74,6 +78,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="subject/body/html are templates: $field from CSV columns ($$ for a dollar)")
     e.add_argument("--body-file", metavar="FILE", help="read --body from a UTF-8 file")
     e.add_argument("--html-file", metavar="FILE", help="read --html from a UTF-8 file")
+    e.add_argument("--reply-to", metavar="ADDR", help="Reply-To: addr or 'Name <addr>'")
+    e.add_argument("--header", action="append", metavar="'NAME: VALUE'",
+                   help="an extra header (repeatable); not one the sender writes itself")
+    e.add_argument("--attach", action="append", metavar="FILE",
+                   help="attach a file (repeatable); stored in the queue, one copy per distinct file")
     e.add_argument("--skip-invalid", action="store_true", help="queue the good rows, list the bad ones")
 
     r = sub.add_parser("run", parents=[common], help="send due messages (daemon, or --once for cron)")
@@ -112,6 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
                    metavar="N", help="at most N per From account per 24h")
     r.add_argument("--max-age", type=setting_type("max_age"),
                    metavar="DURATION", help="never send messages older than this (e.g. 7d)")
+    r.add_argument("--return-path", type=setting_type("return_path"), metavar="TEMPLATE",
+                   help="envelope sender, e.g. 'bounces+{row}@example.org' (VERP: bounces map to their row)")
     r.add_argument("--pause-after-errors", type=setting_type("pause_after_errors"), metavar="N",
                    help="pause all sending after N relay errors in a row")
 
@@ -142,8 +153,10 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--port", type=flag_type(SINK_PORT), required=True, help="0: any free port")
     k.add_argument("--maildir", required=True)
 
-    ob = sub.add_parser("observe", parents=[common], help="record what arrived in a mailbox")
+    ob = sub.add_parser("observe", parents=[common],
+                        help="record what arrived in a mailbox; apply bounces, complaints, unsubscribe replies")
     _mailbox_flags(ob, required=True)
+    ob.add_argument("--return-path", metavar="TEMPLATE", help="the run's VERP template, to map bounces to rows")
 
     rp = sub.add_parser("report", parents=[common],
                         help="find duplicates, ghosts, unknown, stale claims, missing mail")
@@ -160,7 +173,12 @@ def build_parser() -> argparse.ArgumentParser:
     rc = sub.add_parser("reconcile", parents=[common],
                         help="observe a mailbox; unknown messages found in it become sent")
     _mailbox_flags(rc, required=True)
+    rc.add_argument("--return-path", type=setting_type("return_path"), metavar="TEMPLATE",
+                    help="the run's VERP template, to map bounces to rows")
     rc.add_argument("--actor", default=None, type=flag_type(NAME), help="who (default: $USER)")
+
+    add_suppress_parser(sub, common)
+    add_unsubscribe_parser(sub, common)
 
     dm = sub.add_parser("demo", parents=[common], help="send a copy of sample.db into a local sink")
     dm.add_argument("--sample", metavar="FILE", help="queue to copy (default: sample.db)")
@@ -172,18 +190,23 @@ def _mailbox_flags(p: argparse.ArgumentParser, *, required: bool) -> None:
     box = p.add_mutually_exclusive_group(required=required)
     box.add_argument("--maildir", metavar="DIR", help="a maildir (the sink's capture, an archive)")
     box.add_argument("--mbox", metavar="FILE", help="an mbox file (an exported folder)")
+    box.add_argument("--imap", metavar="URL",
+                     help="an IMAP folder, imaps://user@host/INBOX (password: $SENDER_IMAP_PASSWORD)")
+    p.add_argument("--imap-ca", metavar="FILE", help="trust this CA for the IMAP server's certificate")
 
 
 COMMANDS = {"init": cmd_init, "enqueue": cmd_enqueue, "run": cmd_run, "status": cmd_status,
             "recover": cmd_recover, "resolve": cmd_resolve, "pause": cmd_pause, "resume": cmd_pause,
             "config": cmd_config,
             "sink": cmd_sink, "observe": cmd_observe, "report": cmd_report,
-            "reconcile": cmd_reconcile, "demo": cmd_demo}
+            "reconcile": cmd_reconcile, "demo": cmd_demo, "suppress": cmd_suppress,
+            "unsubscribe": cmd_unsubscribe}
 
 _SETTING_FLAGS = ("db", "smtp_host", "smtp_port", "concurrency", "worker", "smtp_starttls", "smtp_tls",
                   "smtp_timeout", "lease", "poll", "batch", "prefetch", "retry_delay", "max_attempts", "grace",
                   "heartbeat", "recipient_cap", "rate", "daily_cap", "max_age", "pause_after_errors",
-                  "smtp_tls_ca", "smtp_tls_insecure", "smtp_allow_plaintext_auth", "max_hold")
+                  "smtp_tls_ca", "smtp_tls_insecure", "smtp_allow_plaintext_auth", "max_hold",
+                  "return_path")
 
 
 def _setup_logging(verbose: int, quiet: bool) -> None:

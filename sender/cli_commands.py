@@ -15,6 +15,7 @@ from . import queries, queue
 from .config import Settings
 from .db import SCHEMA_VERSION, Database, open_db
 from .errors import UsageError
+from .mailreader import MailSource
 from .queuefile import FILE_MODE, set_mode
 
 log = logging.getLogger(__name__)
@@ -25,6 +26,17 @@ def check_db_dir(path: str) -> None:
     folder = os.path.dirname(path) or "."
     if not os.path.isdir(folder):
         raise UsageError(f"{path}: folder {folder} does not exist")
+
+
+def open_source(args: argparse.Namespace) -> MailSource:
+    """``--maildir``, ``--mbox`` or ``--imap URL`` (password from ``SENDER_IMAP_PASSWORD``)."""
+    from .mailreader import open_mailbox
+
+    if getattr(args, "imap", None):
+        from .imap import open_imap
+
+        return open_imap(args.imap, os.environ.get("SENDER_IMAP_PASSWORD"), args.imap_ca)
+    return open_mailbox(args.maildir, args.mbox)
 
 
 async def cmd_init(args: argparse.Namespace, settings: Settings) -> int:
@@ -188,13 +200,13 @@ async def cmd_sink(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def cmd_observe(args: argparse.Namespace, settings: Settings) -> int:
-    from .mailreader import open_mailbox
     from .observe import observe, progress_bar
 
-    mailbox = open_mailbox(args.maildir, args.mbox)
+    mailbox = open_source(args)
     async with open_db(settings.db) as db:
         with progress_bar(mailbox) as advance:
-            stats = await observe(db, mailbox, now=time.time(), progress=advance)
+            stats = await observe(db, mailbox, now=time.time(), progress=advance,
+                                  rules=settings.feedback_rules())
     print(stats.summary())
     return 0
 
@@ -203,10 +215,9 @@ async def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
     from dataclasses import replace
 
     from . import report, report_text
-    from .mailreader import open_mailbox
     from .observe import observe, progress_bar
 
-    mailbox = open_mailbox(args.maildir, args.mbox) if args.maildir or args.mbox else None
+    mailbox = open_source(args) if args.maildir or args.mbox or args.imap else None
     async with open_db(settings.db, readonly=mailbox is None) as db:
         if mailbox is not None:
             with progress_bar(mailbox) as advance:
@@ -227,15 +238,14 @@ async def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def cmd_reconcile(args: argparse.Namespace, settings: Settings) -> int:
-    from .mailreader import open_mailbox
     from .observe import progress_bar, reconcile
 
-    mailbox = open_mailbox(args.maildir, args.mbox)
+    mailbox = open_source(args)
     actor = args.actor or os.environ.get("USER") or "operator"
     async with open_db(settings.db) as db:
         with progress_bar(mailbox) as advance:
             stats, changed = await reconcile(db, mailbox, actor=actor, now=time.time(),
-                                             progress=advance)
+                                             progress=advance, rules=settings.feedback_rules())
         left = (await queries.state_counts(db))["unknown"]
     print(stats.summary())
     for r in changed:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import sys
 import time
 from collections.abc import Iterator
@@ -15,6 +16,7 @@ from .cli_commands import check_db_dir
 from .config import Settings
 from .db import open_db
 from .errors import InputError, UsageError
+from .headers import parse_flag as parse_header_flags
 from .intake import MAX_BODY_BYTES, NewMessage, make_message, read_csv
 from .templates import Templates
 
@@ -22,7 +24,20 @@ from .templates import Templates
 def _flag_row(args: argparse.Namespace) -> dict[str, str | None]:
     return {"to": args.to, "subject": args.subject, "body": args.body, "html": args.html,
             "name": args.name, "campaign": args.campaign, "send_at": args.send_at,
-            "dedupe_key": args.dedupe_key, "priority": args.priority, "expires_at": args.expires_at}
+            "dedupe_key": args.dedupe_key, "priority": args.priority, "expires_at": args.expires_at,
+            "reply_to": args.reply_to, "headers": _header_flags(args.header),
+            "attachments": ";".join(args.attach) if args.attach else None}
+
+
+def _header_flags(values: list[str] | None) -> str | None:
+    """``--header 'Name: value'`` (repeatable) as the ``headers`` column's JSON object."""
+    if not values:
+        return None
+    try:
+        pairs = parse_header_flags(values)
+    except InputError as exc:
+        raise UsageError(exc.reason) from None
+    return json.dumps(dict(pairs))
 
 
 def _read_text_flags(args: argparse.Namespace) -> None:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UsageError
+from .feedback import Rules as FeedbackRules
 from .fence import margin as fence_margin
 from .policy import Policy
 from .policy import from_settings as policy_from
@@ -61,16 +62,34 @@ class Settings:
     max_age: str | None = None
     pause_after_errors: int = 0
     campaigns: dict[str, dict[str, Any]] = field(default_factory=dict)
+    unsubscribe_url: str | None = None
+    unsubscribe_mailto: str | None = None
+    unsubscribe_secret: str | None = field(default=None, repr=False)
+    return_path: str | None = None
+    dkim_domain: str | None = None
+    dkim_selector: str | None = None
+    dkim_key_file: str | None = None
+    soft_bounce_limit: int = 3
+    soft_bounce_days: float = 7.0
 
     def policy(self) -> Policy:
         """The sending policy these settings describe (validated: a bad rule is exit 2)."""
         return policy_from(self.recipient_cap, self.rate, self.daily_cap, self.max_age, self.campaigns)
+
+    def feedback_rules(self) -> FeedbackRules:
+        """What observe needs to act on unsubscribe replies, bounces and complaints."""
+        return FeedbackRules(self.unsubscribe_secret, self.return_path, self.soft_bounce_limit,
+                             self.soft_bounce_days * 86400.0)
 
     def redacted(self) -> dict[str, Any]:
         """The effective settings as a dict, safe to print."""
         out = {f.name: getattr(self, f.name) for f in fields(self)}
         if out["smtp_password"]:
             out["smtp_password"] = "***"
+        if out["unsubscribe_secret"]:
+            out["unsubscribe_secret"] = "***"
+        else:
+            del out["unsubscribe_secret"]
         return out
 
 
@@ -89,6 +108,13 @@ _ENV = {
     "SENDER_SMTP_TLS_CA": "smtp_tls_ca",
     "SENDER_DOMAIN": "domain",
     "SENDER_FROM": "sender_from",
+    "SENDER_UNSUBSCRIBE_URL": "unsubscribe_url",
+    "SENDER_UNSUBSCRIBE_MAILTO": "unsubscribe_mailto",
+    "SENDER_UNSUBSCRIBE_SECRET": "unsubscribe_secret",
+    "SENDER_RETURN_PATH": "return_path",
+    "SENDER_DKIM_DOMAIN": "dkim_domain",
+    "SENDER_DKIM_SELECTOR": "dkim_selector",
+    "SENDER_DKIM_KEY_FILE": "dkim_key_file",
 }
 
 
@@ -124,6 +150,15 @@ SPECS: dict[str, Check] = {
     "daily_cap": Number(1, 10**9, whole=True),
     "max_age": Text(longest=100),
     "pause_after_errors": Number(0, 10**6, whole=True),
+    "unsubscribe_url": Text(longest=2000),
+    "unsubscribe_mailto": Text(longest=320),
+    "unsubscribe_secret": Text(longest=1024, secret=True),
+    "return_path": Text(longest=320),
+    "dkim_domain": Text(shape=HOST_NAME),
+    "dkim_selector": Text(longest=63),
+    "dkim_key_file": Text(path=True),
+    "soft_bounce_limit": Number(1, 1000, whole=True),
+    "soft_bounce_days": Number(0.01, 3650, unit="days"),
 }
 _BY_TYPE: dict[str, Check] = {"bool": Flag(), "int": Number(0, 2**31 - 1, whole=True),
                               "float": Number(0, 10**9)}
@@ -235,6 +270,27 @@ def _check(s: Settings) -> None:
     if s.smtp_tls and s.smtp_starttls:
         raise UsageError("--tls and --starttls are mutually exclusive")
     _check_relay(s)
+    from .unsubscribe import check_settings
+
+    check_settings(s.unsubscribe_url, s.unsubscribe_mailto, s.unsubscribe_secret)
+    if s.return_path is not None:
+        _check_return_path(s.return_path)
+    if s.dkim_domain or s.dkim_selector or s.dkim_key_file:
+        from .dkim_sign import signer
+
+        signer(s.dkim_domain, s.dkim_selector, s.dkim_key_file)
+
+
+def _check_return_path(template: str) -> None:
+    from .errors import InputError
+    from .intake import check_address
+
+    if template.count("{row}") != 1:
+        raise UsageError(f"--return-path {template!r}: must contain {{row}} once (e.g. bounces+{{row}}@example.org)")
+    try:
+        check_address("return path", template.replace("{row}", "1"))
+    except InputError as exc:
+        raise UsageError(f"--return-path: {exc.reason}") from None
 
 
 def _check_relay(s: Settings) -> None:

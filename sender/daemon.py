@@ -25,14 +25,13 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from . import admin, queue
+from . import admin, compose, queue
 from .config import Settings
 from .db import Database
 from .delivery import Transport
 from .errors import DeliveryError, QueueUnusable, StoreError
 from .fence import Fenced, steady
 from .guard import NOT_DELIVERED, NOT_STARTED, ClaimGuard
-from .message import build
 from .pace import Outage, Pace
 from .queue import Claim, Outcome
 
@@ -424,9 +423,7 @@ class Daemon:
             return Outcome(claim.id, claim.token, status, code, reply, due_at, claim.mid, claim.recipient)
 
         try:
-            envelope = build(message_id=claim.mid, from_addr=claim.from_addr, from_name=claim.from_name,
-                             to=claim.recipient, to_name=claim.to_name, subject=claim.subject,
-                             body_text=claim.body_text, body_html=claim.body_html, date=self.clock())
+            envelope = compose.envelope(claim, self.settings, self.clock())
         except (ValueError, TypeError, LookupError) as exc:
             return done("failed", None, f"cannot build message: {exc}"), 0.0
         started = self.clock()

@@ -21,7 +21,7 @@ import aiosqlite
 
 from .errors import DamagedDatabase, NotOurDatabase, SchemaTooNew, StoreError
 from .queuefile import FILE_MODE, OpenedFile, create_private, is_sqlite, no_queue, require_queue_file
-from .schema import APPLICATION_ID, MIGRATIONS
+from .schema import APPLICATION_ID, MIGRATIONS, AddColumns, Rebuild
 
 log = logging.getLogger(__name__)
 
@@ -268,20 +268,67 @@ async def _check_or_migrate(db: Database, *, migrate: bool, create: bool = True)
         if fresh:
             raise NotOurDatabase(f"{db.path} is empty, not a sender queue database")
         raise StoreError(f"{db.path} has schema version {version}; run `python -m sender init` to upgrade")
-    for number, (name, sql) in enumerate(MIGRATIONS, start=1):
-        async with db.write():
-            current = (await db.fetchone("PRAGMA user_version"))[0]  # type: ignore[index]
-            if current >= number:
-                continue  # another process applied it meanwhile
-            for statement in _statements(sql):
-                await db.execute(statement)
-            await db.execute(
-                "INSERT INTO schema_migrations(version, name, applied_at) VALUES (?, ?, ?)",
-                (number, name, time.time()),
-            )
-            await db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
-            await db.execute(f"PRAGMA user_version = {number}")
+    for number, (name, step) in enumerate(MIGRATIONS, start=1):
+        if isinstance(step, Rebuild):
+            # Outside any transaction (inside one the pragma is a no-op): a DROP TABLE with
+            # foreign keys on would cascade-delete every message body.
+            await db.execute("PRAGMA foreign_keys = OFF")
+        try:
+            async with db.write():
+                current = (await db.fetchone("PRAGMA user_version"))[0]  # type: ignore[index]
+                if current >= number:
+                    continue  # another process applied it meanwhile
+                if isinstance(step, Rebuild):
+                    await _rebuild(db, step)
+                    script = step.then
+                elif isinstance(step, AddColumns):
+                    await _add_columns(db, step)
+                    script = ""
+                else:
+                    script = step
+                for statement in _statements(script):
+                    await db.execute(statement)
+                await db.execute(
+                    "INSERT INTO schema_migrations(version, name, applied_at) VALUES (?, ?, ?)",
+                    (number, name, time.time()),
+                )
+                await db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+                await db.execute(f"PRAGMA user_version = {number}")
+        finally:
+            if isinstance(step, Rebuild):
+                await db.execute("PRAGMA foreign_keys = ON")
         log.info("applied migration %s to %s", name, db.path)
+
+
+async def _add_columns(db: Database, step: AddColumns) -> None:
+    have = {r[1] for r in await db.fetchall(f'PRAGMA table_info("{step.table}")')}
+    for name, kind in step.columns:
+        if name not in have:
+            await db.execute(f'ALTER TABLE "{step.table}" ADD COLUMN "{name}" {kind}')
+
+
+async def _rebuild(db: Database, step: Rebuild) -> None:
+    """The 12-step table rebuild (see ``schema.Rebuild``), inside the caller's transaction."""
+    table = step.table
+    row = await db.fetchone("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?", (table,))
+    if row is not None and step.new in str(row[0]):
+        return  # already rebuilt (a file whose user_version was wound back): nothing to do
+    if row is None or str(row[0]).count(step.old) != 1:
+        raise StoreError(f"{db.path}: cannot migrate table {table}: its definition is not the expected one")
+    keep = [r[0] for r in await db.fetchall(
+        "SELECT sql FROM sqlite_master WHERE tbl_name = ? AND type IN ('index', 'trigger') "
+        "AND sql IS NOT NULL ORDER BY rowid", (table,))]
+    _create, _, rest = str(row[0]).replace(step.old, step.new).partition("(")
+    await db.execute(f'CREATE TABLE "{table}_new" (' + rest)
+    columns = ", ".join(f'"{r[1]}"' for r in await db.fetchall(f'PRAGMA table_info("{table}")'))
+    await db.execute(f'INSERT INTO "{table}_new" ({columns}) SELECT {columns} FROM "{table}"')
+    await db.execute(f'DROP TABLE "{table}"')
+    await db.execute(f'ALTER TABLE "{table}_new" RENAME TO "{table}"')
+    for sql in keep:
+        await db.execute(sql)
+    broken = await db.fetchall("PRAGMA foreign_key_check")
+    if broken:
+        raise StoreError(f"{db.path}: migrating {table} would break {len(broken)} foreign key(s)")
 
 
 def _statements(script: str) -> list[str]:

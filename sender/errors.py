@@ -13,6 +13,7 @@
     │   └── QueueUnusable       stop at once, never retry (exit 1)
     │       ├── DamagedDatabase   SQLite reports the file corrupt (malformed pages)
     │       └── QueueFileChanged  the file on disk is not the one opened (replaced, deleted, WAL gone)
+    ├── MailboxError            a mailbox (IMAP) could not be read (exit 1)
     ├── DeliveryError           one SMTP attempt; carries code, phase and kind
     │   kinds (the actions of ``sender.classify``): "retry" (provably not delivered, attempt
     │   counted), "failed" (permanent), "unknown" (the data may have reached the server),
@@ -88,6 +89,10 @@ class DamagedDatabase(QueueUnusable):
 
 class QueueFileChanged(QueueUnusable):
     """The queue file at the path is no longer the file this process opened."""
+
+
+class MailboxError(SenderError):
+    """A mailbox server could not be reached, logged in to or read; never carries a password."""
 
 
 class DeliveryError(SenderError):

@@ -19,11 +19,15 @@ from email.errors import HeaderParseError
 from email.headerregistry import Address
 from pathlib import Path
 
+from .attachments import Attachment
+from .attachments import check as check_attachments
 from .errors import InputError, UsageError
+from .headers import parse_json as parse_headers
 from .templates import Templates
 
 COLUMNS_REQUIRED = ("to", "subject", "body")
-COLUMNS_OPTIONAL = ("name", "campaign", "send_at", "from", "dedupe_key", "html", "priority", "expires_at")
+COLUMNS_OPTIONAL = ("name", "campaign", "send_at", "from", "dedupe_key", "html", "priority", "expires_at",
+                    "reply_to", "headers", "attachments")
 PRIORITIES = {"high": 0, "normal": 1, "low": 2, "0": 0, "1": 1, "2": 2}
 MAX_BODY_BYTES = 2 * 1024 * 1024
 MAX_HEADER_CHARS = 998
@@ -60,6 +64,9 @@ class NewMessage:
     priority: int = 1
     expires_at: float | None = None
     line: int = 0
+    reply_to: str | None = None
+    headers: tuple[tuple[str, str], ...] = ()
+    attachments: tuple[Attachment, ...] = ()
 
     @property
     def key(self) -> str:
@@ -201,11 +208,24 @@ def make_message(raw: dict[str, str | None], *, line: int = 0, default_campaign:
         if priority is None:
             raise InputError(f"priority: expected high, normal or low, got {get('priority')!r}")
         expires_at = parse_when(get("expires_at"), "expires_at") if get("expires_at") else None
+        reply_to = _reply_to(get("reply_to")) if get("reply_to") else None
+        headers = parse_headers(get("headers")) if get("headers") else ()
+        files = check_attachments(get("attachments")) if get("attachments") else ()
     except InputError as exc:
         raise InputError(exc.reason, line or None) from None
     return NewMessage(to=to, subject=subject, body=body, name=name, campaign=campaign,
                       send_at=send_at, from_addr=from_addr, from_name=from_name,
-                      dedupe_key=dedupe, html=html, priority=priority, expires_at=expires_at, line=line)
+                      dedupe_key=dedupe, html=html, priority=priority, expires_at=expires_at, line=line,
+                      reply_to=reply_to, headers=headers, attachments=files)
+
+
+def _reply_to(value: str) -> str:
+    """``addr`` or ``Name <addr>``, stored as the header value."""
+    try:
+        addr, name = parse_from(value)
+    except InputError as exc:
+        raise InputError("reply_to: " + exc.reason.removeprefix("from: ")) from None
+    return str(Address(display_name=name or "", addr_spec=addr))
 
 
 def read_csv(path: str, templates: Templates | None = None) -> Iterator[NewMessage | InputError]:

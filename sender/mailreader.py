@@ -22,13 +22,15 @@ from email.message import Message
 from email.parser import BytesHeaderParser
 from email.policy import compat32
 from email.utils import getaddresses, parsedate_to_datetime
-from pathlib import Path
-from typing import Any, Literal
+from pathlib import Path, PurePath
+from typing import Any, Literal, Protocol
 
 from .errors import UsageError
 
 CHUNK = 64 * 1024
 HEADER_LIMIT = 256 * 1024
+REPORT_LIMIT = 512 * 1024  # a DSN or ARF report is kept whole up to this size for sender.feedback
+_REPORT = re.compile(rb"(?im)^content-type:[ \t]*(?:\r?\n[ \t]+)?multipart/report")
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
 _ANGLE = re.compile(r"<[^<>\s]+>")
 _FOLD = re.compile(r"\r?\n[ \t]*")
@@ -43,6 +45,7 @@ class RawMessage:
     fingerprint: str
     delivered_at: float | None
     units: int
+    report: bytes | None = None  # the whole copy (bounded), when it is a multipart/report (DSN, ARF)
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,11 +109,20 @@ class _Copy:
         self.digest = hashlib.sha256()
         self.head = bytearray()
         self.in_head = True
+        self.whole: bytearray | None = bytearray()  # kept only while it may be a report
 
     def feed(self, data: bytes) -> None:
         self.digest.update(data)
-        if not self.in_head:
-            return
+        if self.in_head:
+            self._feed_head(data)
+            if not self.in_head and not _REPORT.search(self.head):
+                self.whole = None  # decided once the header block is complete: not a report
+        if self.whole is not None:
+            self.whole += data
+            if len(self.whole) > REPORT_LIMIT:
+                self.whole = None
+
+    def _feed_head(self, data: bytes) -> None:
         start = max(0, len(self.head) - 3)
         self.head += data
         end = _HEADER_END.search(self.head, start)
@@ -122,7 +134,33 @@ class _Copy:
             self.in_head = False
 
     def done(self, delivered_at: float | None, units: int) -> RawMessage:
-        return RawMessage(bytes(self.head), self.digest.hexdigest(), delivered_at, units)
+        report = bytes(self.whole) if self.whole is not None and _REPORT.search(self.head) else None
+        return RawMessage(bytes(self.head), self.digest.hexdigest(), delivered_at, units, report)
+
+
+def copy_of(raw: bytes, delivered_at: float | None) -> RawMessage:
+    """One whole copy already in memory (an IMAP fetch), read like a maildir file."""
+    copy = _Copy()
+    for start in range(0, len(raw), CHUNK):
+        copy.feed(raw[start:start + CHUNK])
+    return copy.done(delivered_at, 1)
+
+
+class MailSource(Protocol):
+    """What ``observe`` reads: a maildir, an mbox, an IMAP folder (``sender.imap``)."""
+
+    @property
+    def kind(self) -> str: ...
+
+    @property
+    def path(self) -> PurePath: ...
+
+    @property
+    def source(self) -> str: ...
+
+    def total(self) -> int: ...
+
+    def messages(self) -> Iterator[RawMessage]: ...
 
 
 def _maildir_files(path: Path) -> Iterator[os.DirEntry[str]]:

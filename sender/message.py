@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email import policy
@@ -15,6 +16,10 @@ from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime
 from functools import lru_cache
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .attachments import Part
 
 _MID = re.compile(r"<(\d+)\.[0-9a-f]+@[^>]+>")
 
@@ -38,22 +43,41 @@ class Envelope:
     data: bytes
 
 
+Extra = Sequence[tuple[str, str]]
+
+
 def build(*, message_id: str, from_addr: str, from_name: str | None, to: str, to_name: str | None,
-          subject: str, body_text: str, body_html: str | None, date: float) -> Envelope:
-    """Build the wire bytes; raises ``ValueError`` (or an ``email`` error) if it cannot be built."""
-    fast = _build_plain(message_id, from_addr, from_name, to, to_name, subject, body_text, body_html, date)
+          subject: str, body_text: str, body_html: str | None, date: float, extra: Extra = (),
+          sender: str | None = None, raw_headers: Sequence[str] = (),
+          attachments: Sequence[Part] = ()) -> Envelope:
+    """Build the wire bytes; raises ``ValueError`` (or an ``email`` error) if it cannot be built.
+
+    ``extra`` headers (Reply-To, the enqueued ones, List-Unsubscribe) follow the Message-ID;
+    ``sender`` is the envelope sender (a VERP return path), the From address by default.
+    ``raw_headers`` are complete, already folded lines put first (List-Unsubscribe: the ``email``
+    package would RFC 2047-encode a long URI, which breaks it)."""
+    mail_from = sender or from_addr
+    fast = None if attachments else _build_plain(message_id, from_addr, from_name, to, to_name, subject,
+                                                 body_text, body_html, date, extra)
+    lead = "".join(f"{line}\r\n" for line in raw_headers).encode("ascii")
     if fast is not None:
-        return Envelope(sender=from_addr, recipient=to, data=fast)
+        return Envelope(sender=mail_from, recipient=to, data=lead + fast)
     msg = EmailMessage(policy=policy.SMTP)
     msg["From"] = _address(from_name, from_addr)
     msg["To"] = _address(to_name, to)
     msg["Subject"] = subject
     msg["Date"] = _date_header(int(date))
     msg["Message-ID"] = message_id
+    for name, value in extra:
+        msg[name] = value
     msg.set_content(body_text, cte=_cte(body_text))
     if body_html:
         msg.add_alternative(body_html, subtype="html", cte=_cte(body_html))
-    return Envelope(sender=from_addr, recipient=to, data=msg.as_bytes())
+    for part in attachments:
+        maintype, _, subtype = part.content_type.partition("/")
+        msg.add_attachment(part.data, maintype=maintype, subtype=subtype or "octet-stream",
+                           filename=part.filename)
+    return Envelope(sender=mail_from, recipient=to, data=lead + msg.as_bytes())
 
 
 # Text-only ASCII messages whose headers need no encoding, quoting or folding are by far the
@@ -67,7 +91,10 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")  # control characters oth
 
 
 def _build_plain(message_id: str, from_addr: str, from_name: str | None, to: str, to_name: str | None,
-                 subject: str, body_text: str, body_html: str | None, date: float) -> bytes | None:
+                 subject: str, body_text: str, body_html: str | None, date: float,
+                 extra: Extra = ()) -> bytes | None:
+    if not all(_plain_header(name, value) for name, value in extra):
+        return None
     if body_html or not body_text.isascii() or not subject.isascii():
         return None
     if not _PRINTABLE.fullmatch(subject) or "=?" in subject:
@@ -87,6 +114,7 @@ def _build_plain(message_id: str, from_addr: str, from_name: str | None, to: str
         f"Subject: {subject}",
         f"Date: {_date_header(int(date))}",
         f"Message-ID: {message_id}",
+        *(f"{name}: {value}" for name, value in extra),
         'Content-Type: text/plain; charset="utf-8"',
         "Content-Transfer-Encoding: 7bit",
         "MIME-Version: 1.0",
@@ -94,6 +122,13 @@ def _build_plain(message_id: str, from_addr: str, from_name: str | None, to: str
     if max(map(len, headers)) > 78:
         return None
     return ("\r\n".join(headers) + "\r\n\r\n" + "\r\n".join(lines) + "\r\n").encode("ascii")
+
+
+def _plain_header(name: str, value: str) -> bool:
+    """An extra header the ``email`` package would write exactly as ``Name: value``."""
+    if not _PRINTABLE.fullmatch(value) or "=?" in value:
+        return False
+    return _SIMPLE_ADDR.fullmatch(value) is not None if name.lower() == "reply-to" else True
 
 
 @lru_cache(maxsize=4)

@@ -16,12 +16,15 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import feedback
 from .db import Database
-from .mailreader import Mailbox, Parsed, RawMessage, parse_head
+from .feedback import Rules
+from .mailreader import MailSource, Parsed, RawMessage, parse_head
 from .message import row_of
 
 log = logging.getLogger(__name__)
 
+_NO_RULES = Rules()
 BATCH = 500
 TRACE_SLACK = 900.0  # a copy whose Message-ID names no row traces to a send this close in time
 
@@ -39,6 +42,11 @@ class ObserveStats:
     bad_date: int = 0
     no_recipient: int = 0
     traced: int = 0
+    unsubscribed: int = 0
+    bounced: int = 0
+    delayed: int = 0
+    complaints: int = 0
+    unmatched_reports: int = 0
     seconds: float = 0.0
     found: set[str] = field(default_factory=set)
 
@@ -49,6 +57,13 @@ class ObserveStats:
             if n]
         text = (f"observed {self.messages} messages in {self.source}: {self.added} new "
                 f"observations, {self.known} already stored ({self.seconds:.1f}s)")
+        reports = [f"{n} {what}" for n, what in (
+            (self.bounced, "bounce(s)"), (self.delayed, "delay notice(s)"), (self.complaints, "complaint(s)"),
+            (self.unmatched_reports, "report(s) matching no row")) if n]
+        if reports:
+            text += "; reports: " + ", ".join(reports)
+        if self.unsubscribed:
+            text += f"; {self.unsubscribed} unsubscribe repl{'y' if self.unsubscribed == 1 else 'ies'} applied"
         return text + (f"; {', '.join(problems)}" if problems else "")
 
 
@@ -77,11 +92,14 @@ SELECT j.key, s.message_id
 """
 
 
-async def observe(db: Database, mailbox: Mailbox, *, now: float,
+async def observe(db: Database, mailbox: MailSource, *, now: float,
                   progress: Callable[[int], None] | None = None, batch: int = BATCH,
-                  watch: frozenset[str] = frozenset()) -> ObserveStats:
+                  watch: frozenset[str] = frozenset(), rules: Rules = _NO_RULES) -> ObserveStats:
     """Store every copy in ``mailbox`` once; return counts, and in ``found`` which Message-IDs
-    of ``watch`` this mailbox holds. Commits every ``batch`` messages."""
+    of ``watch`` this mailbox holds. Commits every ``batch`` messages. With the unsubscribe
+    ``rules.secret``, a reply whose Subject carries a valid token (the List-Unsubscribe mailto link)
+    suppresses its address; bounces and complaints are applied by ``sender.feedback``
+    (and not stored as observations)."""
     started = time.monotonic()
     stats = ObserveStats(mailbox.source)
     await db.execute("CREATE TEMP TABLE IF NOT EXISTS observe_scan "
@@ -92,12 +110,12 @@ async def observe(db: Database, mailbox: Mailbox, *, now: float,
         for raw in mailbox.messages():
             pending.append(_Pending(raw, parse_head(raw.head)))
             if len(pending) >= batch:
-                await _store(db, pending, stats, now, watch)
+                await _store(db, pending, stats, now, watch, rules)
                 if progress:
                     progress(sum(p.raw.units for p in pending))
                 pending.clear()
         if pending:
-            await _store(db, pending, stats, now, watch)
+            await _store(db, pending, stats, now, watch, rules)
             if progress:
                 progress(sum(p.raw.units for p in pending))
     finally:
@@ -108,9 +126,12 @@ async def observe(db: Database, mailbox: Mailbox, *, now: float,
 
 
 async def _store(db: Database, batch: list[_Pending], stats: ObserveStats, now: float,
-                 watch: frozenset[str]) -> None:
+                 watch: frozenset[str], rules: Rules = _NO_RULES) -> None:
     rows: list[dict[str, Any]] = []
     async with db.write():
+        if rules.secret:
+            stats.unsubscribed += await _unsubscribe_replies(db, batch, rules.secret, now, stats.source)
+        batch = await _feedback(db, batch, stats, rules, now)
         copies = await _ordinals(db, [p.raw.fingerprint for p in batch])
         owners = await _row_owners(db, batch)
         for p, copy in zip(batch, copies, strict=True):
@@ -142,6 +163,42 @@ async def _store(db: Database, batch: list[_Pending], stats: ObserveStats, now: 
     stats.added += added
     stats.known += len(rows) - added
     stats.traced += sum(r["row_id"] is not None for r in rows)
+
+
+async def _feedback(db: Database, batch: list[_Pending], stats: ObserveStats, rules: Rules,
+                    now: float) -> list[_Pending]:
+    """Apply the DSN and ARF reports of ``batch``; return the other copies."""
+    found: list[feedback.Found] = []
+    rest: list[_Pending] = []
+    for p in batch:
+        report = feedback.parse(p.raw.report) if p.raw.report is not None else None
+        if report is None:
+            rest.append(p)
+        else:
+            found.append(feedback.Found(report, p.raw.fingerprint, rules.verp_row(p.parsed.recipients)))
+    if found:
+        counts = await feedback.apply(db, found, rules, now, stats.source)
+        stats.messages += len(found)
+        stats.bounced += counts["bounced"]
+        stats.delayed += counts["delayed"]
+        stats.complaints += counts["complaints"]
+        stats.unmatched_reports += counts["unmatched"]
+    return rest
+
+
+async def _unsubscribe_replies(db: Database, batch: list[_Pending], secret: str, now: float,
+                               source: str) -> int:
+    from . import suppression, unsubscribe
+
+    entries = []
+    for p in batch:
+        if "unsubscribe" in p.parsed.subject.lower():
+            match = unsubscribe.TOKEN.search(p.parsed.subject)
+            found = unsubscribe.verify(secret, match.group()) if match else None
+            if found is not None:
+                entries.append((found.email, "unsubscribed"))
+    await db.executemany(suppression.UPSERT, [(e, r, now, f"reply in {source}") for e, r in entries])
+    return len(entries)
 
 
 async def _ordinals(db: Database, fingerprints: list[str]) -> list[int]:
@@ -188,7 +245,7 @@ async def _changes(db: Database) -> int:
 
 
 @contextlib.contextmanager
-def progress_bar(mailbox: Mailbox,
+def progress_bar(mailbox: MailSource,
                  description: str = "observe") -> Iterator[Callable[[int], None] | None]:
     """A rich progress bar on a terminal; nothing when stderr is not one (cron, pipes, tests)."""
     if not sys.stderr.isatty():
@@ -209,8 +266,8 @@ class Reconciled:
     recipient: str
 
 
-async def reconcile(db: Database, mailbox: Mailbox, *, actor: str, now: float,
-                    progress: Callable[[int], None] | None = None,
+async def reconcile(db: Database, mailbox: MailSource, *, actor: str, now: float,
+                    progress: Callable[[int], None] | None = None, rules: Rules = _NO_RULES,
                     ) -> tuple[ObserveStats, list[Reconciled]]:
     """Observe ``mailbox``; ``unknown`` messages whose Message-ID it holds become ``sent``
     through ``admin.mark_found``, which writes the audit rows naming this mailbox."""
@@ -219,7 +276,7 @@ async def reconcile(db: Database, mailbox: Mailbox, *, actor: str, now: float,
     unknown = {r[1]: (r[0], r[2]) for r in await db.fetchall(
         "SELECT m.id, m.message_id, r.email FROM messages m "
         "JOIN recipients r ON r.id = m.recipient_id WHERE m.state = 'unknown'")}
-    stats = await observe(db, mailbox, now=now, progress=progress, watch=frozenset(unknown))
+    stats = await observe(db, mailbox, now=now, progress=progress, watch=frozenset(unknown), rules=rules)
     if not stats.found:
         return stats, []
     changed = set(await admin.mark_found(db, sorted(stats.found), actor=actor, now=now,

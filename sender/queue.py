@@ -17,7 +17,10 @@ from dataclasses import dataclass
 from typing import Literal
 
 from . import admin, claims
+from .attachments import Part
+from .attachments import store as store_attachments
 from .db import Database, SyncTx
+from .headers import to_json as headers_json
 from .intake import NewMessage
 from .journal import StartEvidence, worker_of
 from .message import make_message_id
@@ -50,6 +53,9 @@ class Claim:
     subject: str
     body_text: str
     body_html: str | None
+    reply_to: str | None = None
+    headers: tuple[tuple[str, str], ...] = ()
+    attachments: tuple[Part, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,13 +153,14 @@ async def _enqueue_chunk(db: Database, rows: list[NewMessage], campaigns: dict[s
         messages.append((row_id, campaigns[r.campaign], recipient_ids[r.to.lower()], r.key, mid,
                          r.send_at if r.send_at is not None else now, r.priority, r.expires_at, now, now))
         bodies.append((row_id, sender, r.from_name if r.from_addr else from_name, r.name, r.subject,
-                       r.body, r.html))
+                       r.body, r.html, r.reply_to, headers_json(r.headers), len(r.attachments)))
     await db.executemany(
         "INSERT INTO messages(id, campaign_id, recipient_id, dedupe_key, message_id, due_at, priority, "
         "expires_at, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", messages)
     await db.executemany(
         "INSERT INTO message_bodies(message_id, from_addr, from_name, to_name, subject, body_text, "
-        "body_html) VALUES (?, ?, ?, ?, ?, ?, ?)", bodies)
+        "body_html, reply_to, headers, attachments) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", bodies)
+    await store_attachments(db, [(base + n, r.attachments) for n, r in enumerate(fresh, start=1) if r.attachments])
     return len(fresh), len(rows) - len(fresh)
 
 

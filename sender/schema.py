@@ -9,9 +9,15 @@ Times are Unix seconds (REAL): cheap to compare and index, formatted only for di
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 APPLICATION_ID = 0x53454E44  # "SEND": marks a file as ours
 
-STATES = ("scheduled", "sending", "sent", "failed", "unknown", "cancelled", "expired")
+STATES = ("scheduled", "sending", "sent", "failed", "unknown", "cancelled", "expired", "suppressed",
+          "bounced")
+
+# Why an address is on the suppression list (``suppressions.reason``).
+SUPPRESSION_REASONS = ("unsubscribed", "bounced", "complained", "manual")
 
 # SendLog statuses that mean "this message may be, or is, delivered": at most one per message
 # and one per dedupe key, enforced by unique partial indexes (invariant 2).
@@ -196,8 +202,104 @@ INSERT OR IGNORE INTO shared_pairs(recipient_id, campaign_id)
     SELECT recipient_id, campaign_id FROM messages GROUP BY recipient_id, campaign_id HAVING count(*) > 1;
 """
 
-MIGRATIONS: list[tuple[str, str]] = [
+
+
+@dataclass(frozen=True, slots=True)
+class Rebuild:
+    """A migration step SQLite cannot do with ``ALTER TABLE``: change a constraint of ``table``.
+
+    Run by ``sender.db`` as the documented 12-step table rebuild
+    (https://www.sqlite.org/lang_altertable.html#otheralter), with foreign keys off: the table's
+    current ``CREATE TABLE`` text with ``old`` replaced by ``new`` becomes ``{table}_new``, the
+    rows are copied, the old table dropped, the new one renamed, and every index and trigger the
+    old table had (whatever migrations, earlier or later merged, created them) recreated from
+    ``sqlite_master``. ``then`` runs afterwards, in the same transaction.
+    """
+
+    table: str
+    old: str
+    new: str
+    then: str = ""
+
+
+# Deliverability (docs/deliverability.md). The suppression list is global, not per From domain:
+# an unsubscribe, a complaint or a hard bounce is about the person's mailbox, and a second brand
+# of the same team mailing someone who opted out is exactly what the list must prevent.
+# ``messages.state`` gains ``suppressed`` (the claim found the recipient on the list) and
+# ``bounced`` (a DSN with a 5.x.x status arrived after ``sent``); the SendLog keeps ``sent`` for a
+# bounced attempt (it was handed over), so the dedupe indexes still refuse a resend.
+_SUPPRESSION_TABLE = """
+CREATE TABLE IF NOT EXISTS suppressions (
+    email  TEXT PRIMARY KEY COLLATE NOCASE,
+    reason TEXT NOT NULL CHECK (reason IN ('unsubscribed','bounced','complained','manual')),
+    at     REAL NOT NULL,
+    source TEXT NOT NULL DEFAULT ''   -- who or what added it: an operator, a DSN's row, a token
+) WITHOUT ROWID;
+INSERT OR IGNORE INTO state_counts(state, n) VALUES ('suppressed', 0), ('bounced', 0);
+"""
+
+_SUPPRESSION_STATES = Rebuild(
+    "messages",
+    old="CHECK (state IN ('scheduled','sending','sent','failed','unknown','cancelled','expired'))",
+    new="CHECK (state IN ('scheduled','sending','sent','failed','unknown','cancelled','expired',"
+        "'suppressed','bounced'))",
+    then=_SUPPRESSION_TABLE,
+)
+
+@dataclass(frozen=True, slots=True)
+class AddColumns:
+    """``ALTER TABLE table ADD COLUMN`` for each (name, type) the table lacks: a step that is safe
+    to apply twice (SQLite has no ``ADD COLUMN IF NOT EXISTS``)."""
+
+    table: str
+    columns: tuple[tuple[str, str], ...]
+
+
+# Reply-To and extra headers (a JSON list of [name, value]), validated at enqueue (sender.headers).
+_EXTRA_HEADERS = AddColumns("message_bodies", (("reply_to", "TEXT"), ("headers", "TEXT")))
+
+# Temporary failures (DSN 4.x.x) found by observe, one row per report copy (re-reading a mailbox
+# counts nothing twice): enough of them within a period suppress the address (sender.feedback).
+_SOFT_BOUNCES = """
+CREATE TABLE IF NOT EXISTS soft_bounces (
+    fingerprint TEXT PRIMARY KEY,
+    email       TEXT NOT NULL COLLATE NOCASE,
+    row_id      INTEGER,
+    status      TEXT NOT NULL,
+    at          REAL NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS soft_bounces_email ON soft_bounces(email, at);
+"""
+
+# Attachments, content-addressed (sender.attachments): one copy per distinct file, whatever the
+# number of rows that link it. Kept out of the claimed rows, like the bodies.
+_ATTACHMENTS = """
+CREATE TABLE IF NOT EXISTS attachments (
+    sha256 TEXT PRIMARY KEY,
+    size   INTEGER NOT NULL,
+    bytes  BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS message_attachments (
+    message_id   INTEGER NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
+    position     INTEGER NOT NULL,
+    sha256       TEXT NOT NULL REFERENCES attachments(sha256),
+    filename     TEXT NOT NULL,
+    content_type TEXT NOT NULL,
+    PRIMARY KEY (message_id, position)
+) WITHOUT ROWID;
+"""
+
+# How many attachments a body has, read by the claim with the body: rows without any (the
+# common case) cost the claim no look-up in message_attachments.
+_ATTACHMENT_COUNT = AddColumns("message_bodies", (("attachments", "INTEGER NOT NULL DEFAULT 0"),))
+
+MIGRATIONS: list[tuple[str, str | Rebuild | AddColumns]] = [
     ("0001_initial", _INITIAL),
     ("0002_observations", _OBSERVATIONS),
     ("0003_shared_pairs", _SHARED_PAIRS),
+    ("suppressions_and_bounce_states", _SUPPRESSION_STATES),
+    ("message_reply_to_and_headers", _EXTRA_HEADERS),
+    ("soft_bounces", _SOFT_BOUNCES),
+    ("attachments", _ATTACHMENTS),
+    ("message_attachment_count", _ATTACHMENT_COUNT),
 ]

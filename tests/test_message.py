@@ -21,7 +21,7 @@ names = st.one_of(st.none(), st.text(alphabet=st.characters(min_codepoint=32, ma
 
 def slow(**kw: object) -> bytes:
     original = message._build_plain
-    message._build_plain = lambda *a: None  # type: ignore[assignment]
+    message._build_plain = lambda *a, **k: None  # type: ignore[assignment]
     try:
         return build(**kw).data  # type: ignore[arg-type]
     finally:
@@ -82,3 +82,33 @@ def test_dot_stuffing_matches_the_plain_rule(data: bytes) -> None:
     plain = re.sub(rb"\r?\n|\r", b"\r\n", data)
     plain += b"" if plain.endswith(b"\r\n") else b"\r\n"
     assert _dot_stuff(data) == re.sub(rb"(?m)^\.", b"..", plain) + b".\r\n"
+
+
+header_names = st.sampled_from(["X-Campaign", "X-Lead-Id", "List-Id", "Reply-To", "List-Unsubscribe",
+                                "List-Unsubscribe-Post", "Precedence"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(subject=st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), min_size=1, max_size=60),
+       body=ascii_text, values=st.lists(st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126),
+                                                min_size=1, max_size=80), max_size=4),
+       names=st.lists(header_names, max_size=4, unique=True))
+def test_fast_path_with_extra_headers_is_byte_identical(subject: str, body: str, values: list[str],
+                                                         names: list[str]) -> None:
+    """Extra headers (Reply-To, custom, List-Unsubscribe) keep the fast path equal to EmailMessage's bytes."""
+    extra = [(n, "lead@example.org" if n == "Reply-To" else v) for n, v in zip(names, values, strict=False)]
+    kw = dict(message_id="<7.0123456789abcdef@example.org>", from_addr="team@example.org", from_name="Team",
+              to="lead.one@example.com", to_name=None, subject=subject, body_text=body, body_html=None,
+              date=1_700_000_000.0, extra=extra)
+    assert build(**kw).data == slow(**kw)  # type: ignore[arg-type]
+
+
+def test_extra_headers_and_return_path_are_written() -> None:
+    """Extra headers follow the Message-ID and ``sender`` becomes the envelope sender."""
+    env = build(message_id="<5.ab@example.org>", from_addr="a@example.org", from_name=None, to="b@example.com",
+                to_name=None, subject="s", body_text="b\n", body_html=None, date=0.0,
+                extra=[("Reply-To", "Sales Desk <sales@example.org>"), ("X-Campaign", "spring")],
+                sender="bounces+5@example.org")
+    msg = email.message_from_bytes(env.data, policy=email.policy.default)
+    assert msg["Reply-To"] == "Sales Desk <sales@example.org>" and msg["X-Campaign"] == "spring"
+    assert env.sender == "bounces+5@example.org"
