@@ -196,8 +196,29 @@ INSERT OR IGNORE INTO shared_pairs(recipient_id, campaign_id)
     SELECT recipient_id, campaign_id FROM messages GROUP BY recipient_id, campaign_id HAVING count(*) > 1;
 """
 
+# The monitor's search (``sender.selection``): a recipient fragment through a trigram index over
+# the addresses (kept by triggers at enqueue, never touched by a claim), and the campaign of a
+# message (``campaign_id`` never changes, so this index costs the claim path nothing).
+_SEARCH_INDEXES = """
+CREATE VIRTUAL TABLE recipients_fts USING fts5(email, content='recipients', content_rowid='id',
+                                               tokenize='trigram');
+CREATE TRIGGER recipients_fts_insert AFTER INSERT ON recipients BEGIN
+    INSERT INTO recipients_fts(rowid, email) VALUES (NEW.id, NEW.email);
+END;
+CREATE TRIGGER recipients_fts_delete AFTER DELETE ON recipients BEGIN
+    INSERT INTO recipients_fts(recipients_fts, rowid, email) VALUES ('delete', OLD.id, OLD.email);
+END;
+CREATE TRIGGER recipients_fts_update AFTER UPDATE OF email ON recipients BEGIN
+    INSERT INTO recipients_fts(recipients_fts, rowid, email) VALUES ('delete', OLD.id, OLD.email);
+    INSERT INTO recipients_fts(rowid, email) VALUES (NEW.id, NEW.email);
+END;
+INSERT INTO recipients_fts(recipients_fts) VALUES ('rebuild');
+CREATE INDEX messages_campaign ON messages(campaign_id);
+"""
+
 MIGRATIONS: list[tuple[str, str]] = [
     ("0001_initial", _INITIAL),
     ("0002_observations", _OBSERVATIONS),
     ("0003_shared_pairs", _SHARED_PAIRS),
+    ("0004_monitor_search", _SEARCH_INDEXES),
 ]
