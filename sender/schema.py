@@ -198,7 +198,8 @@ INSERT OR IGNORE INTO shared_pairs(recipient_id, campaign_id)
 
 # The monitor's search (``sender.selection``): a recipient fragment through a trigram index over
 # the addresses (kept by triggers at enqueue, never touched by a claim), and the campaign of a
-# message (``campaign_id`` never changes, so this index costs the claim path nothing).
+# message (``campaign_id`` never changes, so this index costs the claim path nothing), and when
+# each mailbox was last read.
 _SEARCH_INDEXES = """
 CREATE VIRTUAL TABLE recipients_fts USING fts5(email, content='recipients', content_rowid='id',
                                                tokenize='trigram');
@@ -214,6 +215,7 @@ CREATE TRIGGER recipients_fts_update AFTER UPDATE OF email ON recipients BEGIN
 END;
 INSERT INTO recipients_fts(recipients_fts) VALUES ('rebuild');
 CREATE INDEX messages_campaign ON messages(campaign_id);
+CREATE INDEX observations_source_seen ON observations(source, observed_at);
 """
 
 MIGRATIONS: list[tuple[str, str]] = [

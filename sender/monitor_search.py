@@ -1,0 +1,110 @@
+"""The monitor's search: any message of the queue, by the terms of ``sender.selection``, paged.
+
+``search`` returns one page and the true total ("N of M"): the total of a state alone comes from
+the trigger-kept ``state_counts`` (O(1)); any other total is a ``count(*)`` through the index of
+its most selective term. Sorting by a column the indexes do not order (recipient, campaign...)
+is done in SQL only when the match has at most ``SORT_CAP`` rows; beyond that the page keeps
+the index's order and says so, rather than sorting a million rows per refresh.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from . import queries
+from .db import Database
+from .errors import UsageError
+from .selection import Selection, parse_search, resolve, where
+
+PAGE = 100
+SORT_CAP = 20_000
+CAMPAIGN_NAMES = 1_000  # names a bare search word is compared with
+
+# Column key -> SQL expression. "updated" and "id" follow an index for any match size.
+ORDERS = {"id": "m.id", "recipient": "r.email", "campaign": "c.name", "state": "m.state",
+          "due": "m.due_at", "updated": "m.updated_at", "attempts": "m.attempts"}
+INDEXED_ORDERS = ("id", "updated")
+
+
+@dataclass(frozen=True, slots=True)
+class Found:
+    """One message in a search result."""
+
+    id: int
+    recipient: str
+    campaign: str
+    state: str
+    due_at: float
+    updated_at: float
+    attempts: int
+    priority: int
+    note: str | None  # why a policy deferred it, else the last reply
+
+
+@dataclass(frozen=True, slots=True)
+class SearchPage:
+    text: str
+    selection: Selection
+    total: int
+    offset: int
+    rows: list[Found]
+    order: str          # the order used ("updated", "-id", ...)
+    sort_note: str = ""  # why a requested order was not applied, if it was not
+
+    @property
+    def first(self) -> int:
+        return self.offset + 1 if self.rows else 0
+
+    @property
+    def last(self) -> int:
+        return self.offset + len(self.rows)
+
+
+async def campaign_names(db: Database) -> frozenset[str]:
+    return frozenset(r[0] for r in await db.fetchall(
+        "SELECT name FROM campaigns ORDER BY id LIMIT ?", (CAMPAIGN_NAMES,)))
+
+
+async def search(db: Database, text: str, now: float, *, offset: int = 0, limit: int = PAGE,
+                 order: str = "") -> SearchPage:
+    """One page of the messages ``text`` selects (see ``selection.parse_search``).
+
+    ``order`` is a key of ``ORDERS``, prefixed with ``-`` for descending; empty means newest
+    change first for a state list and newest row first otherwise.
+    """
+    sel = resolve(parse_search(text, await campaign_names(db)), now)
+    return await select(db, sel, text=text, offset=offset, limit=limit, order=order)
+
+
+async def select(db: Database, sel: Selection, *, text: str = "", offset: int = 0,
+                 limit: int = PAGE, order: str = "") -> SearchPage:
+    total = await _total(db, sel)
+    order = order or ("-updated" if sel.states and sel.only_states() else "-id")
+    key = order.removeprefix("-")
+    if key not in ORDERS:
+        raise UsageError(f"cannot sort by {key!r} (one of {', '.join(ORDERS)})")
+    note = ""
+    if key not in INDEXED_ORDERS and total > SORT_CAP:
+        note = f"sorted by {key} only up to {SORT_CAP:,} matches: showing newest first"
+        order, key = "-id", "id"
+    direction = "DESC" if order.startswith("-") else "ASC"
+    cond, params = where(sel)
+    offset = max(0, min(offset, max(0, total - 1)))
+    rows = await db.fetchall(
+        "SELECT m.id, r.email, c.name, m.state, m.due_at, m.updated_at, m.attempts, m.priority, "
+        "       coalesce(m.defer_reason, m.last_reply) "
+        "FROM messages m JOIN recipients r ON r.id = m.recipient_id "
+        f"JOIN campaigns c ON c.id = m.campaign_id WHERE {cond} "
+        f"ORDER BY {ORDERS[key]} {direction}, m.id {direction} LIMIT :limit OFFSET :offset",
+        {**params, "limit": limit, "offset": offset})
+    return SearchPage(text=text, selection=sel, total=total, offset=offset,
+                      rows=[Found(*r) for r in rows], order=order, sort_note=note)
+
+
+async def _total(db: Database, sel: Selection) -> int:
+    if sel.states and sel.only_states():
+        counts = await queries.state_counts(db)
+        return sum(counts.get(s, 0) for s in dict.fromkeys(sel.states))
+    cond, params = where(sel)
+    row = await db.fetchone(f"SELECT count(*) FROM messages m WHERE {cond}", params)
+    return row[0] if row else 0
