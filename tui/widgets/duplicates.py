@@ -45,7 +45,7 @@ class DuplicatesPanel(Panel):
                    + (f" · row #{f.row}" if f.row is not None else "")
                    + (f" · {fmt.lit(f.campaign)}" if f.campaign else "")
                    + f"\n{fmt.lit(f.detail)}\nMessage-IDs: {fmt.lit(' '.join(f.mids))}"
-                   + "\n[dim]Enter opens the message: every attempt and every observed copy[/dim]")
+                   + "  [dim](Enter: every attempt and observed copy)[/dim]")
 
     def show(self, snap: Snapshot, needle: str = "") -> None:
         """Nothing to do: the report arrives on its own schedule through ``show_findings``."""

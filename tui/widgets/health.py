@@ -20,9 +20,8 @@ class HealthBar(Horizontal):
     """``sent 12/min · retried 0/min · failed 340/min`` and failures per minute as a sparkline."""
 
     def compose(self) -> ComposeResult:
-        yield Static(id="rates")
-        yield Static(f"failures/min, {SPARK_MINUTES}m ", id="spark-label")
         yield Sparkline([0.0] * SPARK_MINUTES, id="spark")
+        yield Static(id="rates")
 
     def show(self, snap: Snapshot | None) -> None:
         h = snap.health if snap else None
@@ -31,10 +30,12 @@ class HealthBar(Horizontal):
             return
         self.display = True
         m = h.per_minute
-        text = (f"last minute: sent [b $success]{m.sent:,}[/]  retried [b $warning]{m.retried:,}[/]"
-                f"  failed [b $error]{m.failed:,}[/]")
+        text = (f"[dim]failures/min, {SPARK_MINUTES}m[/dim]  last minute: sent "
+                f"[b $success]{m.sent:,}[/] retried [b $warning]{m.retried:,}[/] failed "
+                f"[b $error]{m.failed:,}[/]")
         if h.top_error:
-            text += f"  ·  top error 5m: [b]{fmt.lit(fmt.short(h.top_error, 48))}[/] ({h.top_error_count:,} times)"
+            text += (f"  ·  top error 5m: [b]{fmt.lit(fmt.short(h.top_error, 48))}[/] "
+                     f"({h.top_error_count:,})")
         if h.pace:
             text += "  ·  [b $warning]relay pace[/] " + fmt.lit("; ".join(h.pace.values()))
         self.query_one("#rates", Static).update(text)
@@ -59,14 +60,14 @@ def banner_lines(h: Health | None, now: float) -> list[str]:
     out = []
     if h.pause_reason is not None:
         out.append(f"⏸ SENDING PAUSED by {fmt.lit(h.paused_by)} at {fmt.when(h.paused_at)} UTC "
-                   f"({fmt.ago(h.paused_at, now)}): {fmt.lit(h.pause_reason)}  ·  p resumes")
+                   f"({fmt.ago(h.paused_at, now)}): {fmt.lit(h.pause_reason)}")
     for name, reason in list(h.paused_campaigns.items())[:3]:
         out.append(f"⏸ campaign {fmt.lit(name)} paused: {fmt.lit(reason)}")
     if h.storm:
         r = h.recent
-        line = (f"⚠ FAILURE STORM: {r.failed + r.retried:,} failed or retried vs {r.sent:,} sent "
-                "in the last 5 minutes")
+        line = (f"⚠ FAILURE STORM: {r.failed + r.retried:,} failed or retried, {r.sent:,} sent "
+                "in 5 min")
         if h.top_error:
-            line += f"; mostly {fmt.lit(fmt.short(h.top_error, 60))}"
-        out.append(line + "  ·  /failed lists them, A acts on them all")
+            line += f"; mostly {fmt.lit(fmt.short(h.top_error, 50))}"
+        out.append(line + "  ·  /failed, then A")
     return out
