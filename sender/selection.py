@@ -71,19 +71,32 @@ class Selection:
 
 
 def where(sel: Selection) -> tuple[str, dict[str, Any]]:
-    """``sel`` as a condition on ``messages m`` and its named parameters."""
+    """``sel`` as a condition on ``messages m`` and its named parameters.
+
+    The state term drives the plan (``messages_state_updated``) unless it is only ``sent``,
+    most of any queue: then the campaign index does, and otherwise the campaign is checked
+    row by row (``+m.campaign_id``). A ``since`` without states walks every state's range of
+    the same index instead of the whole table.
+    """
     terms: list[str] = []
     params: dict[str, Any] = {}
-    if sel.states:
-        terms.append("m.state IN (SELECT value FROM json_each(:states))")
-        params["states"] = json.dumps(list(sel.states))
+    states = sel.states
+    if not states and sel.reply_match is not None:
+        states = REPLY_STATES
+    if not states and sel.since is not None:
+        states = STATES
+    if states:
+        names = [f"s{i}" for i in range(len(states))]
+        if len(names) == 1:
+            terms.append("m.state = :s0")
+        else:
+            terms.append(f"m.state IN ({', '.join(':' + n for n in names)})")
+        params.update(zip(names, states, strict=True))
     if sel.campaign is not None:
-        terms.append("m.campaign_id = (SELECT id FROM campaigns WHERE name = :campaign)")
+        column = "m.campaign_id" if not states or set(states) == {"sent"} else "+m.campaign_id"
+        terms.append(f"{column} = (SELECT id FROM campaigns WHERE name = :campaign)")
         params["campaign"] = sel.campaign
     if sel.reply_match is not None:
-        if not sel.states:
-            terms.append("m.state IN (SELECT value FROM json_each(:reply_states))")
-            params["reply_states"] = json.dumps(list(REPLY_STATES))
         terms.append("m.last_reply LIKE :reply ESCAPE '\\'")
         params["reply"] = f"%{escape_like(sel.reply_match)}%"
     if sel.since is not None:
