@@ -9,7 +9,7 @@ the index's order and says so, rather than sorting a million rows per refresh.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from . import queries
 from .db import Database
@@ -69,10 +69,13 @@ async def search(db: Database, text: str, now: float, *, offset: int = 0, limit:
                  order: str = "") -> SearchPage:
     """One page of the messages ``text`` selects (see ``selection.parse_search``).
 
-    ``order`` is a key of ``ORDERS``, prefixed with ``-`` for descending; empty means newest
+    An address that is no recipient's is searched as a fragment. ``order`` is a key of ``ORDERS``, prefixed with ``-`` for descending; empty means newest
     change first for a state list and newest row first otherwise.
     """
     sel = resolve(parse_search(text, await campaign_names(db)), now)
+    if sel.recipient is not None and await db.fetchone(
+            "SELECT 1 FROM recipients WHERE email = ?", (sel.recipient,)) is None:
+        sel = replace(sel, recipient=None, fragment=sel.recipient)  # part of an address
     return await select(db, sel, text=text, offset=offset, limit=limit, order=order)
 
 
