@@ -69,13 +69,18 @@ async def search(db: Database, text: str, now: float, *, offset: int = 0, limit:
                  order: str = "") -> SearchPage:
     """One page of the messages ``text`` selects (see ``selection.parse_search``).
 
-    An address that is no recipient's is searched as a fragment. ``order`` is a key of ``ORDERS``, prefixed with ``-`` for descending; empty means newest
+    An address that is no recipient's is a Message-ID typed without ``<>`` if there is one,
+    else a fragment. ``order`` is a key of ``ORDERS``, prefixed with ``-`` for descending; empty means newest
     change first for a state list and newest row first otherwise.
     """
     sel = resolve(parse_search(text, await campaign_names(db)), now)
     if sel.recipient is not None and await db.fetchone(
             "SELECT 1 FROM recipients WHERE email = ?", (sel.recipient,)) is None:
-        sel = replace(sel, recipient=None, fragment=sel.recipient)  # part of an address
+        bare = next((t for t in text.split() if t.lower() == sel.recipient), sel.recipient)
+        if await db.fetchone("SELECT 1 FROM messages WHERE message_id = ?", (f"<{bare}>",)):
+            sel = replace(sel, recipient=None, mid=f"<{bare}>")  # a Message-ID without <>
+        else:
+            sel = replace(sel, recipient=None, fragment=sel.recipient)  # part of an address
     return await select(db, sel, text=text, offset=offset, limit=limit, order=order)
 
 

@@ -38,6 +38,7 @@ async def test_each_term_selects_exactly(db_path: str) -> None:
     mid = query(db_path, "SELECT message_id FROM messages WHERE id = 4")[0][0]
     assert await search_ids(db_path, "#3") == ([3], 1)
     assert await search_ids(db_path, mid) == ([4], 1)
+    assert await search_ids(db_path, mid.strip("<>")) == ([4], 1)
     assert await search_ids(db_path, "q1@example.com") == ([7], 1)
     assert await search_ids(db_path, "q1@EXAMPLE.com") == ([7], 1)
     assert await search_ids(db_path, "q1@") == ([7], 1)       # a fragment (trigram index)

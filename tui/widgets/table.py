@@ -153,6 +153,9 @@ class FollowTable(MainTable):
     def _moved(self) -> None:
         self.follow = False
 
+    def on_click(self) -> None:
+        self._moved()
+
     def action_cursor_down(self) -> None:
         self._moved()
         super().action_cursor_down()
