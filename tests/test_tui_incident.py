@@ -275,3 +275,13 @@ async def test_log_follows_unless_the_cursor_moved(tmp_path: Path) -> None:
         assert table.current_key() == held
         await press(pilot, "f")
         assert table.follow and table.cursor_row == 0
+
+
+async def test_duplicates_give_the_true_total_when_the_report_stops(big_queue: Path) -> None:
+    """With 1,200 unknown messages the report lists 100 and the Duplicates tab says of how many."""
+    app = make_app(str(big_queue))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await press(pilot, "4")
+        assert "100 unknown (of 1,200; Queue /unknown lists them all)" in text(
+            app, "#duplicates-panel .summary")

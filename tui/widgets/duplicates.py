@@ -25,8 +25,20 @@ _TONE = {"ghosts": "error", "repeated_message_ids": "error", "multi_sends": "err
 class DuplicatesPanel(Panel):
     COLUMNS = ("Recipient", "Finding", "#", "Campaign", "When", "Detail", "Message-IDs")
 
+    def _count(self, found: Findings, kind: str) -> str:
+        n = found.count(kind)
+        text = f"{n} {LABELS[kind] if n == 1 else PLURALS[kind]}"
+        total = self._totals.get(kind)
+        if total is not None and kind in found.truncated and total > n:
+            where = "Queue /unknown" if kind == "unknown" else "In flight"
+            text += f" [$warning](of {total:,}; {where} lists them all)[/]"
+        return text
+
     def compose(self) -> ComposeResult:
         self._by_key: dict[str, Finding] = {}
+        self._totals: dict[str, int] = {}
+        self._found: Findings | None = None
+        self._needle = ""
         yield Static(classes="summary")
         yield MainTable(self.COLUMNS, id="duplicates-panel-table")
         yield Static(id="explain")
@@ -48,9 +60,19 @@ class DuplicatesPanel(Panel):
                    + "  [dim](Enter: every attempt and observed copy)[/dim]")
 
     def show(self, snap: Snapshot, needle: str = "") -> None:
-        """Nothing to do: the report arrives on its own schedule through ``show_findings``."""
+        """The report arrives on its own schedule (``show_findings``); the snapshot brings the
+        true totals of the kinds the report may cut short (unknown, stale claims)."""
+        ov = snap.overview
+        if ov is None:
+            return
+        totals = {"unknown": ov.counts.get("unknown", 0), "stale_claims": ov.stale_claims}
+        if totals != self._totals:
+            self._totals = totals
+            if self._found is not None:
+                self.show_findings(self._found, self._needle)
 
     def show_findings(self, found: Findings | None, needle: str = "") -> None:
+        self._found, self._needle = found, needle
         if found is None:
             self.summary("running the report…")
             return
@@ -62,12 +84,12 @@ class DuplicatesPanel(Panel):
             self.summary(f"{head}  ·  [$warning]{fmt.lit(found.note)}[/]")
             self.table.fill([])
             return
-        counts = [f"{found.count(k)} {LABELS[k] if found.count(k) == 1 else PLURALS[k]}"
-                  for k in KINDS if found.count(k)]
+        counts = [self._count(found, k) for k in KINDS if found.count(k)]
         found_text = ", ".join(counts) if counts else "[$success]nothing found[/]"
-        if found.truncated:
+        cut = [k for k in found.truncated if k not in self._totals]
+        if cut:
             found_text += (f" [$warning](the report stops at {len(found.rows)} rows for "
-                           f"{', '.join(PLURALS[k] for k in found.truncated)}: there are more)[/]")
+                           f"{', '.join(PLURALS[k] for k in cut)}: there are more)[/]")
         groups = len({f.recipient for f in found.rows})
         if groups:
             found_text += f"  ·  {fmt.plural(groups, 'recipient')}"
