@@ -1,23 +1,26 @@
 """The monitor's search: any message of the queue, by the terms of ``sender.selection``, paged.
 
 ``search`` returns one page and the true total ("N of M"): the total of a state alone comes from
-the trigger-kept ``state_counts`` (O(1)); any other total is a ``count(*)`` through the index of
-its most selective term. Sorting by a column the indexes do not order (recipient, campaign...)
-is done in SQL only when the match has at most ``SORT_CAP`` rows; beyond that the page keeps
-the index's order and says so, rather than sorting a million rows per refresh.
+the trigger-kept ``state_counts`` (O(1)); any other total is counted through the index of its
+most selective term, up to ``TOTAL_CAP`` matches (then it says "50,000+", never less than the
+truth). Sorting a state list by a column the indexes do not order (recipient, campaign...) is
+done in SQL only up to ``SORT_CAP`` rows; beyond that the page keeps the index's order and says
+so, rather than sorting a million rows per refresh.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, replace
 
 from . import queries
 from .db import Database
 from .errors import UsageError
-from .selection import Selection, parse_search, resolve, where
+from .selection import FRAGMENT_CAP, FTS_MIN, Selection, parse_search, resolve, where
 
 PAGE = 100
 SORT_CAP = 20_000
+TOTAL_CAP = 50_000  # a match larger than this (other than a state list) says "50,000+"
 CAMPAIGN_NAMES = 1_000  # names a bare search word is compared with
 
 # Column key -> SQL expression. "updated" and "id" follow an index for any match size.
@@ -50,6 +53,11 @@ class SearchPage:
     rows: list[Found]
     order: str          # the order used ("updated", "-id", ...)
     sort_note: str = ""  # why a requested order was not applied, if it was not
+    capped: bool = False  # the total is a lower bound: at least ``total`` messages match
+
+    @property
+    def total_text(self) -> str:
+        return f"{self.total:,}+" if self.capped else f"{self.total:,}"
 
     @property
     def first(self) -> int:
@@ -86,33 +94,61 @@ async def search(db: Database, text: str, now: float, *, offset: int = 0, limit:
 
 async def select(db: Database, sel: Selection, *, text: str = "", offset: int = 0,
                  limit: int = PAGE, order: str = "") -> SearchPage:
-    total = await _total(db, sel)
+    """A state list reads its total from ``state_counts`` and its page from the state index;
+    any other selection reads the ids of its matches in order once (up to ``TOTAL_CAP``), which
+    gives both the total and the page, then the page's rows by id."""
     order = order or ("-updated" if sel.states and sel.only_states() else "-id")
     key = order.removeprefix("-")
     if key not in ORDERS:
         raise UsageError(f"cannot sort by {key!r} (one of {', '.join(ORDERS)})")
+    state_list = bool(sel.states) and sel.only_states()
+    total = await _state_total(db, sel) if state_list else None
     note = ""
-    if key not in INDEXED_ORDERS and total > SORT_CAP:
+    if key not in INDEXED_ORDERS and (total or 0) > SORT_CAP:
         note = f"sorted by {key} only up to {SORT_CAP:,} matches: showing newest first"
         order, key = "-id", "id"
     direction = "DESC" if order.startswith("-") else "ASC"
     cond, params = where(sel)
-    offset = max(0, min(offset, max(0, total - 1)))
-    rows = await db.fetchall(
-        "SELECT m.id, r.email, c.name, m.state, m.due_at, m.updated_at, m.attempts, m.priority, "
-        "       coalesce(m.defer_reason, m.last_reply) "
-        "FROM messages m JOIN recipients r ON r.id = m.recipient_id "
-        f"JOIN campaigns c ON c.id = m.campaign_id WHERE {cond} "
-        f"ORDER BY {ORDERS[key]} {direction}, m.id {direction} LIMIT :limit OFFSET :offset",
-        {**params, "limit": limit, "offset": offset})
+    ordering = f"ORDER BY {ORDERS[key]} {direction}, m.id {direction}"
+    capped = False
+    if total is not None:
+        offset = max(0, min(offset, max(0, total - 1)))
+        rows = await db.fetchall(
+            f"{_ROWS} WHERE {cond} {ordering} LIMIT :limit OFFSET :offset",
+            {**params, "limit": limit, "offset": offset})
+    else:
+        joins = _JOINS if key in ("recipient", "campaign") else ""
+        ids = [r[0] for r in await db.fetchall(
+            f"SELECT m.id FROM messages m {joins} WHERE {cond} {ordering} LIMIT :cap",
+            {**params, "cap": TOTAL_CAP + 1})]
+        capped = len(ids) > TOTAL_CAP or await _fragment_capped(db, sel, len(ids))
+        ids = ids[:TOTAL_CAP]
+        total = len(ids)
+        offset = max(0, min(offset, max(0, total - 1)))
+        page = ids[offset:offset + limit]
+        found = {r[0]: r for r in await db.fetchall(
+            f"{_ROWS} WHERE m.id IN (SELECT value FROM json_each(:ids))", {"ids": json.dumps(page)})}
+        rows = [found[i] for i in page if i in found]
     return SearchPage(text=text, selection=sel, total=total, offset=offset,
-                      rows=[Found(*r) for r in rows], order=order, sort_note=note)
+                      rows=[Found(*r) for r in rows], order=order, sort_note=note, capped=capped)
 
 
-async def _total(db: Database, sel: Selection) -> int:
-    if sel.states and sel.only_states():
-        counts = await queries.state_counts(db)
-        return sum(counts.get(s, 0) for s in dict.fromkeys(sel.states))
-    cond, params = where(sel)
-    row = await db.fetchone(f"SELECT count(*) FROM messages m WHERE {cond}", params)
-    return row[0] if row else 0
+_JOINS = ("JOIN recipients r ON r.id = m.recipient_id JOIN campaigns c ON c.id = m.campaign_id")
+_ROWS = ("SELECT m.id, r.email, c.name, m.state, m.due_at, m.updated_at, m.attempts, m.priority, "
+         "       coalesce(m.defer_reason, m.last_reply) FROM messages m " + _JOINS)
+
+
+async def _state_total(db: Database, sel: Selection) -> int:
+    counts = await queries.state_counts(db)
+    return sum(counts.get(s, 0) for s in dict.fromkeys(sel.states))
+
+
+async def _fragment_capped(db: Database, sel: Selection, matched: int) -> bool:
+    """Whether a fragment matched more addresses than ``where`` looks at (only asked when the
+    match is that large: each address has at least one message)."""
+    if sel.fragment is None or matched < FRAGMENT_CAP or len(sel.fragment) < FTS_MIN:
+        return False
+    row = await db.fetchone(
+        "SELECT count(*) FROM (SELECT rowid FROM recipients_fts WHERE recipients_fts MATCH ? "
+        "LIMIT ?)", ('"' + sel.fragment.replace('"', '""') + '"', FRAGMENT_CAP + 1))
+    return bool(row and row[0] > FRAGMENT_CAP)

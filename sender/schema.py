@@ -197,9 +197,10 @@ INSERT OR IGNORE INTO shared_pairs(recipient_id, campaign_id)
 """
 
 # The monitor's search (``sender.selection``): a recipient fragment through a trigram index over
-# the addresses (kept by triggers at enqueue, never touched by a claim), and the campaign of a
-# message (``campaign_id`` never changes, so this index costs the claim path nothing), and when
-# each mailbox was last read.
+# the addresses (kept by triggers at enqueue, never touched by a claim); a campaign's messages
+# by state (counts and pages of "failed in campaign X" read the index alone; measured cost on
+# the claim path: about 1 %, 0.663 s -> 0.670 s for 9,600 claims and outcomes); and when each
+# mailbox was last read.
 _SEARCH_INDEXES = """
 CREATE VIRTUAL TABLE recipients_fts USING fts5(email, content='recipients', content_rowid='id',
                                                tokenize='trigram');
@@ -214,7 +215,7 @@ CREATE TRIGGER recipients_fts_update AFTER UPDATE OF email ON recipients BEGIN
     INSERT INTO recipients_fts(rowid, email) VALUES (NEW.id, NEW.email);
 END;
 INSERT INTO recipients_fts(recipients_fts) VALUES ('rebuild');
-CREATE INDEX messages_campaign ON messages(campaign_id);
+CREATE INDEX messages_campaign ON messages(campaign_id, state);
 CREATE INDEX observations_source_seen ON observations(source, observed_at);
 """
 

@@ -4,8 +4,9 @@ The monitor's ``/`` search, its bulk actions and the ``retry``/``cancel`` comman
 ``Selection`` and turn it into a ``WHERE`` clause here, so what the operator saw counted is
 exactly what an action changes. Every term is served by an index: the row id, the Message-ID
 (unique), an exact recipient (unique), a recipient fragment (the ``recipients_fts`` trigram
-index), the campaign (``messages_campaign``), the state (``messages_state_updated``). Only the
-reply text is a scan, and it is bounded to the selected states.
+index), the campaign (``messages_campaign``, by state), the state (``messages_state_updated``).
+Only the reply text is checked row by row, among the selected states (``failed`` when none is
+named).
 """
 
 from __future__ import annotations
@@ -17,10 +18,11 @@ from typing import Any
 from .errors import UsageError
 from .schema import STATES
 
-# States whose last reply is worth searching when no state is named: not ``sent`` (its reply
-# is the relay's "queued as", and it is most of any queue).
-REPLY_STATES = tuple(s for s in STATES if s != "sent")
+# The state whose last reply is searched when no state is named: a reply search is nearly
+# always about failures, and each row is read to check it.
+REPLY_STATES = ("failed",)
 FTS_MIN = 3  # the trigram index needs three characters; shorter fragments scan recipients
+FRAGMENT_CAP = 50_000  # recipients a fragment may match (a wider one says "50,000+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,10 +75,8 @@ class Selection:
 def where(sel: Selection) -> tuple[str, dict[str, Any]]:
     """``sel`` as a condition on ``messages m`` and its named parameters.
 
-    The state term drives the plan (``messages_state_updated``) unless it is only ``sent``,
-    most of any queue: then the campaign index does, and otherwise the campaign is checked
-    row by row (``+m.campaign_id``). A ``since`` without states walks every state's range of
-    the same index instead of the whole table.
+    A ``since`` without states walks every state's range of ``messages_state_updated``
+    instead of the whole table.
     """
     terms: list[str] = []
     params: dict[str, Any] = {}
@@ -93,8 +93,7 @@ def where(sel: Selection) -> tuple[str, dict[str, Any]]:
             terms.append(f"m.state IN ({', '.join(':' + n for n in names)})")
         params.update(zip(names, states, strict=True))
     if sel.campaign is not None:
-        column = "m.campaign_id" if not states or set(states) == {"sent"} else "+m.campaign_id"
-        terms.append(f"{column} = (SELECT id FROM campaigns WHERE name = :campaign)")
+        terms.append("m.campaign_id = (SELECT id FROM campaigns WHERE name = :campaign)")
         params["campaign"] = sel.campaign
     if sel.reply_match is not None:
         terms.append("m.last_reply LIKE :reply ESCAPE '\\'")
@@ -114,11 +113,11 @@ def where(sel: Selection) -> tuple[str, dict[str, Any]]:
     if sel.fragment is not None:
         if len(sel.fragment) >= FTS_MIN:
             terms.append("m.recipient_id IN (SELECT rowid FROM recipients_fts "
-                         "WHERE recipients_fts MATCH :phrase)")
+                         f"WHERE recipients_fts MATCH :phrase LIMIT {FRAGMENT_CAP})")
             params["phrase"] = '"' + sel.fragment.replace('"', '""') + '"'
         else:
             terms.append("m.recipient_id IN (SELECT id FROM recipients "
-                         "WHERE email LIKE :fragment ESCAPE '\\')")
+                         f"WHERE email LIKE :fragment ESCAPE '\\' LIMIT {FRAGMENT_CAP})")
             params["fragment"] = f"%{escape_like(sel.fragment)}%"
     return (" AND ".join(terms) or "1"), params
 
@@ -132,8 +131,8 @@ def parse_search(text: str, campaigns: frozenset[str] = frozenset()) -> Selectio
 
     ``#123`` or ``123`` a row; ``<…>`` a Message-ID; a state name (``failed``) or
     ``state:NAME``; ``campaign:NAME`` or a known campaign's name; ``reply:TEXT`` the last reply
-    (``reply:"too much mail"`` for spaces); ``since:1h``; an address with ``@`` exactly; any
-    other word a fragment of the recipient address.
+    (``reply:"too much mail"`` for spaces; among failed messages unless a state is named);
+    ``since:1h``; an address with ``@`` exactly; any other word a fragment of the address.
     """
     from .policy import span_seconds
 

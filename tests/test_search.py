@@ -48,7 +48,9 @@ async def test_each_term_selects_exactly(db_path: str) -> None:
     assert await search_ids(db_path, "b") == ([6, 7, 8], 3)   # a campaign's name
     assert await search_ids(db_path, "campaign:a scheduled") == ([1, 3, 4, 5], 4)
     assert await search_ids(db_path, 'reply:"5.7.1 denied"') == ([2], 1)
-    assert await search_ids(db_path, "reply:lost campaign:a") == ([], 0)
+    assert await search_ids(db_path, "reply:lost") == ([], 0)  # among failed messages only
+    assert await search_ids(db_path, "unknown reply:lost") == ([7], 1)
+    assert await search_ids(db_path, "unknown reply:lost campaign:a") == ([], 0)
     assert await search_ids(db_path, "since:1h") == (list(range(1, 9)), 8)
 
 

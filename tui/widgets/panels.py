@@ -86,9 +86,9 @@ class QueuePanel(Panel):
             self.query_one("#found-table", RowsTable).fill([])
             return
         if page.offset or page.last < page.total:
-            head = f"[b]{page.first:,}-{page.last:,} of {page.total:,}[/b]"
+            head = f"[b]{page.first:,}-{page.last:,} of {page.total_text}[/b]"
         else:
-            head = f"[b]{len(page.rows):,} of {page.total:,}[/b]"
+            head = f"[b]{len(page.rows):,} of {page.total_text}[/b]"
         text = (f"{head} matching [b]{fmt.lit(page.selection.describe())}[/b]  ·  "
                 f"sorted by {page.order.removeprefix('-')}{' (desc)' if page.order.startswith('-') else ''}")
         if page.total > page.last or page.offset:
