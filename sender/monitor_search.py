@@ -3,9 +3,9 @@
 ``search`` returns one page and the true total ("N of M"): the total of a state alone comes from
 the trigger-kept ``state_counts`` (O(1)); any other total is counted through the index of its
 most selective term, up to ``TOTAL_CAP`` matches (then it says "50,000+", never less than the
-truth). Sorting a state list by a column the indexes do not order (recipient, campaign...) is
-done in SQL only up to ``SORT_CAP`` rows; beyond that the page keeps the index's order and says
-so, rather than sorting a million rows per refresh.
+truth). Sorting by another order than the index gives is done in SQL only up to ``SORT_CAP``
+matches; beyond that the page keeps the index's order and says so, rather than sorting a
+million rows per refresh.
 """
 
 from __future__ import annotations
@@ -23,10 +23,10 @@ SORT_CAP = 20_000
 TOTAL_CAP = 50_000  # a match larger than this (other than a state list) says "50,000+"
 CAMPAIGN_NAMES = 1_000  # names a bare search word is compared with
 
-# Column key -> SQL expression. "updated" and "id" follow an index for any match size.
+# Column key -> SQL expression. Only a selection's natural order (``_natural_order``) is read
+# from an index for any match size; another is sorted in SQL up to ``SORT_CAP`` matches.
 ORDERS = {"id": "m.id", "recipient": "r.email", "campaign": "c.name", "state": "m.state",
           "due": "m.due_at", "updated": "m.updated_at", "attempts": "m.attempts"}
-INDEXED_ORDERS = ("id", "updated")
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,16 +97,20 @@ async def select(db: Database, sel: Selection, *, text: str = "", offset: int = 
     """A state list reads its total from ``state_counts`` and its page from the state index;
     any other selection reads the ids of its matches in order once (up to ``TOTAL_CAP``), which
     gives both the total and the page, then the page's rows by id."""
-    order = order or ("-updated" if sel.states and sel.only_states() else "-id")
+    natural = _natural_order(sel)
+    order = order or natural
     key = order.removeprefix("-")
     if key not in ORDERS:
         raise UsageError(f"cannot sort by {key!r} (one of {', '.join(ORDERS)})")
     state_list = bool(sel.states) and sel.only_states()
     total = await _state_total(db, sel) if state_list else None
     note = ""
-    if key not in INDEXED_ORDERS and (total or 0) > SORT_CAP:
-        note = f"sorted by {key} only up to {SORT_CAP:,} matches: showing newest first"
-        order, key = "-id", "id"
+    if order != natural:
+        many = total if total is not None else await _count_upto(db, sel, SORT_CAP + 1)
+        if many > SORT_CAP:
+            note = f"sorted by {key} only up to {SORT_CAP:,} matches: showing the index's order"
+            order = natural
+            key = order.removeprefix("-")
     direction = "DESC" if order.startswith("-") else "ASC"
     cond, params = where(sel)
     ordering = f"ORDER BY {ORDERS[key]} {direction}, m.id {direction}"
@@ -136,6 +140,23 @@ async def select(db: Database, sel: Selection, *, text: str = "", offset: int = 
 _JOINS = ("JOIN recipients r ON r.id = m.recipient_id JOIN campaigns c ON c.id = m.campaign_id")
 _ROWS = ("SELECT m.id, r.email, c.name, m.state, m.due_at, m.updated_at, m.attempts, m.priority, "
          "       coalesce(m.defer_reason, m.last_reply) FROM messages m " + _JOINS)
+
+
+def _natural_order(sel: Selection) -> str:
+    """The order an index gives without sorting: newest change first for a state list, by
+    state then row for a campaign (``messages_campaign``), newest row first otherwise."""
+    if sel.states and sel.only_states():
+        return "-updated"
+    if sel.campaign is not None and replace(sel, campaign=None, states=()).empty and len(sel.states) != 1:
+        return "state"
+    return "-id"
+
+
+async def _count_upto(db: Database, sel: Selection, cap: int) -> int:
+    cond, params = where(sel)
+    row = await db.fetchone(f"SELECT count(*) FROM (SELECT 1 FROM messages m WHERE {cond} LIMIT :cap)",
+                            {**params, "cap": cap})
+    return row[0] if row else 0
 
 
 async def _state_total(db: Database, sel: Selection) -> int:

@@ -172,7 +172,7 @@ async def test_filter_belongs_to_its_tab(tmp_path: Path) -> None:
         await settle(pilot)
         await press(pilot, "1")
         await type_filter(pilot, "welcome")
-        assert keys(app, "found-table") == ["8", "6", "5", "4"]
+        assert keys(app, "found-table") == ["8", "5", "6", "4"]  # by state, then row
         assert "4 of 4" in text(app, "#queue-panel .summary")
         await press(pilot, "3")
         assert len(keys(app, "workers-panel-table")) == 3
