@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from . import queries
 from .db import Database
 from .errors import UsageError
-from .selection import FRAGMENT_CAP, FTS_MIN, Selection, parse_search, resolve, where
+from .selection import FRAGMENT_CAP, FTS_MIN, REPLY_STATES, Selection, parse_search, resolve, where
 
 PAGE = 100
 SORT_CAP = 20_000
@@ -147,6 +147,9 @@ def _natural_order(sel: Selection) -> str:
     state then row for a campaign (``messages_campaign``), newest row first otherwise."""
     if sel.states and sel.only_states():
         return "-updated"
+    checked_only = replace(sel, states=(), reply_match=None, since=None, since_label="").empty
+    if checked_only and len(sel.states or (REPLY_STATES if sel.reply_match else ())) == 1:
+        return "-updated"  # one state's range of messages_state_updated, each row checked
     if sel.campaign is not None and replace(sel, campaign=None, states=()).empty and len(sel.states) != 1:
         return "state"
     return "-id"
