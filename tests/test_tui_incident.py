@@ -18,6 +18,7 @@ from textual.widgets import Sparkline
 
 from sender.db import open_db
 from tests import storm
+from tests.conftest import Cli
 from tests.test_tui_app import SIZE, cells, keys, make_app, press, settle, text, type_filter
 from tests.test_tui_monitor import INCIDENT_ROW, T0, aseed, rows
 from tui import fmt
@@ -287,3 +288,9 @@ async def test_duplicates_give_the_true_total_when_the_report_stops(big_queue: P
         await press(pilot, "4")
         assert "100 unknown (of 1,200; Queue /unknown lists them all)" in text(
             app, "#duplicates-panel .summary")
+
+
+def test_screenshots_folder_must_exist(cli: Cli, tmp_path: Path) -> None:
+    """``python -m tui --screenshots DIR`` with a missing folder is one error line and exit 2."""
+    r = cli("--db", str(tmp_path / "q.db"), "--screenshots", str(tmp_path / "nope"), module="tui")
+    assert r.code == 2 and r.err.startswith("error: --screenshots") and len(r.err.splitlines()) == 1
