@@ -35,8 +35,9 @@ class Choose(ModalScreen[str | None]):
             yield Static(self.question, id="question")
             with (Vertical if self.stacked else Horizontal)(id="buttons"):
                 for answer, key, label in self.choices:
-                    yield Button(f"{label} ({key})", id=f"answer-{answer}", variant="warning")
-                yield Button("No (n / esc)", id="answer-")
+                    yield Button(f"{label} ({key})", id=f"answer-{answer}", variant="warning",
+                                 compact=self.stacked)
+                yield Button("No (n / esc)", id="answer-", compact=self.stacked)
 
     def on_mount(self) -> None:
         self.query_one("#answer-", Button).focus()
