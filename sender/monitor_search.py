@@ -94,9 +94,9 @@ async def search(db: Database, text: str, now: float, *, offset: int = 0, limit:
 
 async def select(db: Database, sel: Selection, *, text: str = "", offset: int = 0,
                  limit: int = PAGE, order: str = "") -> SearchPage:
-    """A state list reads its total from ``state_counts`` and its page from the state index;
-    any other selection reads the ids of its matches in order once (up to ``TOTAL_CAP``), which
-    gives both the total and the page, then the page's rows by id."""
+    """A state list reads its total from ``state_counts``; any other selection counts its
+    matches in SQL up to ``TOTAL_CAP``. The page is read in the selection's natural order
+    (an index walk that stops after the page), or sorted when the match is small."""
     natural = _natural_order(sel)
     order = order or natural
     key = order.removeprefix("-")
@@ -113,31 +113,34 @@ async def select(db: Database, sel: Selection, *, text: str = "", offset: int = 
             key = order.removeprefix("-")
     direction = "DESC" if order.startswith("-") else "ASC"
     cond, params = where(sel)
-    ordering = f"ORDER BY {ORDERS[key]} {direction}, m.id {direction}"
+    column = ORDERS[key]
+    if sel.fragment is not None:
+        # Keep the plan on the addresses' index: ordered by rowid, SQLite would walk the whole
+        # table backwards looking for the few rows whose address matches.
+        column = "+" + column
+    ordering = f"ORDER BY {column} {direction}, m.id {direction}"
     capped = False
-    if total is not None:
-        offset = max(0, min(offset, max(0, total - 1)))
-        rows = await db.fetchall(
-            f"{_ROWS} WHERE {cond} {ordering} LIMIT :limit OFFSET :offset",
-            {**params, "limit": limit, "offset": offset})
-    else:
-        joins = _JOINS if key in ("recipient", "campaign") else ""
-        ids = [r[0] for r in await db.fetchall(
-            f"SELECT m.id FROM messages m {joins} WHERE {cond} {ordering} LIMIT :cap",
-            {**params, "cap": TOTAL_CAP + 1})]
-        capped = len(ids) > TOTAL_CAP or await _fragment_capped(db, sel, len(ids))
-        ids = ids[:TOTAL_CAP]
-        total = len(ids)
-        offset = max(0, min(offset, max(0, total - 1)))
-        page = ids[offset:offset + limit]
-        found = {r[0]: r for r in await db.fetchall(
-            f"{_ROWS} WHERE m.id IN (SELECT value FROM json_each(:ids))", {"ids": json.dumps(page)})}
-        rows = [found[i] for i in page if i in found]
+    if total is None:
+        total = await _count_upto(db, sel, TOTAL_CAP + 1)
+        capped = total > TOTAL_CAP or await _fragment_capped(db, sel, total)
+        total = min(total, TOTAL_CAP)
+    offset = max(0, min(offset, max(0, total - 1)))
+    # The page's ids first (an index walk, joining only what the order needs), then its rows:
+    # sorting whole joined rows made SQLite read far more than a page.
+    joins = _CROSS_JOINS if key in ("recipient", "campaign") else ""
+    page = [r[0] for r in await db.fetchall(
+        f"SELECT m.id FROM messages m {joins} WHERE {cond} {ordering} LIMIT :limit OFFSET :offset",
+        {**params, "limit": limit, "offset": offset})]
+    found = {r[0]: r for r in await db.fetchall(
+        f"{_ROWS} WHERE m.id IN (SELECT value FROM json_each(:ids))", {"ids": json.dumps(page)})}
+    rows = [found[i] for i in page if i in found]
     return SearchPage(text=text, selection=sel, total=total, offset=offset,
                       rows=[Found(*r) for r in rows], order=order, sort_note=note, capped=capped)
 
 
-_JOINS = ("JOIN recipients r ON r.id = m.recipient_id JOIN campaigns c ON c.id = m.campaign_id")
+_JOINS = "JOIN recipients r ON r.id = m.recipient_id JOIN campaigns c ON c.id = m.campaign_id"
+_CROSS_JOINS = ("CROSS JOIN recipients r ON r.id = m.recipient_id "
+                "CROSS JOIN campaigns c ON c.id = m.campaign_id")
 _ROWS = ("SELECT m.id, r.email, c.name, m.state, m.due_at, m.updated_at, m.attempts, m.priority, "
          "       coalesce(m.defer_reason, m.last_reply) FROM messages m " + _JOINS)
 
