@@ -42,9 +42,11 @@ writes one audit row; `--read-only` hides them all.
 
 **Search (Queue).** Terms, all of which must hold: `#123` a row; `<…>` a Message-ID; a
 state (`failed`, `unknown`, `scheduled`, …) or `state:NAME`; `campaign:NAME` or a campaign's
-name; `reply:TEXT` (`reply:"too much mail"`) in the last reply, among every state but sent;
-`since:1h` changed in the last hour; `erin@example.com` exactly; any other word a part of
-the address (`erin.00149`). The result says "N of M": M is the true total.
+name; `reply:TEXT` (`reply:"too much mail"`) in the last reply, among failed messages
+unless a state is named (`unknown reply:lost`); `since:1h` changed in the last hour;
+`erin@example.com` exactly; any other word a part of the address (`erin.00149`). The result
+says "N of M": M is the true total (a state's at any size, any other up to 50,000, then
+"50,000+").
 
 **Filter (other tabs).** On the Log: a recipient or Message-ID (exact, any age), a row
 (`123` or `#123`), or, among the most recent 20,000 attempts, a status or a fragment. On In
