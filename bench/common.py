@@ -221,6 +221,7 @@ class Child:
     seconds: float
     out: str
     err: str
+    cpu: float = 0.0  # user + system CPU seconds of the child, from wait4
 
 
 def child_env() -> dict[str, str]:
@@ -258,14 +259,15 @@ def run_child(args: Sequence[str], *, cwd: Path, timeout: float, cpus: set[int] 
         timer = threading.Timer(timeout, proc.kill)
         timer.start()
         try:
-            _pid, status, _usage = os.wait4(proc.pid, 0)
+            _pid, status, usage = os.wait4(proc.pid, 0)
         finally:
             timer.cancel()
         seconds = time.perf_counter() - started
     proc.returncode = os.waitstatus_to_exitcode(status)
     if seconds >= timeout and proc.returncode < 0:
         raise TimeoutError(f"python {' '.join(args[:3])} ran over {timeout:.0f}s and was killed")
-    return Child(proc.returncode, seconds, out_path.read_text(errors="replace"), err_path.read_text(errors="replace"))
+    return Child(proc.returncode, seconds, out_path.read_text(errors="replace"),
+                 err_path.read_text(errors="replace"), usage.ru_utime + usage.ru_stime)
 
 
 def last_json(text: str) -> dict[str, float]:

@@ -11,6 +11,9 @@ warmer machine. With two or more CPUs the sink is pinned to one and the contende
 Two views of each rate: *wall* is messages over the child's whole life (interpreter start,
 imports, opening the queue included: what a cron run costs); *sink* is what the sink saw
 between the first and the last message (steady state, the same observer for both).
+
+Each contender's CPU (user + system, whole process, from ``wait4``) is reported per message
+beside its rate, and as a ratio to the bare loop's.
 """
 
 from __future__ import annotations
@@ -142,6 +145,9 @@ def run(n: int, repeat: int, timeout: float, pin: bool = True) -> list[Result]:
               for who in ("sender", "prefetch") for view in ("wall", "sink")}
     batch = {"sender": Result("end to end", "messages per claim transaction, just in time", "msg"),
              "prefetch": Result("end to end", f"messages per claim transaction, --prefetch {PREFETCH}", "msg")}
+    cpu = {who: Result("end to end", f"{label}, CPU per message (whole process)", "us")
+           for who, label in contenders.items()}
+    cpu_ratio = {who: Result("end to end", f"CPU per message {who}/bare", "x") for who in ("sender", "prefetch")}
     r_fixed = Result("end to end", "sender run --once on an empty queue", "s")
     order = list(contenders)
     with (tempfile.TemporaryDirectory(prefix="bench-e2e-") as tmp,
@@ -159,6 +165,7 @@ def run(n: int, repeat: int, timeout: float, pin: bool = True) -> list[Result]:
                 if child.code != 0:
                     raise RuntimeError(f"{who} exited {child.code}: {tail(child.err)}")
                 wall[who].runs.append(n / child.seconds)
+                cpu[who].runs.append(child.cpu / n * 1e6)
                 seen[who].runs.append(_sink_rate(sink.stats(), n, who))
             for who, db in dbs.items():
                 counts = state_counts(db)
@@ -167,6 +174,7 @@ def run(n: int, repeat: int, timeout: float, pin: bool = True) -> list[Result]:
                 batch[who].runs.append(claims_per_transaction(db))
                 for view, rates in (("wall", wall), ("sink", seen)):
                     ratios[(who, view)].runs.append(rates[who].runs[-1] / rates["bare"].runs[-1])
+                cpu_ratio[who].runs.append(cpu[who].runs[-1] / cpu["bare"].runs[-1])
             empty = work / f"empty{i}.db"
             create_schema(empty)
             child = run_child(_args("sender", sink.port, empty, pickled), cwd=work, timeout=timeout, cpus=child_cpus)
@@ -179,4 +187,5 @@ def run(n: int, repeat: int, timeout: float, pin: bool = True) -> list[Result]:
                            + ("sink pinned to its own CPU" if cpus else "unpinned"))
     return [wall["sender"], wall["prefetch"], wall["bare"], ratios[("sender", "wall")],
             ratios[("prefetch", "wall")], seen["sender"], seen["prefetch"], seen["bare"],
-            ratios[("sender", "sink")], ratios[("prefetch", "sink")], batch["sender"], batch["prefetch"], r_fixed]
+            ratios[("sender", "sink")], ratios[("prefetch", "sink")], cpu["sender"], cpu["prefetch"], cpu["bare"],
+            cpu_ratio["sender"], cpu_ratio["prefetch"], batch["sender"], batch["prefetch"], r_fixed]

@@ -21,6 +21,12 @@ log = logging.getLogger(__name__)
 
 Resolution = Literal["sent", "failed", "requeue"]
 
+# What a requeue risks: the one window the lease fence cannot close (docs/design.md, "The lease
+# fence"). The command prints it after a requeue; the monitor's resolve dialog shows it too.
+REQUEUE_RISK = ("note: unknown means the end of the data may have reached the relay (its worker froze "
+                "or lost the line after the final dot); requeue sends it again, so requeue only what "
+                "reconcile did not find in the mailbox")
+
 
 @dataclass(frozen=True, slots=True)
 class PauseState:
@@ -170,6 +176,19 @@ async def pause_state(db: Database) -> PauseState:
     if row is None:
         return PauseState(False, "", "", 0.0)
     return PauseState(True, row[0], row[1], row[2])
+
+
+async def set_flag(db: Database, key: str, value: str | None, *, actor: str, now: float) -> None:
+    """A small status flag a worker shows others (its pace, an insecure TLS setting); ``None``
+    removes it if this actor set it. Never the pause flag: that one has its audit trail."""
+    assert key != "paused"
+    async with db.write():
+        if value is None:
+            await db.execute("DELETE FROM flags WHERE key = ? AND set_by = ?", (key, actor))
+        else:
+            await db.execute("INSERT INTO flags(key, value, set_at, set_by) VALUES (?, ?, ?, ?) "
+                             "ON CONFLICT(key) DO UPDATE SET value = excluded.value, "
+                             "set_at = excluded.set_at, set_by = excluded.set_by", (key, value, now, actor))
 
 
 # --- bulk actions: one statement over a Selection, one audit row ---------------------------

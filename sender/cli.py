@@ -79,6 +79,13 @@ def build_parser() -> argparse.ArgumentParser:
     tls.add_argument("--starttls", action="store_true", default=None, dest="smtp_starttls")
     tls.add_argument("--tls", action="store_true", default=None, dest="smtp_tls")
     r.add_argument("--timeout", type=float, dest="smtp_timeout", help="SMTP timeout seconds (30)")
+    r.add_argument("--tls-ca", metavar="FILE", dest="smtp_tls_ca",
+                   help="trust this CA file for the relay, on top of the system store")
+    r.add_argument("--tls-insecure", action="store_true", default=None, dest="smtp_tls_insecure",
+                   help="do not verify the relay's certificate (warned at every start, shown in status)")
+    r.add_argument("--allow-plaintext-auth", action="store_true", default=None, dest="smtp_allow_plaintext_auth",
+                   help="allow AUTH without TLS (a loopback test relay only)")
+    r.add_argument("--max-hold", type=float, help="longest hold after a relay outage, seconds (300)")
     r.add_argument("--lease", type=float, help="claim lease seconds (300)")
     r.add_argument("--poll", type=float, help="daemon poll interval seconds (2)")
     r.add_argument("--batch", type=int, help="most rows per claim (64)")
@@ -178,7 +185,8 @@ COMMANDS = {"init": cmd_init, "enqueue": cmd_enqueue, "run": cmd_run, "status": 
 
 _SETTING_FLAGS = ("db", "smtp_host", "smtp_port", "concurrency", "worker", "smtp_starttls", "smtp_tls",
                   "smtp_timeout", "lease", "poll", "batch", "prefetch", "retry_delay", "max_attempts", "grace",
-                  "heartbeat", "recipient_cap", "rate", "daily_cap", "max_age", "pause_after_errors")
+                  "heartbeat", "recipient_cap", "rate", "daily_cap", "max_age", "pause_after_errors",
+                  "smtp_tls_ca", "smtp_tls_insecure", "smtp_allow_plaintext_auth", "max_hold")
 
 
 def _setup_logging(verbose: int, quiet: bool) -> None:

@@ -13,7 +13,7 @@ import time
 
 from . import queries, queue
 from .config import Settings
-from .db import SCHEMA_VERSION, open_db
+from .db import SCHEMA_VERSION, Database, open_db
 from .errors import UsageError
 
 log = logging.getLogger(__name__)
@@ -36,10 +36,12 @@ async def cmd_init(args: argparse.Namespace, settings: Settings) -> int:
 
 async def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     from .daemon import Daemon
-    from .delivery import Session
+    from .delivery import pool
 
+    sessions = pool(settings)
     async with open_db(settings.db) as db:
-        daemon = Daemon(db, settings, [Session(settings) for _ in range(settings.concurrency)])
+        daemon = Daemon(db, settings, sessions)
+        await _relay_warnings(db, settings)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, daemon.request_stop)
@@ -48,22 +50,48 @@ async def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
+        if settings.smtp_tls_insecure:
+            from . import admin
+
+            await admin.set_flag(db, "tls_insecure", None, actor=settings.worker, now=time.time())
+    if args.once and stats.stop_reason:
+        print(f"error: could not deliver: {stats.stop_reason}", file=sys.stderr)
+        return 1
     if stats.session_errors and stats.sent == 0 and stats.released:
         print(f"error: could not deliver: {stats.session_errors[-1]}", file=sys.stderr)
         return 1
     return 0
 
 
+async def _relay_warnings(db: Database, settings: Settings) -> None:
+    """Said loudly at every start: no certificate verification, credentials allowed in clear."""
+    from . import admin
+
+    if settings.smtp_allow_plaintext_auth and settings.smtp_user:
+        log.warning("--allow-plaintext-auth: credentials may cross an unencrypted connection (meant for "
+                    "a loopback test relay only)")
+    if settings.smtp_tls_insecure:
+        log.warning("--tls-insecure: the relay's certificate is NOT verified; anyone on the path can "
+                    "read the mail and the password")
+        await admin.set_flag(db, "tls_insecure", "1", actor=settings.worker, now=time.time())
+
+
 async def cmd_recover(args: argparse.Namespace, settings: Settings) -> int:
+    from .journal import JournalEvidence
+
     async with open_db(settings.db) as db:
-        expired = await queue.recover(db, time.time())
+        expired = await queue.recover(db, time.time(), JournalEvidence(db.path))
     for e in expired:
-        log.warning("row=%s mid=%s worker=%s sending->unknown reason=lease expired (recover)",
-                    e.id, e.mid, e.worker)
+        why = "lease expired, never started (start journal)" if e.state == "scheduled" else "lease expired"
+        log.warning("row=%s mid=%s worker=%s sending->%s reason=%s (recover)", e.id, e.mid, e.worker,
+                    e.state, why)
     if args.json:
-        print(json.dumps([{"id": e.id, "message_id": e.mid, "worker": e.worker} for e in expired]))
+        print(json.dumps([{"id": e.id, "message_id": e.mid, "worker": e.worker, "state": e.state}
+                          for e in expired]))
     else:
-        print(f"{len(expired)} expired claim(s) moved to unknown")
+        released = sum(e.state == "scheduled" for e in expired)
+        print(f"{len(expired) - released} expired claim(s) moved to unknown"
+              + (f"; {released} never started (start journal), back to scheduled" if released else ""))
     return 0
 
 
@@ -75,6 +103,8 @@ async def cmd_resolve(args: argparse.Namespace, settings: Settings) -> int:
         n = await admin.resolve(db, args.ids, args.resolution, actor=actor, now=time.time(),
                                 reason=args.reason)
     print(f"resolved {n} message(s) as {args.resolution}")
+    if args.resolution == "requeue":
+        print(admin.REQUEUE_RISK)
     return 0
 
 
@@ -132,13 +162,14 @@ async def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
         counts = await queries.state_counts(db)
         workers = await queries.worker_counts(db, now)
         paused = await queries.paused(db)
+        relay = await queries.relay_flags(db)
         deferred = await queries.deferred_counts(db)
         budgets = await queries.sender_budgets(
             db, (policy.rate.count, policy.rate.period) if policy.rate else None, policy.daily_cap, now)
     if args.json:
         print(json.dumps({**counts, "workers": {"alive": workers.alive, "stopped": workers.stopped,
                                                 "presumed_dead": workers.presumed_dead},
-                          "paused": paused, "deferred": deferred, "budget": budgets}))
+                          "paused": paused, "deferred": deferred, "budget": budgets, **relay}))
         return 0
     for state, n in counts.items():
         print(f"{state:<10} {n:>9}")
@@ -151,6 +182,12 @@ async def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
         print(f"PAUSED     campaign {name}: {reason}")
     for reason, n in deferred.items():
         print(f"deferred   {n} by {reason}")
+    pace = relay["pace"]
+    if isinstance(pace, dict):
+        print(f"pace       throttled: {pace['sessions']} of {pace['of']} sessions, {pace['spacing_s']}s "
+              f"between messages ({pace['worker']}; last: {pace['last']})")
+    if relay["tls_insecure"]:
+        print(f"WARNING    worker {relay['tls_insecure']} runs with --tls-insecure: certificates not verified")
     for sender, budget in budgets.items():
         print(f"budget     {sender}: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in budget.items()))
     return 0

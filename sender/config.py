@@ -7,7 +7,9 @@ database, and ``Settings.__repr__`` hides the password so it cannot reach a log 
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 import socket
 import tomllib
 from dataclasses import dataclass, field, fields, replace
@@ -31,6 +33,10 @@ class Settings:
     smtp_user: str | None = None
     smtp_password: str | None = field(default=None, repr=False)
     smtp_timeout: float = 30.0
+    smtp_tls_ca: str | None = None
+    smtp_tls_insecure: bool = False
+    smtp_allow_plaintext_auth: bool = False
+    max_hold: float = 300.0
     concurrency: int = 4
     worker: str = ""
     batch: int = 64
@@ -74,6 +80,7 @@ _ENV = {
     "SENDER_SMTP_PASSWORD": "smtp_password",
     "SENDER_SMTP_TLS": "smtp_tls",
     "SENDER_SMTP_STARTTLS": "smtp_starttls",
+    "SENDER_SMTP_TLS_CA": "smtp_tls_ca",
     "SENDER_DOMAIN": "domain",
     "SENDER_FROM": "sender_from",
 }
@@ -163,3 +170,32 @@ def _check(s: Settings) -> None:
         raise UsageError("--tls and --starttls are mutually exclusive")
     if not 0 < s.smtp_port < 65536:
         raise UsageError(f"bad SMTP port {s.smtp_port}")
+    _check_relay(s)
+
+
+def _check_relay(s: Settings) -> None:
+    """The relay's host name, the outage hold and the CA file: refused at start, before any claim."""
+    check_host(s.smtp_host)
+    if not (s.max_hold == s.max_hold and 1.0 <= s.max_hold <= 86400.0):
+        raise UsageError("--max-hold must be between 1 and 86400 seconds")
+    if s.smtp_tls_ca and not Path(s.smtp_tls_ca).is_file():
+        raise UsageError(f"--tls-ca {s.smtp_tls_ca}: no such file")
+
+
+def check_host(host: str) -> None:
+    """A relay host that cannot be a host name is a usage error at start (exit 2)."""
+    try:
+        ipaddress.ip_address(host)
+        return
+    except ValueError:
+        pass
+    try:
+        ascii_name = host.encode("idna").decode("ascii")
+    except UnicodeError as exc:
+        raise UsageError(f"--smtp-host {host!r} is not a valid host name ({exc})") from exc
+    labels = ascii_name[:-1].split(".") if ascii_name.endswith(".") else ascii_name.split(".")
+    if not ascii_name or len(ascii_name) > 253 or not all(_LABEL.fullmatch(label) for label in labels):
+        raise UsageError(f"--smtp-host {host!r} is not a valid host name")
+
+
+_LABEL = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)")

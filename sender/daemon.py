@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import random
@@ -24,19 +25,22 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from . import queue
+from . import admin, queue
 from .config import Settings
 from .db import Database
 from .delivery import Transport
 from .errors import DeliveryError, StoreError
+from .fence import Fenced, steady
+from .guard import NOT_DELIVERED, NOT_STARTED, ClaimGuard
 from .message import build
+from .pace import Outage, Pace
 from .queue import Claim, Outcome
 
 log = logging.getLogger(__name__)
 
 MAX_BACKOFF = 6 * 3600.0
 DB_GIVE_UP_ONCE = 300.0  # a cron run waits this long for a locked or failing database, then exits 1
-NOT_STARTED = "not started: "  # the reply of a claim handed back before any session began it
+THROTTLED = "throttled, no attempt counted: "  # the reply of a claim the relay asked us to send later
 FLUSH_AFTER = 0.2  # with --prefetch, outcomes wait at most this long for a batch to share a commit
 _RETRY_HINT = re.compile(r"(?:try|retry|again|wait)\D{0,40}?(\d{1,6})\s*(s|secs?|seconds?|m|mins?|minutes?)\b",
                          re.IGNORECASE)
@@ -52,6 +56,7 @@ class RunStats:
     released: int = 0
     expired: int = 0
     session_errors: list[str] = field(default_factory=list)
+    stop_reason: str | None = None  # the relay refused the client or account: what to fix
 
 
 def backoff(base: float, attempt: int, rng: random.Random | None = None) -> float:
@@ -93,10 +98,19 @@ class Daemon:
         self._wake = asyncio.Event()
         self._stopping = False
         self._hold_until = 0.0
-        self._session_failures = 0
+        self.pace = Pace(len(self.sessions))
+        self.outage = Outage(settings.max_hold)
+        self._pace_dirty = False
+        self._pace_shown = False
+        self._next_start = 0.0
+        self._halted: str | None = None  # a stop reason: no claims, no starts
+        self._pause_request: str | None = None  # the daemon pauses all sending with this reason
+        self._once = False
         self._db_down_since: float | None = None
         self._db_retry = 0.1
         self._stop_now = asyncio.Event()
+        self._beat_now = False
+        self.guard = ClaimGuard(settings, db.path, clock, self._stalled)
 
     # --- control ------------------------------------------------------------------------------
 
@@ -119,8 +133,10 @@ class Daemon:
 
     async def run(self, *, once: bool) -> RunStats:
         s = self.settings
-        self.worker_id = await queue.register_worker(self.db, s.worker, os.getpid(), socket.gethostname(),
-                                                     self.clock())
+        self._once = once
+        host = socket.gethostname()
+        self.worker_id = await queue.register_worker(self.db, s.worker, os.getpid(), host, self.clock())
+        self.guard.open(self.db.path, self.worker_id, host)
         log.info("worker %s (id %d) started: concurrency %d, prefetch %d, %s", s.worker, self.worker_id,
                  len(self.sessions), self.prefetch, "once" if once else "daemon")
         if s.prefetch and not self.prefetch:
@@ -131,7 +147,7 @@ class Daemon:
         try:
             while True:
                 self._wake.clear()
-                now = self.clock()
+                now, anchor = self.clock(), steady()
                 if self._stopping:
                     stop_deadline = stop_deadline or now + s.grace
                 held = now < self._hold_until
@@ -139,11 +155,12 @@ class Daemon:
                 flush = self._flush_due(now)
                 claimed: list[Claim] = []
                 try:
-                    if now >= next_beat:
-                        await self._heartbeat(now)
+                    if now >= next_beat or self._beat_now:
+                        self._beat_now = False
+                        await self._heartbeat(now, anchor)
                         next_beat = now + s.heartbeat
-                    if flush or limit:
-                        claimed = await self._exchange(limit, now)
+                    if flush or limit or self._pause_request:
+                        claimed = await self._exchange(limit, now, anchor)
                     self._db_down_since = None
                 except StoreError as exc:
                     if stop_deadline is not None and (now >= stop_deadline or self._stop_now.is_set()):
@@ -163,6 +180,8 @@ class Daemon:
                 if claimed and len(claimed) == limit and self._free:
                     continue
                 wait = max(0.0, next_beat - now)
+                if self._ready and self._free:
+                    wait = min(wait, max(0.01, self._next_start - now))  # the pace's spacing
                 if not self._inflight and not self._pending:
                     wait = min(wait, s.poll if not held else self._hold_until - now)
                 if self._pending:
@@ -175,6 +194,7 @@ class Daemon:
                 finally:
                     timer.cancel()
         finally:
+            self.guard.stop_ticking()
             await self._shutdown()
         return self.stats
 
@@ -195,9 +215,10 @@ class Daemon:
             await asyncio.wait_for(self._stop_now.wait(), timeout=self._db_retry)
         self._db_retry = min(self._db_retry * 2, 10.0)
 
-    async def _exchange(self, limit: int, now: float) -> list[Claim]:
+    async def _exchange(self, limit: int, now: float, anchor: float) -> list[Claim]:
         batch, self._pending = self._pending, []
         streak, pause_reason = self._error_streak_after(batch)
+        pause_reason = self._pause_request or pause_reason
         try:
             turn = await queue.exchange(self.db, batch, worker=self.settings.worker,
                                         worker_id=self.worker_id, limit=limit, lease=self.settings.lease,
@@ -207,13 +228,17 @@ class Daemon:
             self._pending = batch + self._pending  # never lose an outcome: write it next turn
             raise
         claims = turn.claims
+        self.guard.granted(claims, anchor, now)
         self._error_streak = 0 if pause_reason else streak
+        if pause_reason and pause_reason == self._pause_request:
+            self._pause_request = self._halted = None  # paused: resumes when an operator resumes
         if pause_reason:
             log.error("sending paused: %s (resume with: python -m sender resume)", pause_reason)
         if pause_reason or turn.paused:
             self._release_ready("sending paused", None)
         elif turn.paused_campaigns:
             self._release_ready("campaign paused", None, turn.paused_campaigns)
+        self.guard.settled(batch)
         for outcome in batch:
             self._log_outcome(outcome)
         self._ready.extend(claims)
@@ -221,11 +246,19 @@ class Daemon:
         return claims
 
     def _claim_limit(self) -> int:
-        """Rows to claim now: one per free session, plus up to ``--prefetch`` per session ready."""
-        room = len(self._free) + self.prefetch * len(self.sessions) - len(self._ready)
-        if room < self._refill_at and not (self._free and not self._ready):
+        """Rows to claim now: one per free session, plus up to ``--prefetch`` per session ready
+        (sessions as many as the pace allows: one while probing a relay after an outage)."""
+        if self._halted:
             return 0
-        return min(room, self.settings.batch)
+        cap = self._session_cap()
+        free = max(0, min(len(self._free), cap - len(self._inflight)))
+        room = free + self.prefetch * cap - len(self._ready)
+        if room < self._refill_at and not (free and not self._ready):
+            return 0
+        return max(0, min(room, self.settings.batch))
+
+    def _session_cap(self) -> int:
+        return 1 if self.outage.probing else self.pace.active
 
     def _flush_due(self, now: float) -> bool:
         """Outcomes are written now: a batch's worth, nothing else to wait for, stopping, or late."""
@@ -244,9 +277,13 @@ class Daemon:
 
     def _dispatch(self) -> None:
         """Start claimed messages on free sessions (the oldest claim first)."""
-        if self._stopping or self.clock() < self._hold_until:
+        if self._stopping or self.clock() < self._hold_until or self._halted:
             return
-        while self._free and self._ready:
+        while self._free and self._ready and len(self._inflight) < self._session_cap():
+            now = self.clock()
+            if now < self._next_start:
+                break
+            self._next_start = now + self.pace.spacing
             claim = self._ready.popleft()
             task = asyncio.create_task(self._deliver(self._free.pop(), claim))
             self._inflight[claim.id] = (claim, task)
@@ -260,17 +297,46 @@ class Daemon:
             if campaigns is not None and claim.campaign not in campaigns:
                 keep.append(claim)
                 continue
+            self.guard.forget(claim.id)
             self._outcome(Outcome(claim.id, claim.token, "released", None, NOT_STARTED + reason,
                                   due_at or self.clock(), claim.mid, claim.recipient))
         self._ready = keep
 
-    async def _heartbeat(self, now: float) -> None:
-        tokens = {claim.token for claim, _task in self._inflight.values()} | {c.token for c in self._ready}
-        expired = await queue.heartbeat(self.db, self.worker_id, tokens, self.settings.lease, now)
-        for e in expired:
+    async def _heartbeat(self, now: float, anchor: float) -> None:
+        held = [claim for claim, _task in self._inflight.values()] + list(self._ready)
+        beat = await queue.heartbeat(self.db, self.worker_id, {c.token for c in held},
+                                     self.settings.lease, now, self.guard.evidence)
+        await self._publish_pace(now)
+        lost = self.guard.renewed(held, beat.kept, anchor, now)
+        if lost:
+            self._drop_lost(lost)
+        for e in beat.expired:
             self.stats.expired += 1
+            if e.state == "scheduled":
+                log.info("row=%s mid=%s worker=%s sending->scheduled reason=lease expired, never started "
+                         "(start journal of worker %s)", e.id, e.mid, self.settings.worker, e.worker)
+                continue
             log.warning("row=%s mid=%s worker=%s sending->unknown reason=lease expired (worker %s presumed dead)",
                         e.id, e.mid, self.settings.worker, e.worker)
+
+    def _stalled(self) -> None:
+        """The fence saw the loop stall: re-validate every claim with the store at once."""
+        log.warning("worker %s: event loop stalled (over %.1fs); re-validating %d claim(s) before "
+                    "sending another byte", self.settings.worker, self.guard.fence.stall_after,
+                    len(self._inflight) + len(self._ready))
+        self._beat_now = True
+        self._wake.set()
+
+    def _drop_lost(self, lost: set[int]) -> None:
+        """Claims the store no longer holds for us (expired, requeued while we were frozen): the
+        waiting ones are dropped now, the in-flight ones stop at their next fence check."""
+        log.warning("worker %s: the store no longer holds %d of its claims (rows %s; expired or "
+                    "resolved while it was away): none will be sent by this worker", self.settings.worker,
+                    len(lost), ", ".join(map(str, sorted(lost))))
+        waiting = [c for c in self._ready if c.id in lost]
+        self._ready = deque(c for c in self._ready if c.id not in lost)
+        for claim in waiting:
+            self._outcome(self.guard.lost(claim))
 
     async def _shutdown(self) -> None:
         self._release_ready("worker stopping", None)
@@ -279,20 +345,25 @@ class Daemon:
             task.cancel()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
+        clean = False
         try:
             if self._pending:
                 batch = self._pending
                 await queue.record(self.db, batch, self.clock())
                 self._pending = []
+                self.guard.settled(batch)
                 for outcome in batch:
                     self._log_outcome(outcome)
+            await self._publish_pace(self.clock(), final=True)
             await queue.stop_worker(self.db, self.worker_id, self.clock())
+            clean = True
         except StoreError:
             for o in self._pending:
                 log.error("row=%s mid=%s outcome %s could not be recorded; the row stays sending and "
                           "becomes unknown when its lease expires", o.id, o.mid, o.status)
             raise
         finally:
+            self.guard.close(clean=clean)
             await asyncio.gather(*(session.close() for session in self.sessions), return_exceptions=True)
         log.info("worker %s stopped: sent %d, retry %d, failed %d, unknown %d, released %d",
                  self.settings.worker, self.stats.sent, self.stats.retry, self.stats.failed,
@@ -308,7 +379,8 @@ class Daemon:
         except asyncio.CancelledError:
             phase = getattr(session, "phase", "dot")
             status: queue.OutcomeStatus = (
-                "released" if phase in ("idle", "connect", "mail", "rcpt", "data") else "unknown")
+                "released" if phase in ("idle", "connect", "ehlo", "tls", "auth", "mail", "rcpt", "data")
+                else "unknown")
             outcome = Outcome(claim.id, claim.token, status, None,
                               f"stopped during {phase}", self.clock(), claim.mid, claim.recipient)
             raise
@@ -316,6 +388,7 @@ class Daemon:
             if outcome is not None:
                 self._outcome(outcome)
             self._inflight.pop(claim.id, None)
+            self.guard.forget(claim.id)
             if pause > 0:
                 self._hold_until = max(self._hold_until, self.clock() + pause)
             self._free.append(session)
@@ -335,34 +408,90 @@ class Daemon:
                              body_text=claim.body_text, body_html=claim.body_html, date=self.clock())
         except (ValueError, TypeError, LookupError) as exc:
             return done("failed", None, f"cannot build message: {exc}"), 0.0
+        started = self.clock()
         try:
-            code, reply = await session.send(envelope)
+            code, reply = await session.send(envelope, self.guard.check(claim))
+        except Fenced as fenced:
+            return self.guard.fenced(claim, fenced), 0.0
         except DeliveryError as err:
-            return self._classified(claim, err, done)
+            return self._classified(claim, err, done, started)
         except Exception as exc:  # a bug, not an SMTP answer: the data may have left, so never resend
             log.exception("row=%s mid=%s unexpected error while sending", claim.id, claim.mid)
             return done("unknown", None, f"internal error while sending: {exc!r}"), 0.0
-        self._session_failures = 0
+        self._relay_reached()
+        self._pace_dirty |= self.pace.accepted()
         return done("sent", code, reply), 0.0
 
-    def _classified(self, claim: Claim, err: DeliveryError,
-                    done: Callable[..., Outcome]) -> tuple[Outcome, float]:
+    def _classified(self, claim: Claim, err: DeliveryError, done: Callable[..., Outcome],
+                    started: float) -> tuple[Outcome, float]:
+        """One failed attempt, by the action ``sender.classify`` gave it (docs/failures.md)."""
         s = self.settings
         now = self.clock()
-        if err.kind == "ambiguous":
+        if err.phase in ("mail", "rcpt", "data", "dot"):
+            self._relay_reached()
+        if err.kind == "unknown":
             return done("unknown", err.code, err.reply), 0.0
-        if err.kind == "permanent":
+        if err.kind == "failed":
             return done("failed", err.code, err.reply), 0.0
-        if err.session_level:
-            self._session_failures += 1
-            pause = backoff(min(s.retry_delay, 5.0), self._session_failures)
-            self.stats.session_errors.append(str(err))
-            log.warning("session error (%s): holding claims for %.1fs", err, pause)
-            return done("released", err.code, f"not attempted: {err}", now + pause), pause
+        if err.kind == "stop":
+            reason = f"{err.code} {err.reply}" if err.code else err.reply
+            self._halt(reason)
+            return done("released", None, f"not attempted: {reason}", now), 0.0
+        if err.kind == "outage":
+            return done("released", err.code, f"not attempted: {err}", self._outage(err, started, now)), 0.0
+        if err.kind == "throttle":
+            self._pace_dirty |= self.pace.throttled(f"{err.code or ''} {err.reply}".strip(), started, now)
+            delay = self.pace.release_delay(retry_hint(err.reply))
+            log.warning("relay throttling (%s): %d of %d sessions, %.2fs between messages; row %s due in %.0fs",
+                        err, self.pace.active, self.pace.sessions, self.pace.spacing, claim.id, delay)
+            return done("released", err.code, f"{THROTTLED}{err.reply}", now + delay), 0.0
         if claim.attempt >= s.max_attempts:
             return done("failed", err.code, f"gave up after {claim.attempt} attempts: {err.reply}"), 0.0
         delay = retry_hint(err.reply) or backoff(s.retry_delay, claim.attempt)
         return done("retry", err.code, err.reply, now + delay), 0.0
+
+    def _halt(self, reason: str) -> None:
+        """A refusal of the client or account: no session starts another message. ``--once`` exits 1
+        with the reason; the daemon sets the global pause flag with it (next turn) and waits for a
+        resume."""
+        self.stats.session_errors.append(reason)
+        if self._halted is None:
+            log.error("sending stopped: %s", reason)
+            self._halted = reason
+            self.stats.stop_reason = reason
+            if not self._once:
+                self._pause_request = f"relay refused {self.settings.worker}: {reason}"[:500]
+        self._release_ready("sending stopped", None)
+
+    def _outage(self, err: DeliveryError, started: float, now: float) -> float:
+        """Back off once per round (sessions failing together count once); the hold's end is
+        when the released claim is due again."""
+        self.stats.session_errors.append(str(err))
+        hold = self.outage.failed(started, now)
+        if hold is not None:
+            self._hold_until = max(self._hold_until, now + hold)
+            log.warning("relay unavailable (%s): round %d, holding claims for %.1fs, then one session probes",
+                        err, self.outage.rounds, hold)
+        return max(self._hold_until, now)
+
+    def _relay_reached(self) -> None:
+        if self.outage.reached():
+            log.info("relay reachable again: all %d sessions resume", self.pace.active)
+            self._hold_until = 0.0
+            self._wake.set()
+
+    async def _publish_pace(self, now: float, final: bool = False) -> None:
+        """Show a slowed pace in the flags table (``status --json``: ``pace``); cleared when back
+        to full speed or on stop."""
+        if not (self._pace_dirty or (final and self._pace_shown)):
+            return
+        self._pace_dirty = False
+        slowed = self.pace.slowed and not final
+        if not slowed and not self._pace_shown:
+            return
+        value = json.dumps(self.pace.to_json(self.settings.worker)) if slowed else None
+        await admin.set_flag(self.db, "pace", value, actor=self.settings.worker, now=now)
+        self._pace_shown = slowed
 
     def _error_streak_after(self, batch: Sequence[Outcome]) -> tuple[int, str | None]:
         """``--pause-after-errors N``: N relay failures in a row pause all sending until an operator resumes."""
@@ -370,7 +499,7 @@ class Daemon:
         for o in batch:
             if o.status == "sent":
                 streak = 0
-            elif not o.reply.startswith(("cannot build", NOT_STARTED)):
+            elif not o.reply.startswith(("cannot build", NOT_STARTED, NOT_DELIVERED, THROTTLED)):
                 streak += 1
         limit = self.settings.pause_after_errors
         if not limit or streak < limit or not batch:

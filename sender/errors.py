@@ -10,9 +10,13 @@
     │   ├── NotOurDatabase      file is not a sender queue (exit 2)
     │   ├── SchemaTooNew        file was written by a newer sender (exit 2)
     │   └── ClaimRefused        the SendLog unique index refused a claim
-    └── DeliveryError           one SMTP attempt; carries code, phase and kind
-        kinds: "transient" (provably not delivered, retry), "permanent" (failed),
-               "ambiguous" (the data may have reached the server: unknown)
+    ├── DeliveryError           one SMTP attempt; carries code, phase and kind
+    │   kinds (the actions of ``sender.classify``): "retry" (provably not delivered, attempt
+    │   counted), "failed" (permanent), "unknown" (the data may have reached the server),
+    │   "stop" (the client or account was refused), "outage" (the relay is not there),
+    │   "throttle" (the relay asks us to slow down); the last three count no attempt
+    └── fence.Fenced            the lease fence stopped a message (not started, or cut before
+                                the final dot): provably not delivered
 
 Library exceptions (aiosmtplib, sqlite3) are translated in exactly one place each:
 ``delivery.classify`` and ``db``.
@@ -22,7 +26,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-Kind = Literal["transient", "permanent", "ambiguous"]
+Kind = Literal["retry", "failed", "unknown", "stop", "outage", "throttle"]
 
 
 class SenderError(Exception):
@@ -78,5 +82,5 @@ class DeliveryError(SenderError):
 
     @property
     def session_level(self) -> bool:
-        """True when the session never reached a message (connect/greeting/auth)."""
-        return self.phase in ("connect", "greeting", "auth")
+        """True when the reply is about the session, not the message: no attempt is counted."""
+        return self.kind in ("stop", "outage", "throttle")

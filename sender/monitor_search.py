@@ -119,18 +119,31 @@ async def select(db: Database, sel: Selection, *, text: str = "", offset: int = 
         # table backwards looking for the few rows whose address matches.
         column = "+" + column
     ordering = f"ORDER BY {column} {direction}, m.id {direction}"
-    capped = False
-    if total is None:
-        total = await _count_upto(db, sel, TOTAL_CAP + 1)
-        capped = total > TOTAL_CAP or await _fragment_capped(db, sel, total)
-        total = min(total, TOTAL_CAP)
-    offset = max(0, min(offset, max(0, total - 1)))
     # The page's ids first (an index walk, joining only what the order needs), then its rows:
     # sorting whole joined rows made SQLite read far more than a page.
     joins = _CROSS_JOINS if key in ("recipient", "campaign") else ""
-    page = [r[0] for r in await db.fetchall(
-        f"SELECT m.id FROM messages m {joins} WHERE {cond} {ordering} LIMIT :limit OFFSET :offset",
-        {**params, "limit": limit, "offset": offset})]
+    page_sql = (f"SELECT m.id FROM messages m {joins} WHERE {cond} {ordering} "
+                "LIMIT :limit OFFSET :offset")
+
+    async def ids(at: int) -> list[int]:
+        return [r[0] for r in await db.fetchall(page_sql, {**params, "limit": limit, "offset": at})]
+
+    capped = False
+    if total is not None:
+        offset = max(0, min(offset, max(0, total - 1)))
+        page = await ids(offset)
+    else:
+        page = await ids(max(0, offset))
+        if len(page) < limit and (page or offset <= 0):
+            offset = max(0, offset)
+            total = offset + len(page)  # the last page: no count needed (one pass for few matches)
+        else:
+            total = await _count_upto(db, sel, TOTAL_CAP + 1)
+            capped = total > TOTAL_CAP or await _fragment_capped(db, sel, total)
+            total = min(total, TOTAL_CAP)
+            if not page:
+                offset = max(0, min(offset, max(0, total - 1)))
+                page = await ids(offset)
     found = {r[0]: r for r in await db.fetchall(
         f"{_ROWS} WHERE m.id IN (SELECT value FROM json_each(:ids))", {"ids": json.dumps(page)})}
     rows = [found[i] for i in page if i in found]

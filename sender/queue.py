@@ -19,6 +19,7 @@ from typing import Literal
 from . import admin, claims
 from .db import Database, SyncTx
 from .intake import NewMessage
+from .journal import StartEvidence, worker_of
 from .message import make_message_id
 from .policy import Policy
 
@@ -67,9 +68,13 @@ class Outcome:
 
 @dataclass(frozen=True, slots=True)
 class Expired:
+    """A claim whose lease ran out: ``unknown``, or ``scheduled`` when its worker's start journal
+    proves it never began."""
+
     id: int
     mid: str
     worker: str
+    state: str = "unknown"
 
 
 # --- enqueue ---------------------------------------------------------------------------------
@@ -250,16 +255,68 @@ def _reply(o: Outcome) -> str:
 
 # --- leases and workers ----------------------------------------------------------------------
 
-def extend_leases(tx: SyncTx, tokens: Iterable[str], lease: float, now: float) -> None:
+def extend_leases(tx: SyncTx, tokens: Iterable[str], lease: float, now: float) -> set[int]:
+    """Extend the leases of rows still ``sending`` under ``tokens``; return those rows (the
+    fence's proof that they are still this worker's)."""
     tokens = list(tokens)
-    if tokens:
-        tx.execute(
-            "UPDATE messages SET lease_until = ? WHERE state = 'sending' "
-            "AND claim_token IN (SELECT value FROM json_each(?))", (now + lease, json.dumps(tokens)))
+    if not tokens:
+        return set()
+    return {r[0] for r in tx.fetchall(
+        "UPDATE messages SET lease_until = ? WHERE state = 'sending' "
+        "AND claim_token IN (SELECT value FROM json_each(?)) RETURNING id",
+        (now + lease, json.dumps(tokens)))}
 
 
-def expire_leases(tx: SyncTx, now: float) -> list[Expired]:
-    """Move claims whose lease ran out to ``unknown``: their worker may have sent them."""
+_STALE = """
+SELECT id, claim_token, message_id, worker FROM messages INDEXED BY messages_lease
+ WHERE state = 'sending' AND lease_until < :now
+"""
+
+
+def release_unstarted(tx: SyncTx, now: float, evidence: StartEvidence) -> tuple[list[Expired], set[int]]:
+    """Claims whose lease ran out and which their worker's start marks prove it never began:
+    back to ``scheduled``, no attempt counted (SendLog ``released``). Also returns the workers
+    whose leases ran out."""
+    by_worker: dict[int, list[tuple[int, str, str, str]]] = {}
+    for row_id, token, mid, worker in tx.fetchall(_STALE, {"now": now}):
+        wid = worker_of(token or "")
+        if wid is not None:
+            by_worker.setdefault(wid, []).append((row_id, token, mid, worker or "?"))
+    released: list[Expired] = []
+    for wid, rows in by_worker.items():
+        unstarted = evidence.unstarted(tx, wid, [(r[0], r[1]) for r in rows])
+        for row_id, token, mid, worker in rows:
+            if row_id not in unstarted:
+                continue
+            reply = f"not started: lease expired and worker {worker}'s start journal shows it never began"
+            tx.execute("UPDATE messages SET state = 'scheduled', lease_until = NULL, due_at = :now, "
+                       "last_reply = :reply, updated_at = :now "
+                       "WHERE id = :id AND claim_token = :token AND state = 'sending'",
+                       {"now": now, "reply": reply, "id": row_id, "token": token})
+            tx.execute("UPDATE send_log SET status = 'released', finished_at = :now, smtp_reply = :reply "
+                       "WHERE message_id = :id AND claim_token = :token AND status = 'sending'",
+                       {"now": now, "reply": reply, "id": row_id, "token": token})
+            released.append(Expired(row_id, mid, worker, "scheduled"))
+    return released, set(by_worker)
+
+
+def _forget_settled(tx: SyncTx, evidence: StartEvidence, workers: set[int]) -> None:
+    """Journals of dead workers with no claim left are removed (they stay bounded in number)."""
+    if not workers:
+        return
+    holding = {worker_of(r[0] or "") for r in tx.fetchall(
+        "SELECT claim_token FROM messages INDEXED BY messages_lease WHERE state = 'sending'")}
+    for wid in workers - holding:
+        try:
+            evidence.forget(wid)
+        except OSError as exc:
+            log.warning("start journal of worker %s could not be removed: %s", wid, exc)
+
+
+def expire_leases(tx: SyncTx, now: float, evidence: StartEvidence | None = None) -> list[Expired]:
+    """Move claims whose lease ran out to ``unknown``: their worker may have sent them. With
+    ``evidence``, those it proves never started go back to ``scheduled`` first."""
+    released, dead = release_unstarted(tx, now, evidence) if evidence is not None else ([], set())
     rows = tx.fetchall(
         "UPDATE messages SET state = 'unknown', updated_at = :now, "
         "last_reply = 'lease expired: worker ' || coalesce(worker, '?') || ' presumed dead' "
@@ -272,12 +329,14 @@ def expire_leases(tx: SyncTx, now: float) -> list[Expired]:
             "UPDATE send_log SET status = 'unknown', finished_at = ?, smtp_reply = ? "
             "WHERE message_id = ? AND claim_token = ? AND status = 'sending'",
             (now, f"lease expired: worker {worker} presumed dead", row_id, token))
-    return [Expired(r[0], r[2], r[3] or "?") for r in rows]
+    if evidence is not None:
+        _forget_settled(tx, evidence, dead)
+    return released + [Expired(r[0], r[2], r[3] or "?") for r in rows]
 
 
-async def recover(db: Database, now: float) -> list[Expired]:
+async def recover(db: Database, now: float, evidence: StartEvidence | None = None) -> list[Expired]:
     """``python -m sender recover``: expire every claim whose lease has run out, now."""
-    return await db.transaction(lambda tx: expire_leases(tx, now))
+    return await db.transaction(lambda tx: expire_leases(tx, now, evidence))
 
 
 WORKER_RETENTION = 30 * 86400.0  # stopped worker rows older than this are pruned
@@ -298,16 +357,24 @@ async def register_worker(db: Database, name: str, pid: int, host: str, now: flo
     return await db.transaction(work)
 
 
+@dataclass(frozen=True, slots=True)
+class Beat:
+    """What a heartbeat found: everybody's claims it expired, and which of ours it extended."""
+
+    expired: list[Expired]
+    kept: set[int]
+
+
 async def heartbeat(db: Database, worker_id: int, tokens: Iterable[str], lease: float,
-                    now: float) -> list[Expired]:
+                    now: float, evidence: StartEvidence | None = None) -> Beat:
     """Heartbeat, extend our leases and expire everybody's dead ones, in one transaction."""
     tokens = list(tokens)
 
-    def work(tx: SyncTx) -> list[Expired]:
+    def work(tx: SyncTx) -> Beat:
         tx.execute("UPDATE workers SET heartbeat_at = ? WHERE id = ?", (now, worker_id))
-        extend_leases(tx, tokens, lease, now)
+        kept = extend_leases(tx, tokens, lease, now)
         claims.expire_due(tx, now, f"worker {worker_id}")
-        return expire_leases(tx, now)
+        return Beat(expire_leases(tx, now, evidence), kept)
 
     return await db.transaction(work)
 

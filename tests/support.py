@@ -15,7 +15,7 @@ from sender import queue
 from sender.config import Settings
 from sender.daemon import Daemon, RunStats
 from sender.db import open_db
-from sender.delivery import Session
+from sender.delivery import pool
 from sender.intake import NewMessage
 
 
@@ -37,7 +37,7 @@ async def seed(db_path: str, n: int, *, campaign: str = "c", prefix: str = "r",
 async def run_once(db_path: str, port: int, **overrides: Any) -> RunStats:
     s = settings(db_path, port, **overrides)
     async with open_db(db_path) as db:
-        return await Daemon(db, s, [Session(s) for _ in range(s.concurrency)]).run(once=True)
+        return await Daemon(db, s, pool(s)).run(once=True)
 
 
 def query(db_path: str, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:

@@ -211,6 +211,8 @@ async def test_chaos_random_sigkills(db_path: str, cli: Cli, faulty_sink: SinkTh
     assert cli(*daemon_args(db_path, faulty_sink.port, "--once")).code == 0
     time.sleep(2.2)  # let every lease of a killed worker run out
     assert cli("recover", "--db", db_path).code == 0
+    # Claims a killed worker never started went back to scheduled (its start journal): send them.
+    assert cli(*daemon_args(db_path, faulty_sink.port, "--once")).code == 0
     counts = states(db_path)
     delivered = Counter(r.rcpt_tos[0] for r in faulty_sink.received)
     sent, unknown = counts.get("sent", 0), counts.get("unknown", 0)

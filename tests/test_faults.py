@@ -63,7 +63,7 @@ async def test_refused_connection_defers_the_batch(db_path: str) -> None:
 async def test_451_is_a_retry_with_backoff(db_path: str, faulty_sink: SinkThread, faults: Faults,
                                            phase: str) -> None:
     """451 at RCPT or at the end of DATA: scheduled, attempts 1, due later, nothing delivered."""
-    setattr(faults, phase, lambda rcpt: "451 4.7.1 Greylisted")
+    setattr(faults, phase, lambda rcpt: "451 4.3.0 Temporary local problem")
     await seed(db_path, 1)
     before = time.time()
     await run_once(db_path, faulty_sink.port)

@@ -66,7 +66,7 @@ def test_550_at_rcpt_is_failed_with_reason(cli: Cli, faulty_sink: SinkThread, fa
 def test_451_at_data_is_rescheduled_with_one_attempt(cli: Cli, faulty_sink: SinkThread, faults: Faults,
                                                      db_path: str) -> None:
     """A 451 after DATA puts the message back to scheduled with attempts 1 and a later due time."""
-    faults.data = lambda rcpt: "451 4.3.0 Mailbox busy, try again later"
+    faults.data = lambda rcpt: "451 4.3.0 Mailbox busy"
     _enqueue(cli, db_path, "busy@example.com")
     before = time.time()
 
@@ -105,7 +105,7 @@ def test_drop_after_data_is_unknown_and_not_resent(cli: Cli, faulty_sink: SinkTh
 def test_retry_reuses_the_message_id(cli: Cli, faulty_sink: SinkThread, faults: Faults,
                                      db_path: str) -> None:
     """After a 451, the next attempt carries the same Message-ID, which embeds the queue row id."""
-    faults.data = lambda rcpt: "451 4.7.1 greylisted"
+    faults.data = lambda rcpt: "451 4.3.0 Temporary failure"
     _enqueue(cli, db_path, "grey@example.com")
     _run(cli, db_path, faulty_sink)
     row = _row(db_path, "grey@example.com")

@@ -5,6 +5,7 @@ environment, and the password never appears in any output."""
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import ssl
 import subprocess
@@ -150,3 +151,58 @@ def test_wrong_password_does_not_burn_attempts(cli: Cli, db_path: str, tls_serve
             flag, "--once")
     assert r.code == 1 and "535" in r.err
     assert states(db_path) == {"scheduled": 1}
+
+
+def _enqueue_one(cli: Cli, db_path: str) -> None:
+    assert cli("enqueue", "--db", db_path, "--to", "a@example.com", "--subject", "s", "--body", "b",
+               "--from", "team@example.org").code == 0
+
+
+def test_opportunistic_starttls_with_a_private_ca(cli: Cli, db_path: str, tmp_path: Path,
+                                                  cert: tuple[Path, Path]) -> None:
+    """Without --starttls the sender still upgrades when STARTTLS is offered, trusting --tls-ca for
+    this relay only, and logs in over TLS."""
+    with TlsServer(tmp_path, cert, implicit=False) as server:
+        _enqueue_one(cli, db_path)
+        cli.env.update({"SENDER_SMTP_USER": "mailer", "SENDER_SMTP_PASSWORD": PASSWORD})
+        r = cli("run", "--db", db_path, "--smtp-host", "localhost", "--smtp-port", str(server.port),
+                "--tls-ca", str(cert[0]), "--once")
+        assert r.code == 0, r.err
+        assert server.auth.seen == [("mailer", PASSWORD)]
+        assert len(server.handler.received) == 1 and states(db_path) == {"sent": 1}
+
+
+def test_certificate_failure_says_what_it_is(cli: Cli, db_path: str, tmp_path: Path,
+                                             cert: tuple[Path, Path]) -> None:
+    """An untrusted certificate: exit 1, one line naming the host, the verify error and --tls-ca; no login."""
+    with TlsServer(tmp_path, cert, implicit=False) as server:
+        _enqueue_one(cli, db_path)
+        cli.env.update({"SENDER_SMTP_USER": "mailer", "SENDER_SMTP_PASSWORD": PASSWORD})
+        r = cli("run", "--db", db_path, "--smtp-host", "localhost", "--smtp-port", str(server.port), "--once")
+        assert server.auth.seen == []
+    line = [x for x in r.err.splitlines() if x.startswith("error:")]
+    assert r.code == 1 and len(line) == 1
+    assert "certificate verify failed for localhost" in line[0] and "--tls-ca FILE" in line[0]
+    assert states(db_path) == {"scheduled": 1}
+
+
+def test_tls_insecure_warns_and_shows_in_status(cli: Cli, db_path: str, tmp_path: Path,
+                                                cert: tuple[Path, Path]) -> None:
+    """--tls-insecure delivers to an untrusted certificate, warns at start, and `status` shows it while running."""
+    from tests.support import stop, wait_until
+
+    with TlsServer(tmp_path, cert, implicit=False) as server:
+        _enqueue_one(cli, db_path)
+        cli.env.update({"SENDER_SMTP_USER": "mailer", "SENDER_SMTP_PASSWORD": PASSWORD})
+        proc = cli.popen("run", "--db", db_path, "--smtp-host", "localhost", "--smtp-port", str(server.port),
+                         "--tls-insecure", "--poll", "0.05", "--heartbeat", "0.2")
+        try:
+            assert wait_until(lambda: states(db_path) == {"sent": 1}, 20)
+            status = json.loads(cli("status", "--db", db_path, "--json").out)
+            assert status["tls_insecure"] and status["pace"] is None
+            assert "--tls-insecure" in cli("status", "--db", db_path).out
+        finally:
+            assert stop(proc) == 0
+    log = proc.log_path.read_text()  # type: ignore[attr-defined]
+    assert "NOT verified" in log and PASSWORD not in log
+    assert json.loads(cli("status", "--db", db_path, "--json").out)["tls_insecure"] is None

@@ -22,6 +22,7 @@ from textual.binding import Binding, BindingType
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input, Static, TabbedContent, TabPane
 
+from sender import admin
 from sender.selection import Selection
 
 from . import actions, fmt, source
@@ -455,7 +456,8 @@ class MonitorApp(App[None]):
             self.push_screen(
                 Choose(f"Resolve unknown message #{row} to {m.recipient}\n{m.mid}{seen}\n\n"
                        "sent: it arrived (e.g. found in the mailbox)\nfailed: it did not and "
-                       "must not be resent\nrequeue: send again with the same Message-ID",
+                       "must not be resent\nrequeue: send again with the same Message-ID\n\n"
+                       f"[dim]{fmt.lit(admin.REQUEUE_RISK)}[/dim]",
                        [("sent", "s", "Sent"), ("failed", "f", "Failed"),
                         ("requeue", "r", "Requeue")]),
                 lambda answer: self._confirmed(answer, f"resolve-{answer}", row))  # type: ignore[arg-type]

@@ -1,0 +1,97 @@
+"""The daemon's guard over its claims: the lease fence, the start journal, and the evidence it
+reads when it recovers other workers' claims (docs/design.md: "The lease fence", "The start
+journal"). The daemon tells it what the store acknowledged; sessions ask it, through the
+callable of ``check``, before ``MAIL FROM`` and before the final dot.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from functools import partial
+
+from .config import Settings
+from .fence import Fence, FenceCheck, Fenced
+from .journal import JournalEvidence, NoMarks, StartMarks, open_marks
+from .queue import Claim, Outcome
+
+log = logging.getLogger(__name__)
+
+NOT_STARTED = "not started: "  # the reply of a claim handed back before any session began it
+NOT_DELIVERED = "not delivered: "  # the reply of a transaction the fence cut before the final dot
+
+
+class ClaimGuard:
+    def __init__(self, settings: Settings, db_path: str, clock: Callable[[], float],
+                 on_stall: Callable[[], None]) -> None:
+        self.worker = settings.worker
+        self.clock = clock
+        self.fence = Fence(settings.lease, settings.heartbeat, wall=clock, on_stall=on_stall)
+        self.marks: StartMarks = NoMarks()
+        self.evidence = JournalEvidence(db_path)
+        if settings.heartbeat >= settings.lease - self.fence.margin:
+            log.warning("--heartbeat %.1fs is not shorter than the lease less its fence margin (%.1fs): "
+                        "claims will lapse between heartbeats and their messages will not be sent",
+                        settings.heartbeat, settings.lease - self.fence.margin)
+
+    def open(self, db_path: str, worker_id: int, host: str) -> None:
+        """The worker is registered: start its journal and the fence's stall ticker."""
+        self.marks = open_marks(db_path, worker_id, host)
+        self.fence.start()
+
+    def stop_ticking(self) -> None:
+        self.fence.stop()
+
+    def close(self, *, clean: bool) -> None:
+        """``clean``: every outcome is stored, so the journal is removed."""
+        self.fence.stop()
+        self.marks.close(clean=clean)
+
+    # --- what the store acknowledged ---------------------------------------------------------
+
+    def granted(self, claims: Iterable[Claim], anchor: float, now: float) -> None:
+        self.fence.granted(((c.id, c.token) for c in claims), anchor, now)
+
+    def renewed(self, held: Sequence[Claim], kept: set[int], anchor: float, now: float) -> set[int]:
+        """A heartbeat begun at ``anchor`` kept ``kept``; returns the held rows it did not keep."""
+        return set(self.fence.renewed(((c.id, c.token) for c in held), kept, anchor, now))
+
+    def settled(self, outcomes: Iterable[Outcome]) -> None:
+        """These outcomes are committed: their start marks are no longer needed."""
+        self.marks.settled(o.id for o in outcomes)
+
+    def forget(self, row: int) -> None:
+        self.fence.forget(row)
+
+    # --- what sessions ask -------------------------------------------------------------------
+
+    def check(self, claim: Claim) -> FenceCheck:
+        return partial(self._point, claim)
+
+    async def _point(self, claim: Claim, point: str) -> None:
+        """The fence, and at ``mail`` the start mark, written before ``MAIL FROM`` leaves (a
+        mark that cannot be written, nor the journal removed, stops the message)."""
+        await self.fence.check(claim.id, point)
+        if point == "mail":
+            try:
+                self.marks.started(claim.id, claim.token)
+            except OSError as exc:
+                raise Fenced(point, f"the start journal cannot be written: {exc}") from exc
+
+    def fenced(self, claim: Claim, fenced: Fenced) -> Outcome:
+        """Not started, or cut before the final dot: provably not delivered, so ``released``
+        (no attempt). The store applies it only while our claim token still holds the row."""
+        what = "not started" if fenced.point == "mail" else f"transaction cut before the final dot (at {fenced.point})"
+        log.warning("row=%s mid=%s worker=%s lease fence: %s: %s", claim.id, claim.mid, self.worker, what,
+                    fenced.reason)
+        prefix = NOT_STARTED if fenced.point == "mail" else NOT_DELIVERED + f"cut at {fenced.point}: "
+        return self.released(claim, f"{prefix}lease fence: {fenced.reason}")
+
+    def lost(self, claim: Claim) -> Outcome:
+        """A waiting claim the store no longer holds for us: never started."""
+        self.fence.forget(claim.id)
+        return self.released(claim, NOT_STARTED + "lease fence: the claim was lost while this worker stalled")
+
+    def released(self, claim: Claim, reply: str) -> Outcome:
+        return Outcome(claim.id, claim.token, "released", None, reply, self.clock(), claim.mid,
+                       claim.recipient)

@@ -1,0 +1,198 @@
+"""The start journal (issue #16 item 1): after a worker dies, its claims that it provably never
+began go back to ``scheduled`` (no attempt), on the same host and boot with a readable journal;
+everything else stays ``unknown``. The journal stays small and private.
+
+Real processes killed by SIGKILL or frozen by SIGSTOP, a real aiosmtpd, real queue files; the boot
+id is read from a file the test names (``SENDER_BOOT_ID_FILE``), so "another boot" is one write.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import stat
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from sender.db import SyncTx
+from sender.journal import BOOT_ID_ENV, COMPACT_AT, FileJournal, JournalEvidence, journal_dir
+from tests.conftest import Cli, Faults, RecordingHandler, SinkThread
+from tests.support import daemon_args, in_state, log_statuses, one, query, seed, states, stop, wait_until
+from tests.test_fence import FreezeAtRcpt
+
+
+def boot_file(tmp_path: Path, cli: Cli, value: str = "boot-one") -> Path:
+    path = tmp_path / "boot_id"
+    path.write_text(value + "\n")
+    cli.env[BOOT_ID_ENV] = str(path)
+    return path
+
+
+def kill_with_waiting_claims(db_path: str, cli: Cli, tmp_path: Path) -> None:
+    """A worker with one message in flight and two claims waiting (--prefetch 2), SIGKILLed."""
+    mails: list[str] = []
+    faults = Faults(data_delay=5.0)
+    with SinkThread(RecordingHandler(tmp_path / "maildir", faults, on_mail=mails.append)) as sink:
+        proc = cli.popen(*daemon_args(db_path, sink.port, "--concurrency", "1", "--prefetch", "2",
+                                      "--lease", "1"))
+        try:
+            assert wait_until(lambda: len(mails) == 1 and in_state(db_path, "sending") == 3, 20)
+            time.sleep(0.2)
+        finally:
+            stop(proc, signal.SIGKILL)
+    time.sleep(1.2)  # past the lease
+
+
+async def test_waiting_claims_are_released_after_sigkill_on_the_same_boot(db_path: str, cli: Cli,
+                                                                          tmp_path: Path) -> None:
+    """The started claim becomes unknown; the two that never started go back to scheduled with no
+    attempt and a SendLog 'released' entry; the dead worker's journal is then removed."""
+    boot_file(tmp_path, cli)
+    await seed(db_path, 3)
+    kill_with_waiting_claims(db_path, cli, tmp_path)
+    assert (journal_dir(db_path) / "1").exists()
+    recovered = cli("recover", "--db", db_path)
+    assert recovered.code == 0, recovered
+    assert "1 expired claim(s) moved to unknown; 2 never started" in recovered.out
+    assert one(db_path, 1)["state"] == "unknown"
+    for row in (2, 3):
+        assert one(db_path, row)["state"] == "scheduled" and one(db_path, row)["attempts"] == 0
+        assert log_statuses(db_path, row) == ["released"]
+        assert "start journal shows it never began" in one(db_path, row)["last_reply"]
+    assert not (journal_dir(db_path) / "1").exists()
+
+
+@pytest.mark.parametrize("case", ["missing", "other-boot", "other-host", "damaged"])
+async def test_without_a_trustworthy_journal_every_claim_stays_unknown(db_path: str, cli: Cli,
+                                                                       tmp_path: Path, case: str) -> None:
+    """No journal, a journal from another boot, a worker of another host or a damaged journal
+    proves nothing: all three expired claims become unknown, as without a journal."""
+    boot = boot_file(tmp_path, cli)
+    await seed(db_path, 3)
+    kill_with_waiting_claims(db_path, cli, tmp_path)
+    journal = journal_dir(db_path) / "1"
+    if case == "missing":
+        journal.unlink()
+    elif case == "other-boot":
+        boot.write_text("boot-two\n")  # as after a power loss: page-cache writes may be gone
+    elif case == "other-host":
+        with sqlite3.connect(db_path) as conn:
+            conn.execute("UPDATE workers SET host = 'elsewhere'")
+    else:
+        with journal.open("a") as f:
+            f.write("garbage\n")
+    recovered = cli("recover", "--db", db_path)
+    assert recovered.code == 0 and "3 expired claim(s) moved to unknown" in recovered.out, recovered
+    assert states(db_path) == {"unknown": 3}
+
+
+async def test_another_daemons_heartbeat_releases_them_too(db_path: str, cli: Cli, tmp_path: Path) -> None:
+    """Recovery by a running daemon's heartbeat (not only ``recover``) uses the journal, and that
+    daemon then sends the released rows: each copy once, the started one left unknown."""
+    boot_file(tmp_path, cli)
+    await seed(db_path, 3)
+    kill_with_waiting_claims(db_path, cli, tmp_path)
+    with SinkThread(RecordingHandler(tmp_path / "maildir2")) as sink:
+        assert cli(*daemon_args(db_path, sink.port, "--once")).code == 0
+        received = [r.rcpt_tos[0] for r in sink.received]
+    assert states(db_path) == {"unknown": 1, "sent": 2}
+    assert sorted(received) == ["r1@example.com", "r2@example.com"]
+
+
+def test_the_journal_stays_bounded_and_private(db_path: str) -> None:
+    """Thousands of starts, each settled soon after: the file never holds much more than the
+    outstanding marks plus COMPACT_AT, is truncated to its header when nothing is outstanding,
+    and is 0600 in a 0700 folder; a clean close removes it."""
+    journal = FileJournal(db_path, 7, "host", "boot")
+    header = journal.path.read_bytes()
+    assert stat.S_IMODE(journal.path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(journal_dir(db_path).stat().st_mode) & 0o077 == 0
+    biggest = 0
+    for row in range(1, 5001):
+        journal.started(row, f"7.t{row // 4}")
+        if row > 4:
+            journal.settled([row - 4])  # four outstanding at any time
+        biggest = max(biggest, journal.path.read_text().count("\n") - 1)
+    assert biggest <= 4 + COMPACT_AT + 1
+    journal.settled(range(4997, 5001))
+    assert journal.path.read_bytes() == header
+    journal.close(clean=True)
+    assert not journal.path.exists()
+
+
+async def test_a_running_daemon_keeps_only_a_header_when_idle(db_path: str, cli: Cli, tmp_path: Path) -> None:
+    """After its sends are recorded the daemon's journal is its header line alone; SIGTERM removes it."""
+    boot_file(tmp_path, cli)
+    await seed(db_path, 40)
+    journal = journal_dir(db_path) / "1"
+    with SinkThread(RecordingHandler(tmp_path / "maildir")) as sink:
+        proc = cli.popen(*daemon_args(db_path, sink.port, "--concurrency", "4", "--prefetch", "1"))
+        try:
+            assert wait_until(lambda: states(db_path) == {"sent": 40}, 30)
+            assert wait_until(lambda: journal.exists() and journal.read_text().count("\n") == 1, 5)
+            assert journal.read_text().startswith("sender-start-journal/1 boot=boot-one ")
+            assert stop(proc) == 0
+        finally:
+            stop(proc, signal.SIGKILL)
+    assert not journal.exists()
+
+
+def test_evidence_trusts_only_a_well_formed_journal_of_this_boot(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rows absent from a journal of this boot, host and worker are unstarted; nothing else is."""
+    db_path = str(tmp_path / "q.db")
+    boot = tmp_path / "boot_id"
+    boot.write_text("b1\n")
+    monkeypatch.setenv(BOOT_ID_ENV, str(boot))
+    journal = FileJournal(db_path, 3, "h", "b1")
+    journal.started(10, "3.aa")
+    conn = sqlite3.connect(":memory:")
+    conn.execute("CREATE TABLE workers (id INTEGER PRIMARY KEY, host TEXT)")
+    conn.execute("INSERT INTO workers VALUES (3, 'h')")
+    tx = SyncTx(conn)
+    claims = [(10, "3.aa"), (11, "3.aa"), (12, "3.bb")]
+    assert JournalEvidence(db_path, host="h").unstarted(tx, 3, claims) == {11, 12}
+    assert JournalEvidence(db_path, host="other").unstarted(tx, 3, claims) == set()
+    boot.write_text("b2\n")
+    assert JournalEvidence(db_path, host="h").unstarted(tx, 3, claims) == set()
+    journal.close(clean=False)
+    os.unlink(journal.path)
+    boot.write_text("b1\n")
+    assert JournalEvidence(db_path, host="h").unstarted(tx, 3, claims) == set()
+    conn.close()
+
+
+async def test_frozen_worker_with_waiting_claims_released_by_its_journal(db_path: str, cli: Cli,
+                                                                         tmp_path: Path) -> None:
+    """SIGSTOP a worker (--prefetch 2) past its lease; recover releases its two waiting claims by
+    the journal and another run sends them; SIGCONT: the woken worker starts neither and cuts its
+    own transaction before the final dot: every message arrives exactly once."""
+    boot_file(tmp_path, cli)
+    await seed(db_path, 3)
+    hook = FreezeAtRcpt(db_path)
+    with SinkThread(RecordingHandler(tmp_path / "maildir", Faults(rcpt=hook))) as sink:
+        hook.proc = proc = cli.popen(*daemon_args(db_path, sink.port, "--concurrency", "1", "--lease", "2",
+                                                  "--prefetch", "2"))
+        try:
+            assert hook.frozen.wait(20)
+            time.sleep(2.5)
+            recovered = cli("recover", "--db", db_path)
+            assert "1 expired claim(s) moved to unknown; 2 never started" in recovered.out, recovered
+            assert cli(*daemon_args(db_path, sink.port, "--once")).code == 0
+            assert states(db_path) == {"unknown": 1, "sent": 2}
+            proc.send_signal(signal.SIGCONT)
+            assert wait_until(lambda: states(db_path) == {"sent": 3}, 15), states(db_path)
+            time.sleep(1.0)  # had the worker started a released row, its copy would be here now
+            assert stop(proc) == 0
+        finally:
+            proc.send_signal(signal.SIGCONT)
+            stop(proc, signal.SIGKILL)
+        copies = Counter(r.message_id for r in sink.received)
+    assert len(copies) == 3 and max(copies.values()) == 1, copies
+    assert query(db_path, "SELECT count(*) FROM send_log WHERE status = 'sent'") == [(3,)]
+    text = proc.log_path.read_text()  # type: ignore[attr-defined]
+    assert "lease fence: transaction cut before the final dot" in text
