@@ -39,6 +39,7 @@ class Health:
     paused_at: float = 0.0
     paused_campaigns: dict[str, str] = field(default_factory=dict)
     pace: dict[str, str] = field(default_factory=dict)  # flags named pace*: relay throttling
+    tls_insecure: str | None = None  # the worker running with --tls-insecure, if any
 
     @property
     def storm(self) -> bool:
@@ -76,22 +77,34 @@ async def health(db: Database, now: float) -> Health:
         "SELECT name, paused FROM campaigns WHERE paused IS NOT NULL ORDER BY name LIMIT 100")}
     pace = {r[0]: r[1] for r in await db.fetchall(
         "SELECT key, value FROM flags WHERE key LIKE 'pace%' ORDER BY key LIMIT 20")}
+    insecure = await db.fetchone("SELECT set_by FROM flags WHERE key = 'tls_insecure'")
     return Health(minutes=minutes, recent=recent, top_error=top[0] if top else None,
                   top_error_count=top[1] if top else 0,
                   pause_reason=flag[0] if flag else None, paused_by=flag[1] if flag else "",
                   paused_at=flag[2] if flag else 0.0, paused_campaigns=campaigns,
-                  pace={k: _pace_text(v) for k, v in pace.items()})
+                  pace={k: _pace_text(v) for k, v in pace.items()},
+                  tls_insecure=insecure[0] if insecure else None)
 
 
 def _pace_text(value: str) -> str:
-    """A pace flag's value in words: a JSON object as ``key value`` pairs, else as written."""
+    """A pace flag in words: the daemon's ``Pace.to_json`` as "mail-1: 2 of 4 sessions, 1.5 s
+    apart, 3 throttles (last: 421 ...)"; any other JSON object as ``key value`` pairs."""
     try:
         data = json.loads(value)
     except ValueError:
         return value
-    if isinstance(data, dict):
-        return ", ".join(f"{k} {v}" for k, v in data.items())
-    return str(data)
+    if not isinstance(data, dict):
+        return str(data)
+    if {"sessions", "of"} <= data.keys():
+        text = f"{data.get('worker', '?')}: {data['sessions']} of {data['of']} sessions"
+        if data.get("spacing_s"):
+            text += f", {data['spacing_s']} s apart"
+        if data.get("throttles"):
+            text += f", {data['throttles']} throttles"
+        if data.get("last"):
+            text += f" (last: {data['last']})"
+        return text
+    return ", ".join(f"{k} {v}" for k, v in data.items())
 
 
 @dataclass(frozen=True, slots=True)

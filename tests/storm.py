@@ -2,12 +2,14 @@
 monitor's incident tests, its snapshot and ``docs/monitor.svg``.
 
 Twenty-five quiet minutes of sends, then the relay starts refusing the client: the last five
-minutes are mostly ``554 5.7.1`` failures and ``421`` retries, a worker died holding claims,
-and the daemon paused sending itself with the relay's reply as the reason.
+minutes are mostly ``554 5.7.1`` failures and ``421`` retries (the daemon slowed down: its pace
+flag), a worker died holding claims, and the daemon paused sending itself with the relay's
+reply as the reason.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from sender import admin, queue
@@ -52,6 +54,9 @@ async def build(path: Path, quiet_minutes: int = 25, storm_minutes: int = 5) -> 
         async with db.write():
             await db.execute("UPDATE workers SET heartbeat_at = ? WHERE id = ?", (T0 - 2, w1))
             await db.execute("UPDATE workers SET heartbeat_at = ? WHERE id = ?", (T0 - 190, w2))
+        await admin.set_flag(db, "pace", json.dumps(
+            {"worker": "mail-1", "sessions": 1, "of": 4, "spacing_s": 2.0, "throttles": 3,
+             "last": "421 4.7.0 try again later"}), actor="mail-1", now=T0 - 60)
         await admin.set_paused(db, True, actor="mail-1", now=T0 - 30,
                                reason=f"auto-paused by mail-1 after 8 consecutive relay errors: 554 {DENIED}")
     return str(path)

@@ -122,6 +122,7 @@ async def test_storm_banner_sparkline_and_top_error(tmp_path: Path) -> None:
         await settle(pilot)
         rates = text(app, "#rates")
         assert "failed 4" in rates and "retried 2" in rates and "554 5.7.1" in rates
+        assert "pace mail-1: 1 of 4 sessions, 2.0 s apart, 3 throttles" in rates
         data = list(app.query_one(Sparkline).data or [])
         assert len(data) == 30 and data[:24] == [0.0] * 24 and data[-2] == 6.0
         banner = text(app, "#banner")
@@ -294,3 +295,16 @@ def test_screenshots_folder_must_exist(cli: Cli, tmp_path: Path) -> None:
     """``python -m tui --screenshots DIR`` with a missing folder is one error line and exit 2."""
     r = cli("--db", str(tmp_path / "q.db"), "--screenshots", str(tmp_path / "nope"), module="tui")
     assert r.code == 2 and r.err.startswith("error: --screenshots") and len(r.err.splitlines()) == 1
+
+
+async def test_insecure_tls_is_shown(tmp_path: Path) -> None:
+    """A worker running with --tls-insecure (its flag) is named on the health line in red."""
+    from sender import admin
+
+    path = await aseed(tmp_path / "queue.db")
+    async with open_db(path) as db:
+        await admin.set_flag(db, "tls_insecure", "1", actor="w1", now=T0)
+    app = make_app(path)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        assert "TLS verification off (w1 runs --tls-insecure)" in text(app, "#rates")

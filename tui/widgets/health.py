@@ -37,7 +37,10 @@ class HealthBar(Horizontal):
             text += (f"  ·  top error 5m: [b]{fmt.lit(fmt.short(h.top_error, 48))}[/] "
                      f"({h.top_error_count:,})")
         if h.pace:
-            text += "  ·  [b $warning]relay pace[/] " + fmt.lit("; ".join(h.pace.values()))
+            text += "  ·  [b $warning]relay throttling, pace[/] " + fmt.lit("; ".join(h.pace.values()))
+        if h.tls_insecure:
+            text += (f"  ·  [b $error]TLS verification off[/] ({fmt.lit(h.tls_insecure)} runs "
+                     "--tls-insecure)")
         self.query_one("#rates", Static).update(text)
         data = [float(x.failed + x.retried) for x in h.minutes]
         spark = self.query_one(Sparkline)
