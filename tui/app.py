@@ -4,7 +4,9 @@ Data flow: a ``set_interval`` tick starts ``load_data``, an exclusive worker tha
 ``Snapshot`` through ``tui.source`` (read-only connection, ``sender.monitor`` queries) and
 hands it to the widgets; widgets only format what they are given. A tick that finds the
 previous load still running is skipped, so a slow disk delays the screen but never piles up
-work. Actions go through ``tui.actions`` (``sender.admin``) after a confirmation.
+work. Actions go through ``tui.actions`` (``sender.admin``) after a confirmation; bulk
+actions live in ``tui.bulk``, paging, sorting and following in ``tui.navigation`` (mixins of
+this app). Each tab keeps its own ``/`` filter; the Queue's is a search of the whole store.
 """
 
 from __future__ import annotations
@@ -12,21 +14,20 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import replace
 from functools import partial
 from typing import ClassVar
 
 from textual import on, work
-from textual.app import App, ComposeResult, SystemCommand
+from textual.app import ComposeResult, SystemCommand
 from textual.binding import Binding, BindingType
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input, Static, TabbedContent, TabPane
 
 from sender import admin
-from sender.selection import Selection
 
 from . import actions, fmt, source
 from .findings import KINDS, Findings
+from .navigation import Navigation
 from .screens.confirm import AskReason, Choose, Confirm
 from .screens.detail import DetailScreen
 from .screens.help import HelpScreen
@@ -35,7 +36,7 @@ from .widgets.duplicates import DuplicatesPanel
 from .widgets.header import StatusHeader
 from .widgets.health import Banner, HealthBar
 from .widgets.panels import InFlightPanel, LogPanel, Panel, QueuePanel, WorkersPanel
-from .widgets.table import FollowTable, RowsTable, Sorted
+from .widgets.table import RowsTable
 
 WINDOWS = (3600.0, 6 * 3600.0, 86400.0, 7 * 86400.0, 30 * 86400.0)
 DEFAULT_WINDOW = 2  # 24h, the report's own default
@@ -59,7 +60,7 @@ class FilterInput(Input):
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "app.clear_filter", "Clear filter")]
 
 
-class MonitorApp(App[None]):
+class MonitorApp(Navigation):
     CSS_PATH = "app.tcss"
     TITLE = "sender monitor"
     # The footer shows the first few (it must fit 80 columns); ``?`` and the command palette
@@ -294,65 +295,6 @@ class MonitorApp(App[None]):
             self.query_one(DuplicatesPanel).show_findings(self.findings, text)
         self.reload_now()
 
-    def action_page(self, step: int) -> None:
-        page = self.snapshot.search if self.snapshot else None
-        if page is None:
-            return
-        offset = page.offset + step * max(1, len(page.rows) or 100)
-        if offset < 0 or offset >= page.total:
-            self.notify("No more pages.", severity="warning")
-            return
-        self.queue_query = replace(self.queue_query, offset=offset)
-        self.reload_now()
-
-    def action_sort(self, step: int) -> None:
-        """``s``: sort by the next column (``S`` the previous one); again on the Queue: the store sorts."""
-        table = self.panel().table
-        if self.active_tab == "queue":
-            keys = [k for k in QueuePanel.ORDER_KEYS if k]
-            current = self.queue_query.order.removeprefix("-")
-            index = (keys.index(current) + step) % len(keys) if current in keys else 0
-            self._sort_queue(keys[index], descending=keys[index] in ("id", "updated"))
-            return
-        columns = len(table.columns_named)
-        column = ((table.sort_column if table.sort_column is not None else -1) + step) % columns
-        table.sort_by(column)
-        self.notify(f"sorted by {table.columns_named[column] or 'column ' + str(column + 1)}",
-                    timeout=2)
-
-    def _sort_queue(self, key: str, *, descending: bool) -> None:
-        order = f"-{key}" if descending else key
-        self.queue_query = replace(self.queue_query, order=order, offset=0)
-        self.reload_now()
-
-    @on(Sorted)
-    def _header_sorted(self, event: Sorted) -> None:
-        """A header click: on the Queue's search the store sorts the whole match."""
-        table = event.table
-        if table.id != "found-table" or table.sort_column is None:
-            return
-        key = QueuePanel.ORDER_KEYS[table.sort_column]
-        if key:
-            self._sort_queue(key, descending=table.sort_reverse)
-
-    def action_follow(self) -> None:
-        table = self.query_one(FollowTable)
-        table.follow = not table.follow
-        if table.follow and table.row_count:
-            table.move_cursor(row=0, animate=False)
-        if self.snapshot is not None:
-            self.panel("log").show(self.snapshot, self.filters["log"])
-
-    def action_mark(self) -> None:
-        row = self.panel().table.toggle_mark()
-        if row is None:
-            self.notify("This row is not a message.", severity="warning")
-            return
-        table = self.panel().table
-        self.notify(f"{len(table.marked)} marked: A acts on them", timeout=2)
-        if table.cursor_row < table.row_count - 1:
-            table.move_cursor(row=table.cursor_row + 1, animate=False)
-
     def action_screenshot(self, filename: str | None = None, path: str | None = None) -> None:
         """Save an SVG of the screen to the current folder (or ``--screenshots DIR``)."""
         saved = self.save_screenshot(filename, path or self.screenshots)
@@ -475,61 +417,4 @@ class MonitorApp(App[None]):
                                      reason=reason)
         self.notify(done.text, severity="information" if done.ok else "error",
                     title="Done" if done.ok else "Refused")
-        self.reload_now(report=True)
-
-    # --- bulk actions -----------------------------------------------------------------------
-
-    def bulk_selection(self) -> tuple[Selection, str]:
-        """The marks of the tab on screen, else (on the Queue) everything its search matches."""
-        table = self.panel().table
-        if table.marked:
-            return Selection(rows=tuple(sorted(table.marked))), f"{len(table.marked)} marked"
-        page = self.snapshot.search if self.snapshot else None
-        if self.active_tab == "queue" and page is not None:
-            return page.selection, f"the search {page.text or 'scheduled'!r}"
-        return Selection(), "every message"
-
-    def action_bulk(self) -> None:
-        sel, what = self.bulk_selection()
-        choices = [c for c in actions.BULK_CHOICES
-                   if not c[0].endswith("campaign") or sel.campaign is not None]
-        self.push_screen(
-            Choose(f"Act on {what} ({sel.describe()}):\neach action applies to the messages of "
-                   "its state only; the next question shows the exact count.", choices,
-                   stacked=True),
-            lambda answer: self._bulk_chosen(answer, sel))
-
-    def _bulk_chosen(self, answer: str | None, sel: Selection) -> None:
-        if answer:
-            self.confirm_bulk(answer, sel)
-
-    @work(group="action")
-    async def confirm_bulk(self, kind: actions.BulkKind, sel: Selection) -> None:
-        verb = actions.BULK_VERB[kind]
-        if kind.endswith("campaign"):
-            question = f"{verb} {sel.campaign}? Its messages stay queued."
-        else:
-            count, text = await source.count_bulk(self.db_path, kind, sel)  # type: ignore[arg-type]
-            if count is None:
-                self.notify(text, title="Refused", severity="error")
-                return
-            if count == 0:
-                self.notify(f"{verb}: no message matches ({text}).", severity="warning")
-                return
-            question = (f"{verb} {count:,} message(s)?\nfilter: {text}\n\nOne transaction, one "
-                        "audit row; a message that changed state meanwhile is left alone.")
-        self.push_screen(Confirm(question), lambda yes: self._bulk_confirmed(yes, kind, sel))
-
-    def _bulk_confirmed(self, yes: bool | str | None, kind: actions.BulkKind, sel: Selection) -> None:
-        if yes:
-            self.execute_bulk(kind, sel)
-
-    @work(group="action")
-    async def execute_bulk(self, kind: actions.BulkKind, sel: Selection) -> None:
-        done = await actions.perform_bulk(self.db_path, kind, sel, actor=self.actor,
-                                          now=self.clock(), reason="from the monitor")
-        self.notify(done.text, severity="information" if done.ok else "error",
-                    title="Done" if done.ok else "Refused")
-        if done.ok:
-            self.panel().table.clear_marks()
         self.reload_now(report=True)
