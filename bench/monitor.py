@@ -26,8 +26,13 @@ from sender.db import open_db
 
 from .common import Result, template
 
-MODULES = ("sender.queries", "sender.monitor", "sender.report")
+MODULES = ("sender.queries", "sender.monitor", "sender.monitor_search", "sender.monitor_health",
+           "sender.report")
 CALLS = 5
+# What an operator types into the Queue's ``/`` (``sender.monitor_search.search``), timed each.
+SEARCHES = ("failed", "unknown", "scheduled", "sent", "user12", "user{row}", "user{row}@example.com",
+            "#{row}", "campaign:bench", "campaign:bench failed", "reply:5.7.1", "since:1h",
+            "failed since:1h")
 
 
 def _value(name: str, annotation: str, size: int, now: float) -> Any:
@@ -45,6 +50,10 @@ def _value(name: str, annotation: str, size: int, now: float) -> Any:
         return 86400.0
     if name == "limit":
         return 100
+    if name == "text":
+        return "failed"
+    if name == "mid":
+        return "<absent@bench>"
     if name == "rate":
         return (100, 3600.0)
     if name == "daily_cap":
@@ -72,6 +81,9 @@ def _cases(fn: Callable[..., Awaitable[Any]], size: int, now: float
             return f"needs {p.name}"
         kwargs[p.name] = value
     cases = [("", kwargs)]
+    if fn.__name__ == "search":
+        row = size - 10
+        return [(f"text={t.format(row=row)}", {**kwargs, "text": t.format(row=row)}) for t in SEARCHES]
     if "text" in {p.name for p in params}:
         row = size // 2 + 1
         cases += [("text=recipient", {**kwargs, "text": f"user{row}@example.com"}),
@@ -90,7 +102,28 @@ def discover() -> list[tuple[str, Callable[..., Awaitable[Any]]]]:
             if (not attr.startswith("_") and inspect.iscoroutinefunction(fn)
                     and fn.__module__ == name):
                 found.append((f"{name.removeprefix('sender.')}.{attr}", fn))
+    found += _bulk_counts()
     return found
+
+
+def _bulk_counts() -> list[tuple[str, Callable[..., Awaitable[Any]]]]:
+    """The dry runs of ``retry`` / ``cancel`` and of the monitor's ``A`` (a count, no write)."""
+    from sender import admin
+    from sender.selection import Selection
+
+    async def retry_all(db: Any) -> Any:
+        return await admin.bulk(db, "retry", Selection(), actor="bench", now=0.0, yes=False)
+
+    async def cancel_campaign(db: Any) -> Any:
+        return await admin.bulk(db, "cancel", Selection(campaign="bench"), actor="bench", now=0.0,
+                                yes=False)
+
+    async def retry_reply(db: Any) -> Any:
+        return await admin.bulk(db, "retry", Selection(reply_match="550"), actor="bench", now=0.0,
+                                yes=False)
+    return [("admin.bulk(retry, dry run)", retry_all),
+            ("admin.bulk(cancel --campaign, dry run)", cancel_campaign),
+            ("admin.bulk(retry --reply-match, dry run)", retry_reply)]
 
 
 async def _time_all(path: Path, size: int) -> tuple[dict[str, float], dict[str, str]]:

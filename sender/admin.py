@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from .db import Database
 from .errors import UsageError
+from .selection import Selection, where
 
 log = logging.getLogger(__name__)
 
@@ -188,3 +189,108 @@ async def set_flag(db: Database, key: str, value: str | None, *, actor: str, now
             await db.execute("INSERT INTO flags(key, value, set_at, set_by) VALUES (?, ?, ?, ?) "
                              "ON CONFLICT(key) DO UPDATE SET value = excluded.value, "
                              "set_at = excluded.set_at, set_by = excluded.set_by", (key, value, now, actor))
+
+
+# --- bulk actions: one statement over a Selection, one audit row ---------------------------
+
+BulkKind = Literal["retry", "cancel", "resolve-sent", "resolve-failed", "resolve-requeue"]
+
+# The states each bulk action moves messages out of; the first is the default.
+BULK_FROM: dict[str, tuple[str, ...]] = {
+    "retry": ("failed", "expired"),
+    "cancel": ("scheduled",),
+    "resolve-sent": ("unknown",),
+    "resolve-failed": ("unknown",),
+    "resolve-requeue": ("unknown",),
+}
+BULK_TO = {"retry": "scheduled", "cancel": "cancelled", "resolve-sent": "sent",
+           "resolve-failed": "failed", "resolve-requeue": "scheduled"}
+
+
+@dataclass(frozen=True, slots=True)
+class BulkResult:
+    kind: str
+    count: int
+    filter: str  # the selection in words, as written in the audit row
+    done: bool   # False for a dry run
+
+
+def bulk_selection(kind: BulkKind, sel: Selection) -> Selection:
+    """``sel`` restricted to the states ``kind`` applies to (its default state when none given)."""
+    allowed = BULK_FROM[kind]
+    wrong = [s for s in sel.states if s not in allowed]
+    if wrong:
+        raise UsageError(f"{kind} applies to {' or '.join(allowed)} messages, not {', '.join(wrong)}")
+    return sel.with_states(sel.states or allowed[:1])
+
+
+async def _check_names(db: Database, sel: Selection) -> None:
+    if sel.campaign is not None and await db.fetchone(
+            "SELECT 1 FROM campaigns WHERE name = ?", (sel.campaign,)) is None:
+        raise UsageError(f"no such campaign: {sel.campaign!r}")
+    if sel.rows:
+        found = {r[0] for r in await db.fetchall(
+            "SELECT id FROM messages WHERE id IN (SELECT value FROM json_each(?))",
+            (json.dumps(list(sel.rows)),))}
+        missing = [str(r) for r in sel.rows if r not in found]
+        if missing:
+            raise UsageError(f"no such message id(s): {', '.join(missing)}")
+
+
+async def count_selected(db: Database, sel: Selection) -> int:
+    cond, params = where(sel)
+    row = await db.fetchone(f"SELECT count(*) FROM messages m WHERE {cond}", params)
+    return row[0] if row else 0
+
+
+async def bulk(db: Database, kind: BulkKind, sel: Selection, *, actor: str, now: float,
+               yes: bool, reason: str = "") -> BulkResult:
+    """Count (``yes=False``) or act on every message ``sel`` matches, in one transaction.
+
+    The update is conditional on the source state, so a row that changed since it was counted
+    (claimed, resolved by someone else) is left alone; the count returned is what changed.
+    One audit row records the action, the count and the filter.
+    """
+    sel = bulk_selection(kind, sel)
+    text = sel.describe()
+    if not yes:
+        await _check_names(db, sel)
+        return BulkResult(kind, await count_selected(db, sel), text, False)
+    async with db.write():
+        await _check_names(db, sel)
+        ids = await _bulk_update(db, kind, sel, actor=actor, now=now, reason=reason)
+        detail = f"{len(ids)} message(s) -> {BULK_TO[kind]}; filter: {text}"
+        if reason:
+            detail += f"; reason: {reason}"
+        await _audit(db, now, actor, f"bulk-{kind}", ids[0] if len(ids) == 1 else None, detail)
+    log.info("bulk %s by %s: %s", kind, actor, detail)
+    return BulkResult(kind, len(ids), text, True)
+
+
+async def _bulk_update(db: Database, kind: BulkKind, sel: Selection, *, actor: str, now: float,
+                       reason: str) -> list[int]:
+    cond, params = where(sel)
+    params = {**params, "now": now, "note": f"{kind} by {actor}" + (f": {reason}" if reason else "")}
+    if kind == "retry":
+        sql = ("UPDATE messages AS m SET state = 'scheduled', attempts = 0, due_at = :now, "
+               "claim_token = NULL, defer_reason = NULL, updated_at = :now, "
+               "expires_at = CASE WHEN m.state = 'expired' THEN NULL ELSE m.expires_at END ")
+    elif kind == "cancel":
+        sql = "UPDATE messages AS m SET state = 'cancelled', updated_at = :now, last_reply = :note "
+    else:
+        to_state = BULK_TO[kind]
+        params["to"] = to_state
+        sql = ("UPDATE messages AS m SET state = :to, updated_at = :now, last_reply = :note, "
+               "due_at = CASE WHEN :to = 'scheduled' THEN :now ELSE m.due_at END, "
+               "claim_token = CASE WHEN :to = 'scheduled' THEN NULL ELSE m.claim_token END ")
+    rows = await db.fetchall(sql + f"WHERE {cond} RETURNING id", params)
+    ids = sorted(r[0] for r in rows)
+    if kind.startswith("resolve-") and ids:
+        as_ = kind.removeprefix("resolve-")
+        await db.execute(
+            "UPDATE send_log SET status = :status, finished_at = coalesce(finished_at, :now), "
+            "smtp_reply = coalesce(smtp_reply || '; ', '') || :note "
+            "WHERE status = 'unknown' AND message_id IN (SELECT value FROM json_each(:ids))",
+            {"status": {"sent": "sent", "failed": "failed", "requeue": "requeued"}[as_],
+             "now": now, "note": f"resolved by {actor}: {as_}", "ids": json.dumps(ids)})
+    return ids

@@ -13,6 +13,7 @@ from typing import NoReturn
 
 from . import config
 from .cli_commands import (
+    cmd_bulk,
     cmd_config,
     cmd_demo,
     cmd_init,
@@ -142,6 +143,21 @@ def build_parser() -> argparse.ArgumentParser:
         x.add_argument("--reason", default="", type=flag_type(REASON), help="why, shown in status and the monitor")
         x.add_argument("--actor", default=None, type=flag_type(NAME), help="who (default: $USER)")
 
+    for name, text, states in (
+            ("retry", "failed (or expired) messages back to scheduled, same Message-ID", "failed|expired"),
+            ("cancel", "scheduled messages to cancelled: they will never be sent", "scheduled")):
+        b = sub.add_parser(name, parents=[common], help=f"{text} (prints the count; --yes acts)")
+        b.add_argument("--campaign", help="only this campaign")
+        b.add_argument("--reply-match", metavar="TEXT", help="only messages whose last reply contains TEXT")
+        b.add_argument("--since", metavar="DURATION", help="only messages changed in the last DURATION (e.g. 2h)")
+        b.add_argument("--row", nargs="+", type=int, metavar="ID", help="only these message row ids")
+        b.add_argument("--state", choices=states.split("|"), action="append",
+                       help=f"source state ({states}; default {states.split('|')[0]})"
+                            + ("; unknown is settled by resolve" if name == "retry" else ""))
+        b.add_argument("--yes", action="store_true", help="act (without it: print the count only)")
+        b.add_argument("--reason", default="", help="why, for the audit trail")
+        b.add_argument("--actor", default=None, help="who (default: $USER)")
+
     c = sub.add_parser("config", parents=[common], help="show the effective configuration (no secrets)")
     c.add_argument("--show", action="store_true", default=True)
 
@@ -197,6 +213,7 @@ def _mailbox_flags(p: argparse.ArgumentParser, *, required: bool) -> None:
 
 COMMANDS = {"init": cmd_init, "enqueue": cmd_enqueue, "run": cmd_run, "status": cmd_status,
             "recover": cmd_recover, "resolve": cmd_resolve, "pause": cmd_pause, "resume": cmd_pause,
+            "retry": cmd_bulk, "cancel": cmd_bulk,
             "config": cmd_config,
             "sink": cmd_sink, "observe": cmd_observe, "report": cmd_report,
             "reconcile": cmd_reconcile, "demo": cmd_demo, "suppress": cmd_suppress,

@@ -126,6 +126,32 @@ async def cmd_resolve(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+async def cmd_bulk(args: argparse.Namespace, settings: Settings) -> int:
+    """``retry`` / ``cancel``: count what the filter selects; with ``--yes``, change it."""
+    from . import admin
+    from .policy import parse_duration
+    from .selection import Selection
+
+    now = time.time()
+    since = now - parse_duration(args.since, "--since") if args.since else None
+    if args.reply_match is not None and not args.reply_match.strip():
+        raise UsageError("--reply-match: the text must not be empty")
+    sel = Selection(states=tuple(dict.fromkeys(args.state or ())), campaign=args.campaign,
+                    reply_match=args.reply_match, since=since, since_label=args.since or "",
+                    rows=tuple(dict.fromkeys(args.row or ())))
+    actor = args.actor or os.environ.get("USER") or "operator"
+    async with open_db(settings.db, readonly=not args.yes) as db:
+        done = await admin.bulk(db, args.command, sel, actor=actor, now=now, yes=args.yes,
+                                reason=args.reason)
+    verb = {"retry": "retried", "cancel": "cancelled"}[args.command]
+    if done.done:
+        print(f"{verb} {done.count} message(s) (filter: {done.filter})")
+    else:
+        print(f"{done.count} message(s) would be {verb} (filter: {done.filter}); "
+              "nothing changed: add --yes to act")
+    return 0
+
+
 async def cmd_pause(args: argparse.Namespace, settings: Settings) -> int:
     from . import admin
 

@@ -18,9 +18,11 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 from . import admin, queries
+from .config import Settings
 from .db import Database
 from .errors import StoreError
-from .queries import WORKER_DEAD_AFTER, WorkerCounts
+from .monitor_health import HEARTBEAT_MISSES
+from .queries import WorkerCounts
 
 LOG_LIMIT = 200
 LOG_SCAN = 20_000       # a substring or status filter looks at this many recent attempts
@@ -32,6 +34,9 @@ INFLIGHT_LIMIT = 200
 WORKER_LIMIT = 100
 WORKER_HISTORY = 86_400.0
 DETAIL_LIMIT = 100
+# Presumed dead after three missed heartbeats at the default interval (workers do not record
+# theirs): 15 s, where ``status`` waits a minute.
+WORKER_DEAD_AFTER = HEARTBEAT_MISSES * Settings.heartbeat
 LOG_STATUSES = ("sending", "sent", "retry", "failed", "unknown", "released", "requeued")
 
 
@@ -182,7 +187,7 @@ async def overview(db: Database, now: float) -> Overview:
     stale = await db.fetchone(
         "SELECT count(*) FROM messages INDEXED BY messages_lease "
         "WHERE state = 'sending' AND lease_until < ?", (now,))
-    workers = await queries.worker_counts(db, now)
+    workers = await queries.worker_counts(db, now, WORKER_DEAD_AFTER)
     paused = await admin.pause_state(db)
     return Overview(counts=counts, sent_last_minute=rate[0] if rate else 0,
                     stale_claims=stale[0] if stale else 0, workers=workers, paused=paused)

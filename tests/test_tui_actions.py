@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from textual.pilot import Pilot
+from textual.widgets import Input
 
 from tests.test_tui_app import SIZE, make_app, press, settle
 from tests.test_tui_monitor import T0, aseed, rows
@@ -98,17 +99,23 @@ async def test_resolve_unknown(tmp_path: Path, key: str, state: str, log_status:
 
 
 async def test_pause_and_resume_sending(tmp_path: Path) -> None:
-    """``p`` pauses every daemon through the flag (header says so); ``p`` again resumes."""
+    """``p`` asks why, pauses every daemon through the flag with that reason (header and banner
+    show who, when and why); ``p`` again resumes."""
     path = await aseed(tmp_path / "queue.db")
     before = tables(path)
     app = make_app(path)
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
-        await press(pilot, "p", "y")
-        assert rows(path, "SELECT key, set_by FROM flags WHERE key = 'paused'") == [
-            ("paused", "tester")]
+        await press(pilot, "p")
+        app.screen.query_one(Input).value = "relay outage"
+        await press(pilot, "enter")
+        assert rows(path, "SELECT value, set_by FROM flags WHERE key = 'paused'") == [
+            ("relay outage", "tester")]
         assert "SENDING PAUSED" in str(app.query_one("#header").render())
+        banner = str(app.query_one("#banner").render())
+        assert "by tester" in banner and "relay outage" in banner and "2025-06-15" in banner
         await press(pilot, "p", "y")
+        assert not app.query_one("#banner").display
     assert rows(path, "SELECT key FROM flags WHERE key = 'paused'") == []
     assert changed(before, tables(path)) == {"messages": [], "send_log": []}
     assert audit(path) == [(T0, "tester", "pause", None), (T0, "tester", "resume", None)]
@@ -144,8 +151,9 @@ async def test_wrong_state_and_backing_out_change_nothing(tmp_path: Path) -> Non
     assert audit(path) == []
 
 
-async def test_read_only_refuses_every_action(tmp_path: Path) -> None:
-    """With ``--read-only`` no key opens a dialog or writes anything, and the header says so."""
+async def test_read_only_hides_every_action(tmp_path: Path) -> None:
+    """With ``--read-only`` the action keys are gone from the footer and the palette, no key
+    opens a dialog or writes anything, and the header says so."""
     path = await aseed(tmp_path / "queue.db")
     before = tables(path)
     app = MonitorApp(path, refresh_every=3600, clock=lambda: T0, actor="tester", read_only=True)
@@ -155,9 +163,11 @@ async def test_read_only_refuses_every_action(tmp_path: Path) -> None:
         await select(pilot, "1", "queue-table", "9")
         await press(pilot, "c", "p")
         await select(pilot, "5", "log-panel-table", "3")
-        await press(pilot, "t", "u")
+        await press(pilot, "t", "u", "space", "A")
         assert not isinstance(app.screen, Choose)
-        toasts = [str(t.render()).lower() for t in app.screen.query("Toast")]
-        assert toasts and all("read-only" in t for t in toasts)
+        shown = set(app.screen.active_bindings)
+        assert not shown & {"c", "t", "u", "p", "space", "A"} and {"q", "slash"} <= shown
+        titles = [c.title for c in app.get_system_commands(app.screen)]
+        assert "Search" in titles and not {"Pause", "Cancel", "Act on all"} & set(titles)
     assert changed(before, tables(path)) == {"messages": [], "send_log": []}
     assert audit(path) == [] and rows(path, "SELECT count(*) FROM flags") == [(0,)]

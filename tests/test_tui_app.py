@@ -112,10 +112,10 @@ async def test_duplicates_panel_opens_on_the_incident(tmp_path: Path) -> None:
         await settle(pilot)
         assert app.active_tab == "duplicates"
         rows = cells(app, "duplicates-panel-table")
-        kinds = [(r[0], r[1]) for r in rows]
+        kinds = [(r[1], r[2]) for r in rows]
         assert ("ghost", str(INCIDENT_ROW)) in kinds and ("multi-send", str(INCIDENT_ROW)) in kinds
         assert ("unknown", "4") in kinds and ("stale claim", "5") in kinds
-        ghosts = {r[5] for r in rows if r[0] == "ghost"}
+        ghosts = {r[6] for r in rows if r[1] == "ghost"}
         assert ghosts == {fixed_mid(INCIDENT_ROW, "3f2a9c0d1e4b5a66"),
                           fixed_mid(INCIDENT_ROW, "9b8c7d6e5f4a3b2c")}
         assert "2 duplicates" not in text(app, "#header")  # 2 ghosts + 1 multi-send
@@ -144,8 +144,8 @@ async def test_sample_db_incident_is_visible_at_start(tmp_path: Path) -> None:
         await settle(pilot)
         assert app.active_tab == "duplicates"
         rows = cells(app, "duplicates-panel-table")
-        assert rows[0][0] == "ghost"
-        assert any(r[0] == "multi-send" and len(r[5].split()) >= 3 for r in rows)
+        assert rows[0][1] == "ghost"
+        assert any(r[1] == "multi-send" and len(r[6].split()) >= 3 for r in rows)
 
 
 async def test_log_panel_and_filter(tmp_path: Path) -> None:
@@ -164,15 +164,21 @@ async def test_log_panel_and_filter(tmp_path: Path) -> None:
         assert [r[3] for r in cells(app, "log-panel-table")] == ["failed"]
 
 
-async def test_filter_applies_to_the_other_panels(tmp_path: Path) -> None:
-    """On Queue the filter keeps only rows containing the text."""
+async def test_filter_belongs_to_its_tab(tmp_path: Path) -> None:
+    """A Queue search (a campaign's name) lists that campaign's messages in every state, leaves
+    the other tabs unfiltered, and Escape in the table clears it."""
     app = make_app(await aseed(tmp_path / "queue.db"))
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
         await press(pilot, "1")
         await type_filter(pilot, "welcome")
-        assert keys(app, "queue-table") == ["8"]
-        assert keys(app, "campaigns") == ["welcome"]
+        assert keys(app, "found-table") == ["8", "5", "6", "4"]  # by state, then row
+        assert "4 of 4" in text(app, "#queue-panel .summary")
+        await press(pilot, "3")
+        assert len(keys(app, "workers-panel-table")) == 3
+        await press(pilot, "1", "escape")
+        assert app.filters["queue"] == "" and not app.query_one("#found-table").display
+        assert keys(app, "queue-table") == ["7", "2", "8", "9"]
 
 
 async def test_detail_screen_shows_every_attempt(tmp_path: Path) -> None:

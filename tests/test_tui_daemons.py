@@ -1,5 +1,5 @@
-"""The monitor stays live and responsive while three real daemon processes send into a real
-SMTP server and write to the queue it is reading."""
+"""The monitor stays live and responsive while real daemon processes send into a real SMTP
+server and write to the queue it is reading, and its Log follows the newest attempt."""
 
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ import signal
 import time
 
 from tests.conftest import Cli, Faults, SinkThread
-from tests.support import seed, states, wait_until
+from tests.support import query, seed, states, wait_until
 from tests.test_tui_app import SIZE
 from tui.app import MonitorApp
+from tui.widgets.table import FollowTable
 
 
 async def test_monitor_keeps_refreshing_while_three_daemons_write(db_path: str, cli: Cli, faulty_sink: SinkThread,
@@ -50,3 +51,40 @@ async def test_monitor_keeps_refreshing_while_three_daemons_write(db_path: str, 
     assert codes == [0, 0, 0]
     assert states(db_path) == {"sent": 600}
     assert len(faulty_sink.received) == 600
+
+
+async def test_log_follows_the_newest_attempt_while_two_daemons_write(
+        db_path: str, cli: Cli, faulty_sink: SinkThread, faults: Faults) -> None:
+    """With two daemons sending, after every refresh the Log's top row is its newest attempt,
+    the cursor is on it, and it is at least as new as the newest attempt in the file when the
+    refresh before it landed (the top row is the newest within one refresh)."""
+    faults.data_delay = 0.03
+    await seed(db_path, 600)
+    args = ("run", "--db", db_path, "--smtp-port", str(faulty_sink.port), "--poll", "0.05",
+            "--heartbeat", "0.2")
+    daemons = [cli.popen(*args) for _ in range(2)]
+    app = MonitorApp(db_path, refresh_every=0.1, clock=time.time, actor="tester")
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.press("5")
+            table = app.query_one(FollowTable)
+            last, floor, checked = app.snapshot, 0, 0
+            started = time.monotonic()
+            while checked < 10 and time.monotonic() - started < 30:
+                await asyncio.sleep(0.02)
+                snap = app.snapshot
+                if snap is None or snap is last or not snap.log or app.active_tab != "log":
+                    continue
+                last = snap
+                top = table.shown_rows[0].key
+                assert top == str(snap.log[0].id) and table.cursor_row == 0
+                assert int(top) >= floor, (top, floor)
+                floor = query(db_path, "SELECT coalesce(max(id), 0) FROM send_log")[0][0]
+                checked += 1
+            assert checked >= 10, "the Log did not refresh while the daemons wrote"
+            assert table.follow
+    finally:
+        for d in daemons:
+            d.send_signal(signal.SIGTERM)
+        codes = [d.wait(30) for d in daemons]
+    assert codes == [0, 0]

@@ -95,3 +95,35 @@ def test_help(snap_compare: Callable[..., bool], make: Make) -> None:
 def test_missing_database(snap_compare: Callable[..., bool], make: Make) -> None:
     """A missing file is a sentence on screen, with the command that creates one."""
     assert snap_compare(make("missing.db"), terminal_size=(80, 24), run_before=keys())
+
+
+def test_failure_storm(snap_compare: Callable[..., bool], tmp_path: Path,
+                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """A failure storm: red banner (storm and the auto-pause with who, when, why), the health
+    line with its sparkline, and the failed list with its true total."""
+    import asyncio
+
+    from tests import storm
+
+    monkeypatch.chdir(tmp_path)
+    asyncio.run(storm.build(tmp_path / "storm.db"))
+    app = MonitorApp("storm.db", refresh_every=3600, clock=lambda: storm.T0, actor="tester")
+
+    async def run(pilot: Pilot[None]) -> None:
+        await keys("1")(pilot)
+        await pilot.press("slash", *"failed", "enter")
+        await keys()(pilot)
+    assert snap_compare(app, terminal_size=WIDE, run_before=run)
+
+
+def test_failure_storm_80x24(snap_compare: Callable[..., bool], tmp_path: Path,
+                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """The storm at 80x24: banner, health line and the footer's essential keys still fit."""
+    import asyncio
+
+    from tests import storm
+
+    monkeypatch.chdir(tmp_path)
+    asyncio.run(storm.build(tmp_path / "storm.db"))
+    app = MonitorApp("storm.db", refresh_every=3600, clock=lambda: storm.T0, actor="tester")
+    assert snap_compare(app, terminal_size=(80, 24), run_before=keys("1"))

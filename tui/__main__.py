@@ -1,4 +1,4 @@
-"""``python -m tui --db PATH [--refresh SECONDS] [--read-only]``: start the monitor.
+"""``python -m tui --db PATH [--refresh SECONDS] [--read-only] [--screenshots DIR]``: the monitor.
 
 The database defaults like the sender's: ``$SENDER_DB``, then ``sender.db``. Log records from
 ``sender`` go nowhere while the screen is up: a line on stderr would tear the display.
@@ -20,7 +20,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--refresh", type=_positive, default=1.0, metavar="SECONDS",
                         help="seconds between refreshes (default: 1)")
     parser.add_argument("--read-only", action="store_true",
-                        help="watch only: every action is refused")
+                        help="watch only: every action is hidden")
+    parser.add_argument("--screenshots", metavar="DIR",
+                        help="folder for ctrl+s screenshots (default: the current folder)")
     return parser
 
 
@@ -35,12 +37,16 @@ def _positive(text: str) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     root = logging.getLogger()
     root.handlers[:] = [logging.NullHandler()]
     from .app import MonitorApp
 
-    MonitorApp(args.db, refresh_every=args.refresh, read_only=args.read_only).run()
+    if args.screenshots and not os.path.isdir(args.screenshots):
+        parser.exit(2, f"error: --screenshots: {args.screenshots} is not a folder\n")
+    MonitorApp(args.db, refresh_every=args.refresh, read_only=args.read_only,
+               screenshots=args.screenshots).run()
     return 0
 
 

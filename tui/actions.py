@@ -15,6 +15,7 @@ from typing import Literal
 from sender import admin
 from sender.db import open_db
 from sender.errors import SenderError
+from sender.selection import Selection
 
 Kind = Literal["cancel", "retry", "resolve-sent", "resolve-failed", "resolve-requeue", "pause",
                "resume"]
@@ -45,9 +46,10 @@ def default_actor() -> str:
     return f"tui:{user}"
 
 
-async def perform(path: str, kind: Kind, row_id: int | None, *, actor: str, now: float) -> Done:
+async def perform(path: str, kind: Kind, row_id: int | None, *, actor: str, now: float,
+                  reason: str = "") -> Done:
     """Run one action; every failure comes back as ``Done(ok=False)``, never an exception."""
-    reason = "from the monitor"
+    reason = reason or "from the monitor"
     try:
         async with open_db(path) as db:
             if kind == "cancel" and row_id is not None:
@@ -69,3 +71,42 @@ async def perform(path: str, kind: Kind, row_id: int | None, *, actor: str, now:
     except OSError as exc:
         return Done(False, f"cannot open {path}: {exc}")
     return Done(False, f"{kind}: no message selected")
+
+
+BulkKind = Literal["retry", "cancel", "resolve-sent", "resolve-failed", "resolve-requeue",
+                   "pause-campaign", "resume-campaign"]
+
+# (kind, key, label) for the ``A`` dialog, in the order shown.
+BULK_CHOICES: list[tuple[str, str, str]] = [
+    ("retry", "t", "Retry failed"),
+    ("cancel", "c", "Cancel scheduled"),
+    ("resolve-sent", "s", "Unknown: sent"),
+    ("resolve-failed", "f", "Unknown: failed"),
+    ("resolve-requeue", "r", "Unknown: requeue"),
+    ("pause-campaign", "p", "Pause campaign"),
+    ("resume-campaign", "u", "Resume campaign"),
+]
+BULK_VERB = {"retry": "Retry", "cancel": "Cancel", "resolve-sent": "Resolve as sent",
+             "resolve-failed": "Resolve as failed", "resolve-requeue": "Requeue",
+             "pause-campaign": "Pause campaign", "resume-campaign": "Resume campaign"}
+
+
+async def perform_bulk(path: str, kind: BulkKind, sel: Selection, *, actor: str, now: float,
+                       reason: str = "") -> Done:
+    """One bulk action through ``sender.admin`` (the store code of ``retry``/``cancel``)."""
+    try:
+        async with open_db(path) as db:
+            if kind in ("pause-campaign", "resume-campaign"):
+                if sel.campaign is None:
+                    return Done(False, "pausing a campaign needs a campaign:NAME search")
+                await admin.set_campaign_paused(db, sel.campaign, kind == "pause-campaign",
+                                                actor=actor, now=now, reason=reason)
+                return Done(True, f"campaign {sel.campaign} "
+                                  f"{'paused' if kind == 'pause-campaign' else 'resumed'}")
+            done = await admin.bulk(db, kind, sel, actor=actor, now=now, yes=True,  # type: ignore[arg-type]
+                                    reason=reason)
+    except SenderError as exc:
+        return Done(False, str(exc))
+    except OSError as exc:
+        return Done(False, f"cannot open {path}: {exc}")
+    return Done(True, f"{BULK_VERB[kind]}: {done.count:,} message(s) changed (filter: {done.filter})")

@@ -4,28 +4,37 @@ Data flow: a ``set_interval`` tick starts ``load_data``, an exclusive worker tha
 ``Snapshot`` through ``tui.source`` (read-only connection, ``sender.monitor`` queries) and
 hands it to the widgets; widgets only format what they are given. A tick that finds the
 previous load still running is skipped, so a slow disk delays the screen but never piles up
-work. Actions go through ``tui.actions`` (``sender.admin``) after a confirmation.
+work. Actions go through ``tui.actions`` (``sender.admin``) after a confirmation; bulk
+actions live in ``tui.bulk``, paging, sorting and following in ``tui.navigation`` (mixins of
+this app). Each tab keeps its own ``/`` filter; the Queue's is a search of the whole store.
 """
 
 from __future__ import annotations
 
+import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from functools import partial
 from typing import ClassVar
 
 from textual import on, work
-from textual.app import App, ComposeResult
+from textual.app import ComposeResult, SystemCommand
 from textual.binding import Binding, BindingType
+from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input, Static, TabbedContent, TabPane
+
+from sender import admin
 
 from . import actions, fmt, source
 from .findings import KINDS, Findings
-from .screens.confirm import Choose, Confirm
+from .navigation import Navigation
+from .screens.confirm import AskReason, Choose, Confirm
 from .screens.detail import DetailScreen
 from .screens.help import HelpScreen
-from .source import Snapshot
+from .source import QueueQuery, Snapshot
 from .widgets.duplicates import DuplicatesPanel
 from .widgets.header import StatusHeader
+from .widgets.health import Banner, HealthBar
 from .widgets.panels import InFlightPanel, LogPanel, Panel, QueuePanel, WorkersPanel
 from .widgets.table import RowsTable
 
@@ -35,7 +44,9 @@ REPORT_BACKGROUND = 30.0  # seconds between report runs while another tab is ope
 TABS = ("queue", "inflight", "workers", "duplicates", "log")
 _DUPLICATE_KINDS = KINDS[:3]
 _MAIN_VIEW_ACTIONS = frozenset(("act", "resolve", "pause", "window", "filter", "tab", "refresh",
-                                "help"))
+                                "help", "bulk", "mark", "sort", "follow", "page"))
+_WRITE_ACTIONS = frozenset(("act", "resolve", "pause", "bulk", "mark"))
+_DETAIL_OFF = frozenset(("tab", "filter", "window", "bulk", "mark", "sort", "follow", "page"))
 
 _VERB = {"cancel": "Cancel", "retry": "Retry"}
 _QUESTION = {
@@ -49,33 +60,46 @@ class FilterInput(Input):
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "app.clear_filter", "Clear filter")]
 
 
-class MonitorApp(App[None]):
+class MonitorApp(Navigation):
     CSS_PATH = "app.tcss"
     TITLE = "sender monitor"
+    # The footer shows the first few (it must fit 80 columns); ``?`` and the command palette
+    # (ctrl+p) list every one.
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("q", "quit", "Quit"),
         Binding("question_mark", "help", "Help"),
-        Binding("slash", "filter", "Filter"),
-        Binding("r", "refresh", "Refresh"),
-        Binding("c", "act('cancel')", "Cancel"),
-        Binding("t", "act('retry')", "Retry"),
-        Binding("u", "resolve", "Resolve"),
-        Binding("p", "pause", "Pause/Resume"),
-        Binding("left_square_bracket", "window(-1)", "Window-"),
-        Binding("right_square_bracket", "window(1)", "Window+"),
+        Binding("slash", "filter", "Search"),
+        Binding("space", "mark", "Mark"),
+        Binding("A", "bulk", "Act on all"),
+        Binding("p", "pause", "Pause"),
+        Binding("s", "sort(1)", "Sort"),
+        Binding("S", "sort(-1)", "Sort back", show=False),
+        Binding("f", "follow", "Follow"),
+        Binding("n", "page(1)", "Next page", show=False),
+        Binding("N", "page(-1)", "Previous page", show=False),
+        Binding("r", "refresh", "Refresh", show=False),
+        Binding("c", "act('cancel')", "Cancel", show=False),
+        Binding("t", "act('retry')", "Retry", show=False),
+        Binding("u", "resolve", "Resolve", show=False),
+        Binding("left_square_bracket", "window(-1)", "Window-", show=False),
+        Binding("right_square_bracket", "window(1)", "Window+", show=False),
+        Binding("ctrl+s", "screenshot", "Screenshot", show=False),
         *(Binding(str(i), f"tab('{tab}')", show=False) for i, tab in enumerate(TABS, start=1)),
     ]
 
     def __init__(self, db_path: str, *, refresh_every: float = 1.0, read_only: bool = False,
-                 clock: Callable[[], float] = time.time, actor: str | None = None) -> None:
+                 clock: Callable[[], float] = time.time, actor: str | None = None,
+                 screenshots: str | None = None) -> None:
         super().__init__()
         self.db_path = db_path
         self.refresh_every = refresh_every
         self.read_only = read_only
         self.clock = clock
         self.actor = actor or actions.default_actor()
+        self.screenshots = screenshots or os.getcwd()
         self.snapshot: Snapshot | None = None
-        self.filter_text = ""
+        self.filters: dict[str, str] = dict.fromkeys(TABS, "")
+        self.queue_query = QueueQuery()
         self.window_index = DEFAULT_WINDOW
         self.findings: Findings | None = None
         self._loading = False
@@ -84,8 +108,15 @@ class MonitorApp(App[None]):
         self._report_took = 0.0
         self._tab_chosen = False
 
+    @property
+    def filter_text(self) -> str:
+        """The filter of the tab on screen (each tab keeps its own)."""
+        return self.filters[self.active_tab] if self.query(TabbedContent) else ""
+
     def compose(self) -> ComposeResult:
         yield StatusHeader(id="header")
+        yield HealthBar(id="health")
+        yield Banner(id="banner")
         yield Static(id="problem")
         with TabbedContent(id="tabs"):
             with TabPane("Queue [1]", id="queue"):
@@ -98,9 +129,10 @@ class MonitorApp(App[None]):
                 yield DuplicatesPanel(id="duplicates-panel")
             with TabPane("Log [5]", id="log"):
                 yield LogPanel(id="log-panel")
-        yield FilterInput(placeholder="filter: recipient, Message-ID, #row or status; Enter "
-                          "applies, Escape clears", id="filter")
-        yield Footer()
+        yield FilterInput(placeholder="search: recipient or part, <Message-ID>, #row, state, "
+                          "campaign:NAME, reply:TEXT, since:1h; Enter applies, Escape clears",
+                          id="filter")
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         self._show_header()
@@ -141,7 +173,8 @@ class MonitorApp(App[None]):
     async def load_data(self) -> None:
         self._loading = True
         try:
-            snap = await source.load(self.db_path, self.clock(), log_filter=self.filter_text)
+            snap = await source.load(self.db_path, self.clock(), log_filter=self.filters["log"],
+                                     queue=self.queue_query)
         finally:
             self._loading = False
         self.apply(snap)
@@ -159,7 +192,7 @@ class MonitorApp(App[None]):
             return  # finished after the app began shutting down
         self.findings = found
         self._show_header()
-        self.query_one(DuplicatesPanel).show_findings(found, self.filter_text)
+        self.query_one(DuplicatesPanel).show_findings(found, self.filters["duplicates"])
         if not self._tab_chosen:
             self._tab_chosen = True
             if any(found.count(k) for k in _DUPLICATE_KINDS):
@@ -170,6 +203,8 @@ class MonitorApp(App[None]):
             return  # finished after the app began shutting down
         self.snapshot = snap
         self._show_header()
+        self.query_one(HealthBar).show(snap)
+        self.query_one(Banner).show(snap)
         problem = self.query_one("#problem", Static)
         problem.display = snap.error is not None
         if snap.error is not None:
@@ -177,7 +212,7 @@ class MonitorApp(App[None]):
                            f"every {self.refresh_every:g}s. [b]q[/b] quits.")
             return
         for tab in TABS:
-            self.panel(tab).show(snap, self.filter_text)
+            self.panel(tab).show(snap, self.filters[tab])
         if isinstance(self.screen, DetailScreen):
             self.screen.reload(snap.now)
 
@@ -207,12 +242,18 @@ class MonitorApp(App[None]):
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """Keys of the main view are off over a dialog, and tab keys are off over a detail."""
-        if isinstance(self.screen, Choose | HelpScreen) and action in _MAIN_VIEW_ACTIONS:
+        if self.read_only and action in _WRITE_ACTIONS:
+            return False  # hidden, not just refused
+        if isinstance(self.screen, Choose | HelpScreen | AskReason) and action in _MAIN_VIEW_ACTIONS:
             return False
-        if isinstance(self.screen, DetailScreen) and action in ("tab", "filter", "window"):
+        if isinstance(self.screen, DetailScreen) and action in _DETAIL_OFF:
             return False
         if action == "window":
             return self.active_tab == "duplicates"
+        if action == "follow":
+            return self.active_tab == "log"
+        if action == "page":
+            return self.active_tab == "queue" and self.queue_query != QueueQuery()
         return True
 
     def action_window(self, step: int) -> None:
@@ -236,15 +277,44 @@ class MonitorApp(App[None]):
         self._set_filter(event.value.strip())
 
     def action_clear_filter(self) -> None:
+        """Escape: clear the filter of this tab (and, on the Queue, the page and sort too)."""
+        if self.active_tab == "queue":
+            self.queue_query = QueueQuery()
         self._set_filter("")
 
     def _set_filter(self, text: str) -> None:
-        self.filter_text = text
+        tab = self.active_tab
+        self.filters[tab] = text
+        if tab == "queue":
+            self.queue_query = QueueQuery(text=text, order=self.queue_query.order if text else "")
         self.query_one(FilterInput).display = False
+        self.panel().table.clear_marks()
         self.panel().table.focus()
         self._show_header()
-        self.query_one(DuplicatesPanel).show_findings(self.findings, text)
+        if tab == "duplicates":
+            self.query_one(DuplicatesPanel).show_findings(self.findings, text)
         self.reload_now()
+
+    def action_screenshot(self, filename: str | None = None, path: str | None = None) -> None:
+        """Save an SVG of the screen to the current folder (or ``--screenshots DIR``)."""
+        saved = self.save_screenshot(filename, path or self.screenshots)
+        self.notify(f"saved {saved}", title="Screenshot")
+
+    def get_system_commands(self, screen: Screen[object]) -> Iterable[SystemCommand]:
+        """The palette (ctrl+p) lists the monitor's own actions first, then Textual's."""
+        for binding in self.BINDINGS:
+            if not isinstance(binding, Binding) or not binding.description:
+                continue
+            name = binding.action.split("(")[0]
+            if name == "tab" or not self.check_action(name, ()):
+                continue
+            yield SystemCommand(binding.description, f"key {binding.key}",
+                                partial(self.run_action, binding.action))
+        for i, tab in enumerate(TABS, start=1):
+            yield SystemCommand(f"Tab {i}: {tab}", f"key {i}", partial(self.action_tab, tab))
+        for command in super().get_system_commands(screen):
+            if command.title != "Screenshot":
+                yield command
 
     @on(DataTable.RowSelected)
     def _row_selected(self, event: DataTable.RowSelected) -> None:
@@ -292,11 +362,20 @@ class MonitorApp(App[None]):
         if ov is None:
             self.notify("No database to pause.", severity="warning")
             return
-        kind: actions.Kind = "resume" if ov.paused.paused else "pause"
-        question = ("Resume sending? Every daemon starts claiming again." if kind == "resume" else
-                    "Pause sending? Every daemon stops claiming new messages;\nclaims already in "
-                    "flight finish.")
-        self.push_screen(Confirm(question), lambda answer: self._confirmed(answer, kind, None))
+        if ov.paused.paused:
+            self.push_screen(Confirm(f"Resume sending? Every daemon starts claiming again.\n"
+                                     f"Paused by {ov.paused.set_by} at {fmt.when(ov.paused.set_at)} "
+                                     f"UTC: {ov.paused.reason}"),
+                             lambda answer: self._confirmed(answer, "resume", None))
+            return
+        self.push_screen(AskReason("Pause sending? Every daemon stops claiming new messages; "
+                                   "claims already in flight finish.\nWhy? (shown to everyone "
+                                   "in status and the monitor)"),
+                         lambda reason: self._paused(reason))
+
+    def _paused(self, reason: str | None) -> None:
+        if reason is not None:
+            self.execute("pause", None, reason or "from the monitor")
 
     @work(group="action")
     async def prepare(self, kind: actions.Kind, row: int) -> None:
@@ -313,10 +392,14 @@ class MonitorApp(App[None]):
                         severity="warning")
             return
         if kind.startswith("resolve"):
+            seen = "".join(f"\nseen in mailbox {o.source} at {fmt.when(o.at)} UTC"
+                           for o in found.observed[:3])
+            seen = seen or "\nnot seen in any mailbox read so far"
             self.push_screen(
-                Choose(f"Resolve unknown message #{row} to {m.recipient}\n{m.mid}\n\n"
+                Choose(f"Resolve unknown message #{row} to {m.recipient}\n{m.mid}{seen}\n\n"
                        "sent: it arrived (e.g. found in the mailbox)\nfailed: it did not and "
-                       "must not be resent\nrequeue: send again with the same Message-ID",
+                       "must not be resent\nrequeue: send again with the same Message-ID\n\n"
+                       f"[dim]{fmt.lit(admin.REQUEUE_RISK)}[/dim]",
                        [("sent", "s", "Sent"), ("failed", "f", "Failed"),
                         ("requeue", "r", "Requeue")]),
                 lambda answer: self._confirmed(answer, f"resolve-{answer}", row))  # type: ignore[arg-type]
@@ -329,8 +412,9 @@ class MonitorApp(App[None]):
             self.execute(kind, row)
 
     @work(group="action")
-    async def execute(self, kind: actions.Kind, row: int | None) -> None:
-        done = await actions.perform(self.db_path, kind, row, actor=self.actor, now=self.clock())
+    async def execute(self, kind: actions.Kind, row: int | None, reason: str = "") -> None:
+        done = await actions.perform(self.db_path, kind, row, actor=self.actor, now=self.clock(),
+                                     reason=reason)
         self.notify(done.text, severity="information" if done.ok else "error",
                     title="Done" if done.ok else "Refused")
         self.reload_now(report=True)

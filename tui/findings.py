@@ -54,6 +54,7 @@ class Findings:
     rows: list[Finding] = field(default_factory=list)
     truncated: tuple[str, ...] = ()
     note: str = ""
+    mailboxes: dict[str, float] = field(default_factory=dict)  # source -> last read
 
     def count(self, kind: str) -> int:
         return sum(1 for f in self.rows if f.kind == kind)

@@ -17,8 +17,12 @@ def when(ts: float | None) -> str:
 
 
 def span(seconds: float) -> str:
-    """A short duration: ``42s``, ``3m05s``, ``2h10m``, ``3d4h``."""
+    """A short duration: ``42s``, ``3m05s``, ``2h10m``, ``3d4h``, ``45d``, ``8.1y``."""
     s = int(abs(seconds))
+    if s >= 365 * 86400:
+        return f"{s / (365.25 * 86400):.1f}y"
+    if s >= 30 * 86400:
+        return f"{s // 86400}d"
     if s < 60:
         return f"{s}s"
     if s < 3600:
@@ -43,6 +47,16 @@ def window(seconds: float) -> str:
     if seconds % 3600 == 0:
         return f"{int(seconds // 3600)}h"
     return span(seconds)
+
+
+def dedupe_key(key: str) -> str:
+    """A dedupe key as the operator wrote its parts: ``spring-webinar · erin@example.com``
+    (the parts are joined with the unit separator, ``\\x1f``, which prints as nothing)."""
+    return " · ".join(key.split("\x1f"))
+
+
+def plural(n: int, word: str, words: str | None = None) -> str:
+    return f"{n:,} {word if n == 1 else words or word + 's'}"
 
 
 def short(text: str | None, width: int) -> str:

@@ -11,11 +11,12 @@ that appears, is replaced or is unlocked later is simply picked up.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from sender import monitor
+from sender import admin, monitor, monitor_health, monitor_search
 from sender.db import open_db
-from sender.errors import SenderError
+from sender.errors import SenderError, UsageError
+from sender.selection import Selection
 
 from . import findings
 
@@ -30,33 +31,59 @@ class Snapshot:
     in_flight: list[monitor.Claim] = field(default_factory=list)
     workers: list[monitor.Worker] = field(default_factory=list)
     log: list[monitor.Attempt] = field(default_factory=list)
+    health: monitor_health.Health | None = None
+    activity: dict[str, monitor_health.WorkerActivity] = field(default_factory=dict)
+    search: monitor_search.SearchPage | None = None  # the Queue tab's search, when it has one
+    search_error: str | None = None  # a search text that means nothing (an unknown state...)
     error: str | None = None
     query_ms: float = 0.0
 
 
-async def load(path: str, now: float, *, log_filter: str = "") -> Snapshot:
+@dataclass(frozen=True)
+class QueueQuery:
+    """What the Queue tab asks for: a search text (empty: scheduled in claim order), a page, an order."""
+
+    text: str = ""
+    offset: int = 0
+    order: str = ""
+
+
+async def load(path: str, now: float, *, log_filter: str = "",
+               queue: QueueQuery = QueueQuery()) -> Snapshot:
     """Read one snapshot of every panel but Duplicates."""
     started = time.perf_counter()
+    search: monitor_search.SearchPage | None = None
+    search_error: str | None = None
     try:
         async with open_db(path, readonly=True) as db, monitor.reading(path):
             overview = await monitor.overview(db, now)
-            queue = await monitor.queue_view(db, now)
+            view = await monitor.queue_view(db, now)
+            if queue.text or queue.order:
+                try:
+                    search = await monitor_search.search(db, queue.text or "scheduled", now,
+                                                         offset=queue.offset, order=queue.order)
+                except UsageError as exc:
+                    search_error = str(exc)
             claims = await monitor.in_flight(db, now)
             workers = await monitor.workers(db, now)
             log = await monitor.send_log(db, log_filter)
+            health = await monitor_health.health(db, now)
+            activity = await monitor_health.worker_activity(db, now)
     except SenderError as exc:
         return Snapshot(now=now, error=str(exc))
     except OSError as exc:
         return Snapshot(now=now, error=f"cannot open {path}: {exc}")
-    return Snapshot(now=now, overview=overview, queue=queue, in_flight=claims, workers=workers,
-                    log=log, query_ms=(time.perf_counter() - started) * 1000)
+    return Snapshot(now=now, overview=overview, queue=view, in_flight=claims, workers=workers,
+                    log=log, health=health, activity=activity, search=search,
+                    search_error=search_error, query_ms=(time.perf_counter() - started) * 1000)
 
 
 async def load_findings(path: str, now: float, span: float) -> findings.Findings:
     """The duplicate report over the last ``span`` seconds (see ``tui.findings``)."""
     try:
         async with open_db(path, readonly=True) as db, monitor.reading(path):
-            return await findings.load(db, now, span)
+            found = await findings.load(db, now, span)
+            return replace(found, mailboxes=await monitor_health.mailboxes(db))
     except SenderError as exc:
         return findings.Findings(span, False, note=str(exc))
     except OSError as exc:
@@ -67,16 +94,31 @@ async def load_findings(path: str, now: float, span: float) -> findings.Findings
 class Detail:
     message: monitor.MessageDetail | None
     error: str | None = None
+    observed: list[monitor_health.Observed] = field(default_factory=list)
 
 
 async def load_message(path: str, row_id: int) -> Detail:
     try:
         async with open_db(path, readonly=True) as db, monitor.reading(path):
             found = await monitor.message(db, row_id)
+            observed = ([] if found is None else
+                        await monitor_health.observed_copies(db, row_id, found.mid))
     except SenderError as exc:
         return Detail(None, str(exc))
     except OSError as exc:
         return Detail(None, f"cannot open {path}: {exc}")
     if found is None:
         return Detail(None, f"message #{row_id} is not in the queue")
-    return Detail(found)
+    return Detail(found, observed=observed)
+
+
+async def count_bulk(path: str, kind: admin.BulkKind, sel: Selection) -> tuple[int | None, str]:
+    """How many messages a bulk action would change now, and its filter in words (or why not)."""
+    try:
+        async with open_db(path, readonly=True) as db, monitor.reading(path):
+            done = await admin.bulk(db, kind, sel, actor="", now=0.0, yes=False)
+    except SenderError as exc:
+        return None, str(exc)
+    except OSError as exc:
+        return None, f"cannot open {path}: {exc}"
+    return done.count, done.filter

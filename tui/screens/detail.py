@@ -41,6 +41,9 @@ class DetailScreen(Screen[None]):
             yield Static("Attempts (SendLog)", classes="section")
             yield RowsTable(("Attempt", "Try", "Status", "Worker", "Claimed", "Finished",
                              "SMTP reply"), id="attempts")
+            yield Static("Copies observed in mailboxes", classes="section")
+            yield RowsTable(("Mailbox", "Date", "Read at", "Message-ID", "Recipient"),
+                            id="observed")
             yield Static("Operator actions (audit)", classes="section")
             yield RowsTable(("At", "Actor", "Action", "Detail"), id="audit")
         yield Footer()
@@ -64,14 +67,19 @@ class DetailScreen(Screen[None]):
         lease = ""
         if m.state == "sending" and m.lease_until is not None:
             lease = f"   lease {fmt.ago(m.lease_until, self.now)}"
+        tries = f"failed tries counted {m.attempts}"
+        if m.state == "sending":
+            tries += f" (try {m.attempts + 1} in flight)"
+        seen = (f"   [b $warning]seen {len(found.observed)} time(s) in a mailbox[/]"
+                if found.observed else "")
         lines = [
-            f"[b]Message #{m.id}[/b]   {state}   tries {m.attempts}{lease}",
+            f"[b]Message #{m.id}[/b]   {state}   {tries}{lease}{seen}",
             f"Message-ID  [b]{fmt.lit(m.mid)}[/b]",
             f"To          {fmt.lit(m.recipient)}"
             + (f" ({fmt.lit(m.recipient_name)})" if m.recipient_name else ""),
             f"From        {fmt.lit(m.from_addr)}",
             f"Subject     {fmt.lit(m.subject)}",
-            f"Campaign    {fmt.lit(m.campaign)}    dedupe key {fmt.lit(repr(m.dedupe_key))}",
+            f"Campaign    {fmt.lit(m.campaign)}    dedupe key {fmt.lit(fmt.dedupe_key(m.dedupe_key))}",
             f"Due         {fmt.when(m.due_at)} UTC ({fmt.ago(m.due_at, self.now)})",
             f"Created     {fmt.when(m.created_at)} UTC   updated {fmt.when(m.updated_at)} UTC",
             f"Worker      {fmt.lit(m.worker or '-')}",
@@ -85,6 +93,12 @@ class DetailScreen(Screen[None]):
                                   a.worker, fmt.when(a.claimed_at), fmt.when(a.finished_at),
                                   f"{a.smtp_code or ''} {a.smtp_reply or ''}".strip() or "-"))
             for a in m.history])
+        observed = self.query_one("#observed", RowsTable)
+        observed.fill([
+            Row(f"o{i}", m.id, (o.source, fmt.when(o.at), fmt.when(o.observed_at), o.mid or "-",
+                                o.recipient))
+            for i, o in enumerate(found.observed)]
+            or [Row("none", m.id, ("none read so far", "-", "-", "-", "-"))])
         self.query_one("#audit", RowsTable).fill([
             Row(str(i), m.id, (fmt.when(e.at), e.actor, e.action, e.detail or ""))
             for i, e in enumerate(m.audit)] or [Row("none", m.id, ("-", "-", "none yet", ""))])

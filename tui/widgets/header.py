@@ -1,4 +1,5 @@
-"""The header: which database, counts per state, send rate, workers, and anything alarming.
+"""The header: which database, counts per state, workers, and anything alarming (the rates are
+on the health line under it, ``tui.widgets.health``).
 
 Anomalies (unknown messages, stale claims, a pause, a read problem) are in the header so an
 operator sees them whatever tab is open.
@@ -41,14 +42,12 @@ class StatusHeader(Static):
         if snap.error or ov is None:
             return [first, "[$error]⚠ cannot show the queue: see below[/]", ""]
         if ov.paused.paused:
-            first += (f"  [reverse $error] SENDING PAUSED [/] by {fmt.lit(ov.paused.set_by)} "
-                      f"{fmt.ago(ov.paused.set_at, snap.now)}")
+            first += "  [reverse $error] SENDING PAUSED [/]"  # who, when, why: the banner
         counts = "  ".join(
             f"[{_STATE_COLOUR.get(s, '$foreground')}]{s}[/] [b]{ov.counts.get(s, 0):,}[/b]" for s in STATES)
         counts += f"  [dim]│[/dim] total [b]{ov.total:,}[/b]"
         w = ov.workers
-        third = (f"sent last minute [b]{ov.sent_last_minute:,}[/b]  ·  workers "
-                 f"[$success]{w.alive} alive[/]")
+        third = f"workers [$success]{w.alive} alive[/]"
         if w.presumed_dead:
             third += f", [$error]{w.presumed_dead} presumed dead[/]"
         third += f", {w.stopped} stopped"
