@@ -3,12 +3,14 @@ in-process against a real SMTP server, and read the database back with plain sql
 
 from __future__ import annotations
 
+import csv
 import signal
 import sqlite3
 import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from sender import queue
@@ -96,3 +98,12 @@ def stop(proc: subprocess.Popen[str], sig: int = signal.SIGTERM, timeout: float 
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def write_csv(path: Path, rows: list[dict[str, str]]) -> str:
+    """Write ``rows`` as a CSV with a header line (the first row's keys); return the path."""
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return str(path)

@@ -4,7 +4,6 @@ multipart/mixed with their filenames (RFC 2231 for non-ASCII); the queue is self
 
 from __future__ import annotations
 
-import csv
 import email
 import email.policy
 import os
@@ -14,15 +13,7 @@ import pytest
 
 from sender import attachments
 from tests.conftest import Cli, SinkThread
-from tests.support import query
-
-
-def _csv(path: Path, rows: list[dict[str, str]]) -> str:
-    with path.open("w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    return str(path)
+from tests.support import query, write_csv
 
 
 def test_attachments_arrive_byte_identical_with_their_names(tmp_path: Path, cli: Cli, sink: SinkThread) -> None:
@@ -34,7 +25,7 @@ def test_attachments_arrive_byte_identical_with_their_names(tmp_path: Path, cli:
     db = str(tmp_path / "q.db")
     rows = [{"to": "lead@example.com", "subject": "Materials", "body": "Attached.", "from": "team@example.org",
              "attachments": f"{pdf};{notes}"}]
-    assert cli("enqueue", "--db", db, "--csv", _csv(tmp_path / "in.csv", rows)).code == 0
+    assert cli("enqueue", "--db", db, "--csv", write_csv(tmp_path / "in.csv", rows)).code == 0
     originals = pdf.read_bytes(), notes.read_bytes()
     pdf.unlink()
     notes.unlink()  # the queue carries its own copies
@@ -59,7 +50,7 @@ def test_a_thousand_messages_with_one_file_store_it_once(tmp_path: Path, cli: Cl
         db = str(tmp_path / f"{name}.db")
         rows = [{"to": f"lead{i}@example.com", "subject": "Deck", "body": "Here.", "from": "team@example.org",
                  "attachments": column} for i in range(1000)]
-        out = cli("enqueue", "--db", db, "--csv", _csv(tmp_path / f"{name}.csv", rows))
+        out = cli("enqueue", "--db", db, "--csv", write_csv(tmp_path / f"{name}.csv", rows))
         assert out.code == 0, out.err
         sizes[name] = os.path.getsize(db) + (os.path.getsize(db + "-wal") if os.path.exists(db + "-wal") else 0)
     growth = sizes["attached"] - sizes["plain"]
@@ -96,7 +87,7 @@ def test_bad_attachments_are_refused(tmp_path: Path, cli: Cli, make, reason: str
         pytest.skip("running as a user who can read any file (root)")
     db = str(tmp_path / "q.db")
     rows = [{"to": "lead@example.com", "subject": "s", "body": "b", "from": "team@example.org", "attachments": path}]
-    out = cli("enqueue", "--db", db, "--csv", _csv(tmp_path / "in.csv", rows))
+    out = cli("enqueue", "--db", db, "--csv", write_csv(tmp_path / "in.csv", rows))
     assert out.code == 2 and out.err.startswith("error: ") and reason in out.err, out.err
     assert not Path(db).exists()
 

@@ -4,7 +4,6 @@ and the headers the sender owns are refused at enqueue with exit 2 and nothing q
 
 from __future__ import annotations
 
-import csv
 import email
 import email.policy
 import json
@@ -13,15 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Cli, SinkThread
-from tests.support import query
-
-
-def _csv(path: Path, rows: list[dict[str, str]]) -> str:
-    with path.open("w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    return str(path)
+from tests.support import query, write_csv
 
 
 def test_csv_reply_to_and_headers_arrive(tmp_path: Path, cli: Cli, sink: SinkThread) -> None:
@@ -30,7 +21,7 @@ def test_csv_reply_to_and_headers_arrive(tmp_path: Path, cli: Cli, sink: SinkThr
     rows = [{"to": "lead@example.com", "subject": "Slides", "body": "Here.", "from": "team@example.org",
              "reply_to": "Sales Desk <sales@example.org>",
              "headers": json.dumps({"X-Campaign": "spring", "X-Note": "zażółć"})}]
-    assert cli("enqueue", "--db", db, "--csv", _csv(tmp_path / "in.csv", rows)).code == 0
+    assert cli("enqueue", "--db", db, "--csv", write_csv(tmp_path / "in.csv", rows)).code == 0
     assert cli("run", "--db", db, "--smtp-port", str(sink.port), "--once").code == 0
     [got] = sink.received
     msg = email.message_from_bytes(got.raw, policy=email.policy.default)
@@ -69,7 +60,7 @@ def test_bad_headers_are_refused(tmp_path: Path, cli: Cli, headers: object, reas
     rows = [{"to": "ok@example.com", "subject": "s", "body": "b", "from": "team@example.org", "headers": "{}"},
             {"to": "lead@example.com", "subject": "s", "body": "b", "from": "team@example.org",
              "headers": json.dumps(headers)}]
-    out = cli("enqueue", "--db", db, "--csv", _csv(tmp_path / "in.csv", rows))
+    out = cli("enqueue", "--db", db, "--csv", write_csv(tmp_path / "in.csv", rows))
     assert out.code == 2 and out.err.startswith("error: ") and reason in out.err, out.err
     assert len(out.err.strip().splitlines()) == 1
     assert not Path(db).exists()
