@@ -135,7 +135,8 @@ class Daemon:
         s = self.settings
         self._once = once
         host = socket.gethostname()
-        self.worker_id = await queue.register_worker(self.db, s.worker, os.getpid(), host, self.clock())
+        self.worker_id = await queue.register_worker(self.db, s.worker, os.getpid(), host, self.clock(),
+                                                     s.heartbeat)
         self.guard.open(self.db.path, self.worker_id, host)
         log.info("worker %s (id %d) started: concurrency %d, prefetch %d, %s", s.worker, self.worker_id,
                  len(self.sessions), self.prefetch, "once" if once else "daemon")

@@ -21,8 +21,7 @@ from . import admin, queries
 from .config import Settings
 from .db import Database
 from .errors import StoreError
-from .monitor_health import HEARTBEAT_MISSES
-from .queries import WorkerCounts
+from .queries import DEAD_CUT_SQL, HEARTBEAT_MISSES, WorkerCounts
 
 LOG_LIMIT = 200
 LOG_SCAN = 20_000       # a substring or status filter looks at this many recent attempts
@@ -262,17 +261,18 @@ async def workers(db: Database, now: float, dead_after: float = WORKER_DEAD_AFTE
         "SELECT CAST(substr(claim_token, 1, instr(claim_token, '.') - 1) AS INTEGER), count(*) "
         "FROM messages INDEXED BY messages_lease WHERE state = 'sending' GROUP BY 1")}
     rows = await db.fetchall(
-        "SELECT id, name, pid, host, started_at, heartbeat_at, stopped_at FROM workers "
+        f"SELECT id, name, pid, host, started_at, heartbeat_at, stopped_at, heartbeat_at < {DEAD_CUT_SQL} FROM workers "
         "WHERE id IN (SELECT id FROM workers WHERE heartbeat_at >= :since "
         "             ORDER BY heartbeat_at DESC LIMIT :limit) "
         "   OR id IN (SELECT value FROM json_each(:busy)) "
         "ORDER BY heartbeat_at DESC, id DESC LIMIT :limit",
-        {"since": now - WORKER_HISTORY, "limit": limit, "busy": json.dumps(list(busy))})
+        {"since": now - WORKER_HISTORY, "limit": limit, "busy": json.dumps(list(busy)), "now": now,
+         "dead_after": dead_after, "misses": HEARTBEAT_MISSES})
     out = []
     for r in rows:
         if r[6] is not None:
             status = "stopped"
-        elif r[5] < now - dead_after:
+        elif r[7]:
             status = "presumed dead"
         else:
             status = "alive"

@@ -17,7 +17,6 @@ SPARK_MINUTES = 30
 RECENT = 300.0     # "the last 5 minutes": the commonest error, the storm test
 STORM_MIN = 10
 WORKER_ACTIVITY = 3600.0
-HEARTBEAT_MISSES = 3  # a worker is presumed dead after this many missed heartbeats
 OBSERVED_LIMIT = 100
 
 

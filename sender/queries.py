@@ -29,6 +29,12 @@ async def state_counts(db: Database) -> dict[str, int]:
     return counts
 
 
+HEARTBEAT_MISSES = 3  # a worker is presumed dead after this many missed heartbeats of its own
+# A worker is presumed dead once its last heartbeat is older than ``dead_after`` or, for one with
+# a longer --heartbeat, than three of its own intervals.
+DEAD_CUT_SQL = ":now - max(:dead_after, :misses * coalesce(heartbeat_every, 0))"
+
+
 async def worker_counts(db: Database, now: float, dead_after: float = WORKER_DEAD_AFTER) -> WorkerCounts:
     """Workers not stopped (alive or presumed dead), and those stopped in the last day.
 
@@ -36,8 +42,9 @@ async def worker_counts(db: Database, now: float, dead_after: float = WORKER_DEA
     worker row per run, and this must not read them all.
     """
     running = await db.fetchone(
-        "SELECT coalesce(sum(heartbeat_at >= :cut), 0), coalesce(sum(heartbeat_at < :cut), 0) "
-        "FROM workers INDEXED BY workers_running WHERE stopped_at IS NULL", {"cut": now - dead_after})
+        f"SELECT coalesce(sum(heartbeat_at >= {DEAD_CUT_SQL}), 0), coalesce(sum(heartbeat_at < {DEAD_CUT_SQL}), 0) "
+        "FROM workers INDEXED BY workers_running WHERE stopped_at IS NULL",
+        {"now": now, "dead_after": dead_after, "misses": HEARTBEAT_MISSES})
     stopped = await db.fetchone(
         "SELECT count(*) FROM workers WHERE heartbeat_at >= :since AND stopped_at IS NOT NULL",
         {"since": now - 86400})

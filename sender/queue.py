@@ -349,15 +349,17 @@ async def recover(db: Database, now: float, evidence: StartEvidence | None = Non
 WORKER_RETENTION = 30 * 86400.0  # stopped worker rows older than this are pruned
 
 
-async def register_worker(db: Database, name: str, pid: int, host: str, now: float) -> int:
-    """A worker row for this process; also prunes rows of workers stopped long ago (a cron line
-    adds one row per run, about 260,000 a year)."""
+async def register_worker(db: Database, name: str, pid: int, host: str, now: float,
+                          heartbeat: float | None = None) -> int:
+    """A worker row for this process, with its heartbeat interval (readers judge it dead after
+    three missed ones); also prunes rows of workers stopped long ago (a cron line adds one row per
+    run, about 260,000 a year)."""
 
     def work(tx: SyncTx) -> int:
         tx.execute("DELETE FROM workers WHERE stopped_at IS NOT NULL AND stopped_at < ?",
                    (now - WORKER_RETENTION,))
-        row = tx.fetchone("INSERT INTO workers(name, pid, host, started_at, heartbeat_at) "
-                          "VALUES (?, ?, ?, ?, ?) RETURNING id", (name, pid, host, now, now))
+        row = tx.fetchone("INSERT INTO workers(name, pid, host, started_at, heartbeat_at, heartbeat_every) "
+                          "VALUES (?, ?, ?, ?, ?, ?) RETURNING id", (name, pid, host, now, now, heartbeat))
         assert row is not None
         return int(row[0])
 

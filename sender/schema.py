@@ -317,6 +317,10 @@ CREATE INDEX IF NOT EXISTS messages_campaign ON messages(campaign_id, state);
 CREATE INDEX IF NOT EXISTS observations_source_seen ON observations(source, observed_at);
 """
 
+# Each worker's own --heartbeat, so "presumed dead after three missed heartbeats" holds for a
+# daemon run with a long interval too (NULL for rows written before: the reader's default).
+_WORKER_HEARTBEAT = AddColumns("workers", (("heartbeat_every", "REAL"),))
+
 MIGRATIONS: list[tuple[str, str | Rebuild | AddColumns]] = [
     ("0001_initial", _INITIAL),
     ("0002_observations", _OBSERVATIONS),
@@ -327,4 +331,5 @@ MIGRATIONS: list[tuple[str, str | Rebuild | AddColumns]] = [
     ("0007_soft_bounces", _SOFT_BOUNCES),
     ("0008_attachments", _ATTACHMENTS),
     ("0009_message_attachment_count", _ATTACHMENT_COUNT),
+    ("0010_worker_heartbeat_interval", _WORKER_HEARTBEAT),
 ]

@@ -180,8 +180,8 @@ class WorkersPanel(Panel):
         alive = sum(w.status == "alive" for w in snap.workers)
         dead = sum(w.status == "presumed dead" for w in snap.workers)
         text = (f"[b]{alive}[/b] alive of {len(snap.workers)} listed: seen in the last day "
-                f"or holding a claim  ·  presumed dead: {WORKER_DEAD_AFTER:g}s without a "
-                "heartbeat (3 missed), never stopped")
+                f"or holding a claim  ·  presumed dead: 3 missed heartbeats of its own ({WORKER_DEAD_AFTER:g}s "
+                "at the default), never stopped")
         if dead:
             text += f"\n[b $error]⚠ {dead} presumed dead[/]: their claims become unknown when the lease ends"
         self.summary(text)
