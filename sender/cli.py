@@ -26,7 +26,6 @@ from .cli_commands import (
     cmd_sink,
     cmd_status,
 )
-from .cli_enqueue import cmd_enqueue
 from .config import setting_type
 from .errors import SenderError
 from .validate import NAME, REASON, ROW_ID, FileMode, Number, flag_type
@@ -166,6 +165,14 @@ def build_parser() -> argparse.ArgumentParser:
     dm.add_argument("--sample", metavar="FILE", help="queue to copy (default: sample.db)")
     dm.add_argument("--keep", metavar="DIR", help="keep the copy and the capture in DIR")
     return p
+
+
+async def cmd_enqueue(args: argparse.Namespace, settings: config.Settings) -> int:
+    """Imported when used: CSV reading, templates and address parsing are not ``run``'s business,
+    and ``run --once`` on an empty queue is a cron line's whole cost."""
+    from .cli_enqueue import cmd_enqueue as enqueue
+
+    return await enqueue(args, settings)
 
 
 def _mailbox_flags(p: argparse.ArgumentParser, *, required: bool) -> None:

@@ -12,7 +12,6 @@ import logging
 import os
 import re
 import socket
-import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -160,6 +159,8 @@ def _coerce(name: str, value: Any, source: str) -> Any:
 
 def _from_file(path: Path) -> tuple[dict[str, Any], dict[str, str]]:
     """The file's settings, flattened (``[smtp] host`` is ``smtp_host``), and each one's key as written."""
+    import tomllib  # only when there is a file: most runs have none
+
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
