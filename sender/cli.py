@@ -98,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--poll", type=setting_type("poll"), help="daemon poll interval seconds (2)")
     r.add_argument("--batch", type=setting_type("batch"), help="most rows per claim (64)")
     r.add_argument("--prefetch", type=setting_type("prefetch"), metavar="N",
-                   help="claims held ready per session while it sends (0: claim only for free sessions)")
+                   help="claims held ready per session while it sends (default 2; 0: claim only for free sessions)")
     r.add_argument("--retry-delay", type=setting_type("retry_delay"), help="first retry delay seconds (60)")
     r.add_argument("--max-attempts", type=setting_type("max_attempts"), help="attempts before failed (5)")
     r.add_argument("--grace", type=setting_type("grace"), help="seconds in-flight sends get on SIGTERM (30)")
@@ -193,10 +193,16 @@ _SETTING_FLAGS = ("db", "smtp_host", "smtp_port", "concurrency", "worker", "smtp
                   "smtp_tls_ca", "smtp_tls_insecure", "smtp_allow_plaintext_auth", "max_hold")
 
 
-def _setup_logging(verbose: int, quiet: bool) -> None:
+def _setup_logging(verbose: int, quiet: bool, *, buffered: bool = False) -> None:
+    """Log lines to stderr; ``buffered`` (``run``): written once per turn of the daemon's loop
+    (``sender.logbuffer``), warnings at once."""
     level = logging.WARNING if quiet else logging.DEBUG if verbose > 1 else logging.INFO
-    logging.basicConfig(level=level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if buffered:
+        from .logbuffer import install
+
+        install(sys.stderr, level)
+    else:
+        logging.basicConfig(level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if verbose < 2:
         logging.getLogger("aiosqlite").setLevel(logging.WARNING)
         logging.getLogger("mail.log").setLevel(logging.WARNING)
@@ -204,12 +210,14 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    _setup_logging(args.verbose, args.quiet)
+    _setup_logging(args.verbose, args.quiet, buffered=args.command == "run")
     try:
         flags = {name: getattr(args, name) for name in _SETTING_FLAGS if hasattr(args, name)}
         settings = config.load(flags, config_path=args.config)
         return asyncio.run(COMMANDS[args.command](args, settings))
     except SenderError as exc:
+        for handler in logging.getLogger().handlers:
+            handler.flush()  # the log lines of the last turn come before the error line
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:

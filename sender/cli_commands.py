@@ -43,10 +43,11 @@ async def cmd_init(args: argparse.Namespace, settings: Settings) -> int:
 async def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     from .daemon import Daemon
     from .delivery import pool
+    from .logbuffer import turn_flusher
 
     sessions = pool(settings)
     async with open_db(settings.db) as db:
-        daemon = Daemon(db, settings, sessions)
+        daemon = Daemon(db, settings, sessions, on_turn=turn_flusher())
         await _relay_warnings(db, settings)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
