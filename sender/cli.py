@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import logging
+import os
 import sys
-from typing import NoReturn
+from collections.abc import Coroutine
+from typing import Any, NoReturn
 
 from . import config
 from .cli_commands import (
@@ -27,7 +30,7 @@ from .cli_commands import (
     cmd_status,
 )
 from .config import setting_type
-from .errors import SenderError
+from .errors import SenderError, UsageError
 from .validate import NAME, REASON, ROW_ID, FileMode, Number, flag_type
 
 SINK_PORT = Number(0, 65535, whole=True)
@@ -208,12 +211,33 @@ def _setup_logging(verbose: int, quiet: bool, *, buffered: bool = False) -> None
         logging.getLogger("mail.log").setLevel(logging.WARNING)
 
 
+def _run_fast(work: Coroutine[Any, Any, int]) -> int:
+    """``asyncio.run``, on uvloop's event loop when it is installed (``pip install 'sender[fast]'``;
+    measured in docs/performance.md). Without it, or with ``SENDER_EVENT_LOOP=asyncio``, the
+    standard loop, which is what the tests run on."""
+    choice = os.environ.get("SENDER_EVENT_LOOP", "auto")
+    if choice not in ("auto", "asyncio"):
+        work.close()
+        raise UsageError(f"SENDER_EVENT_LOOP={choice!r}: expected auto or asyncio")
+    if choice == "auto":
+        try:
+            uvloop = importlib.import_module("uvloop")
+        except ImportError:
+            pass
+        else:
+            with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+                return runner.run(work)
+    return asyncio.run(work)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _setup_logging(args.verbose, args.quiet, buffered=args.command == "run")
     try:
         flags = {name: getattr(args, name) for name in _SETTING_FLAGS if hasattr(args, name)}
         settings = config.load(flags, config_path=args.config)
+        if args.command == "run":
+            return _run_fast(COMMANDS[args.command](args, settings))
         return asyncio.run(COMMANDS[args.command](args, settings))
     except SenderError as exc:
         for handler in logging.getLogger().handlers:

@@ -308,10 +308,17 @@ class Daemon:
     def _outcome(self, outcome: Outcome) -> None:
         self._pending.append(outcome)
 
-    def _dispatch(self) -> None:
-        """Start claimed messages on free sessions (the oldest claim first)."""
+    def _dispatch(self, *, between_turns: bool = False) -> None:
+        """Start claimed messages on free sessions (the oldest claim first). ``between_turns``: a
+        session just finished, and the turn's check of the queue file is not fresh: check it again
+        before a waiting claim starts (a lost ``-wal`` may have taken the claim's commit with it)."""
         if self._stopping or self.clock() < self._hold_until or self._halted:
             return
+        if between_turns and self._ready:
+            try:
+                self.db.check_file()
+            except QueueUnusable:
+                return  # the loop's own check raises it at once (``_deliver`` wakes it)
         while self._free and self._ready and len(self._inflight) < self._session_cap():
             now = self.clock()
             if now < self._next_start:
@@ -452,7 +459,7 @@ class Daemon:
             if pause > 0:
                 self._hold_until = max(self._hold_until, self.clock() + pause)
             self._free.append(lane)
-            self._dispatch()
+            self._dispatch(between_turns=True)
             # Wake the loop when it has work (an outcome to write always is).
             if outcome is None or pause > 0 or self._turn_due():
                 self._wake.set()
