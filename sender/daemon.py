@@ -25,6 +25,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from . import admin, queue
 from .config import Settings
@@ -33,9 +34,11 @@ from .delivery import Transport
 from .errors import DeliveryError, QueueUnusable, StoreError
 from .fence import Fenced, steady
 from .guard import NOT_DELIVERED, NOT_STARTED, ClaimGuard
-from .message import build
 from .pace import Outage, Pace
 from .queue import Claim, Outcome
+
+if TYPE_CHECKING:
+    from .message import Envelope
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +62,14 @@ class RunStats:
     expired: int = 0
     session_errors: list[str] = field(default_factory=list)
     stop_reason: str | None = None  # the relay refused the client or account: what to fix
+
+
+def build(**fields: object) -> Envelope:
+    """``sender.message.build``, imported at the first message: the ``email`` package it needs is
+    not what an empty ``run --once`` should pay for."""
+    from .message import build as build_message
+
+    return build_message(**fields)  # type: ignore[arg-type]
 
 
 def backoff(base: float, attempt: int, rng: random.Random | None = None) -> float:

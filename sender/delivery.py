@@ -22,10 +22,11 @@ from .classify import decide, reply_class
 from .config import Settings
 from .errors import DeliveryError, Kind, UsageError
 from .fence import FenceCheck, Fenced
-from .message import Envelope
 
 if TYPE_CHECKING:
     import aiosmtplib
+
+    from .message import Envelope
 else:
     aiosmtplib = None  # imported by ``_load_smtp`` when a session first sends or classifies
 

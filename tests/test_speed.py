@@ -100,7 +100,8 @@ def test_run_once_on_an_empty_queue_imports_only_what_it_needs(tmp_path: Path, d
         "ssl.create_default_context = lambda *a, **k: made.append(1) or real(*a, **k)\n"
         "from sender.cli import main\n"
         f"code = main(['run', '--db', {db_path!r}, '--once', '--smtp-port', '1', '--worker', 'probe'])\n"
-        "heavy = ('aiosmtplib', 'csv', 'tomllib', 'sender.cli_enqueue', 'sender.intake', 'sender.templates')\n"
+        "heavy = ('aiosmtplib', 'csv', 'tomllib', 'email.message', 'sender.cli_enqueue', 'sender.intake',"
+        " 'sender.message')\n"
         "print(code, sorted(m for m in heavy if m in sys.modules), len(made))\n")
     out = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True,
                          timeout=60)
