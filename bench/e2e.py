@@ -1,10 +1,12 @@
 """End to end: the real sender against a bare aiosmtplib loop, same sink process, same run.
 
 The sender is the real command line, ``python -m sender run --once --concurrency 8`` as a
-subprocess on a fresh queue (logging as a cron line would, to a file), twice: claiming just in
-time (the default) and with ``--prefetch 2``. The bare loop (``bench.bare``) is a subprocess too
-and sends the same messages, prebuilt, over the same number of reused connections. All go to one
-``bench.sink`` process that counts. The order rotates between runs so nobody always meets a
+subprocess on a fresh queue (logging as a cron line would, to a file), twice: with the default
+settings (claiming ahead, ``--prefetch 2``) and strictly just in time (``--prefetch 0``). The bare
+loop (``bench.bare``) is a subprocess too and sends the same messages, prebuilt bytes, over the
+same number of reused connections. All go to one ``bench.sink`` process, a minimal sink that
+counts messages and distinct Message-IDs and stores nothing; every contender must deliver each
+message exactly once. The order rotates between runs so nobody always meets a
 warmer machine. With two or more CPUs the sink is pinned to one and the contenders to the others
 (``--no-pin`` leaves it to the scheduler; see ``common.split_cpus``).
 
@@ -28,6 +30,7 @@ import tempfile
 from pathlib import Path
 from types import TracebackType
 
+from sender.config import Settings
 from sender.message import build
 
 from .common import (
@@ -40,6 +43,7 @@ from .common import (
     split_cpus,
     state_counts,
     tail,
+    warm_bytecode,
 )
 
 CONCURRENCY = 8
@@ -115,46 +119,45 @@ def prebuilt(db: Path, out: Path) -> int:
 
 
 def _sink_rate(stats: dict[str, float], expected: int, who: str) -> float:
-    if stats["count"] != expected:
-        raise RuntimeError(f"{who}: the sink received {stats['count']} messages, "
-                           f"expected {expected}")
+    if stats["count"] != expected or stats["mids"] != expected:
+        raise RuntimeError(f"{who}: the sink received {stats['count']} messages with {stats['mids']} "
+                           f"distinct Message-IDs, expected {expected} of each")
     span = stats["last"] - stats["first"]
     return (stats["count"] - 1) / span if span > 0 else float("nan")
-
-
-PREFETCH = 2  # the claim-ahead contender: two claims waiting per session (``run --prefetch 2``)
 
 
 def _args(who: str, port: int, db: Path | None, pickled: Path) -> list[str]:
     if who == "bare":
         return ["-m", "bench.bare", "--port", str(port), "--messages", str(pickled),
                 "--concurrency", str(CONCURRENCY)]
+    strict = ["--prefetch", "0"] if who == "strict" else []  # the default claims ahead
     return ["-m", "sender", "run", "--db", str(db), "--smtp-host", "127.0.0.1", "--smtp-port", str(port),
-            "--once", "--concurrency", str(CONCURRENCY), "--worker", "bench",
-            "--prefetch", str(PREFETCH if who == "prefetch" else 0)]
+            "--once", "--concurrency", str(CONCURRENCY), "--worker", "bench", *strict]
 
 
 def run(n: int, repeat: int, timeout: float, pin: bool = True) -> list[Result]:
     cpus = split_cpus() if pin else None
     sink_cpus, child_cpus = cpus if cpus else (None, None)
-    contenders = {"sender": "sender run --once", "prefetch": f"sender run --once --prefetch {PREFETCH}",
-                  "bare": "bare aiosmtplib"}
+    warm_bytecode()
+    contenders = {"sender": f"sender run --once (default: --prefetch {Settings.prefetch})",
+                  "strict": "sender run --once --prefetch 0", "bare": "bare aiosmtplib"}
     wall = {who: Result("end to end", f"{label}, wall", "msg/s") for who, label in contenders.items()}
     seen = {who: Result("end to end", f"{label}, sink", "msg/s") for who, label in contenders.items()}
     ratios = {(who, view): Result("end to end", f"ratio {who}/bare, {view}", "x")
-              for who in ("sender", "prefetch") for view in ("wall", "sink")}
-    batch = {"sender": Result("end to end", "messages per claim transaction, just in time", "msg"),
-             "prefetch": Result("end to end", f"messages per claim transaction, --prefetch {PREFETCH}", "msg")}
+              for who in ("sender", "strict") for view in ("wall", "sink")}
+    batch = {"sender": Result("end to end", "messages per claim transaction, default", "msg"),
+             "strict": Result("end to end", "messages per claim transaction, --prefetch 0", "msg")}
     cpu = {who: Result("end to end", f"{label}, CPU per message (whole process)", "us")
            for who, label in contenders.items()}
-    cpu_ratio = {who: Result("end to end", f"CPU per message {who}/bare", "x") for who in ("sender", "prefetch")}
+    cpu_ratio = {who: Result("end to end", f"CPU per message {who}/bare", "x") for who in ("sender", "strict")}
     r_fixed = Result("end to end", "sender run --once on an empty queue", "s")
+    r_fixed_cpu = Result("end to end", "sender run --once on an empty queue, CPU", "s")
     order = list(contenders)
     with (tempfile.TemporaryDirectory(prefix="bench-e2e-") as tmp,
           SinkProcess(lifetime=timeout * repeat, cpus=sink_cpus) as sink):
         work = Path(tmp)
         for i in range(repeat):
-            dbs = {who: work / f"queue{i}-{who}.db" for who in ("sender", "prefetch")}
+            dbs = {who: work / f"queue{i}-{who}.db" for who in ("sender", "strict")}
             for db in dbs.values():
                 build_queue(db, n)
             pickled = work / f"messages{i}.pickle"
@@ -181,11 +184,12 @@ def run(n: int, repeat: int, timeout: float, pin: bool = True) -> list[Result]:
             if child.code != 0:
                 raise RuntimeError(f"sender on an empty queue exited {child.code}: {tail(child.err)}")
             r_fixed.runs.append(child.seconds)
+            r_fixed_cpu.runs.append(child.cpu)
             for path in (*dbs.values(), pickled, empty):
                 path.unlink()
     wall["sender"].note = (f"{n} messages, concurrency {CONCURRENCY}, "
                            + ("sink pinned to its own CPU" if cpus else "unpinned"))
-    return [wall["sender"], wall["prefetch"], wall["bare"], ratios[("sender", "wall")],
-            ratios[("prefetch", "wall")], seen["sender"], seen["prefetch"], seen["bare"],
-            ratios[("sender", "sink")], ratios[("prefetch", "sink")], cpu["sender"], cpu["prefetch"], cpu["bare"],
-            cpu_ratio["sender"], cpu_ratio["prefetch"], batch["sender"], batch["prefetch"], r_fixed]
+    return [wall["sender"], wall["strict"], wall["bare"], ratios[("sender", "wall")],
+            ratios[("strict", "wall")], seen["sender"], seen["strict"], seen["bare"],
+            ratios[("sender", "sink")], ratios[("strict", "sink")], cpu["sender"], cpu["strict"], cpu["bare"],
+            cpu_ratio["sender"], cpu_ratio["strict"], batch["sender"], batch["strict"], r_fixed, r_fixed_cpu]

@@ -1,9 +1,11 @@
-"""The benchmark sink: ``python -m bench.sink``, an aiosmtpd server that only counts.
+"""The benchmark sink: ``python -m bench.sink``, a minimal aiosmtpd server: it counts and stores nothing.
 
 It runs in its own process (as a real relay would), built with ``sender.sink.serve`` and a
-handler that writes nothing, so both contenders meet the same, cheapest possible server. It
-prints ``port N`` when it listens, then answers each ``stats`` line on stdin with one JSON line
-(messages accepted and the monotonic times of the first and last, which Linux shares between
+handler that writes nothing, so every contender meets the same, cheapest possible server. It
+counts messages and distinct Message-IDs (one ``bytes.find`` in the header block, no parsing),
+so a run that delivered a message twice cannot pass for a fast one. It prints ``port N`` when it
+listens, then answers each ``stats`` line on stdin with one JSON line (messages accepted,
+distinct Message-IDs, and the monotonic times of the first and last, which Linux shares between
 processes) and starts counting afresh. It exits on ``quit``, at end of input, or after
 ``--lifetime`` seconds whatever happens.
 """
@@ -21,11 +23,24 @@ from typing import Any
 from sender.sink import serve
 
 
+def message_id(data: bytes) -> bytes:
+    """The Message-ID header's value, or ``b""``: a search of the header block, nothing parsed."""
+    head = b"\n" + data[:data.find(b"\r\n\r\n") + 2 or len(data)]
+    at = head.find(b"\nMessage-ID:")
+    if at < 0:
+        at = head.find(b"\nmessage-id:")
+    if at < 0:
+        return b""
+    end = head.find(b"\r\n", at + 12)
+    return head[at + 12:end if end >= 0 else len(head)].strip()
+
+
 class CountingHandler:
-    """Accepts every message; remembers only how many and when."""
+    """Accepts every message; remembers how many, their Message-IDs and when."""
 
     def __init__(self) -> None:
         self.count = 0
+        self.mids: set[bytes] = set()
         self.first = 0.0
         self.last = 0.0
 
@@ -35,11 +50,13 @@ class CountingHandler:
             self.first = now
         self.last = now
         self.count += 1
+        self.mids.add(message_id(envelope.original_content or b""))
         return "250 OK"
 
     def take(self) -> dict[str, float]:
-        out = {"count": self.count, "first": self.first, "last": self.last}
+        out = {"count": self.count, "mids": len(self.mids), "first": self.first, "last": self.last}
         self.count, self.first, self.last = 0, 0.0, 0.0
+        self.mids = set()
         return out
 
 

@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import logging
+import os
 import sys
-from typing import NoReturn
+from collections.abc import Coroutine
+from typing import Any, NoReturn
 
 from . import config
 from .cli_commands import (
@@ -27,11 +30,10 @@ from .cli_commands import (
     cmd_sink,
     cmd_status,
 )
-from .cli_enqueue import cmd_enqueue
 from .cli_suppress import add_parser as add_suppress_parser
 from .cli_suppress import add_unsubscribe_parser, cmd_suppress, cmd_unsubscribe
 from .config import setting_type
-from .errors import SenderError
+from .errors import SenderError, UsageError
 from .validate import NAME, REASON, ROW_ID, FileMode, Number, flag_type
 
 SINK_PORT = Number(0, 65535, whole=True)
@@ -109,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--poll", type=setting_type("poll"), help="daemon poll interval seconds (2)")
     r.add_argument("--batch", type=setting_type("batch"), help="most rows per claim (64)")
     r.add_argument("--prefetch", type=setting_type("prefetch"), metavar="N",
-                   help="claims held ready per session while it sends (0: claim only for free sessions)")
+                   help="claims held ready per session while it sends (default 2; 0: claim only for free sessions)")
     r.add_argument("--retry-delay", type=setting_type("retry_delay"), help="first retry delay seconds (60)")
     r.add_argument("--max-attempts", type=setting_type("max_attempts"), help="attempts before failed (5)")
     r.add_argument("--grace", type=setting_type("grace"), help="seconds in-flight sends get on SIGTERM (30)")
@@ -202,6 +204,14 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+async def cmd_enqueue(args: argparse.Namespace, settings: config.Settings) -> int:
+    """Imported when used: CSV reading, templates and address parsing are not ``run``'s business,
+    and ``run --once`` on an empty queue is a cron line's whole cost."""
+    from .cli_enqueue import cmd_enqueue as enqueue
+
+    return await enqueue(args, settings)
+
+
 def _mailbox_flags(p: argparse.ArgumentParser, *, required: bool) -> None:
     box = p.add_mutually_exclusive_group(required=required)
     box.add_argument("--maildir", metavar="DIR", help="a maildir (the sink's capture, an archive)")
@@ -226,23 +236,52 @@ _SETTING_FLAGS = ("db", "smtp_host", "smtp_port", "concurrency", "worker", "smtp
                   "return_path")
 
 
-def _setup_logging(verbose: int, quiet: bool) -> None:
+def _setup_logging(verbose: int, quiet: bool, *, buffered: bool = False) -> None:
+    """Log lines to stderr; ``buffered`` (``run``): written once per turn of the daemon's loop
+    (``sender.logbuffer``), warnings at once."""
     level = logging.WARNING if quiet else logging.DEBUG if verbose > 1 else logging.INFO
-    logging.basicConfig(level=level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if buffered:
+        from .logbuffer import install
+
+        install(sys.stderr, level)
+    else:
+        logging.basicConfig(level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if verbose < 2:
         logging.getLogger("aiosqlite").setLevel(logging.WARNING)
         logging.getLogger("mail.log").setLevel(logging.WARNING)
 
 
+def _run_fast(work: Coroutine[Any, Any, int]) -> int:
+    """``asyncio.run``, on uvloop's event loop when it is installed (``pip install 'sender[fast]'``;
+    measured in docs/performance.md). Without it, or with ``SENDER_EVENT_LOOP=asyncio``, the
+    standard loop, which is what the tests run on."""
+    choice = os.environ.get("SENDER_EVENT_LOOP", "auto")
+    if choice not in ("auto", "asyncio"):
+        work.close()
+        raise UsageError(f"SENDER_EVENT_LOOP={choice!r}: expected auto or asyncio")
+    if choice == "auto":
+        try:
+            uvloop = importlib.import_module("uvloop")
+        except ImportError:
+            pass
+        else:
+            with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+                return runner.run(work)
+    return asyncio.run(work)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    _setup_logging(args.verbose, args.quiet)
+    _setup_logging(args.verbose, args.quiet, buffered=args.command == "run")
     try:
         flags = {name: getattr(args, name) for name in _SETTING_FLAGS if hasattr(args, name)}
         settings = config.load(flags, config_path=args.config)
+        if args.command == "run":
+            return _run_fast(COMMANDS[args.command](args, settings))
         return asyncio.run(COMMANDS[args.command](args, settings))
     except SenderError as exc:
+        for handler in logging.getLogger().handlers:
+            handler.flush()  # the log lines of the last turn come before the error line
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:

@@ -10,13 +10,16 @@ import os
 import signal
 import sys
 import time
+from typing import TYPE_CHECKING
 
 from . import queries, queue
 from .config import Settings
 from .db import SCHEMA_VERSION, Database, open_db
 from .errors import UsageError
-from .mailreader import MailSource
 from .queuefile import FILE_MODE, set_mode
+
+if TYPE_CHECKING:
+    from .mailreader import MailSource
 
 log = logging.getLogger(__name__)
 
@@ -55,10 +58,11 @@ async def cmd_init(args: argparse.Namespace, settings: Settings) -> int:
 async def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     from .daemon import Daemon
     from .delivery import pool
+    from .logbuffer import turn_flusher
 
     sessions = pool(settings)
     async with open_db(settings.db) as db:
-        daemon = Daemon(db, settings, sessions)
+        daemon = Daemon(db, settings, sessions, on_turn=turn_flusher())
         await _relay_warnings(db, settings)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -20,6 +20,8 @@ from .headers import parse_flag as parse_header_flags
 from .intake import MAX_BODY_BYTES, NewMessage, make_message, read_csv
 from .templates import Templates
 
+LARGE_IMPORT = 10_000  # rows queued by one enqueue after which the statistics are refreshed
+
 
 def _flag_row(args: argparse.Namespace) -> dict[str, str | None]:
     return {"to": args.to, "subject": args.subject, "body": args.body, "html": args.html,
@@ -104,6 +106,8 @@ async def cmd_enqueue(args: argparse.Namespace, settings: Settings) -> int:
         with _progress(total) as advance:
             result = await queue.enqueue(db, rows, from_addr=from_addr, from_name=from_name,
                                          domain=settings.domain, now=time.time(), progress=advance)
+        if result.queued >= LARGE_IMPORT:
+            await db.optimize()  # the table grew a lot: fresh statistics for the planner
     print(f"queued {result.queued}, skipped {result.skipped} already queued "
           f"({time.monotonic() - started:.1f}s)")
     return 0

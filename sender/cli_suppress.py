@@ -9,7 +9,6 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from . import suppression
 from .config import Settings
 from .db import open_db
 from .errors import InputError, UsageError
@@ -51,6 +50,8 @@ async def cmd_unsubscribe(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _addresses(values: list[str]) -> list[str]:
+    from . import suppression
+
     try:
         return [suppression.normalise(v) for v in values]
     except InputError as exc:
@@ -58,6 +59,8 @@ def _addresses(values: list[str]) -> list[str]:
 
 
 async def cmd_suppress(args: argparse.Namespace, settings: Settings) -> int:
+    from . import suppression  # here, not at import: the command line's start stays light
+
     actor = os.environ.get("USER") or "operator"
     now = time.time()
     if args.action == "add":

@@ -5,15 +5,24 @@ path, the DKIM signature and attachments. One function, so the daemon has one li
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
-from . import dkim_sign, unsubscribe
+from . import unsubscribe
 from .config import Settings
-from .message import Envelope, build
 from .queue import Claim
+
+if TYPE_CHECKING:
+    from .message import Envelope
 
 
 def envelope(claim: Claim, settings: Settings, now: float) -> Envelope:
-    """Raises ``ValueError`` (or an ``email`` error) when the message cannot be built."""
+    """Raises ``ValueError`` (or an ``email`` error) when the message cannot be built.
+
+    ``sender.message`` (the ``email`` package) and dkimpy are imported at the first message: an
+    empty ``run --once`` does not pay for them."""
+    from . import dkim_sign
+    from .message import build
+
     extra: list[tuple[str, str]] = []
     if claim.reply_to:
         extra.append(("Reply-To", claim.reply_to))

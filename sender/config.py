@@ -12,18 +12,19 @@ import logging
 import os
 import re
 import socket
-import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import UsageError
-from .feedback import Rules as FeedbackRules
 from .fence import margin as fence_margin
 from .policy import Policy
 from .policy import from_settings as policy_from
 from .validate import HOST_NAME, PORT, Check, Flag, Number, Text, flag_type
+
+if TYPE_CHECKING:
+    from .feedback import Rules as FeedbackRules
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,7 @@ class Settings:
     concurrency: int = 4
     worker: str = ""
     batch: int = 64
-    prefetch: int = 0
+    prefetch: int = 2  # claims waiting per session: chosen by measurement (docs/performance.md)
     poll: float = 2.0
     lease: float = 300.0
     heartbeat: float = 5.0
@@ -78,6 +79,8 @@ class Settings:
 
     def feedback_rules(self) -> FeedbackRules:
         """What observe needs to act on unsubscribe replies, bounces and complaints."""
+        from .feedback import Rules as FeedbackRules  # observe only: keeps ``email`` out of run's start
+
         return FeedbackRules(self.unsubscribe_secret, self.return_path, self.soft_bounce_limit,
                              self.soft_bounce_days * 86400.0)
 
@@ -195,6 +198,8 @@ def _coerce(name: str, value: Any, source: str) -> Any:
 
 def _from_file(path: Path) -> tuple[dict[str, Any], dict[str, str]]:
     """The file's settings, flattened (``[smtp] host`` is ``smtp_host``), and each one's key as written."""
+    import tomllib  # only when there is a file: most runs have none
+
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:

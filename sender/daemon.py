@@ -5,9 +5,10 @@ outcomes that arrived since the last turn *and* claims just enough due rows for 
 that are free now, in a single durable transaction. Sessions never touch the database, so a
 slow SMTP server can never hold a write lock, and one fsync serves many messages.
 
-With ``--prefetch P`` the turn also claims up to P rows per session to wait ready, so a session
-that finishes starts its next message without waiting for a commit; unstarted claims are handed
-back as ``released`` whenever sending stops or is held.
+With ``--prefetch P`` (2 by default) the turn also claims up to P rows per session to wait ready,
+so a session that finishes starts its next message without waiting for a commit; unstarted claims
+are handed back as ``released`` whenever sending stops or is held. Each session runs in one
+long-lived task (``_lane``) that is handed its claims one at a time.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from . import admin, compose, queue
 from .config import Settings
@@ -35,12 +37,16 @@ from .guard import NOT_DELIVERED, NOT_STARTED, ClaimGuard
 from .pace import Outage, Pace
 from .queue import Claim, Outcome
 
+if TYPE_CHECKING:
+    pass
+
 log = logging.getLogger(__name__)
+
+DEFAULT_PREFETCH = Settings.prefetch
 
 MAX_BACKOFF = 6 * 3600.0
 DB_GIVE_UP_ONCE = 300.0  # a cron run waits this long for a locked or failing database, then exits 1
 THROTTLED = "throttled, no attempt counted: "  # the reply of a claim the relay asked us to send later
-FLUSH_AFTER = 0.2  # with --prefetch, outcomes wait at most this long for a batch to share a commit
 _RETRY_HINT = re.compile(r"(?:try|retry|again|wait)\D{0,40}?(\d{1,6})\s*(s|secs?|seconds?|m|mins?|minutes?)\b",
                          re.IGNORECASE)
 
@@ -73,24 +79,40 @@ def retry_hint(reply: str) -> float | None:
     return min(MAX_BACKOFF, max(1.0, seconds))
 
 
+class _Lane:
+    """One session and the long-lived task that sends on it, one claim at a time: handing a
+    claim over costs one future, not a task per message."""
+
+    __slots__ = ("handoff", "session", "task")
+
+    def __init__(self, session: Transport) -> None:
+        self.session = session
+        self.task: asyncio.Task[None] | None = None
+        self.handoff: asyncio.Future[Claim] | None = None
+
+
 class Daemon:
     def __init__(self, db: Database, settings: Settings, sessions: Sequence[Transport],
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, on_turn: Callable[[], None] | None = None) -> None:
         self.db = db
         self.settings = settings
         self.sessions = list(sessions)
         self.clock = clock
+        self._on_turn = on_turn  # e.g. the log buffer's flush: once per turn of the loop
         self.stats = RunStats()
         self.policy = settings.policy()
         self._error_streak = 0
         self.worker_id = 0
-        self._free: list[Transport] = list(sessions)
+        self._lanes = [_Lane(session) for session in self.sessions]
+        self._free: list[_Lane] = list(self._lanes)
         self._ready: deque[Claim] = deque()  # claimed ahead (``--prefetch``), not started yet
         self._pending: list[Outcome] = []
-        self._pending_since = 0.0
-        # Strictly just in time (the default), every free session and every outcome is served at
-        # once. With --prefetch, claims and outcomes are written in batches of at least half the
-        # ready pool: fewer, larger transactions while the pool keeps every session busy.
+        # Strictly just in time (--prefetch 0), every free session is served at once. With --prefetch
+        # (the default), claims are made in batches of at least half the ready pool: fewer, larger
+        # transactions while the pool keeps every session busy. Outcomes are written at the next
+        # turn either way (those that arrive during a commit share the next one): a finished send
+        # must not wait unrecorded while its session starts another, or a crash would leave more
+        # rows unknown than sessions.
         self.prefetch = 0 if self.policy.timed else settings.prefetch
         self._refill_at = max(1, self.prefetch * len(self.sessions) // 2)
         self._inflight: dict[int, tuple[Claim, asyncio.Task[None]]] = {}
@@ -138,11 +160,13 @@ class Daemon:
         self.worker_id = await queue.register_worker(self.db, s.worker, os.getpid(), host, self.clock(),
                                                      s.heartbeat)
         self.guard.open(self.db.path, self.worker_id, host)
+        await self.db.optimize(at_open=True)
         log.info("worker %s (id %d) started: concurrency %d, prefetch %d, %s", s.worker, self.worker_id,
                  len(self.sessions), self.prefetch, "once" if once else "daemon")
         if s.prefetch and not self.prefetch:
-            log.warning("--prefetch %d ignored: a rate, daily cap or send window needs each claim sent at once",
-                        s.prefetch)
+            level = logging.INFO if s.prefetch == DEFAULT_PREFETCH else logging.WARNING  # said, not asked for
+            log.log(level, "--prefetch %d ignored: a rate, daily cap or send window needs each claim sent at once",
+                    s.prefetch)
         next_beat = 0.0
         stop_deadline: float | None = None
         try:
@@ -153,7 +177,7 @@ class Daemon:
                     stop_deadline = stop_deadline or now + s.grace
                 held = now < self._hold_until
                 limit = 0 if (self._stopping or held) else self._claim_limit()
-                flush = self._flush_due(now)
+                flush = bool(self._pending)
                 claimed: list[Claim] = []
                 try:
                     self.db.check_file()
@@ -189,10 +213,10 @@ class Daemon:
                     wait = min(wait, max(0.01, self._next_start - now))  # the pace's spacing
                 if not self._inflight and not self._pending:
                     wait = min(wait, s.poll if not held else self._hold_until - now)
-                if self._pending:
-                    wait = min(wait, max(0.0, self._pending_since + FLUSH_AFTER - now))
                 if stop_deadline is not None:
                     wait = min(wait, max(0.0, stop_deadline - now))
+                if self._on_turn is not None:
+                    self._on_turn()
                 timer = asyncio.get_running_loop().call_later(wait, self._wake.set)
                 try:
                     await self._wake.wait()
@@ -229,9 +253,12 @@ class Daemon:
         log.error("%s: claiming stopped; waiting up to %.0fs for %d in-flight send(s); their outcomes "
                   "and %d held will not be written", exc, self.settings.grace, len(self._inflight),
                   len(self._pending))
-        tasks = [task for _claim, task in self._inflight.values()]
-        if tasks:
-            await asyncio.wait(tasks, timeout=self.settings.grace)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.grace
+        while self._inflight and loop.time() < deadline:
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), deadline - loop.time())
 
     async def _exchange(self, limit: int, now: float, anchor: float) -> list[Claim]:
         batch, self._pending = self._pending, []
@@ -278,33 +305,37 @@ class Daemon:
     def _session_cap(self) -> int:
         return 1 if self.outage.probing else self.pace.active
 
-    def _flush_due(self, now: float) -> bool:
-        """Outcomes are written now: a batch's worth, nothing else to wait for, stopping, or late."""
-        return bool(self._pending) and (
-            len(self._pending) >= self._refill_at or not (self._inflight or self._ready)
-            or self._stopping or now >= self._pending_since + FLUSH_AFTER)
-
     def _turn_due(self) -> bool:
-        """Whether a turn of the loop would write now (always, when claiming just in time)."""
-        return not self._inflight or self._claim_limit() > 0 or self._flush_due(self.clock())
+        """Whether a turn of the loop would write now: an outcome waits, a claim is due, or idle."""
+        return bool(self._pending) or not self._inflight or self._claim_limit() > 0
 
     def _outcome(self, outcome: Outcome) -> None:
-        if not self._pending:
-            self._pending_since = self.clock()
         self._pending.append(outcome)
 
-    def _dispatch(self) -> None:
-        """Start claimed messages on free sessions (the oldest claim first)."""
+    def _dispatch(self, *, between_turns: bool = False) -> None:
+        """Start claimed messages on free sessions (the oldest claim first). ``between_turns``: a
+        session just finished, and the turn's check of the queue file is not fresh: check it again
+        before a waiting claim starts (a lost ``-wal`` may have taken the claim's commit with it)."""
         if self._stopping or self.clock() < self._hold_until or self._halted:
             return
+        if between_turns and self._ready:
+            try:
+                self.db.check_file()
+            except QueueUnusable:
+                return  # the loop's own check raises it at once (``_deliver`` wakes it)
         while self._free and self._ready and len(self._inflight) < self._session_cap():
             now = self.clock()
             if now < self._next_start:
                 break
             self._next_start = now + self.pace.spacing
             claim = self._ready.popleft()
-            task = asyncio.create_task(self._deliver(self._free.pop(), claim))
-            self._inflight[claim.id] = (claim, task)
+            lane = self._free.pop()
+            if lane.task is None or lane.task.done():
+                lane.task = asyncio.create_task(self._lane(lane))
+            if lane.handoff is None:
+                lane.handoff = asyncio.get_running_loop().create_future()
+            lane.handoff.set_result(claim)
+            self._inflight[claim.id] = (claim, lane.task)
 
     def _release_ready(self, reason: str, due_at: float | None, campaigns: frozenset[str] | None = None) -> None:
         """Hand back claims that no session started (of ``campaigns``, or all): provably not
@@ -358,11 +389,16 @@ class Daemon:
 
     async def _shutdown(self) -> None:
         self._release_ready("worker stopping", None)
-        tasks = [task for _claim, task in self._inflight.values()]
+        tasks = [lane.task for lane in self._lanes if lane.task is not None]
         for task in tasks:
             task.cancel()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
+        for claim, _task in list(self._inflight.values()):  # handed to a session that never began it
+            self._inflight.pop(claim.id)
+            self.guard.forget(claim.id)
+            self._outcome(Outcome(claim.id, claim.token, "released", None, NOT_STARTED + "worker stopping",
+                                  self.clock(), claim.mid, claim.recipient))
         clean = False
         try:
             if self._unusable is not None:
@@ -377,6 +413,7 @@ class Daemon:
             await self._publish_pace(self.clock(), final=True)
             await queue.stop_worker(self.db, self.worker_id, self.clock())
             clean = True
+            await self.db.optimize()
         except StoreError:
             for o in self._pending:
                 log.error("row=%s mid=%s outcome %s could not be recorded (reply: %s); the row stays "
@@ -389,10 +426,23 @@ class Daemon:
         log.info("worker %s stopped: sent %d, retry %d, failed %d, unknown %d, released %d",
                  self.settings.worker, self.stats.sent, self.stats.retry, self.stats.failed,
                  self.stats.unknown, self.stats.released)
+        if self._on_turn is not None:
+            self._on_turn()
 
     # --- one message --------------------------------------------------------------------------
 
-    async def _deliver(self, session: Transport, claim: Claim) -> None:
+    async def _lane(self, lane: _Lane) -> None:
+        """Send on one session for the daemon's whole life: wait for a claim, deliver it, again."""
+        loop = asyncio.get_running_loop()
+        while True:
+            if lane.handoff is None:
+                lane.handoff = loop.create_future()
+            claim = await lane.handoff
+            lane.handoff = None
+            await self._deliver(lane, claim)
+
+    async def _deliver(self, lane: _Lane, claim: Claim) -> None:
+        session = lane.session
         outcome: Outcome | None = None
         pause = 0.0
         try:
@@ -412,10 +462,10 @@ class Daemon:
             self.guard.forget(claim.id)
             if pause > 0:
                 self._hold_until = max(self._hold_until, self.clock() + pause)
-            self._free.append(session)
-            self._dispatch()
-            # Wake the loop when it has work; the first waiting outcome also starts its flush timer.
-            if outcome is None or pause > 0 or len(self._pending) == 1 or self._turn_due():
+            self._free.append(lane)
+            self._dispatch(between_turns=True)
+            # Wake the loop when it has work (an outcome to write always is).
+            if outcome is None or pause > 0 or self._turn_due():
                 self._wake.set()
 
     async def _attempt(self, session: Transport, claim: Claim) -> tuple[Outcome, float]:

@@ -16,15 +16,19 @@ import logging
 import re
 import socket
 import ssl
-from typing import Protocol
-
-import aiosmtplib
+from typing import TYPE_CHECKING, Protocol
 
 from .classify import decide, reply_class
 from .config import Settings
 from .errors import DeliveryError, Kind, UsageError
 from .fence import FenceCheck, Fenced
-from .message import Envelope
+
+if TYPE_CHECKING:
+    import aiosmtplib
+
+    from .message import Envelope
+else:
+    aiosmtplib = None  # imported by ``_load_smtp`` when a session first sends or classifies
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +48,14 @@ _HINTS = {
     (535,): "check SENDER_SMTP_USER and SENDER_SMTP_PASSWORD",
     (538,): "the relay wants an encrypted connection: use --tls or --starttls",
 }
+
+
+def _load_smtp() -> None:
+    """Import aiosmtplib (and the ``email`` package it pulls in) on first use: ``run --once`` on
+    an empty queue never needs it, and that run is a cron line's whole cost."""
+    global aiosmtplib
+    if aiosmtplib is None:
+        import aiosmtplib
 
 
 def _hint(phase: str, code: int | None) -> str:
@@ -100,6 +112,7 @@ def classify(exc: BaseException, phase: str, host: str = "the relay") -> Deliver
     """Translate an aiosmtplib/OS exception raised during ``phase`` into a ``DeliveryError``."""
     if isinstance(exc, DeliveryError):
         return exc
+    _load_smtp()
     if phase in ("connect", "tls") and (found := _client_side(exc, phase, host)) is not None:
         return found
     if phase == "connect":
@@ -152,10 +165,20 @@ class Relay:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.context = tls_context(settings)
+        self._context: ssl.SSLContext | None = None
+        if settings.smtp_tls or settings.smtp_starttls or settings.smtp_tls_ca or settings.smtp_tls_insecure:
+            self._context = tls_context(settings)  # TLS is asked for: a bad --tls-ca is an error at start
         self.logged_in = False
         self.auth_error: DeliveryError | None = None
         self._lock: asyncio.Lock | None = None
+
+    @property
+    def context(self) -> ssl.SSLContext:
+        """Made when first needed: loading the system store costs tens of milliseconds of CPU, which
+        a plaintext loopback relay, or a run with nothing due, never needs."""
+        if self._context is None:
+            self._context = tls_context(self.settings)
+        return self._context
 
     async def login(self, smtp: aiosmtplib.SMTP) -> None:
         """AUTH with one mechanism; after one refusal no session of this process tries again."""
@@ -236,7 +259,7 @@ class Session:
         smtp = aiosmtplib.SMTP(
             hostname=s.smtp_host, port=s.smtp_port, timeout=s.smtp_timeout,
             use_tls=s.smtp_tls, start_tls=False, local_hostname=self._hostname,
-            tls_context=self._relay.context,
+            tls_context=self._relay.context if s.smtp_tls else None,
         )
         try:
             await smtp.connect()
@@ -286,6 +309,8 @@ class Session:
         end-of-data marker; when it raises ``Fenced`` the message is not started, or the line is
         cut before the final dot."""
         ask = fence or _unfenced
+        if aiosmtplib is None:
+            _load_smtp()
         self.phase = "connect"
         try:
             if self._smtp is None or not self._smtp.is_connected:

@@ -14,17 +14,18 @@ import json
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from . import admin, claims
 from .attachments import Part
 from .attachments import store as store_attachments
 from .db import Database, SyncTx
 from .headers import to_json as headers_json
-from .intake import NewMessage
 from .journal import StartEvidence, worker_of
-from .message import make_message_id
 from .policy import Policy
+
+if TYPE_CHECKING:
+    from .intake import NewMessage
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +119,8 @@ async def enqueue(db: Database, rows: Iterable[NewMessage], *, from_addr: str | 
 async def _enqueue_chunk(db: Database, rows: list[NewMessage], campaigns: dict[str, int],
                          from_addr: str | None, from_name: str | None, domain: str | None,
                          now: float) -> tuple[int, int]:
+    from .message import make_message_id  # enqueue only: keeps email parsing out of ``run``'s start
+
     keys = json.dumps([r.key for r in rows])
     seen = {r[0] for r in await db.fetchall(
         "SELECT dedupe_key FROM messages WHERE dedupe_key IN (SELECT value FROM json_each(?))", (keys,))}

@@ -15,8 +15,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 EXPECTED = {
-    "end to end": ("sender run --once, wall", "sender run --once --prefetch 2, wall", "bare aiosmtplib, wall",
-                   "ratio sender/bare, sink", "ratio prefetch/bare, sink"),
+    "end to end": ("sender run --once (default: --prefetch 2), wall", "sender run --once --prefetch 0, wall",
+                   "bare aiosmtplib, wall", "ratio sender/bare, sink", "ratio strict/bare, sink",
+                   "CPU per message sender/bare"),
     "pipeline": ("claim->build->record, NullSession x8", "NullSession x64"),
     "claims": ("claim, batch 8: sender.queue", "claim, batch 8: raw sqlite3",
                "record 8 + claim 8: sender.queue", "INDEXED BY messages_due"),
