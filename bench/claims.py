@@ -25,8 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from sender import queue
-from sender.db import open_db
+from sender.store import sending as queue
+from sender.store.db import open_db
 
 from .common import Result, copy_db, template
 

@@ -13,11 +13,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from sender import queue
-from sender.db import open_db
 from sender.intake import NewMessage
 from sender.policy import Policy
-from sender.queue import Outcome
+from sender.store import sending as queue
+from sender.store.db import open_db
+from sender.store.sending import Outcome
 
 TURNS = 300
 CHECKS = 100_000

@@ -22,14 +22,14 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from sender.db import open_db
+from sender.store.db import open_db
 
 from .common import Result, template
 
-MODULES = ("sender.queries", "sender.monitor", "sender.monitor_search", "sender.monitor_health",
+MODULES = ("sender.store.counts", "sender.store.views", "sender.store.search", "sender.store.health",
            "sender.report")
 CALLS = 5
-# What an operator types into the Queue's ``/`` (``sender.monitor_search.search``), timed each.
+# What an operator types into the Queue's ``/`` (``sender.store.search.search``), timed each.
 SEARCHES = ("failed", "unknown", "scheduled", "sent", "user12", "user{row}", "user{row}@example.com",
             "#{row}", "campaign:bench", "campaign:bench failed", "reply:5.7.1", "since:1h",
             "failed since:1h")
@@ -108,8 +108,8 @@ def discover() -> list[tuple[str, Callable[..., Awaitable[Any]]]]:
 
 def _bulk_counts() -> list[tuple[str, Callable[..., Awaitable[Any]]]]:
     """The dry runs of ``retry`` / ``cancel`` and of the monitor's ``A`` (a count, no write)."""
-    from sender import admin
-    from sender.selection import Selection
+    from sender.store import operator as admin
+    from sender.store.selection import Selection
 
     async def retry_all(db: Any) -> Any:
         return await admin.bulk(db, "retry", Selection(), actor="bench", now=0.0, yes=False)

@@ -22,7 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sender import report
-from sender.db import open_db
+from sender.store.db import open_db
 
 DAY = 86400.0
 SPAN = 30 * DAY

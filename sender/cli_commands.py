@@ -11,12 +11,13 @@ import signal
 import sys
 import time
 
-from . import queries, queue
 from .config import Settings
-from .db import SCHEMA_VERSION, Database, open_db
 from .errors import UsageError
 from .mailreader import MailSource
 from .queuefile import FILE_MODE, set_mode
+from .store import counts as queries
+from .store import sending as queue
+from .store.db import SCHEMA_VERSION, Database, open_db
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +70,7 @@ async def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
         if settings.smtp_tls_insecure:
-            from . import admin
+            from .store import operator as admin
 
             await admin.set_flag(db, "tls_insecure", None, actor=settings.worker, now=time.time())
     if args.once and stats.stop_reason:
@@ -83,7 +84,7 @@ async def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
 
 async def _relay_warnings(db: Database, settings: Settings) -> None:
     """Said loudly at every start: no certificate verification, credentials allowed in clear."""
-    from . import admin
+    from .store import operator as admin
 
     if settings.smtp_allow_plaintext_auth and settings.smtp_user:
         log.warning("--allow-plaintext-auth: credentials may cross an unencrypted connection (meant for "
@@ -114,7 +115,7 @@ async def cmd_recover(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def cmd_resolve(args: argparse.Namespace, settings: Settings) -> int:
-    from . import admin
+    from .store import operator as admin
 
     actor = args.actor or os.environ.get("USER") or "operator"
     async with open_db(settings.db) as db:
@@ -128,9 +129,9 @@ async def cmd_resolve(args: argparse.Namespace, settings: Settings) -> int:
 
 async def cmd_bulk(args: argparse.Namespace, settings: Settings) -> int:
     """``retry`` / ``cancel``: count what the filter selects; with ``--yes``, change it."""
-    from . import admin
     from .policy import parse_duration
-    from .selection import Selection
+    from .store import operator as admin
+    from .store.selection import Selection
 
     now = time.time()
     since = now - parse_duration(args.since, "--since") if args.since else None
@@ -153,7 +154,7 @@ async def cmd_bulk(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def cmd_pause(args: argparse.Namespace, settings: Settings) -> int:
-    from . import admin
+    from .store import operator as admin
 
     paused = args.command == "pause"
     actor = args.actor or os.environ.get("USER") or "operator"

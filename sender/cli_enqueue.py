@@ -11,13 +11,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from . import queue
 from .cli_commands import check_db_dir
 from .config import Settings
-from .db import open_db
 from .errors import InputError, UsageError
 from .headers import parse_flag as parse_header_flags
 from .intake import MAX_BODY_BYTES, NewMessage, make_message, read_csv
+from .store import sending as queue
+from .store.db import open_db
 from .templates import Templates
 
 

@@ -9,11 +9,11 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from . import suppression
 from .config import Settings
-from .db import open_db
 from .errors import InputError, UsageError
-from .schema import SUPPRESSION_REASONS
+from .store import suppressions as suppression
+from .store.db import open_db
+from .store.schema import SUPPRESSION_REASONS
 
 
 def add_parser(sub: argparse._SubParsersAction[Any],

@@ -9,7 +9,7 @@ from dataclasses import replace
 from . import dkim_sign, unsubscribe
 from .config import Settings
 from .message import Envelope, build
-from .queue import Claim
+from .store.claims import Claim
 
 
 def envelope(claim: Claim, settings: Settings, now: float) -> Envelope:

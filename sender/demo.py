@@ -17,16 +17,16 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from . import queries
 from .config import Settings
 from .daemon import Daemon, RunStats
-from .db import open_db
 from .delivery import Session
 from .errors import UsageError
 from .mailreader import open_mailbox
 from .observe import ObserveStats, observe
 from .report import Report, Window, build_report
 from .sink import serve
+from .store import counts as queries
+from .store.db import open_db
 
 SAMPLE = Path(__file__).resolve().parent.parent / "sample.db"
 

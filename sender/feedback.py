@@ -24,9 +24,9 @@ from email.message import Message
 from email.parser import HeaderParser
 from typing import Literal
 
-from .db import Database
 from .mailreader import normalise_mid
 from .message import row_of
+from .store.db import Database
 
 Kind = Literal["bounce", "delay", "complaint"]
 SOFT_LIMIT = 3
@@ -155,7 +155,7 @@ class Found:
 
 async def apply(db: Database, found: list[Found], rules: Rules, now: float, source: str) -> dict[str, int]:
     """Inside the caller's write: change rows and the suppression list; return counts by outcome."""
-    from .suppression import UPSERT
+    from .store.suppressions import UPSERT
 
     counts = {"bounced": 0, "delayed": 0, "complaints": 0, "unmatched": 0}
     for f in found:

@@ -35,7 +35,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Protocol
 
-from .db import SyncTx
+from .store.db import SyncTx
 
 log = logging.getLogger(__name__)
 

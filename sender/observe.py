@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import feedback
-from .db import Database
 from .feedback import Rules
 from .mailreader import MailSource, Parsed, RawMessage, parse_head
 from .message import row_of
+from .store.db import Database
 
 log = logging.getLogger(__name__)
 
@@ -188,7 +188,8 @@ async def _feedback(db: Database, batch: list[_Pending], stats: ObserveStats, ru
 
 async def _unsubscribe_replies(db: Database, batch: list[_Pending], secret: str, now: float,
                                source: str) -> int:
-    from . import suppression, unsubscribe
+    from . import unsubscribe
+    from .store import suppressions as suppression
 
     entries = []
     for p in batch:
@@ -271,7 +272,7 @@ async def reconcile(db: Database, mailbox: MailSource, *, actor: str, now: float
                     ) -> tuple[ObserveStats, list[Reconciled]]:
     """Observe ``mailbox``; ``unknown`` messages whose Message-ID it holds become ``sent``
     through ``admin.mark_found``, which writes the audit rows naming this mailbox."""
-    from . import admin
+    from .store import operator as admin
 
     unknown = {r[1]: (r[0], r[2]) for r in await db.fetchall(
         "SELECT m.id, m.message_id, r.email FROM messages m "

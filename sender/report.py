@@ -27,7 +27,6 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from .db import Database
 from .errors import UsageError
 from .report_model import (
     ANOMALIES,
@@ -44,7 +43,8 @@ from .report_model import (
     parse_since,
     parse_time,
 )
-from .schema import LIVE_SQL
+from .store.db import Database
+from .store.schema import LIVE_SQL
 
 __all__ = [
     "ANOMALIES", "LIMIT", "Ghost", "Missing", "MultiSend", "RepeatedMessageId", "Report", "Sighting",

@@ -12,10 +12,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from sender import admin, queue
-from sender.db import open_db
 from sender.intake import NewMessage
-from sender.queue import Outcome
+from sender.store import operator as admin
+from sender.store import sending as queue
+from sender.store.db import open_db
+from sender.store.sending import Outcome
 
 T0 = 1_750_000_000.0  # 2025-06-15 15:06:40 UTC
 DENIED = "5.7.1 Client host rejected: Access denied"

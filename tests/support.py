@@ -11,12 +11,12 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from sender import queue
 from sender.config import Settings
 from sender.daemon import Daemon, RunStats
-from sender.db import open_db
 from sender.delivery import pool
 from sender.intake import NewMessage
+from sender.store import sending as queue
+from sender.store.db import open_db
 
 
 def settings(db_path: str, port: int, **overrides: Any) -> Settings:

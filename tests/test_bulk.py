@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import pytest
 
-from sender import admin
-from sender.db import open_db
-from sender.selection import Selection
+from sender.store import operator as admin
+from sender.store.db import open_db
+from sender.store.selection import Selection
 from tests.conftest import Cli, Faults, SinkThread
 from tests.support import in_state, one, query, run_once, seed
 

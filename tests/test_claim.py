@@ -20,10 +20,10 @@ from typing import Any
 
 import pytest
 
-from sender import claims as claim_sql
-from sender import queue
-from sender.db import open_db
 from sender.intake import NewMessage
+from sender.store import claims as claim_sql
+from sender.store import sending as queue
+from sender.store.db import open_db
 from tests.conftest import Cli, RecordingHandler, SinkThread
 
 LEASE = 300.0

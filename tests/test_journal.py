@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from sender.db import SyncTx
 from sender.journal import BOOT_ID_ENV, COMPACT_AT, FileJournal, JournalEvidence, journal_dir
+from sender.store.db import SyncTx
 from tests.conftest import Cli, Faults, RecordingHandler, SinkThread
 from tests.support import daemon_args, in_state, log_statuses, one, query, seed, states, stop, wait_until
 from tests.test_fence import FreezeAtRcpt

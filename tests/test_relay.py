@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from sender import queries
 from sender.daemon import Daemon
-from sender.db import open_db
 from sender.delivery import pool
 from sender.intake import NewMessage
+from sender.store import counts as queries
+from sender.store.db import open_db
 from tests.conftest import ROOT
 from tests.scripted_relay import LOST, ScriptedRelay, scripted
 from tests.support import one, query, run_once, seed, settings, states
@@ -167,7 +167,7 @@ async def test_size_limit_fails_the_big_message_before_transmitting(db_path: str
     rows = [NewMessage(to="small@example.com", subject="s", body="short", campaign="c"),
             NewMessage(to="big@example.com", subject="b", body="x" * 5000, campaign="c")]
     async with open_db(db_path, create=True) as db:
-        from sender import queue
+        from sender.store import sending as queue
 
         await queue.enqueue(db, rows, from_addr="team@example.org", from_name="Team", domain=None, now=time.time())
     relay = ScriptedRelay(size=2000)

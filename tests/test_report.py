@@ -18,12 +18,14 @@ from pathlib import Path
 
 import aiosmtplib
 
-from sender import admin, queue, report
-from sender.db import open_db
+from sender import report
 from sender.intake import NewMessage
 from sender.mailreader import open_mailbox
 from sender.message import build, make_message_id
 from sender.observe import observe
+from sender.store import operator as admin
+from sender.store import sending as queue
+from sender.store.db import open_db
 from tests.conftest import Cli, Faults, SinkThread
 from tests.support import query, run_once, seed
 

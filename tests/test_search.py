@@ -1,4 +1,4 @@
-"""The monitor's search (``sender.selection`` + ``sender.monitor_search``) on a real queue: each
+"""The monitor's search (``sender.store.selection`` + ``sender.store.search``) on a real queue: each
 term selects exactly its rows, totals are true, an upgraded queue is searchable, bad terms are
 refused with a sentence, and every term's plan uses an index (never a scan of ``messages``)."""
 
@@ -10,10 +10,10 @@ import time
 
 import pytest
 
-from sender import monitor_search
-from sender.db import open_db
 from sender.errors import UsageError
-from sender.selection import parse_search, resolve, where
+from sender.store import search as monitor_search
+from sender.store.db import open_db
+from sender.store.selection import parse_search, resolve, where
 from tests.support import query, seed
 
 

@@ -11,9 +11,9 @@ import sqlite3
 import time
 from pathlib import Path
 
-from sender import suppression
-from sender.db import _statements, open_db
-from sender.schema import APPLICATION_ID, MIGRATIONS
+from sender.store import suppressions as suppression
+from sender.store.db import _statements, open_db
+from sender.store.schema import APPLICATION_ID, MIGRATIONS
 from tests.conftest import Cli, SinkThread
 from tests.support import log_statuses, one, query, run_once, seed, states
 

@@ -1,6 +1,6 @@
 """Operator actions from the monitor: each changes exactly the intended row and writes its audit.
 
-Actions go through ``sender.admin`` on a short-lived writable connection after a confirmation;
+Actions go through ``sender.store.operator`` on a short-lived writable connection after a confirmation;
 the tests drive them with keys, then read the file back with plain sqlite3 and compare every
 row of ``messages`` and ``send_log`` before and after.
 """

@@ -16,7 +16,7 @@ import pytest
 from textual.binding import Binding
 from textual.widgets import Sparkline
 
-from sender.db import open_db
+from sender.store.db import open_db
 from tests import storm
 from tests.conftest import Cli
 from tests.test_tui_app import SIZE, cells, keys, make_app, press, settle, text, type_filter
@@ -299,7 +299,7 @@ def test_screenshots_folder_must_exist(cli: Cli, tmp_path: Path) -> None:
 
 async def test_insecure_tls_is_shown(tmp_path: Path) -> None:
     """A worker running with --tls-insecure (its flag) is named on the health line in red."""
-    from sender import admin
+    from sender.store import operator as admin
 
     path = await aseed(tmp_path / "queue.db")
     async with open_db(path) as db:

@@ -1,6 +1,6 @@
-"""The monitor's read API (``sender.monitor``) on a seeded queue, and the seed the TUI tests share.
+"""The monitor's read API (``sender.store.views``) on a seeded queue, and the seed the TUI tests share.
 
-``seed`` builds a small queue through the real write path (``sender.queue`` enqueue, claim and
+``seed`` builds a small queue through the real write path (``sender.store.sending`` enqueue, claim and
 record, worker registration) at fixed times, then pins the random parts (Message-IDs) so the
 screens are the same on every run. It holds one message in every state, a stale claim of a
 dead worker, three workers (alive, presumed dead, stopped) and a reproduction of the incident:
@@ -20,10 +20,12 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from sender import monitor, queue, report
-from sender.db import open_db
+from sender import report
 from sender.intake import NewMessage
-from sender.queue import Outcome
+from sender.store import sending as queue
+from sender.store import views as monitor
+from sender.store.db import open_db
+from sender.store.sending import Outcome
 
 T0 = 1_750_000_000.0  # 2025-06-15 15:06:40 UTC, the tests' fixed clock
 ROOT = Path(__file__).resolve().parent.parent
@@ -205,7 +207,7 @@ async def test_monitor_queries_use_indexes(tmp_path: Path) -> None:
 
 def test_importing_sender_never_imports_textual() -> None:
     """``sender`` (including the monitor's read API) never pulls in textual: imports go one way."""
-    code = ("import sys, sender, sender.monitor, sender.admin, sender.queries; "
+    code = ("import sys, sender, sender.store.views, sender.store.operator, sender.store.counts; "
             "print('textual' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
                          timeout=60)

@@ -1,4 +1,4 @@
-"""Operator actions, each run through ``sender.admin`` on its own short-lived writable connection.
+"""Operator actions, each run through ``sender.store.operator`` on its own short-lived writable connection.
 
 The display connection stays read-only; an action opens the file for writing only for the
 one ``admin`` call (a durable ``BEGIN IMMEDIATE`` transaction that also writes the audit row)
@@ -12,10 +12,10 @@ import getpass
 from dataclasses import dataclass
 from typing import Literal
 
-from sender import admin
-from sender.db import open_db
 from sender.errors import SenderError
-from sender.selection import Selection
+from sender.store import operator as admin
+from sender.store.db import open_db
+from sender.store.selection import Selection
 
 Kind = Literal["cancel", "retry", "resolve-sent", "resolve-failed", "resolve-requeue", "pause",
                "resume"]
@@ -93,7 +93,7 @@ BULK_VERB = {"retry": "Retry", "cancel": "Cancel", "resolve-sent": "Resolve as s
 
 async def perform_bulk(path: str, kind: BulkKind, sel: Selection, *, actor: str, now: float,
                        reason: str = "") -> Done:
-    """One bulk action through ``sender.admin`` (the store code of ``retry``/``cancel``)."""
+    """One bulk action through ``sender.store.operator`` (the store code of ``retry``/``cancel``)."""
     try:
         async with open_db(path) as db:
             if kind in ("pause-campaign", "resume-campaign"):

@@ -1,10 +1,10 @@
 """The monitor application: tabs over one live snapshot of the queue, and guarded actions.
 
 Data flow: a ``set_interval`` tick starts ``load_data``, an exclusive worker that reads one
-``Snapshot`` through ``tui.source`` (read-only connection, ``sender.monitor`` queries) and
+``Snapshot`` through ``tui.source`` (read-only connection, ``sender.store.views`` queries) and
 hands it to the widgets; widgets only format what they are given. A tick that finds the
 previous load still running is skipped, so a slow disk delays the screen but never piles up
-work. Actions go through ``tui.actions`` (``sender.admin``) after a confirmation; bulk
+work. Actions go through ``tui.actions`` (``sender.store.operator``) after a confirmation; bulk
 actions live in ``tui.bulk``, paging, sorting and following in ``tui.navigation`` (mixins of
 this app). Each tab keeps its own ``/`` filter; the Queue's is a search of the whole store.
 """
@@ -23,7 +23,7 @@ from textual.binding import Binding, BindingType
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input, Static, TabbedContent, TabPane
 
-from sender import admin
+from sender.store import operator as admin
 
 from . import actions, fmt, source
 from .findings import KINDS, Findings

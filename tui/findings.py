@@ -16,7 +16,7 @@ import importlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from sender.db import Database
+from sender.store.db import Database
 
 from . import fmt
 

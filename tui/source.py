@@ -1,6 +1,6 @@
 """Where the monitor's data comes from: one read-only connection per refresh.
 
-``load`` opens the queue with ``mode=ro``, calls the ``sender.monitor`` read API and returns
+``load`` opens the queue with ``mode=ro``, calls the ``sender.store.views`` read API and returns
 one immutable ``Snapshot``; ``load_findings`` does the same for the duplicate report (through
 ``tui.findings``), which is slower at scale and so runs on its own schedule. Any problem (no
 file, not our database, a locked file, a newer schema) becomes an ``error`` sentence for the
@@ -13,10 +13,13 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field, replace
 
-from sender import admin, monitor, monitor_health, monitor_search
-from sender.db import open_db
 from sender.errors import SenderError, UsageError
-from sender.selection import Selection
+from sender.store import health as monitor_health
+from sender.store import operator as admin
+from sender.store import search as monitor_search
+from sender.store import views as monitor
+from sender.store.db import open_db
+from sender.store.selection import Selection
 
 from . import findings
 

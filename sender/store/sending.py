@@ -16,15 +16,16 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from . import admin, claims
-from .attachments import Part
-from .attachments import store as store_attachments
+from ..attachments import store as store_attachments
+from ..headers import to_json as headers_json
+from ..intake import NewMessage
+from ..journal import StartEvidence, worker_of
+from ..message import make_message_id
+from ..policy import Policy
+from . import claims
+from . import operator as admin
+from .claims import Claim
 from .db import Database, SyncTx
-from .headers import to_json as headers_json
-from .intake import NewMessage
-from .journal import StartEvidence, worker_of
-from .message import make_message_id
-from .policy import Policy
 
 log = logging.getLogger(__name__)
 
@@ -35,27 +36,6 @@ OutcomeStatus = Literal["sent", "retry", "failed", "unknown", "released"]
 class EnqueueResult:
     queued: int
     skipped: int
-
-
-@dataclass(frozen=True, slots=True)
-class Claim:
-    """A claimed message: everything needed to send it, plus the fence token."""
-
-    id: int
-    mid: str
-    token: str
-    attempt: int
-    recipient: str
-    to_name: str | None
-    campaign: str
-    from_addr: str
-    from_name: str | None
-    subject: str
-    body_text: str
-    body_html: str | None
-    reply_to: str | None = None
-    headers: tuple[tuple[str, str], ...] = ()
-    attachments: tuple[Part, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

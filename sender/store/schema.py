@@ -208,7 +208,7 @@ INSERT OR IGNORE INTO shared_pairs(recipient_id, campaign_id)
 class Rebuild:
     """A migration step SQLite cannot do with ``ALTER TABLE``: change a constraint of ``table``.
 
-    Run by ``sender.db`` as the documented 12-step table rebuild
+    Run by ``sender.store.db`` as the documented 12-step table rebuild
     (https://www.sqlite.org/lang_altertable.html#otheralter), with foreign keys off: the table's
     current ``CREATE TABLE`` text with ``old`` replaced by ``new`` becomes ``{table}_new``, the
     rows are copied, the old table dropped, the new one renamed, and every index and trigger the
@@ -293,7 +293,7 @@ CREATE TABLE IF NOT EXISTS message_attachments (
 # common case) cost the claim no look-up in message_attachments.
 _ATTACHMENT_COUNT = AddColumns("message_bodies", (("attachments", "INTEGER NOT NULL DEFAULT 0"),))
 
-# The monitor's search (``sender.selection``): a recipient fragment through a trigram index over
+# The monitor's search (``sender.store.selection``): a recipient fragment through a trigram index over
 # the addresses (kept by triggers at enqueue, never touched by a claim); a campaign's messages
 # by state (counts and pages of "failed in campaign X" read the index alone; measured cost on
 # the claim path: about 1 %, 0.663 s -> 0.670 s for 9,600 claims and outcomes); and when each

@@ -2,7 +2,7 @@
 
 One global list, not one per From domain (docs/deliverability.md says why): an unsubscribe, a
 complaint or a hard bounce is about the person's mailbox, whichever brand of the team writes.
-The claim transaction reads it (``sender.claims``); this module is how rows get on and off it:
+The claim transaction reads it (``sender.store.claims``); this module is how rows get on and off it:
 the ``suppress`` command, unsubscribe tokens, and DSN/ARF reports found by ``observe``.
 """
 
@@ -13,9 +13,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import InputError, UsageError
+from ..intake import check_address
 from .db import Database, SyncTx
-from .errors import InputError, UsageError
-from .intake import check_address
 from .schema import SUPPRESSION_REASONS
 
 # A newer reason wins over an older one except that ``manual`` never hides a stronger one.

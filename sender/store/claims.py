@@ -16,18 +16,36 @@ import secrets
 import sqlite3
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-from . import attachments
+from .. import attachments
+from ..attachments import Part
+from ..headers import from_json
+from ..policy import Limit, Policy
 from .db import SyncTx
-from .headers import from_json
-from .policy import Limit, Policy
 from .schema import ATTEMPTED_SQL, LIVE_SQL
 
-if TYPE_CHECKING:
-    from .queue import Claim
-
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A claimed message: everything needed to send it, plus the fence token."""
+
+    id: int
+    mid: str
+    token: str
+    attempt: int
+    recipient: str
+    to_name: str | None
+    campaign: str
+    from_addr: str
+    from_name: str | None
+    subject: str
+    body_text: str
+    body_html: str | None
+    reply_to: str | None = None
+    headers: tuple[tuple[str, str], ...] = ()
+    attachments: tuple[Part, ...] = ()
 
 
 _NOT_PAUSED = "campaign_id NOT IN (SELECT id FROM campaigns WHERE paused IS NOT NULL)"
@@ -102,8 +120,6 @@ def expire_due(tx: SyncTx, now: float, worker: str) -> None:
 
 def claim(tx: SyncTx, policy: Policy | None, *, worker: str, worker_id: int, limit: int,
                 lease: float, now: float) -> list[Claim]:
-    from .queue import Claim
-
     token = f"{worker_id}.{secrets.token_hex(6)}"
     params = {"token": token, "worker": worker, "lease": now + lease, "now": now}
     refused = 0

@@ -19,8 +19,8 @@ from typing import Any, NoReturn, TypeVar
 
 import aiosqlite
 
-from .errors import DamagedDatabase, NotOurDatabase, SchemaTooNew, StoreError
-from .queuefile import FILE_MODE, OpenedFile, create_private, is_sqlite, no_queue, require_queue_file
+from ..errors import DamagedDatabase, NotOurDatabase, SchemaTooNew, StoreError
+from ..queuefile import FILE_MODE, OpenedFile, create_private, is_sqlite, no_queue, require_queue_file
 from .schema import APPLICATION_ID, MIGRATIONS, AddColumns, Rebuild
 
 log = logging.getLogger(__name__)

@@ -17,12 +17,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
-from . import admin, queries
-from .config import Settings
+from ..config import Settings
+from ..errors import StoreError
+from . import counts as queries
+from . import operator as admin
+from .counts import WorkerCounts
 from .db import Database
-from .errors import StoreError
-from .monitor_health import HEARTBEAT_MISSES
-from .queries import WorkerCounts
+from .health import HEARTBEAT_MISSES
 
 LOG_LIMIT = 200
 LOG_SCAN = 20_000       # a substring or status filter looks at this many recent attempts

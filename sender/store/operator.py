@@ -13,8 +13,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from ..errors import UsageError
 from .db import Database
-from .errors import UsageError
 from .selection import Selection, where
 
 log = logging.getLogger(__name__)

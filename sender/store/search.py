@@ -1,4 +1,4 @@
-"""The monitor's search: any message of the queue, by the terms of ``sender.selection``, paged.
+"""The monitor's search: any message of the queue, by the terms of ``sender.store.selection``, paged.
 
 ``search`` returns one page and the true total ("N of M"): the total of a state alone comes from
 the trigger-kept ``state_counts`` (O(1)); any other total is counted through the index of its
@@ -13,9 +13,9 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, replace
 
-from . import queries
+from ..errors import UsageError
+from . import counts as queries
 from .db import Database
-from .errors import UsageError
 from .selection import FRAGMENT_CAP, FTS_MIN, REPLY_STATES, Selection, parse_search, resolve, where
 
 PAGE = 100
