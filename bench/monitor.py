@@ -108,22 +108,22 @@ def discover() -> list[tuple[str, Callable[..., Awaitable[Any]]]]:
 
 def _bulk_counts() -> list[tuple[str, Callable[..., Awaitable[Any]]]]:
     """The dry runs of ``retry`` / ``cancel`` and of the monitor's ``A`` (a count, no write)."""
-    from sender.store import operator as admin
+    from sender.store import operator
     from sender.store.selection import Selection
 
     async def retry_all(db: Any) -> Any:
-        return await admin.bulk(db, "retry", Selection(), actor="bench", now=0.0, yes=False)
+        return await operator.bulk(db, "retry", Selection(), actor="bench", now=0.0, yes=False)
 
     async def cancel_campaign(db: Any) -> Any:
-        return await admin.bulk(db, "cancel", Selection(campaign="bench"), actor="bench", now=0.0,
+        return await operator.bulk(db, "cancel", Selection(campaign="bench"), actor="bench", now=0.0,
                                 yes=False)
 
     async def retry_reply(db: Any) -> Any:
-        return await admin.bulk(db, "retry", Selection(reply_match="550"), actor="bench", now=0.0,
+        return await operator.bulk(db, "retry", Selection(reply_match="550"), actor="bench", now=0.0,
                                 yes=False)
-    return [("admin.bulk(retry, dry run)", retry_all),
-            ("admin.bulk(cancel --campaign, dry run)", cancel_campaign),
-            ("admin.bulk(retry --reply-match, dry run)", retry_reply)]
+    return [("operator.bulk(retry, dry run)", retry_all),
+            ("operator.bulk(cancel --campaign, dry run)", cancel_campaign),
+            ("operator.bulk(retry --reply-match, dry run)", retry_reply)]
 
 
 async def _time_all(path: Path, size: int) -> tuple[dict[str, float], dict[str, str]]:

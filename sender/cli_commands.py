@@ -15,8 +15,7 @@ from .config import Settings
 from .errors import UsageError
 from .mailreader import MailSource
 from .queuefile import FILE_MODE, set_mode
-from .store import counts as queries
-from .store import sending as queue
+from .store import counts, flags, sending
 from .store.db import SCHEMA_VERSION, Database, open_db
 
 log = logging.getLogger(__name__)
@@ -70,9 +69,8 @@ async def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
         if settings.smtp_tls_insecure:
-            from .store import operator as admin
 
-            await admin.set_flag(db, "tls_insecure", None, actor=settings.worker, now=time.time())
+            await flags.set_flag(db, "tls_insecure", None, actor=settings.worker, now=time.time())
     if args.once and stats.stop_reason:
         print(f"error: could not deliver: {stats.stop_reason}", file=sys.stderr)
         return 1
@@ -84,7 +82,6 @@ async def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
 
 async def _relay_warnings(db: Database, settings: Settings) -> None:
     """Said loudly at every start: no certificate verification, credentials allowed in clear."""
-    from .store import operator as admin
 
     if settings.smtp_allow_plaintext_auth and settings.smtp_user:
         log.warning("--allow-plaintext-auth: credentials may cross an unencrypted connection (meant for "
@@ -92,14 +89,14 @@ async def _relay_warnings(db: Database, settings: Settings) -> None:
     if settings.smtp_tls_insecure:
         log.warning("--tls-insecure: the relay's certificate is NOT verified; anyone on the path can "
                     "read the mail and the password")
-        await admin.set_flag(db, "tls_insecure", "1", actor=settings.worker, now=time.time())
+        await flags.set_flag(db, "tls_insecure", "1", actor=settings.worker, now=time.time())
 
 
 async def cmd_recover(args: argparse.Namespace, settings: Settings) -> int:
     from .journal import JournalEvidence
 
     async with open_db(settings.db) as db:
-        expired = await queue.recover(db, time.time(), JournalEvidence(db.path))
+        expired = await sending.recover(db, time.time(), JournalEvidence(db.path))
     for e in expired:
         why = "lease expired, never started (start journal)" if e.state == "scheduled" else "lease expired"
         log.warning("row=%s mid=%s worker=%s sending->%s reason=%s (recover)", e.id, e.mid, e.worker,
@@ -115,22 +112,22 @@ async def cmd_recover(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def cmd_resolve(args: argparse.Namespace, settings: Settings) -> int:
-    from .store import operator as admin
+    from .store import operator
 
     actor = args.actor or os.environ.get("USER") or "operator"
     async with open_db(settings.db) as db:
-        n = await admin.resolve(db, args.ids, args.resolution, actor=actor, now=time.time(),
+        n = await operator.resolve(db, args.ids, args.resolution, actor=actor, now=time.time(),
                                 reason=args.reason)
     print(f"resolved {n} message(s) as {args.resolution}")
     if args.resolution == "requeue":
-        print(admin.REQUEUE_RISK)
+        print(operator.REQUEUE_RISK)
     return 0
 
 
 async def cmd_bulk(args: argparse.Namespace, settings: Settings) -> int:
     """``retry`` / ``cancel``: count what the filter selects; with ``--yes``, change it."""
     from .policy import parse_duration
-    from .store import operator as admin
+    from .store import operator
     from .store.selection import Selection
 
     now = time.time()
@@ -142,7 +139,7 @@ async def cmd_bulk(args: argparse.Namespace, settings: Settings) -> int:
                     rows=tuple(dict.fromkeys(args.row or ())))
     actor = args.actor or os.environ.get("USER") or "operator"
     async with open_db(settings.db, readonly=not args.yes) as db:
-        done = await admin.bulk(db, args.command, sel, actor=actor, now=now, yes=args.yes,
+        done = await operator.bulk(db, args.command, sel, actor=actor, now=now, yes=args.yes,
                                 reason=args.reason)
     verb = {"retry": "retried", "cancel": "cancelled"}[args.command]
     if done.done:
@@ -154,16 +151,15 @@ async def cmd_bulk(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def cmd_pause(args: argparse.Namespace, settings: Settings) -> int:
-    from .store import operator as admin
 
     paused = args.command == "pause"
     actor = args.actor or os.environ.get("USER") or "operator"
     async with open_db(settings.db) as db:
         if args.campaign:
-            await admin.set_campaign_paused(db, args.campaign, paused, actor=actor, now=time.time(),
+            await flags.set_campaign_paused(db, args.campaign, paused, actor=actor, now=time.time(),
                                             reason=args.reason)
         else:
-            await admin.set_paused(db, paused, actor=actor, now=time.time(), reason=args.reason)
+            await flags.set_paused(db, paused, actor=actor, now=time.time(), reason=args.reason)
     what = f"campaign {args.campaign}" if args.campaign else "all sending"
     print(f"{what} {'paused' if paused else 'resumed'}")
     return 0
@@ -178,21 +174,21 @@ async def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     policy = settings.policy()
     now = time.time()
     async with open_db(settings.db, readonly=True) as db:
-        counts = await queries.state_counts(db)
-        workers = await queries.worker_counts(db, now)
-        paused = await queries.paused(db)
-        relay = await queries.relay_flags(db)
-        deferred = await queries.deferred_counts(db)
-        budgets = await queries.sender_budgets(
+        states = await counts.state_counts(db)
+        workers = await counts.worker_counts(db, now)
+        paused = await flags.paused(db)
+        relay = await counts.relay_flags(db)
+        deferred = await counts.deferred_counts(db)
+        budgets = await counts.sender_budgets(
             db, (policy.rate.count, policy.rate.period) if policy.rate else None, policy.daily_cap, now)
     if args.json:
-        print(json.dumps({**counts, "workers": {"alive": workers.alive, "stopped": workers.stopped,
+        print(json.dumps({**states, "workers": {"alive": workers.alive, "stopped": workers.stopped,
                                                 "presumed_dead": workers.presumed_dead},
                           "paused": paused, "deferred": deferred, "budget": budgets, **relay}))
         return 0
-    for state, n in counts.items():
+    for state, n in states.items():
         print(f"{state:<10} {n:>9}")
-    print(f"{'total':<10} {sum(counts.values()):>9}")
+    print(f"{'total':<10} {sum(states.values()):>9}")
     print(f"workers    {workers.alive} alive, {workers.stopped} stopped, {workers.presumed_dead} presumed dead")
     flag = paused["global"]
     if isinstance(flag, dict):
@@ -273,7 +269,7 @@ async def cmd_reconcile(args: argparse.Namespace, settings: Settings) -> int:
         with progress_bar(mailbox) as advance:
             stats, changed = await reconcile(db, mailbox, actor=actor, now=time.time(),
                                              progress=advance, rules=settings.feedback_rules())
-        left = (await queries.state_counts(db))["unknown"]
+        left = (await counts.state_counts(db))["unknown"]
     print(stats.summary())
     for r in changed:
         print(f"row {r.row} {r.message_id} to {r.recipient}: unknown -> sent (found in mailbox)")

@@ -32,7 +32,7 @@ from .errors import DeliveryError, QueueUnusable, StoreError
 from .fence import Fenced, steady
 from .guard import NOT_DELIVERED, NOT_STARTED, ClaimGuard
 from .pace import Outage, Pace
-from .store import operator as admin
+from .store import flags as admin
 from .store import sending as queue
 from .store.claims import Claim
 from .store.db import Database

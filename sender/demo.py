@@ -25,7 +25,7 @@ from .mailreader import open_mailbox
 from .observe import ObserveStats, observe
 from .report import Report, Window, build_report
 from .sink import serve
-from .store import counts as queries
+from .store import counts
 from .store.db import open_db
 
 SAMPLE = Path(__file__).resolve().parent.parent / "sample.db"
@@ -79,7 +79,7 @@ async def run_demo(settings: Settings, sample: Path, workdir: Path) -> DemoResul
                 worker="demo", poll=0.05, heartbeat=1.0)
     try:
         async with open_db(s.db) as db:
-            before = await queries.state_counts(db)
+            before = await counts.state_counts(db)
             started = time.monotonic()
             stats = await Daemon(db, s, [Session(s) for _ in range(s.concurrency)]).run(once=True)
             seconds = time.monotonic() - started
@@ -88,7 +88,7 @@ async def run_demo(settings: Settings, sample: Path, workdir: Path) -> DemoResul
         await server.wait_closed()
     async with open_db(s.db) as db:
         observed = await observe(db, open_mailbox(str(capture), None), now=time.time())
-        after = await queries.state_counts(db)
+        after = await counts.state_counts(db)
         now = time.time()
         first = await db.fetchone("SELECT min(claimed_at) FROM send_log")
         since = first[0] if first and first[0] is not None else now - 86400

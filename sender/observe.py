@@ -189,7 +189,7 @@ async def _feedback(db: Database, batch: list[_Pending], stats: ObserveStats, ru
 async def _unsubscribe_replies(db: Database, batch: list[_Pending], secret: str, now: float,
                                source: str) -> int:
     from . import unsubscribe
-    from .store import suppressions as suppression
+    from .store import suppressions
 
     entries = []
     for p in batch:
@@ -198,7 +198,7 @@ async def _unsubscribe_replies(db: Database, batch: list[_Pending], secret: str,
             found = unsubscribe.verify(secret, match.group()) if match else None
             if found is not None:
                 entries.append((found.email, "unsubscribed"))
-    await db.executemany(suppression.UPSERT, [(e, r, now, f"reply in {source}") for e, r in entries])
+    await db.executemany(suppressions.UPSERT, [(e, r, now, f"reply in {source}") for e, r in entries])
     return len(entries)
 
 
@@ -271,8 +271,8 @@ async def reconcile(db: Database, mailbox: MailSource, *, actor: str, now: float
                     progress: Callable[[int], None] | None = None, rules: Rules = _NO_RULES,
                     ) -> tuple[ObserveStats, list[Reconciled]]:
     """Observe ``mailbox``; ``unknown`` messages whose Message-ID it holds become ``sent``
-    through ``admin.mark_found``, which writes the audit rows naming this mailbox."""
-    from .store import operator as admin
+    through ``operator.mark_found``, which writes the audit rows naming this mailbox."""
+    from .store import operator
 
     unknown = {r[1]: (r[0], r[2]) for r in await db.fetchall(
         "SELECT m.id, m.message_id, r.email FROM messages m "
@@ -280,7 +280,7 @@ async def reconcile(db: Database, mailbox: MailSource, *, actor: str, now: float
     stats = await observe(db, mailbox, now=now, progress=progress, watch=frozenset(unknown), rules=rules)
     if not stats.found:
         return stats, []
-    changed = set(await admin.mark_found(db, sorted(stats.found), actor=actor, now=now,
+    changed = set(await operator.mark_found(db, sorted(stats.found), actor=actor, now=now,
                                          source=mailbox.source))
     return stats, sorted(Reconciled(row, mid, rcpt) for mid, (row, rcpt) in unknown.items()
                          if row in changed)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from sender.store import operator as admin
+from sender.store import operator
 from sender.store.db import open_db
 from sender.store.selection import Selection
 from tests.conftest import Cli, Faults, SinkThread
@@ -118,9 +118,9 @@ async def test_conditional_update_skips_rows_that_changed(db_path: str, faulty_s
     store's update is conditional on the state."""
     await make_failed(db_path, faulty_sink, faults)
     async with open_db(db_path) as db:
-        counted = await admin.bulk(db, "retry", Selection(), actor="t", now=1.0, yes=False)
+        counted = await operator.bulk(db, "retry", Selection(), actor="t", now=1.0, yes=False)
         async with db.write():
             await db.execute("UPDATE messages SET state = 'cancelled' WHERE id = 1")
-        done = await admin.bulk(db, "retry", Selection(), actor="t", now=2.0, yes=True)
+        done = await operator.bulk(db, "retry", Selection(), actor="t", now=2.0, yes=True)
     assert counted.count == 10 and done.count == 9
     assert one(db_path, 1)["state"] == "cancelled"

@@ -23,9 +23,9 @@ from sender.intake import NewMessage
 from sender.mailreader import open_mailbox
 from sender.message import build, make_message_id
 from sender.observe import observe
-from sender.store import operator as admin
-from sender.store import sending as queue
+from sender.store import operator
 from sender.store.db import open_db
+from sender.store.enqueue import enqueue
 from tests.conftest import Cli, Faults, SinkThread
 from tests.support import query, run_once, seed
 
@@ -100,7 +100,7 @@ async def test_ambiguous_drop_resent_by_hand_is_a_repeated_message_id(
     await run_once(db_path, faulty_sink.port)
     assert query(db_path, "SELECT state FROM messages")[0][0] == "unknown"
     async with open_db(db_path) as db:
-        await admin.resolve(db, [1], "requeue", actor="test", now=time.time())
+        await operator.resolve(db, [1], "requeue", actor="test", now=time.time())
     await run_once(db_path, faulty_sink.port)
     [mid] = {m.message_id for m in faulty_sink.received}
     assert len(faulty_sink.received) == 2
@@ -219,7 +219,7 @@ async def _two_messages_for_one_pair(db_path: str, port: int) -> None:
     rows = [NewMessage(to="lead@example.com", subject=f"step {i}", body="b", campaign="drip",
                        dedupe_key=f"drip-step-{i}") for i in (1, 2)]
     async with open_db(db_path, create=True) as db:
-        await queue.enqueue(db, rows, from_addr="team@example.org", from_name=None, domain=None,
+        await enqueue(db, rows, from_addr="team@example.org", from_name=None, domain=None,
                             now=time.time())
     assert (await run_once(db_path, port)).sent == 2
 

@@ -299,11 +299,11 @@ def test_screenshots_folder_must_exist(cli: Cli, tmp_path: Path) -> None:
 
 async def test_insecure_tls_is_shown(tmp_path: Path) -> None:
     """A worker running with --tls-insecure (its flag) is named on the health line in red."""
-    from sender.store import operator as admin
+    from sender.store import flags
 
     path = await aseed(tmp_path / "queue.db")
     async with open_db(path) as db:
-        await admin.set_flag(db, "tls_insecure", "1", actor="w1", now=T0)
+        await flags.set_flag(db, "tls_insecure", "1", actor="w1", now=T0)
     app = make_app(path)
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)

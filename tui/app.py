@@ -23,7 +23,7 @@ from textual.binding import Binding, BindingType
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input, Static, TabbedContent, TabPane
 
-from sender.store import operator as admin
+from sender.store import operator
 
 from . import actions, fmt, source
 from .findings import KINDS, Findings
@@ -399,7 +399,7 @@ class MonitorApp(Navigation):
                 Choose(f"Resolve unknown message #{row} to {m.recipient}\n{m.mid}{seen}\n\n"
                        "sent: it arrived (e.g. found in the mailbox)\nfailed: it did not and "
                        "must not be resent\nrequeue: send again with the same Message-ID\n\n"
-                       f"[dim]{fmt.lit(admin.REQUEUE_RISK)}[/dim]",
+                       f"[dim]{fmt.lit(operator.REQUEUE_RISK)}[/dim]",
                        [("sent", "s", "Sent"), ("failed", "f", "Failed"),
                         ("requeue", "r", "Requeue")]),
                 lambda answer: self._confirmed(answer, f"resolve-{answer}", row))  # type: ignore[arg-type]

@@ -17,11 +17,13 @@ import sqlite3
 from collections import defaultdict
 from dataclasses import dataclass
 
-from .. import attachments
 from ..attachments import Part
 from ..headers import from_json
 from ..policy import Limit, Policy
+from . import attachments
+from .audit import audit_in
 from .db import SyncTx
+from .flags import globally_paused
 from .schema import ATTEMPTED_SQL, LIVE_SQL
 
 log = logging.getLogger(__name__)
@@ -189,14 +191,6 @@ def _choose(tx: SyncTx, policy: Policy | None, params: dict[str, object], limit:
     return [r[0] for r in tx.fetchall(_FAST, {**params, "limit": limit})]
 
 
-def globally_paused(tx: SyncTx) -> bool:
-    return tx.fetchone("SELECT 1 FROM flags WHERE key = 'paused'") is not None
-
-
-def paused_campaigns(tx: SyncTx) -> frozenset[str]:
-    return frozenset(r[0] for r in tx.fetchall("SELECT name FROM campaigns WHERE paused IS NOT NULL"))
-
-
 def _quarantine(tx: SyncTx, ids: list[int], worker: str, now: float, error: str) -> int:
     """Rows the SendLog index refused: a live attempt already exists, so never send; surface it."""
     rows = tx.fetchall(
@@ -208,8 +202,7 @@ def _quarantine(tx: SyncTx, ids: list[int], worker: str, now: float, error: str)
     for row_id, mid in rows:
         tx.execute("UPDATE messages SET state = 'unknown', last_reply = ?, updated_at = ? "
                          "WHERE id = ? AND state = 'scheduled'", (reason, now, row_id))
-        tx.execute("INSERT INTO audit(at, actor, action, message_id, detail) VALUES (?, ?, ?, ?, ?)",
-                         (now, worker, "claim-refused", row_id, reason))
+        audit_in(tx, now, worker, "claim-refused", row_id, reason)
         log.error("row=%s mid=%s worker=%s scheduled->unknown reason=%s", row_id, mid, worker, reason)
     return len(rows)
 

@@ -45,15 +45,6 @@ async def worker_counts(db: Database, now: float, dead_after: float = WORKER_DEA
     return WorkerCounts(alive=running[0], stopped=stopped[0], presumed_dead=running[1])
 
 
-async def paused(db: Database) -> dict[str, object]:
-    """The global pause flag (with its reason) and the paused campaigns."""
-    flag = await db.fetchone("SELECT value, set_by, set_at FROM flags WHERE key = 'paused'")
-    campaigns = {r[0]: r[1] for r in await db.fetchall(
-        "SELECT name, paused FROM campaigns WHERE paused IS NOT NULL ORDER BY name")}
-    return {"global": None if flag is None else {"reason": flag[0], "by": flag[1], "at": flag[2]},
-            "campaigns": campaigns}
-
-
 async def deferred_counts(db: Database) -> dict[str, int]:
     """Scheduled messages a sending policy pushed back, by rule (window, recipient-cap, rate, daily-cap)."""
     return {r[0]: r[1] for r in await db.fetchall(

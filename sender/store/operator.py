@@ -11,9 +11,10 @@ import json
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 from ..errors import UsageError
+from .audit import audit
 from .db import Database
 from .selection import Selection, where
 
@@ -26,14 +27,6 @@ Resolution = Literal["sent", "failed", "requeue"]
 REQUEUE_RISK = ("note: unknown means the end of the data may have reached the relay (its worker froze "
                 "or lost the line after the final dot); requeue sends it again, so requeue only what "
                 "reconcile did not find in the mailbox")
-
-
-@dataclass(frozen=True, slots=True)
-class PauseState:
-    paused: bool
-    reason: str
-    set_by: str
-    set_at: float
 
 
 async def _rows_in(db: Database, ids: Sequence[int], state: str, action: str) -> list[tuple[int, str, str | None]]:
@@ -50,12 +43,6 @@ async def _rows_in(db: Database, ids: Sequence[int], state: str, action: str) ->
     if wrong:
         raise UsageError(f"{action}: only {state} messages qualify; {'; '.join(wrong)}")
     return [(r[0], r[2], r[3]) for r in (found[i] for i in dict.fromkeys(ids))]
-
-
-async def _audit(db: Database, now: float, actor: str, action: str, message_id: int | None,
-                 detail: str) -> None:
-    await db.execute("INSERT INTO audit(at, actor, action, message_id, detail) VALUES (?, ?, ?, ?, ?)",
-                     (now, actor, action, message_id, detail))
 
 
 async def resolve(db: Database, ids: Sequence[int], as_: Resolution, *, actor: str, now: float,
@@ -81,7 +68,7 @@ async def resolve(db: Database, ids: Sequence[int], as_: Resolution, *, actor: s
                 "smtp_reply = coalesce(smtp_reply || '; ', '') || ? "
                 "WHERE message_id = ? AND status = 'unknown'",
                 (log_status, now, f"resolved by {actor}: {as_}", row_id))
-            await _audit(db, now, actor, f"resolve-{as_}", row_id, detail)
+            await audit(db, now, actor, f"resolve-{as_}", row_id, detail)
             log.info("row=%s mid=%s worker=%s unknown->%s reason=operator %s", row_id, mid, actor,
                      to_state, reason or as_)
     return len(rows)
@@ -95,7 +82,7 @@ async def cancel(db: Database, ids: Sequence[int], *, actor: str, now: float, re
             await db.execute("UPDATE messages SET state = 'cancelled', updated_at = ?, last_reply = ? "
                              "WHERE id = ? AND state = 'scheduled'",
                              (now, f"cancelled by {actor}" + (f": {reason}" if reason else ""), row_id))
-            await _audit(db, now, actor, "cancel", row_id, reason or "scheduled -> cancelled")
+            await audit(db, now, actor, "cancel", row_id, reason or "scheduled -> cancelled")
             log.info("row=%s mid=%s worker=%s scheduled->cancelled reason=operator", row_id, mid, actor)
     return len(rows)
 
@@ -108,7 +95,7 @@ async def retry(db: Database, ids: Sequence[int], *, actor: str, now: float) -> 
             await db.execute("UPDATE messages SET state = 'scheduled', attempts = 0, due_at = ?, "
                              "claim_token = NULL, updated_at = ? WHERE id = ? AND state = 'failed'",
                              (now, now, row_id))
-            await _audit(db, now, actor, "retry", row_id, "failed -> scheduled")
+            await audit(db, now, actor, "retry", row_id, "failed -> scheduled")
             log.info("row=%s mid=%s worker=%s failed->scheduled reason=operator retry", row_id, mid, actor)
     return len(rows)
 
@@ -132,63 +119,9 @@ async def mark_found(db: Database, mids: Iterable[str], *, actor: str, now: floa
                              "smtp_reply = coalesce(smtp_reply || '; ', '') || ? "
                              "WHERE message_id = ? AND status = 'unknown'",
                              (now, f"reconciled: found in {source}", row_id))
-            await _audit(db, now, actor, "reconcile-sent", row_id, f"Message-ID found in {source}")
+            await audit(db, now, actor, "reconcile-sent", row_id, f"Message-ID found in {source}")
             log.info("row=%s worker=%s unknown->sent reason=Message-ID found in %s", row_id, actor, source)
     return changed
-
-
-async def set_paused(db: Database, paused: bool, *, actor: str, now: float, reason: str = "") -> None:
-    """The global pause flag every daemon checks inside its claim transaction."""
-    async with db.write():
-        for sql, params in pause_flag_statements(paused, actor=actor, now=now, reason=reason):
-            await db.execute(sql, params)
-    log.warning("sending %s by %s%s", "paused" if paused else "resumed", actor, f": {reason}" if reason else "")
-
-
-def pause_flag_statements(paused: bool, *, actor: str, now: float, reason: str) -> list[tuple[str, tuple[Any, ...]]]:
-    """Set or clear the flag, with its audit row (the daemon's auto-pause runs these in its claim)."""
-    audit = ("INSERT INTO audit(at, actor, action, message_id, detail) VALUES (?, ?, ?, NULL, ?)",
-             (now, actor, "pause" if paused else "resume", reason))
-    if paused:
-        return [("INSERT INTO flags(key, value, set_at, set_by) VALUES ('paused', ?, ?, ?) "
-                 "ON CONFLICT(key) DO UPDATE SET value = excluded.value, "
-                 "set_at = excluded.set_at, set_by = excluded.set_by", (reason or "paused", now, actor)), audit]
-    return [("DELETE FROM flags WHERE key = 'paused'", ()), audit]
-
-
-async def set_campaign_paused(db: Database, campaign: str, paused: bool, *, actor: str, now: float,
-                              reason: str = "") -> None:
-    """Pause or resume one campaign; its messages stay queued and are skipped by every claim."""
-    async with db.write():
-        row = await db.fetchone("SELECT id FROM campaigns WHERE name = ?", (campaign,))
-        if row is None:
-            raise UsageError(f"no such campaign: {campaign!r}")
-        await db.execute("UPDATE campaigns SET paused = ? WHERE id = ?",
-                         ((reason or f"paused by {actor}") if paused else None, row[0]))
-        await _audit(db, now, actor, "pause-campaign" if paused else "resume-campaign", None,
-                     f"{campaign}: {reason}" if reason else campaign)
-    log.warning("campaign %s %s by %s%s", campaign, "paused" if paused else "resumed", actor,
-                f": {reason}" if reason else "")
-
-
-async def pause_state(db: Database) -> PauseState:
-    row = await db.fetchone("SELECT value, set_by, set_at FROM flags WHERE key = 'paused'")
-    if row is None:
-        return PauseState(False, "", "", 0.0)
-    return PauseState(True, row[0], row[1], row[2])
-
-
-async def set_flag(db: Database, key: str, value: str | None, *, actor: str, now: float) -> None:
-    """A small status flag a worker shows others (its pace, an insecure TLS setting); ``None``
-    removes it if this actor set it. Never the pause flag: that one has its audit trail."""
-    assert key != "paused"
-    async with db.write():
-        if value is None:
-            await db.execute("DELETE FROM flags WHERE key = ? AND set_by = ?", (key, actor))
-        else:
-            await db.execute("INSERT INTO flags(key, value, set_at, set_by) VALUES (?, ?, ?, ?) "
-                             "ON CONFLICT(key) DO UPDATE SET value = excluded.value, "
-                             "set_at = excluded.set_at, set_by = excluded.set_by", (key, value, now, actor))
 
 
 # --- bulk actions: one statement over a Selection, one audit row ---------------------------
@@ -262,7 +195,7 @@ async def bulk(db: Database, kind: BulkKind, sel: Selection, *, actor: str, now:
         detail = f"{len(ids)} message(s) -> {BULK_TO[kind]}; filter: {text}"
         if reason:
             detail += f"; reason: {reason}"
-        await _audit(db, now, actor, f"bulk-{kind}", ids[0] if len(ids) == 1 else None, detail)
+        await audit(db, now, actor, f"bulk-{kind}", ids[0] if len(ids) == 1 else None, detail)
     log.info("bulk %s by %s: %s", kind, actor, detail)
     return BulkResult(kind, len(ids), text, True)
 

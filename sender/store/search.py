@@ -14,7 +14,7 @@ import json
 from dataclasses import dataclass, replace
 
 from ..errors import UsageError
-from . import counts as queries
+from . import counts
 from .db import Database
 from .selection import FRAGMENT_CAP, FTS_MIN, REPLY_STATES, Selection, parse_search, resolve, where
 
@@ -179,8 +179,8 @@ async def _count_upto(db: Database, sel: Selection, cap: int) -> int:
 
 
 async def _state_total(db: Database, sel: Selection) -> int:
-    counts = await queries.state_counts(db)
-    return sum(counts.get(s, 0) for s in dict.fromkeys(sel.states))
+    states = await counts.state_counts(db)
+    return sum(states.get(s, 0) for s in dict.fromkeys(sel.states))
 
 
 async def _fragment_capped(db: Database, sel: Selection, matched: int) -> bool:

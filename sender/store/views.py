@@ -19,8 +19,7 @@ from dataclasses import dataclass, field
 
 from ..config import Settings
 from ..errors import StoreError
-from . import counts as queries
-from . import operator as admin
+from . import counts, flags
 from .counts import WorkerCounts
 from .db import Database
 from .health import HEARTBEAT_MISSES
@@ -49,7 +48,7 @@ class Overview:
     sent_last_minute: int
     stale_claims: int
     workers: WorkerCounts
-    paused: admin.PauseState
+    paused: flags.PauseState
 
     @property
     def total(self) -> int:
@@ -182,15 +181,15 @@ async def reading(path: str) -> AsyncIterator[None]:
 
 
 async def overview(db: Database, now: float) -> Overview:
-    counts = await queries.state_counts(db)
+    states = await counts.state_counts(db)
     rate = await db.fetchone(
         "SELECT count(*) FROM messages WHERE state = 'sent' AND updated_at >= ?", (now - 60.0,))
     stale = await db.fetchone(
         "SELECT count(*) FROM messages INDEXED BY messages_lease "
         "WHERE state = 'sending' AND lease_until < ?", (now,))
-    workers = await queries.worker_counts(db, now, WORKER_DEAD_AFTER)
-    paused = await admin.pause_state(db)
-    return Overview(counts=counts, sent_last_minute=rate[0] if rate else 0,
+    workers = await counts.worker_counts(db, now, WORKER_DEAD_AFTER)
+    paused = await flags.pause_state(db)
+    return Overview(counts=states, sent_last_minute=rate[0] if rate else 0,
                     stale_claims=stale[0] if stale else 0, workers=workers, paused=paused)
 
 
