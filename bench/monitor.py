@@ -1,7 +1,7 @@
 """Monitor queries: the time of each read function the monitor and ``status`` use, on a big queue.
 
 The functions are found when the benchmark runs: every public coroutine function taking the
-database first in ``sender.queries``, ``sender.monitor`` and ``sender.report`` (those that
+database first in ``sender.store``'s read modules and ``sender.report`` (those that
 exist). Required arguments are filled by name and annotation (``now``, ``row_id``, ``since`` as
 a time or as ``"24h"``...); optional ones keep their defaults. A function needing an argument
 this module cannot guess is listed as skipped, and one that raises as FAILED, never dropped. A ``text``
@@ -27,7 +27,7 @@ from sender.store.db import open_db
 from .common import Result, template
 
 MODULES = ("sender.store.counts", "sender.store.views", "sender.store.search", "sender.store.health",
-           "sender.report")
+           "sender.store.reports", "sender.report.queries")
 CALLS = 5
 # What an operator types into the Queue's ``/`` (``sender.store.search.search``), timed each.
 SEARCHES = ("failed", "unknown", "scheduled", "sent", "user12", "user{row}", "user{row}@example.com",
@@ -46,6 +46,9 @@ def _value(name: str, annotation: str, size: int, now: float) -> Any:
         if kind == "str":
             return "24h" if name == "since" else "now"
         return now - 86400.0 if name in ("since", "start") else now
+    if name == "window" and kind == "Window":
+        from sender.report import Window
+        return Window(now - 86400.0, now)
     if name in ("span", "window"):
         return 86400.0
     if name == "limit":

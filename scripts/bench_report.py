@@ -106,7 +106,7 @@ async def measure(path: Path, since: float, now: float, runs: int) -> tuple[list
     async with open_db(str(path), readonly=True) as db:
         for _ in range(runs):
             started = time.perf_counter()
-            found = await report.build_report(db, since, now, sources=["maildir:bench"])
+            found = await report.build_report(db, report.Window(since, now), now, sources=["maildir:bench"])
             times.append(time.perf_counter() - started)
     return times, found
 

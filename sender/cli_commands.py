@@ -235,10 +235,10 @@ async def cmd_observe(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
-    from dataclasses import replace
 
-    from . import report, report_text
+    from . import report
     from .observe import observe, progress_bar
+    from .report import text as report_text
 
     mailbox = open_source(args) if args.maildir or args.mbox or args.imap else None
     async with open_db(settings.db, readonly=mailbox is None) as db:
@@ -249,10 +249,8 @@ async def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
         now = time.time()
         window = await report.resolve_window(db, args.since, args.until, now,
                                              fixed_end=args.fail_on_anomaly)
-        found = await report.build_report(db, window.since, now, until=window.until,
-                                          sources=[mailbox.source] if mailbox else (),
+        found = await report.build_report(db, window, now, sources=[mailbox.source] if mailbox else (),
                                           limit=args.limit)
-    found = replace(found, window=window)
     if args.json:
         print(json.dumps(found.to_json(), indent=2))
     else:
@@ -278,7 +276,8 @@ async def cmd_reconcile(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
-    from . import demo, report_text
+    from . import demo
+    from .report import text as report_text
 
     if not args.verbose:
         logging.getLogger("sender").setLevel(logging.ERROR)

@@ -27,6 +27,7 @@ from .report import Report, Window, build_report
 from .sink import serve
 from .store import counts
 from .store.db import open_db
+from .store.reports import first_claim
 
 SAMPLE = Path(__file__).resolve().parent.parent / "sample.db"
 
@@ -90,11 +91,10 @@ async def run_demo(settings: Settings, sample: Path, workdir: Path) -> DemoResul
         observed = await observe(db, open_mailbox(str(capture), None), now=time.time())
         after = await counts.state_counts(db)
         now = time.time()
-        first = await db.fetchone("SELECT min(claimed_at) FROM send_log")
-        since = first[0] if first and first[0] is not None else now - 86400
-        report = await build_report(db, since, now, sources=[observed.source])
-    return DemoResult(sample, db_path, capture, port, before, after, stats, seconds, observed,
-                      replace(report, window=Window(since, now)))
+        first = await first_claim(db)
+        since = first if first is not None else now - 86400
+        report = await build_report(db, Window(since, now), now, sources=[observed.source])
+    return DemoResult(sample, db_path, capture, port, before, after, stats, seconds, observed, report)
 
 
 def _counts(counts: dict[str, int]) -> str:

@@ -37,7 +37,7 @@ async def _observe_and_report(db_path: str, maildir: Path, **window: float) -> r
         box = open_mailbox(str(maildir), None)
         await observe(db, box, now=time.time())
         now = time.time()
-        return await report.build_report(db, window.get("since", now - 3600), now,
+        return await report.build_report(db, report.Window(window.get("since", now - 3600), now), now,
                                          sources=[box.source])
 
 
@@ -210,7 +210,7 @@ async def test_report_queries_are_bounded(db_path: str, tmp_path: Path) -> None:
                                       for i in range(5)})
     async with open_db(db_path) as db:
         await observe(db, open_mailbox(str(tmp_path / "box"), None), now=time.time())
-        found = await report.build_report(db, 0.0, time.time(), limit=3)
+        found = await report.build_report(db, report.Window(0.0, time.time()), time.time(), limit=3)
     assert len(found.ghosts) == 3 and found.truncated == ("ghosts",)
 
 

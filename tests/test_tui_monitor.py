@@ -191,7 +191,7 @@ async def test_monitor_queries_use_indexes(tmp_path: Path) -> None:
         await views.send_log(db)
         await views.send_log(db, "lead@example.com")
         await views.message(db, 3)
-        await report.build_report(db, T0 - 86400, T0)  # the Duplicates tab's worker
+        await report.build_report(db, report.Window(T0 - 86400, T0), T0)  # the Duplicates tab's worker
     full = [(sql, step) for sql, step in plans
             if step in ("SCAN messages", "SCAN m", "SCAN send_log", "SCAN s")
             and not sql.endswith("FROM send_log ORDER BY id DESC LIMIT ?")]

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from .report import Ghost, Report, Window
+from .model import Ghost, Report, Window
 
 _TITLES = {
     "ghosts": ("GHOSTS", "delivered, but absent from SendLog"),

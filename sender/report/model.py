@@ -1,8 +1,4 @@
-"""The duplicate report's values: dataclasses out of ``sender.report``, windows, JSON shape.
-
-Split from ``report`` (the queries) so the monitor and the text renderer can use the types
-without the SQL.
-"""
+"""The duplicate report's values: its findings as frozen dataclasses, its window, its JSON shape."""
 
 from __future__ import annotations
 
@@ -10,8 +6,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from .errors import UsageError
-from .policy import span_seconds
+from ..errors import UsageError
+from ..policy import span_seconds
 
 ANOMALIES = ("ghosts", "repeated_message_ids", "multi_sends", "unknown", "stale_claims", "missing")
 

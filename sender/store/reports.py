@@ -1,10 +1,9 @@
 """The duplicate report: every way a message can have gone out other than exactly once.
 
-The seed's incident was found by hand: a lead said "I got three emails", the database showed one.
-This module finds that, and its relatives, in seconds, by comparing the SendLog with what was
-observed in mailboxes (``sender.observe``):
+The reads behind the duplicate report (assembled by ``sender.report``): each compares the SendLog
+with what was observed in mailboxes (``sender.observe``):
 
-* ``ghosts``: a Message-ID observed but absent from SendLog (the incident's exact symptom),
+* ``ghosts``: a Message-ID observed but absent from SendLog (a lead's "I got three emails"),
   traced back to its queue row when the Message-ID embeds one;
 * ``repeated_message_ids``: one Message-ID delivered more than once to the same recipient
   (counted per mailbox, so reading two archives of the same mail is not a duplicate);
@@ -15,7 +14,7 @@ observed in mailboxes (``sender.observe``):
 * ``missing``: logged as sent but never observed, checked only against mailboxes the caller
   names, from the first message each holds.
 
-This is the store API the monitor calls: each function takes an open ``Database`` (read-only is
+Each function takes an open ``Database`` (read-only is
 enough) and Unix-second floats, returns frozen dataclasses, and runs bounded, indexed queries
 (``LIMIT`` everywhere; window scans walk ``send_log_claimed`` and ``observations_at``), so it
 stays fast at a million SendLog rows. Windows are closed intervals ``[since, now]``.
@@ -27,37 +26,21 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from .errors import UsageError
-from .report_model import (
-    ANOMALIES,
+from ..report.model import (
     Ghost,
     Missing,
     MultiSend,
     RepeatedMessageId,
-    Report,
     Sighting,
     StaleClaim,
     UnknownMessage,
-    Window,
-    iso,
-    parse_since,
-    parse_time,
 )
-from .store.db import Database
-from .store.schema import LIVE_SQL
-
-__all__ = [
-    "ANOMALIES", "LIMIT", "Ghost", "Missing", "MultiSend", "RepeatedMessageId", "Report", "Sighting",
-    "StaleClaim", "UnknownMessage", "Window", "build_report", "ghosts", "iso", "missing", "multi_sends",
-    "newest_activity", "parse_since", "parse_time", "repeated_message_ids", "resolve_window", "stale_claims",
-    "unknown_messages", "window_for",
-]
+from .db import Database
+from .schema import LIVE_SQL
 
 LIMIT = 100
 MISSING_SLACK = 2.0  # a Date header (whole seconds) can precede its claim by under 1 s
 
-
-# --- windows ---------------------------------------------------------------------------------
 
 async def newest_activity(db: Database) -> float | None:
     """The latest SendLog claim or observed copy (two index lookups), or None if neither."""
@@ -65,38 +48,6 @@ async def newest_activity(db: Database) -> float | None:
                             "(SELECT max(at) FROM observations)")
     values = [v for v in (row or ()) if v is not None]
     return max(values) if values else None
-
-
-async def window_for(db: Database, span: float, now: float) -> Window:
-    """The last ``span`` seconds; if nothing happened in them but something happened before,
-    the ``span`` ending at the newest activity instead (``anchored``), so an idle queue (or
-    sample.db) still shows its latest anomalies. Cron alerting wants a fixed end: use
-    ``Window(now - span, now)``."""
-    newest = await newest_activity(db)
-    if newest is None or newest >= now - span:
-        return Window(now - span, now)
-    return Window(newest - span, newest, anchored=True)
-
-
-async def resolve_window(db: Database, since: str, until: str | None, now: float, *,
-                         fixed_end: bool = False) -> Window:
-    """The command line's window: ``--since`` a span or a time, ``--until`` a time or ``now``.
-
-    With neither ``--until`` nor ``fixed_end`` (cron's ``--fail-on-anomaly``), a span ending now
-    that saw no activity moves to end at the newest activity (see ``window_for``)."""
-    start, span = parse_since(since, now)
-    if until is not None and until.strip().lower() != "now":
-        end = parse_time(until, "--until")
-        start = end - span if span is not None else start
-    elif until is None and span is not None and not fixed_end:
-        return await window_for(db, span, now)
-    else:
-        end = now
-    if start < 0:
-        raise UsageError(f"--since {since!r}: the window would start before 1970")
-    if start > end:
-        raise UsageError(f"the window starts after it ends ({iso(start)} > {iso(end)})")
-    return Window(start, end)
 
 
 # --- the six findings ------------------------------------------------------------------------
@@ -293,26 +244,6 @@ async def missing(db: Database, since: float, now: float, sources: Sequence[str]
     return [Missing(*r) for r in rows]
 
 
-async def build_report(db: Database, since: float, now: float, *, until: float | None = None,
-                       sources: Sequence[str] = (), limit: int = LIMIT) -> Report:
-    """All six findings. The window is ``[since, until]`` (``until`` defaults to ``now``);
-    ``now`` is the present, against which leases are judged. Each list holds at most ``limit``
-    items; ``truncated`` names the lists that had more."""
-    end = now if until is None else until
-    found: dict[str, list[Any]] = {
-        "ghosts": await ghosts(db, since, end, limit=limit + 1),
-        "repeated_message_ids": await repeated_message_ids(db, since, end, limit=limit + 1),
-        "multi_sends": await multi_sends(db, since, end, limit=limit + 1),
-        "unknown": await unknown_messages(db, limit=limit + 1),
-        "stale_claims": await stale_claims(db, now, limit=limit + 1),
-        "missing": await missing(db, since, end, sources, limit=limit + 1),
-    }
-    truncated = tuple(name for name, items in found.items() if len(items) > limit)
-    trimmed = {name: items[:limit] for name, items in found.items()}
-    return Report(window=Window(since, end), now=now, missing_checked=bool(sources),
-                  truncated=truncated, **trimmed)
-
-
 # --- helpers ---------------------------------------------------------------------------------
 
 async def _rows_info(db: Database, rows: Sequence[int | None]) -> dict[int, tuple[str, str, str]]:
@@ -335,3 +266,9 @@ async def _attempts(db: Database, mids: Sequence[str]) -> dict[str, tuple[str, .
             "ORDER BY mid, id", (json.dumps(sorted(set(mids))),)):
         out.setdefault(mid, []).append(status)
     return {mid: tuple(statuses) for mid, statuses in out.items()}
+
+
+async def first_claim(db: Database) -> float | None:
+    """When the SendLog's oldest attempt was claimed, or None if it is empty."""
+    row = await db.fetchone("SELECT min(claimed_at) FROM send_log")
+    return row[0] if row else None
