@@ -81,10 +81,9 @@ class QueueUnusable(StoreError):
 class DamagedDatabase(QueueUnusable):
     """SQLite found corrupt pages; the message says how to check and what to do."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, check: str) -> None:
         self.path = path
-        super().__init__(f"the queue file is damaged: run `sqlite3 {path} 'PRAGMA integrity_check'`; "
-                         "restore from backup")
+        super().__init__(f"the queue file is damaged: run `{check}`; restore from backup")
 
 
 class QueueFileChanged(QueueUnusable):

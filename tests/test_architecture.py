@@ -15,8 +15,6 @@ import re
 import subprocess
 import sys
 
-import pytest
-
 from tests.conftest import ROOT
 
 _IMPORT_ALL = """
@@ -92,7 +90,6 @@ def sql_outside_store() -> list[str]:
     return hits
 
 
-@pytest.mark.xfail(strict=True, reason="report, observe, attachments, feedback, journal still hold SQL")
 def test_sql_is_written_only_in_the_store() -> None:
     """No string outside ``sender/store`` (docstrings aside) holds a SQL keyword statement."""
     assert sql_outside_store() == []

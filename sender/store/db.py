@@ -35,6 +35,11 @@ T = TypeVar("T")
 Params = Sequence[Any] | dict[str, Any]
 
 
+def damaged(path: str) -> DamagedDatabase:
+    """The error for corrupt pages, naming the command that checks the file."""
+    return DamagedDatabase(path, f"sqlite3 {path} 'PRAGMA integrity_check'")
+
+
 def _damaged(exc: sqlite3.Error) -> bool:
     """SQLite's own verdict that pages are corrupt (``database disk image is malformed``)."""
     code = getattr(exc, "sqlite_errorcode", None)
@@ -44,13 +49,13 @@ def _damaged(exc: sqlite3.Error) -> bool:
 
 
 def _store_error(exc: sqlite3.Error, path: str, what: str) -> StoreError:
-    return DamagedDatabase(path) if _damaged(exc) else StoreError(f"{path}: {what}: {exc}")
+    return damaged(path) if _damaged(exc) else StoreError(f"{path}: {what}: {exc}")
 
 
 def _reraise(exc: sqlite3.Error, path: str) -> NoReturn:
     """A read that met corrupt pages is a ``DamagedDatabase``; any other error goes on unchanged."""
     if _damaged(exc):
-        raise DamagedDatabase(path) from exc
+        raise damaged(path) from exc
     raise exc
 
 

@@ -181,7 +181,8 @@ def release_unstarted(tx: SyncTx, now: float, evidence: StartEvidence) -> tuple[
             by_worker.setdefault(wid, []).append((row_id, token, mid, worker or "?"))
     released: list[Expired] = []
     for wid, rows in by_worker.items():
-        unstarted = evidence.unstarted(tx, wid, [(r[0], r[1]) for r in rows])
+        host = tx.fetchone("SELECT host FROM workers WHERE id = ?", (wid,))
+        unstarted = evidence.unstarted(None if host is None else host[0], wid, [(r[0], r[1]) for r in rows])
         for row_id, token, mid, worker in rows:
             if row_id not in unstarted:
                 continue

@@ -56,6 +56,13 @@ def add_in(tx: SyncTx, entries: Iterable[tuple[str, str]], *, source: str, now: 
     return len(rows)
 
 
+async def add_within(db: Database, entries: Iterable[tuple[str, str]], *, source: str, now: float) -> int:
+    """Inside the caller's write: suppress each (address, reason); return how many rows."""
+    rows = [(email, check_reason(reason), now, source) for email, reason in entries]
+    await db.executemany(UPSERT, rows)
+    return len(rows)
+
+
 async def add(db: Database, entries: Iterable[tuple[str, str]], *, source: str, now: float) -> int:
     items = list(entries)
     return await db.transaction(lambda tx: add_in(tx, items, source=source, now=now))
