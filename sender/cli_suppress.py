@@ -13,7 +13,7 @@ from .config import Settings
 from .errors import InputError, UsageError
 from .store import suppressions
 from .store.db import open_db
-from .store.schema import SUPPRESSION_REASONS
+from .store.states import SUPPRESSION_REASONS
 
 
 def add_parser(sub: argparse._SubParsersAction[Any],

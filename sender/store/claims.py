@@ -24,7 +24,7 @@ from . import attachments
 from .audit import audit_in
 from .db import SyncTx
 from .flags import globally_paused
-from .schema import ATTEMPTED_SQL, LIVE_SQL
+from .states import ATTEMPTED_SQL, LIVE_SQL
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ import json
 from dataclasses import dataclass
 
 from .db import Database
-from .schema import ATTEMPTED_SQL, STATES
+from .states import ATTEMPTED_SQL, STATES
 
 WORKER_DEAD_AFTER = 60.0
 

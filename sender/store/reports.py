@@ -36,7 +36,7 @@ from ..report.model import (
     UnknownMessage,
 )
 from .db import Database
-from .schema import LIVE_SQL
+from .states import LIVE_SQL
 
 LIMIT = 100
 MISSING_SLACK = 2.0  # a Date header (whole seconds) can precede its claim by under 1 s

@@ -11,19 +11,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .states import LIVE_SQL
+
 APPLICATION_ID = 0x53454E44  # "SEND": marks a file as ours
-
-STATES = ("scheduled", "sending", "sent", "failed", "unknown", "cancelled", "expired", "suppressed",
-          "bounced")
-
-# Why an address is on the suppression list (``suppressions.reason``).
-SUPPRESSION_REASONS = ("unsubscribed", "bounced", "complained", "manual")
-
-# SendLog statuses that mean "this message may be, or is, delivered": at most one per message
-# and one per dedupe key, enforced by unique partial indexes (invariant 2).
-LIVE_SQL = "('sending','sent','unknown')"
-# SendLog statuses that were an SMTP transaction: they count against sender rates.
-ATTEMPTED_SQL = "('sending','sent','unknown','retry','failed')"
 
 _INITIAL = f"""
 CREATE TABLE schema_migrations (

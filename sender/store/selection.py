@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ..errors import UsageError
-from .schema import STATES
+from .states import STATES
 
 # The state whose last reply is searched when no state is named: a reply search is nearly
 # always about failures, and each row is read to check it.

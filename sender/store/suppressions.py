@@ -16,7 +16,7 @@ from pathlib import Path
 from ..errors import InputError, UsageError
 from ..intake import check_address
 from .db import Database, SyncTx
-from .schema import SUPPRESSION_REASONS
+from .states import SUPPRESSION_REASONS
 
 # A newer reason wins over an older one except that ``manual`` never hides a stronger one.
 UPSERT = """

@@ -23,13 +23,13 @@ from . import counts, flags
 from .counts import WorkerCounts
 from .db import Database
 from .health import HEARTBEAT_MISSES
+from .states import PRIORITIES
 
 LOG_LIMIT = 200
 LOG_SCAN = 20_000       # a substring or status filter looks at this many recent attempts
 QUEUE_LIMIT = 100
 DUE_COUNT_CAP = 100_000  # "due now" stops counting here (a covering index walk)
 CAMPAIGN_SAMPLE = 2_000  # the per-campaign breakdown covers this many rows in claim order
-PRIORITIES = (0, 1, 2)  # high, normal, low: the CHECK on messages.priority
 INFLIGHT_LIMIT = 200
 WORKER_LIMIT = 100
 WORKER_HISTORY = 86_400.0
@@ -37,7 +37,6 @@ DETAIL_LIMIT = 100
 # Presumed dead after three missed heartbeats at the default interval (workers do not record
 # theirs): 15 s, where ``status`` waits a minute.
 WORKER_DEAD_AFTER = HEARTBEAT_MISSES * Settings.heartbeat
-LOG_STATUSES = ("sending", "sent", "retry", "failed", "unknown", "released", "requeued")
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,12 +209,12 @@ async def queue_view(db: Database, now: float, limit: int = QUEUE_LIMIT,
     rows = await db.fetchall(_QUEUED + "ORDER BY m.priority, m.due_at, m.id LIMIT ?", (limit,))
     due = await db.fetchone(
         "SELECT count(*) FROM (SELECT 1 FROM messages INDEXED BY messages_due "
-        f"WHERE state = 'scheduled' AND priority IN {PRIORITIES} AND due_at <= ? LIMIT ?)",
+        f"WHERE state = 'scheduled' AND priority IN {tuple(PRIORITIES.values())} AND due_at <= ? LIMIT ?)",
         (now, due_cap + 1))
     due_now = due[0] if due else 0
     oldest: list[QueuedMessage] = []
     upcoming: list[QueuedMessage] = []
-    for prio in PRIORITIES:
+    for prio in PRIORITIES.values():
         for found, test in ((oldest, "<="), (upcoming, ">")):
             row = await db.fetchone(_QUEUED + f"AND m.priority = ? AND m.due_at {test} ? "
                                     "ORDER BY m.due_at, m.id LIMIT 1", (prio, now))

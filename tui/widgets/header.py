@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from textual.widgets import Static
 
-from sender.store.schema import STATES
+from sender.store.states import STATES
 
 from .. import fmt
 from ..findings import Findings

@@ -14,6 +14,8 @@ from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import Static
 
+from sender.store.states import PRIORITIES
+
 from .. import fmt
 from ..source import Snapshot
 from .table import FollowTable, MainTable, Row, RowsTable, tone
@@ -45,7 +47,7 @@ class QueuePanel(Panel):
                      "Reply / note")
     # The store's sort keys of FOUND_COLUMNS, by index (``sender.store.search.ORDERS``).
     ORDER_KEYS = ("id", "recipient", "campaign", "state", "updated", "due", "attempts", "")
-    _PRIORITY: ClassVar[dict[int, str]] = {0: "high", 1: "normal", 2: "low"}
+    _PRIORITY: ClassVar[dict[int, str]] = {n: word for word, n in PRIORITIES.items()}
 
     def compose(self) -> ComposeResult:
         yield Static(classes="summary")
