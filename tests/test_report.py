@@ -23,7 +23,7 @@ from sender.intake import NewMessage
 from sender.mailreader import open_mailbox
 from sender.message import build, make_message_id
 from sender.observe import observe
-from sender.store import operator
+from sender.store import operator, reports
 from sender.store.db import open_db
 from sender.store.enqueue import enqueue
 from tests.conftest import Cli, Faults, SinkThread
@@ -159,7 +159,7 @@ async def test_window_is_closed_and_time_zones_are_respected(db_path: str, tmp_p
     now = report.parse_time("2025-03-10T09:00:00+01:00", "--until")
     async with open_db(db_path) as db:
         await observe(db, open_mailbox(str(tmp_path / "box"), None), now=time.time())
-        found = await report.ghosts(db, since, now)
+        found = await reports.ghosts(db, since, now)
     assert [g.message_id for g in found] == ["<at-since@x>", "<inside@x>", "<at-now@x>"]
     assert found[0].row is None and found[0].traced_by is None
 
@@ -228,7 +228,7 @@ async def test_two_logged_messages_to_one_pair_are_a_multi_send(db_path: str, si
     """Both sends are in the SendLog, with their own Message-IDs: one multi-send, both logged."""
     await _two_messages_for_one_pair(db_path, sink.port)
     async with open_db(db_path) as db:
-        [multi] = await report.multi_sends(db, time.time() - 3600, time.time())
+        [multi] = await reports.multi_sends(db, time.time() - 3600, time.time())
     assert (multi.recipient, multi.campaign) == ("lead@example.com", "drip")
     assert {s.message_id for s in multi.message_ids if s.logged} == {
         r[0] for r in query(db_path, "SELECT message_id FROM messages")}
@@ -241,5 +241,5 @@ async def test_upgrading_a_queue_finds_its_earlier_multi_sends(db_path: str, sin
         conn.executescript("DROP TRIGGER messages_shared_pair; DROP TABLE shared_pairs; "
                            "DELETE FROM schema_migrations WHERE version >= 3; PRAGMA user_version = 2;")
     async with open_db(db_path, create=True) as db:
-        [multi] = await report.multi_sends(db, time.time() - 3600, time.time())
+        [multi] = await reports.multi_sends(db, time.time() - 3600, time.time())
     assert multi.recipient == "lead@example.com" and len(multi.message_ids) == 2

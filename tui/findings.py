@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sender import report
-from sender.store.db import Database
+from sender.store.engine import Store
 
 from . import fmt
 
@@ -58,7 +58,7 @@ class Findings:
         return sum(1 for f in self.rows if f.kind == kind)
 
 
-async def load(db: Database, now: float, span: float) -> Findings:
+async def load(db: Store, now: float, span: float) -> Findings:
     window = await report.window_for(db, span, now)
     result = await report.build_report(db, window, now)
     rows = [_finding(kind, item, now) for kind in KINDS for item in getattr(result, kind)]

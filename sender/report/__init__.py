@@ -7,18 +7,9 @@ rendering. The monitor and the command line both call ``build_report``.
 
 from __future__ import annotations
 
-from ..store.reports import (
-    LIMIT,
-    ghosts,
-    missing,
-    multi_sends,
-    newest_activity,
-    repeated_message_ids,
-    stale_claims,
-    unknown_messages,
-)
 from .model import (
     ANOMALIES,
+    LIMIT,
     Ghost,
     Missing,
     MultiSend,
@@ -36,7 +27,6 @@ from .queries import build_report, resolve_window, window_for
 
 __all__ = [
     "ANOMALIES", "LIMIT", "Ghost", "Missing", "MultiSend", "RepeatedMessageId", "Report", "Sighting",
-    "StaleClaim", "UnknownMessage", "Window", "build_report", "ghosts", "iso", "missing", "multi_sends",
-    "newest_activity", "parse_since", "parse_time", "repeated_message_ids", "resolve_window", "stale_claims",
-    "unknown_messages", "window_for",
+    "StaleClaim", "UnknownMessage", "Window", "build_report", "iso", "parse_since", "parse_time",
+    "resolve_window", "window_for",
 ]

@@ -9,6 +9,7 @@ from typing import Any
 from ..errors import UsageError
 from ..policy import span_seconds
 
+LIMIT = 100  # items per finding list; ``truncated`` names the lists that had more
 ANOMALIES = ("ghosts", "repeated_message_ids", "multi_sends", "unknown", "stale_claims", "missing")
 
 

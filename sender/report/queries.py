@@ -6,32 +6,23 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..errors import UsageError
-from ..store.db import Database
-from ..store.reports import (
-    LIMIT,
-    ghosts,
-    missing,
-    multi_sends,
-    newest_activity,
-    repeated_message_ids,
-    stale_claims,
-    unknown_messages,
-)
-from .model import Report, Window, iso, parse_since, parse_time
+from ..store import reports as found
+from ..store.engine import Store
+from .model import LIMIT, Report, Window, iso, parse_since, parse_time
 
 
-async def window_for(db: Database, span: float, now: float) -> Window:
+async def window_for(db: Store, span: float, now: float) -> Window:
     """The last ``span`` seconds; if nothing happened in them but something happened before,
     the ``span`` ending at the newest activity instead (``anchored``), so an idle queue (or
     sample.db) still shows its latest anomalies. Cron alerting wants a fixed end: use
     ``Window(now - span, now)``."""
-    newest = await newest_activity(db)
+    newest = await found.newest_activity(db)
     if newest is None or newest >= now - span:
         return Window(now - span, now)
     return Window(newest - span, newest, anchored=True)
 
 
-async def resolve_window(db: Database, since: str, until: str | None, now: float, *,
+async def resolve_window(db: Store, since: str, until: str | None, now: float, *,
                          fixed_end: bool = False) -> Window:
     """The command line's window: ``--since`` a span or a time, ``--until`` a time or ``now``.
 
@@ -52,20 +43,20 @@ async def resolve_window(db: Database, since: str, until: str | None, now: float
     return Window(start, end)
 
 
-async def build_report(db: Database, window: Window, now: float, *, sources: Sequence[str] = (),
+async def build_report(db: Store, window: Window, now: float, *, sources: Sequence[str] = (),
                        limit: int = LIMIT) -> Report:
     """All six findings in ``window`` (kept as given, ``anchored`` included); ``now`` is the
     present, against which leases are judged. Each list holds at most ``limit`` items;
     ``truncated`` names the lists that had more."""
     since, end = window.since, window.until
-    found: dict[str, list[Any]] = {
-        "ghosts": await ghosts(db, since, end, limit=limit + 1),
-        "repeated_message_ids": await repeated_message_ids(db, since, end, limit=limit + 1),
-        "multi_sends": await multi_sends(db, since, end, limit=limit + 1),
-        "unknown": await unknown_messages(db, limit=limit + 1),
-        "stale_claims": await stale_claims(db, now, limit=limit + 1),
-        "missing": await missing(db, since, end, sources, limit=limit + 1),
+    lists: dict[str, list[Any]] = {
+        "ghosts": await found.ghosts(db, since, end, limit=limit + 1),
+        "repeated_message_ids": await found.repeated_message_ids(db, since, end, limit=limit + 1),
+        "multi_sends": await found.multi_sends(db, since, end, limit=limit + 1),
+        "unknown": await found.unknown_messages(db, limit=limit + 1),
+        "stale_claims": await found.stale_claims(db, now, limit=limit + 1),
+        "missing": await found.missing(db, since, end, sources, limit=limit + 1),
     }
-    truncated = tuple(name for name, items in found.items() if len(items) > limit)
-    trimmed = {name: items[:limit] for name, items in found.items()}
+    truncated = tuple(name for name, items in lists.items() if len(items) > limit)
+    trimmed = {name: items[:limit] for name, items in lists.items()}
     return Report(window=window, now=now, missing_checked=bool(sources), truncated=truncated, **trimmed)

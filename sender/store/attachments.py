@@ -10,10 +10,10 @@ from pathlib import Path
 
 from ..attachments import Attachment, Part
 from ..errors import InputError
-from .db import Database, SyncTx
+from .engine import Store, Tx
 
 
-async def store(db: Database, links: list[tuple[int, tuple[Attachment, ...]]]) -> None:
+async def store(db: Store, links: list[tuple[int, tuple[Attachment, ...]]]) -> None:
     """Inside the enqueue transaction: each new distinct file once, then one link per row and file."""
     wanted = {a.sha256: a for _row, files in links for a in files}
     if not wanted:
@@ -34,7 +34,7 @@ async def store(db: Database, links: list[tuple[int, tuple[Attachment, ...]]]) -
         [(row, i, a.sha256, a.filename, a.content_type) for row, files in links for i, a in enumerate(files)])
 
 
-def load(tx: SyncTx, ids: Iterable[int]) -> dict[int, tuple[Part, ...]]:
+def load(tx: Tx, ids: Iterable[int]) -> dict[int, tuple[Part, ...]]:
     """In the claim transaction: the parts of claimed rows that have attachments (the claim asks
     only for those; each distinct file is read once per batch)."""
     links = tx.fetchall("SELECT message_id, sha256, filename, content_type FROM message_attachments "

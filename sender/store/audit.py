@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .db import Database, SyncTx
+from .engine import Store, Tx
 
 INSERT_AUDIT = "INSERT INTO audit(at, actor, action, message_id, detail) VALUES (?, ?, ?, ?, ?)"
 
@@ -14,11 +14,11 @@ def audit_row(now: float, actor: str, action: str, row: int | None, detail: str)
     return INSERT_AUDIT, (now, actor, action, row, detail)
 
 
-async def audit(db: Database, now: float, actor: str, action: str, row: int | None, detail: str) -> None:
+async def audit(db: Store, now: float, actor: str, action: str, row: int | None, detail: str) -> None:
     """Write one audit row inside the caller's write transaction."""
     await db.execute(*audit_row(now, actor, action, row, detail))
 
 
-def audit_in(tx: SyncTx, now: float, actor: str, action: str, row: int | None, detail: str) -> None:
+def audit_in(tx: Tx, now: float, actor: str, action: str, row: int | None, detail: str) -> None:
     """Write one audit row inside a synchronous (claim) transaction."""
     tx.execute(*audit_row(now, actor, action, row, detail))

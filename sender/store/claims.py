@@ -22,7 +22,7 @@ from ..headers import from_json
 from ..policy import Limit, Policy
 from . import attachments
 from .audit import audit_in
-from .db import SyncTx
+from .engine import Tx
 from .flags import globally_paused
 from .states import ATTEMPTED_SQL, LIVE_SQL
 
@@ -114,13 +114,13 @@ RETURNING id, message_id
 """
 
 
-def expire_due(tx: SyncTx, now: float, worker: str) -> None:
+def expire_due(tx: Tx, now: float, worker: str) -> None:
     """``scheduled -> expired`` past ``expires_at`` (claims also skip them, so none is ever sent)."""
     for row_id, mid in tx.fetchall(_EXPIRE, {"now": now}):
         log.warning("row=%s mid=%s worker=%s scheduled->expired reason=past expires_at", row_id, mid, worker)
 
 
-def claim(tx: SyncTx, policy: Policy | None, *, worker: str, worker_id: int, limit: int,
+def claim(tx: Tx, policy: Policy | None, *, worker: str, worker_id: int, limit: int,
                 lease: float, now: float) -> list[Claim]:
     token = f"{worker_id}.{secrets.token_hex(6)}"
     params = {"token": token, "worker": worker, "lease": now + lease, "now": now}
@@ -166,7 +166,7 @@ SELECT m.id, m.message_id, 'suppressed: recipient ' || s.reason || coalesce(' ('
 """
 
 
-def _drop_suppressed(tx: SyncTx, ids: list[int], now: float, worker: str) -> list[int]:
+def _drop_suppressed(tx: Tx, ids: list[int], now: float, worker: str) -> list[int]:
     """Move chosen rows whose recipient is suppressed to ``suppressed``; return the others."""
     gone = tx.fetchall(_SUPPRESSED, {"ids": json.dumps(ids)})
     if not gone:
@@ -180,7 +180,7 @@ def _drop_suppressed(tx: SyncTx, ids: list[int], now: float, worker: str) -> lis
     return [i for i in ids if i not in dropped]
 
 
-def _choose(tx: SyncTx, policy: Policy | None, params: dict[str, object], limit: int, now: float,
+def _choose(tx: Tx, policy: Policy | None, params: dict[str, object], limit: int, now: float,
                   worker: str) -> list[int]:
     """Move the chosen due rows to ``sending`` (conditional update) and return their ids."""
     if policy is not None and policy.active:
@@ -191,7 +191,7 @@ def _choose(tx: SyncTx, policy: Policy | None, params: dict[str, object], limit:
     return [r[0] for r in tx.fetchall(_FAST, {**params, "limit": limit})]
 
 
-def _quarantine(tx: SyncTx, ids: list[int], worker: str, now: float, error: str) -> int:
+def _quarantine(tx: Tx, ids: list[int], worker: str, now: float, error: str) -> int:
     """Rows the SendLog index refused: a live attempt already exists, so never send; surface it."""
     rows = tx.fetchall(
         "SELECT m.id, m.message_id FROM messages m WHERE m.id IN (SELECT value FROM json_each(?)) "
@@ -217,7 +217,7 @@ class _Batch:
     sender: dict[str, int]
 
 
-def _apply_policy(tx: SyncTx, policy: Policy, limit: int, now: float, worker: str) -> list[int]:
+def _apply_policy(tx: Tx, policy: Policy, limit: int, now: float, worker: str) -> list[int]:
     scan = max(4 * limit, 16)
     candidates: list[sqlite3.Row] = []
     for prio in (0, 1, 2):
@@ -251,7 +251,7 @@ def _apply_policy(tx: SyncTx, policy: Policy, limit: int, now: float, worker: st
     return chosen
 
 
-def _held_until(tx: SyncTx, policy: Policy, batch: _Batch, email: str, tz: str | None,
+def _held_until(tx: Tx, policy: Policy, batch: _Batch, email: str, tz: str | None,
                       campaign: str, sender: str, now: float) -> tuple[float, str] | None:
     """The moment the first rule that holds this message back frees it, and that rule's name."""
     rules = policy.for_campaign(campaign)
@@ -281,7 +281,7 @@ def _held_until(tx: SyncTx, policy: Policy, batch: _Batch, email: str, tz: str |
     return None
 
 
-def _window_free_at(tx: SyncTx, limit: Limit, now: float, in_batch: int, where: str,
+def _window_free_at(tx: Tx, limit: Limit, now: float, in_batch: int, where: str,
                           params: dict[str, object], spacing: float = 0.0) -> float | None:
     """None if one more fits in the sliding window (and the spacing), else when it will."""
     rows = tx.fetchall(

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from .db import Database
+from .engine import Store
 from .states import ATTEMPTED_SQL, STATES
 
 WORKER_DEAD_AFTER = 60.0
@@ -21,7 +21,7 @@ class WorkerCounts:
     presumed_dead: int
 
 
-async def state_counts(db: Database) -> dict[str, int]:
+async def state_counts(db: Store) -> dict[str, int]:
     """Messages per state, from the trigger-maintained counters (O(1) at any queue size)."""
     counts = {state: 0 for state in STATES}
     for state, n in await db.fetchall("SELECT state, n FROM state_counts"):
@@ -29,7 +29,7 @@ async def state_counts(db: Database) -> dict[str, int]:
     return counts
 
 
-async def worker_counts(db: Database, now: float, dead_after: float = WORKER_DEAD_AFTER) -> WorkerCounts:
+async def worker_counts(db: Store, now: float, dead_after: float = WORKER_DEAD_AFTER) -> WorkerCounts:
     """Workers not stopped (alive or presumed dead), and those stopped in the last day.
 
     Both halves are index probes (``workers_running``, ``workers_heartbeat``): a cron line adds a
@@ -45,14 +45,14 @@ async def worker_counts(db: Database, now: float, dead_after: float = WORKER_DEA
     return WorkerCounts(alive=running[0], stopped=stopped[0], presumed_dead=running[1])
 
 
-async def deferred_counts(db: Database) -> dict[str, int]:
+async def deferred_counts(db: Store) -> dict[str, int]:
     """Scheduled messages a sending policy pushed back, by rule (window, recipient-cap, rate, daily-cap)."""
     return {r[0]: r[1] for r in await db.fetchall(
         "SELECT defer_reason, count(*) FROM messages "
         "WHERE state = 'scheduled' AND defer_reason IS NOT NULL GROUP BY defer_reason")}
 
 
-async def sender_budgets(db: Database, rate: tuple[int, float] | None, daily_cap: int | None,
+async def sender_budgets(db: Store, rate: tuple[int, float] | None, daily_cap: int | None,
                          now: float) -> dict[str, dict[str, int]]:
     """What each From account may still send now under ``--rate`` and ``--daily-cap``."""
     if rate is None and daily_cap is None:
@@ -73,7 +73,7 @@ async def sender_budgets(db: Database, rate: tuple[int, float] | None, daily_cap
     return out
 
 
-async def relay_flags(db: Database) -> dict[str, object]:
+async def relay_flags(db: Store) -> dict[str, object]:
     """What running workers show about their relay: a slowed ``pace`` (throttling) and whether a
     worker runs with ``--tls-insecure``."""
     rows = {r[0]: (r[1], r[2]) for r in await db.fetchall(

@@ -48,7 +48,7 @@ def _damaged(exc: sqlite3.Error) -> bool:
     return code & 0xFF in (SQLITE_CORRUPT, SQLITE_NOTADB)
 
 
-def _store_error(exc: sqlite3.Error, path: str, what: str) -> StoreError:
+def store_error(exc: sqlite3.Error, path: str, what: str) -> StoreError:
     return damaged(path) if _damaged(exc) else StoreError(f"{path}: {what}: {exc}")
 
 
@@ -161,7 +161,7 @@ class Database:
             try:
                 return await self.conn._execute(_run_transaction, self.conn._conn, fn)
             except sqlite3.Error as exc:
-                raise _store_error(exc, self.path, "write failed") from exc
+                raise store_error(exc, self.path, "write failed") from exc
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[Database]:
@@ -172,21 +172,21 @@ class Database:
             try:
                 await self.conn._execute(_begin_immediate, self.conn._conn)
             except sqlite3.Error as exc:
-                raise _store_error(exc, self.path, "cannot start a write") from exc
+                raise store_error(exc, self.path, "cannot start a write") from exc
             try:
                 yield self
             except BaseException as exc:
                 if self.conn.in_transaction:
                     await self.conn.execute("ROLLBACK")
                 if isinstance(exc, sqlite3.Error):
-                    raise _store_error(exc, self.path, "write failed") from exc
+                    raise store_error(exc, self.path, "write failed") from exc
                 raise
             try:
                 await self.conn.execute("COMMIT")
             except sqlite3.Error as exc:
                 if self.conn.in_transaction:
                     await self.conn.execute("ROLLBACK")
-                raise _store_error(exc, self.path, "commit failed") from exc
+                raise store_error(exc, self.path, "commit failed") from exc
 
 def _is_busy(exc: sqlite3.Error) -> bool:
     text = str(exc).lower()

@@ -10,7 +10,7 @@ from ..headers import to_json as headers_json
 from ..intake import NewMessage
 from ..message import make_message_id
 from .attachments import store as store_attachments
-from .db import Database
+from .engine import Store
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,7 +19,7 @@ class EnqueueResult:
     skipped: int
 
 
-async def enqueue(db: Database, rows: Iterable[NewMessage], *, from_addr: str | None,
+async def enqueue(db: Store, rows: Iterable[NewMessage], *, from_addr: str | None,
                   from_name: str | None, domain: str | None, now: float, chunk: int = 2000,
                   progress: Callable[[int], None] | None = None) -> EnqueueResult:
     """Queue validated messages idempotently (a repeated dedupe key is skipped, not queued).
@@ -49,7 +49,7 @@ async def enqueue(db: Database, rows: Iterable[NewMessage], *, from_addr: str | 
     return EnqueueResult(queued, skipped)
 
 
-async def _enqueue_chunk(db: Database, rows: list[NewMessage], campaigns: dict[str, int],
+async def _enqueue_chunk(db: Store, rows: list[NewMessage], campaigns: dict[str, int],
                          from_addr: str | None, from_name: str | None, domain: str | None,
                          now: float) -> tuple[int, int]:
     keys = json.dumps([r.key for r in rows])

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from ..feedback import Report, Rules
 from ..message import row_of
 from .audit import audit
-from .db import Database
+from .engine import Store
 from .suppressions import UPSERT
 
 
@@ -20,7 +20,7 @@ class Found:
     row: int | None
 
 
-async def apply(db: Database, found: list[Found], rules: Rules, now: float, source: str) -> dict[str, int]:
+async def apply(db: Store, found: list[Found], rules: Rules, now: float, source: str) -> dict[str, int]:
     """Inside the caller's write: change rows and the suppression list; return counts by outcome."""
     counts = {"bounced": 0, "delayed": 0, "complaints": 0, "unmatched": 0}
     for f in found:
@@ -57,7 +57,7 @@ async def apply(db: Database, found: list[Found], rules: Rules, now: float, sour
     return counts
 
 
-async def _target(db: Database, f: Found) -> tuple[int, str] | None:
+async def _target(db: Store, f: Found) -> tuple[int, str] | None:
     """(row, its recipient) for a report: by the original Message-ID, else by the VERP row."""
     sql = "SELECT m.id, r.email FROM messages m JOIN recipients r ON r.id = m.recipient_id WHERE "
     mid = f.report.original_mid

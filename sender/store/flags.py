@@ -13,7 +13,7 @@ from typing import Any
 
 from ..errors import UsageError
 from .audit import audit, audit_row
-from .db import Database, SyncTx
+from .engine import Store, Tx
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +26,7 @@ class PauseState:
     set_at: float
 
 
-async def set_paused(db: Database, paused: bool, *, actor: str, now: float, reason: str = "") -> None:
+async def set_paused(db: Store, paused: bool, *, actor: str, now: float, reason: str = "") -> None:
     """The global pause flag every daemon checks inside its claim transaction."""
     async with db.write():
         for sql, params in pause_flag_statements(paused, actor=actor, now=now, reason=reason):
@@ -44,7 +44,7 @@ def pause_flag_statements(paused: bool, *, actor: str, now: float, reason: str) 
     return [("DELETE FROM flags WHERE key = 'paused'", ()), entry]
 
 
-async def set_campaign_paused(db: Database, campaign: str, paused: bool, *, actor: str, now: float,
+async def set_campaign_paused(db: Store, campaign: str, paused: bool, *, actor: str, now: float,
                               reason: str = "") -> None:
     """Pause or resume one campaign; its messages stay queued and are skipped by every claim."""
     async with db.write():
@@ -59,14 +59,14 @@ async def set_campaign_paused(db: Database, campaign: str, paused: bool, *, acto
                 f": {reason}" if reason else "")
 
 
-async def pause_state(db: Database) -> PauseState:
+async def pause_state(db: Store) -> PauseState:
     row = await db.fetchone("SELECT value, set_by, set_at FROM flags WHERE key = 'paused'")
     if row is None:
         return PauseState(False, "", "", 0.0)
     return PauseState(True, row[0], row[1], row[2])
 
 
-async def set_flag(db: Database, key: str, value: str | None, *, actor: str, now: float) -> None:
+async def set_flag(db: Store, key: str, value: str | None, *, actor: str, now: float) -> None:
     """A small status flag a worker shows others (its pace, an insecure TLS setting); ``None``
     removes it if this actor set it. Never the pause flag: that one has its audit trail."""
     assert key != "paused"
@@ -79,7 +79,7 @@ async def set_flag(db: Database, key: str, value: str | None, *, actor: str, now
                              "set_at = excluded.set_at, set_by = excluded.set_by", (key, value, now, actor))
 
 
-async def paused(db: Database) -> dict[str, object]:
+async def paused(db: Store) -> dict[str, object]:
     """The global pause flag (with its reason) and the paused campaigns."""
     flag = await db.fetchone("SELECT value, set_by, set_at FROM flags WHERE key = 'paused'")
     campaigns = {r[0]: r[1] for r in await db.fetchall(
@@ -88,9 +88,9 @@ async def paused(db: Database) -> dict[str, object]:
             "campaigns": campaigns}
 
 
-def globally_paused(tx: SyncTx) -> bool:
+def globally_paused(tx: Tx) -> bool:
     return tx.fetchone("SELECT 1 FROM flags WHERE key = 'paused'") is not None
 
 
-def paused_campaigns(tx: SyncTx) -> frozenset[str]:
+def paused_campaigns(tx: Tx) -> frozenset[str]:
     return frozenset(r[0] for r in tx.fetchall("SELECT name FROM campaigns WHERE paused IS NOT NULL"))

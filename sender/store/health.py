@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-from .db import Database
+from .engine import Store
 
 SPARK_MINUTES = 30
 RECENT = 300.0     # "the last 5 minutes": the commonest error, the storm test
@@ -53,7 +53,7 @@ class Health:
         return self.minutes[-2] if len(self.minutes) > 1 else Minute()
 
 
-async def health(db: Database, now: float) -> Health:
+async def health(db: Store, now: float) -> Health:
     since = now - SPARK_MINUTES * 60.0
     buckets: dict[int, dict[str, int]] = {}
     for minute, status, n in await db.fetchall(
@@ -113,7 +113,7 @@ class WorkerActivity:
     failed: int
 
 
-async def worker_activity(db: Database, now: float) -> dict[str, WorkerActivity]:
+async def worker_activity(db: Store, now: float) -> dict[str, WorkerActivity]:
     """Sent and failed attempts of the last hour, per worker name."""
     return {r[0]: WorkerActivity(r[1], r[2]) for r in await db.fetchall(
         "SELECT worker, sum(status = 'sent'), sum(status IN ('failed', 'unknown')) "
@@ -132,7 +132,7 @@ class Observed:
     observed_at: float
 
 
-async def observed_copies(db: Database, row_id: int, mid: str,
+async def observed_copies(db: Store, row_id: int, mid: str,
                           limit: int = OBSERVED_LIMIT) -> list[Observed]:
     """Every copy traced to the row, or carrying its Message-ID, oldest first."""
     return [Observed(*r) for r in await db.fetchall(
@@ -142,7 +142,7 @@ async def observed_copies(db: Database, row_id: int, mid: str,
         {"row": row_id, "mid": mid, "limit": limit})]
 
 
-async def mailboxes(db: Database, limit: int = 20) -> dict[str, float]:
+async def mailboxes(db: Store, limit: int = 20) -> dict[str, float]:
     """When each mailbox was last read (``observe``/``reconcile``), by source.
 
     The sources are walked one index seek at a time (a skip scan of

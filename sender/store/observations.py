@@ -11,7 +11,7 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
-from .db import Database
+from .engine import Store
 
 _INSERT = """
 INSERT INTO observations(mid, recipient, date, at, subject, source, observed_at, fingerprint, copy,
@@ -32,18 +32,18 @@ SELECT j.key, s.message_id
 """
 
 
-async def begin_scan(db: Database) -> None:
+async def begin_scan(db: Store) -> None:
     """An empty per-connection table of the copies this scan has counted."""
     await db.execute("CREATE TEMP TABLE IF NOT EXISTS observe_scan "
                      "(fp TEXT PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID")
     await db.execute("DELETE FROM temp.observe_scan")
 
 
-async def end_scan(db: Database) -> None:
+async def end_scan(db: Store) -> None:
     await db.execute("DROP TABLE IF EXISTS temp.observe_scan")
 
 
-async def copy_ordinals(db: Database, fingerprints: list[str]) -> list[int]:
+async def copy_ordinals(db: Store, fingerprints: list[str]) -> list[int]:
     """The n-th byte-identical copy in this scan is copy n: stable across re-reads."""
     seen = {r[0]: r[1] for r in await db.fetchall(
         "SELECT fp, n FROM temp.observe_scan WHERE fp IN (SELECT value FROM json_each(?))",
@@ -57,7 +57,7 @@ async def copy_ordinals(db: Database, fingerprints: list[str]) -> list[int]:
     return out
 
 
-async def row_owners(db: Database, rows: Iterable[int]) -> dict[int, str]:
+async def row_owners(db: Store, rows: Iterable[int]) -> dict[int, str]:
     """Queue rows -> their recipient (lower-cased)."""
     ids = sorted(set(rows))
     if not ids:
@@ -67,7 +67,7 @@ async def row_owners(db: Database, rows: Iterable[int]) -> dict[int, str]:
         "WHERE m.id IN (SELECT value FROM json_each(?))", (json.dumps(ids),))}
 
 
-async def closest_sends(db: Database, items: list[tuple[str, str, float]], slack: float) -> dict[int, int]:
+async def closest_sends(db: Store, items: list[tuple[str, str, float]], slack: float) -> dict[int, int]:
     """For each (recipient, recipient as written, time), by position: the queue row of the SendLog
     entry for that recipient closest in time within ``slack`` seconds, where there is one."""
     out: dict[int, int] = {}
@@ -76,21 +76,21 @@ async def closest_sends(db: Database, items: list[tuple[str, str, float]], slack
     return out
 
 
-async def insert(db: Database, rows: list[dict[str, Any]]) -> int:
+async def insert(db: Store, rows: list[dict[str, Any]]) -> int:
     """Store observation rows (a copy already stored is skipped); return how many were new."""
     before = await _changes(db)
     await db.executemany(_INSERT, rows)
     return await _changes(db) - before
 
 
-async def unknown_by_mid(db: Database) -> dict[str, tuple[int, str]]:
+async def unknown_by_mid(db: Store) -> dict[str, tuple[int, str]]:
     """Every ``unknown`` row's Message-ID -> (row, recipient)."""
     return {r[1]: (r[0], r[2]) for r in await db.fetchall(
         "SELECT m.id, m.message_id, r.email FROM messages m "
         "JOIN recipients r ON r.id = m.recipient_id WHERE m.state = 'unknown'")}
 
 
-async def _changes(db: Database) -> int:
+async def _changes(db: Store) -> int:
     row = await db.fetchone("SELECT total_changes()")
     assert row is not None
     return int(row[0])

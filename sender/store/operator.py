@@ -15,7 +15,7 @@ from typing import Literal
 
 from ..errors import UsageError
 from .audit import audit
-from .db import Database
+from .engine import Store
 from .selection import Selection, where
 
 log = logging.getLogger(__name__)
@@ -29,7 +29,7 @@ REQUEUE_RISK = ("note: unknown means the end of the data may have reached the re
                 "reconcile did not find in the mailbox")
 
 
-async def _rows_in(db: Database, ids: Sequence[int], state: str, action: str) -> list[tuple[int, str, str | None]]:
+async def _rows_in(db: Store, ids: Sequence[int], state: str, action: str) -> list[tuple[int, str, str | None]]:
     if not ids:
         raise UsageError(f"{action}: no message ids given")
     rows = await db.fetchall(
@@ -45,7 +45,7 @@ async def _rows_in(db: Database, ids: Sequence[int], state: str, action: str) ->
     return [(r[0], r[2], r[3]) for r in (found[i] for i in dict.fromkeys(ids))]
 
 
-async def resolve(db: Database, ids: Sequence[int], as_: Resolution, *, actor: str, now: float,
+async def resolve(db: Store, ids: Sequence[int], as_: Resolution, *, actor: str, now: float,
                   reason: str = "") -> int:
     """Settle ``unknown`` messages. ``requeue`` keeps the Message-ID, so a copy that did arrive
     and a resend share one id and the report can tell them apart from a real duplicate."""
@@ -74,7 +74,7 @@ async def resolve(db: Database, ids: Sequence[int], as_: Resolution, *, actor: s
     return len(rows)
 
 
-async def cancel(db: Database, ids: Sequence[int], *, actor: str, now: float, reason: str = "") -> int:
+async def cancel(db: Store, ids: Sequence[int], *, actor: str, now: float, reason: str = "") -> int:
     """``scheduled -> cancelled``: it will never be claimed."""
     async with db.write():
         rows = await _rows_in(db, ids, "scheduled", "cancel")
@@ -87,7 +87,7 @@ async def cancel(db: Database, ids: Sequence[int], *, actor: str, now: float, re
     return len(rows)
 
 
-async def retry(db: Database, ids: Sequence[int], *, actor: str, now: float) -> int:
+async def retry(db: Store, ids: Sequence[int], *, actor: str, now: float) -> int:
     """``failed -> scheduled`` with the same Message-ID and a fresh attempt budget."""
     async with db.write():
         rows = await _rows_in(db, ids, "failed", "retry")
@@ -100,7 +100,7 @@ async def retry(db: Database, ids: Sequence[int], *, actor: str, now: float) -> 
     return len(rows)
 
 
-async def mark_found(db: Database, mids: Iterable[str], *, actor: str, now: float, source: str) -> list[int]:
+async def mark_found(db: Store, mids: Iterable[str], *, actor: str, now: float, source: str) -> list[int]:
     """Reconciliation: ``unknown`` messages whose Message-ID was seen in a mailbox are ``sent``."""
     found = sorted(set(mids))
     changed: list[int] = []
@@ -157,7 +157,7 @@ def bulk_selection(kind: BulkKind, sel: Selection) -> Selection:
     return sel.with_states(sel.states or allowed[:1])
 
 
-async def _check_names(db: Database, sel: Selection) -> None:
+async def _check_names(db: Store, sel: Selection) -> None:
     if sel.campaign is not None and await db.fetchone(
             "SELECT 1 FROM campaigns WHERE name = ?", (sel.campaign,)) is None:
         raise UsageError(f"no such campaign: {sel.campaign!r}")
@@ -170,13 +170,13 @@ async def _check_names(db: Database, sel: Selection) -> None:
             raise UsageError(f"no such message id(s): {', '.join(missing)}")
 
 
-async def count_selected(db: Database, sel: Selection) -> int:
+async def count_selected(db: Store, sel: Selection) -> int:
     cond, params = where(sel)
     row = await db.fetchone(f"SELECT count(*) FROM messages m WHERE {cond}", params)
     return row[0] if row else 0
 
 
-async def bulk(db: Database, kind: BulkKind, sel: Selection, *, actor: str, now: float,
+async def bulk(db: Store, kind: BulkKind, sel: Selection, *, actor: str, now: float,
                yes: bool, reason: str = "") -> BulkResult:
     """Count (``yes=False``) or act on every message ``sel`` matches, in one transaction.
 
@@ -200,7 +200,7 @@ async def bulk(db: Database, kind: BulkKind, sel: Selection, *, actor: str, now:
     return BulkResult(kind, len(ids), text, True)
 
 
-async def _bulk_update(db: Database, kind: BulkKind, sel: Selection, *, actor: str, now: float,
+async def _bulk_update(db: Store, kind: BulkKind, sel: Selection, *, actor: str, now: float,
                        reason: str) -> list[int]:
     cond, params = where(sel)
     params = {**params, "now": now, "note": f"{kind} by {actor}" + (f": {reason}" if reason else "")}

@@ -14,7 +14,7 @@ with what was observed in mailboxes (``sender.observe``):
 * ``missing``: logged as sent but never observed, checked only against mailboxes the caller
   names, from the first message each holds.
 
-Each function takes an open ``Database`` (read-only is
+Each function takes an open ``Store`` (read-only is
 enough) and Unix-second floats, returns frozen dataclasses, and runs bounded, indexed queries
 (``LIMIT`` everywhere; window scans walk ``send_log_claimed`` and ``observations_at``), so it
 stays fast at a million SendLog rows. Windows are closed intervals ``[since, now]``.
@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..report.model import (
+    LIMIT,
     Ghost,
     Missing,
     MultiSend,
@@ -35,14 +36,13 @@ from ..report.model import (
     StaleClaim,
     UnknownMessage,
 )
-from .db import Database
+from .engine import Store
 from .states import LIVE_SQL
 
-LIMIT = 100
 MISSING_SLACK = 2.0  # a Date header (whole seconds) can precede its claim by under 1 s
 
 
-async def newest_activity(db: Database) -> float | None:
+async def newest_activity(db: Store) -> float | None:
     """The latest SendLog claim or observed copy (two index lookups), or None if neither."""
     row = await db.fetchone("SELECT (SELECT max(claimed_at) FROM send_log), "
                             "(SELECT max(at) FROM observations)")
@@ -64,7 +64,7 @@ SELECT o.mid, o.recipient, min(o.at), count(*), max(o.subject), json_group_array
 """
 
 
-async def ghosts(db: Database, since: float, now: float, *, limit: int = LIMIT) -> list[Ghost]:
+async def ghosts(db: Store, since: float, now: float, *, limit: int = LIMIT) -> list[Ghost]:
     """Copies observed in ``[since, now]`` whose Message-ID is nowhere in SendLog, oldest first."""
     rows = await db.fetchall(_GHOSTS, {"since": since, "now": now, "limit": limit})
     info = await _rows_info(db, [r[6] for r in rows])
@@ -97,7 +97,7 @@ SELECT mid, recipient, max(n), min(first_at), max(last_at), json_group_array(sou
 """
 
 
-async def repeated_message_ids(db: Database, since: float, now: float, *,
+async def repeated_message_ids(db: Store, since: float, now: float, *,
                                limit: int = LIMIT) -> list[RepeatedMessageId]:
     """Message-IDs a mailbox holds more than once for one recipient, with a copy in the window.
 
@@ -160,7 +160,7 @@ SELECT r.email, c.name, o.mid, min(o.at), count(*), max(o.row_id)
 """
 
 
-async def multi_sends(db: Database, since: float, now: float, *,
+async def multi_sends(db: Store, since: float, now: float, *,
                       limit: int = LIMIT) -> list[MultiSend]:
     """Recipient + campaign pairs with more than one distinct Message-ID in ``[since, now]``,
     counting live SendLog attempts and observed copies traced to a queue row."""
@@ -189,7 +189,7 @@ async def multi_sends(db: Database, since: float, now: float, *,
     return out
 
 
-async def unknown_messages(db: Database, *, limit: int = LIMIT) -> list[UnknownMessage]:
+async def unknown_messages(db: Store, *, limit: int = LIMIT) -> list[UnknownMessage]:
     """Every message now ``unknown``, longest-standing first (``messages_state_updated``)."""
     rows = await db.fetchall(
         "SELECT m.id, m.message_id, r.email, c.name, m.updated_at, coalesce(m.last_reply, ''), "
@@ -202,7 +202,7 @@ async def unknown_messages(db: Database, *, limit: int = LIMIT) -> list[UnknownM
             for r in rows]
 
 
-async def stale_claims(db: Database, now: float, *, limit: int = LIMIT) -> list[StaleClaim]:
+async def stale_claims(db: Store, now: float, *, limit: int = LIMIT) -> list[StaleClaim]:
     """``sending`` rows whose lease ended before ``now`` (partial index ``messages_lease``, pinned:
     the planner preferred walking every ``sending`` row and sorting them, 38 ms for 10,000),
     with the heartbeat of the worker that holds them (its id prefixes the claim token)."""
@@ -220,7 +220,7 @@ async def stale_claims(db: Database, now: float, *, limit: int = LIMIT) -> list[
     return [StaleClaim(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], bool(r[8])) for r in rows]
 
 
-async def missing(db: Database, since: float, now: float, sources: Sequence[str], *,
+async def missing(db: Store, since: float, now: float, sources: Sequence[str], *,
                   limit: int = LIMIT) -> list[Missing]:
     """Attempts logged ``sent`` in the window but never observed, judged only against the named
     mailbox ``sources`` (``maildir:/path``), from shortly before the first copy any of them holds
@@ -246,7 +246,7 @@ async def missing(db: Database, since: float, now: float, sources: Sequence[str]
 
 # --- helpers ---------------------------------------------------------------------------------
 
-async def _rows_info(db: Database, rows: Sequence[int | None]) -> dict[int, tuple[str, str, str]]:
+async def _rows_info(db: Store, rows: Sequence[int | None]) -> dict[int, tuple[str, str, str]]:
     """Queue row -> (state, its own Message-ID, campaign)."""
     ids = sorted({r for r in rows if r is not None})
     if not ids:
@@ -257,7 +257,7 @@ async def _rows_info(db: Database, rows: Sequence[int | None]) -> dict[int, tupl
         (json.dumps(ids),))}
 
 
-async def _attempts(db: Database, mids: Sequence[str]) -> dict[str, tuple[str, ...]]:
+async def _attempts(db: Store, mids: Sequence[str]) -> dict[str, tuple[str, ...]]:
     if not mids:
         return {}
     out: dict[str, list[str]] = {}
@@ -268,7 +268,7 @@ async def _attempts(db: Database, mids: Sequence[str]) -> dict[str, tuple[str, .
     return {mid: tuple(statuses) for mid, statuses in out.items()}
 
 
-async def first_claim(db: Database) -> float | None:
+async def first_claim(db: Store) -> float | None:
     """When the SendLog's oldest attempt was claimed, or None if it is empty."""
     row = await db.fetchone("SELECT min(claimed_at) FROM send_log")
     return row[0] if row else None

@@ -20,7 +20,7 @@ from ..journal import StartEvidence, worker_of
 from ..policy import Policy
 from . import claims, flags
 from .claims import Claim
-from .db import Database, SyncTx
+from .engine import Store, Tx
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ class Turn:
     paused_campaigns: frozenset[str] = frozenset()
 
 
-async def exchange(db: Database, outcomes: Sequence[Outcome], *, worker: str, worker_id: int,
+async def exchange(db: Store, outcomes: Sequence[Outcome], *, worker: str, worker_id: int,
                    limit: int, lease: float, now: float, policy: Policy | None = None,
                    pause_reason: str | None = None, read_pauses: bool = False) -> Turn:
     """Record ``outcomes`` and claim up to ``limit`` due messages, in one durable transaction.
@@ -73,9 +73,9 @@ async def exchange(db: Database, outcomes: Sequence[Outcome], *, worker: str, wo
     ``pause_reason`` sets the global pause flag in the same transaction, before the claim.
     ``read_pauses`` also reports the global and campaign pauses (for claims already waiting)."""
 
-    def work(tx: SyncTx) -> Turn:
+    def work(tx: Tx) -> Turn:
         if outcomes:
-            _record(tx, outcomes, now)
+            record_in(tx, outcomes, now)
         if pause_reason:
             for sql, params in flags.pause_flag_statements(True, actor=worker, now=now, reason=pause_reason):
                 tx.execute(sql, params)
@@ -88,15 +88,15 @@ async def exchange(db: Database, outcomes: Sequence[Outcome], *, worker: str, wo
     return await db.transaction(work)
 
 
-async def claim(db: Database, *, worker: str, worker_id: int, limit: int, lease: float,
+async def claim(db: Store, *, worker: str, worker_id: int, limit: int, lease: float,
                 now: float, policy: Policy | None = None) -> list[Claim]:
     turn = await exchange(db, (), worker=worker, worker_id=worker_id, limit=limit, lease=lease,
                           now=now, policy=policy)
     return turn.claims
 
 
-async def record(db: Database, outcomes: Sequence[Outcome], now: float) -> None:
-    await db.transaction(lambda tx: _record(tx, outcomes, now))
+async def record(db: Store, outcomes: Sequence[Outcome], now: float) -> None:
+    await db.transaction(lambda tx: record_in(tx, outcomes, now))
 
 
 # The message state each outcome leads to.
@@ -130,7 +130,7 @@ UPDATE send_log AS s
 """
 
 
-def _record(tx: SyncTx, outcomes: Sequence[Outcome], now: float) -> None:
+def record_in(tx: Tx, outcomes: Sequence[Outcome], now: float) -> None:
     """Apply outcomes, fenced by claim token, two statements for the whole batch. A late result
     for a row that moved to ``unknown`` (lease expired) still lands: the truth wins. A result
     whose claim no longer holds the row (an operator requeued it) is logged and ignored."""
@@ -152,7 +152,7 @@ def _reply(o: Outcome) -> str:
 
 # --- leases and workers ----------------------------------------------------------------------
 
-def extend_leases(tx: SyncTx, tokens: Iterable[str], lease: float, now: float) -> set[int]:
+def extend_leases(tx: Tx, tokens: Iterable[str], lease: float, now: float) -> set[int]:
     """Extend the leases of rows still ``sending`` under ``tokens``; return those rows (the
     fence's proof that they are still this worker's)."""
     tokens = list(tokens)
@@ -170,7 +170,7 @@ SELECT id, claim_token, message_id, worker FROM messages INDEXED BY messages_lea
 """
 
 
-def release_unstarted(tx: SyncTx, now: float, evidence: StartEvidence) -> tuple[list[Expired], set[int]]:
+def release_unstarted(tx: Tx, now: float, evidence: StartEvidence) -> tuple[list[Expired], set[int]]:
     """Claims whose lease ran out and which their worker's start marks prove it never began:
     back to ``scheduled``, no attempt counted (SendLog ``released``). Also returns the workers
     whose leases ran out."""
@@ -198,7 +198,7 @@ def release_unstarted(tx: SyncTx, now: float, evidence: StartEvidence) -> tuple[
     return released, set(by_worker)
 
 
-def _forget_settled(tx: SyncTx, evidence: StartEvidence, workers: set[int]) -> None:
+def _forget_settled(tx: Tx, evidence: StartEvidence, workers: set[int]) -> None:
     """Journals of dead workers with no claim left are removed (they stay bounded in number)."""
     if not workers:
         return
@@ -211,7 +211,7 @@ def _forget_settled(tx: SyncTx, evidence: StartEvidence, workers: set[int]) -> N
             log.warning("start journal of worker %s could not be removed: %s", wid, exc)
 
 
-def expire_leases(tx: SyncTx, now: float, evidence: StartEvidence | None = None) -> list[Expired]:
+def expire_leases(tx: Tx, now: float, evidence: StartEvidence | None = None) -> list[Expired]:
     """Move claims whose lease ran out to ``unknown``: their worker may have sent them. With
     ``evidence``, those it proves never started go back to ``scheduled`` first."""
     released, dead = release_unstarted(tx, now, evidence) if evidence is not None else ([], set())
@@ -232,7 +232,7 @@ def expire_leases(tx: SyncTx, now: float, evidence: StartEvidence | None = None)
     return released + [Expired(r[0], r[2], r[3] or "?") for r in rows]
 
 
-async def recover(db: Database, now: float, evidence: StartEvidence | None = None) -> list[Expired]:
+async def recover(db: Store, now: float, evidence: StartEvidence | None = None) -> list[Expired]:
     """``python -m sender recover``: expire every claim whose lease has run out, now."""
     return await db.transaction(lambda tx: expire_leases(tx, now, evidence))
 
@@ -240,11 +240,11 @@ async def recover(db: Database, now: float, evidence: StartEvidence | None = Non
 WORKER_RETENTION = 30 * 86400.0  # stopped worker rows older than this are pruned
 
 
-async def register_worker(db: Database, name: str, pid: int, host: str, now: float) -> int:
+async def register_worker(db: Store, name: str, pid: int, host: str, now: float) -> int:
     """A worker row for this process; also prunes rows of workers stopped long ago (a cron line
     adds one row per run, about 260,000 a year)."""
 
-    def work(tx: SyncTx) -> int:
+    def work(tx: Tx) -> int:
         tx.execute("DELETE FROM workers WHERE stopped_at IS NOT NULL AND stopped_at < ?",
                    (now - WORKER_RETENTION,))
         row = tx.fetchone("INSERT INTO workers(name, pid, host, started_at, heartbeat_at) "
@@ -263,12 +263,12 @@ class Beat:
     kept: set[int]
 
 
-async def heartbeat(db: Database, worker_id: int, tokens: Iterable[str], lease: float,
+async def heartbeat(db: Store, worker_id: int, tokens: Iterable[str], lease: float,
                     now: float, evidence: StartEvidence | None = None) -> Beat:
     """Heartbeat, extend our leases and expire everybody's dead ones, in one transaction."""
     tokens = list(tokens)
 
-    def work(tx: SyncTx) -> Beat:
+    def work(tx: Tx) -> Beat:
         tx.execute("UPDATE workers SET heartbeat_at = ? WHERE id = ?", (now, worker_id))
         kept = extend_leases(tx, tokens, lease, now)
         claims.expire_due(tx, now, f"worker {worker_id}")
@@ -277,7 +277,7 @@ async def heartbeat(db: Database, worker_id: int, tokens: Iterable[str], lease: 
     return await db.transaction(work)
 
 
-async def stop_worker(db: Database, worker_id: int, now: float) -> None:
+async def stop_worker(db: Store, worker_id: int, now: float) -> None:
     async with db.write():
         await db.execute("UPDATE workers SET stopped_at = ?, heartbeat_at = ? WHERE id = ?",
                          (now, now, worker_id))

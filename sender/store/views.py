@@ -21,7 +21,7 @@ from ..config import Settings
 from ..errors import StoreError
 from . import counts, flags
 from .counts import WorkerCounts
-from .db import Database
+from .engine import Store
 from .health import HEARTBEAT_MISSES
 from .states import PRIORITIES
 
@@ -179,7 +179,7 @@ async def reading(path: str) -> AsyncIterator[None]:
         raise StoreError(f"{path}: cannot read ({text})") from exc
 
 
-async def overview(db: Database, now: float) -> Overview:
+async def overview(db: Store, now: float) -> Overview:
     states = await counts.state_counts(db)
     rate = await db.fetchone(
         "SELECT count(*) FROM messages WHERE state = 'sent' AND updated_at >= ?", (now - 60.0,))
@@ -198,7 +198,7 @@ _QUEUED = ("SELECT m.id, r.email, c.name, m.due_at, m.priority, m.attempts, "
            "JOIN campaigns c ON c.id = m.campaign_id WHERE m.state = 'scheduled' ")
 
 
-async def queue_view(db: Database, now: float, limit: int = QUEUE_LIMIT,
+async def queue_view(db: Store, now: float, limit: int = QUEUE_LIMIT,
                      due_cap: int = DUE_COUNT_CAP, sample: int = CAMPAIGN_SAMPLE) -> QueueView:
     """Walks the ``messages_due`` partial index only, a bounded number of entries.
 
@@ -235,7 +235,7 @@ async def queue_view(db: Database, now: float, limit: int = QUEUE_LIMIT,
                      sampled=sampled, sample_capped=sampled >= sample)
 
 
-async def in_flight(db: Database, now: float, limit: int = INFLIGHT_LIMIT) -> list[Claim]:
+async def in_flight(db: Store, now: float, limit: int = INFLIGHT_LIMIT) -> list[Claim]:
     """Claims in ``sending``, lease running out first (so stale ones lead)."""
     rows = await db.fetchall(
         "SELECT m.id, r.email, c.name, coalesce(m.worker, '?'), m.attempts + 1, m.updated_at, "
@@ -248,7 +248,7 @@ async def in_flight(db: Database, now: float, limit: int = INFLIGHT_LIMIT) -> li
             for r in rows]
 
 
-async def workers(db: Database, now: float, dead_after: float = WORKER_DEAD_AFTER,
+async def workers(db: Store, now: float, dead_after: float = WORKER_DEAD_AFTER,
                   limit: int = WORKER_LIMIT) -> list[Worker]:
     """Workers with a heartbeat in the last day, and any worker holding a claim, most recent
     heartbeat first.
@@ -285,7 +285,7 @@ _ATTEMPT_COLUMNS = ("id, message_id, mid, recipient, campaign, attempt, worker, 
                     "claimed_at, finished_at, smtp_code, smtp_reply")
 
 
-async def send_log(db: Database, text: str = "", limit: int = LOG_LIMIT,
+async def send_log(db: Store, text: str = "", limit: int = LOG_LIMIT,
                    scan: int = LOG_SCAN) -> list[Attempt]:
     """Recent attempts, newest first, optionally filtered.
 
@@ -321,7 +321,7 @@ def _escape_like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-async def message(db: Database, row_id: int, limit: int = DETAIL_LIMIT) -> MessageDetail | None:
+async def message(db: Store, row_id: int, limit: int = DETAIL_LIMIT) -> MessageDetail | None:
     """One message with its attempts (oldest first) and the operator actions taken on it."""
     r = await db.fetchone(
         "SELECT m.id, m.state, r.email, coalesce(b.to_name, r.name), c.name, m.message_id, "
