@@ -53,10 +53,14 @@ def store_error(exc: sqlite3.Error, path: str, what: str) -> StoreError:
 
 
 def _reraise(exc: sqlite3.Error, path: str) -> NoReturn:
-    """A read that met corrupt pages is a ``DamagedDatabase``; any other error goes on unchanged."""
+    """A statement's error as the store's: corrupt pages are a ``DamagedDatabase``, a lock held
+    too long or any other failure a ``StoreError`` naming the file and the cause."""
     if _damaged(exc):
         raise damaged(path) from exc
-    raise exc
+    text = str(exc)
+    if "locked" in text or "busy" in text:
+        raise StoreError(f"{path} is locked by another process ({text})") from exc
+    raise StoreError(f"{path}: cannot read ({text})") from exc
 
 
 class SyncTx:

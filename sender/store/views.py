@@ -12,13 +12,9 @@ translated here into ``StoreError`` with a readable reason.
 from __future__ import annotations
 
 import json
-import sqlite3
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 from ..config import Settings
-from ..errors import StoreError
 from . import counts, flags
 from .counts import WorkerCounts
 from .engine import Store
@@ -165,18 +161,6 @@ class MessageDetail:
     updated_at: float
     history: list[Attempt] = field(default_factory=list)
     audit: list[AuditEntry] = field(default_factory=list)
-
-
-@asynccontextmanager
-async def reading(path: str) -> AsyncIterator[None]:
-    """Turn a raw SQLite error met while reading into a ``StoreError`` that names the cause."""
-    try:
-        yield
-    except sqlite3.Error as exc:
-        text = str(exc)
-        if "locked" in text or "busy" in text:
-            raise StoreError(f"{path} is locked by another process ({text}); retrying") from exc
-        raise StoreError(f"{path}: cannot read ({text})") from exc
 
 
 async def overview(db: Store, now: float) -> Overview:
