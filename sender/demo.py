@@ -3,8 +3,8 @@
 It copies the sample queue to a temporary folder (the committed file is never opened for
 writing), starts the capture sink in this process on a free loopback port, sends everything due
 with the real daemon and SMTP sessions, observes what the sink captured, and prints a short
-summary and the duplicate report: the seed's incident (three Message-IDs, one SendLog row)
-comes first, next to the anomalies the real sender turns into visible states instead.
+summary and the duplicate report: the sample's planted ghost (three Message-IDs, one SendLog
+row) comes first, next to the anomalies the real sender turns into visible states instead.
 """
 
 from __future__ import annotations

@@ -9,7 +9,6 @@
     │   ├── NoDatabase          no queue file at that path (exit 2)
     │   ├── NotOurDatabase      file is not a sender queue (exit 2)
     │   ├── SchemaTooNew        file was written by a newer sender (exit 2)
-    │   ├── ClaimRefused        the SendLog unique index refused a claim
     │   └── QueueUnusable       stop at once, never retry (exit 1)
     │       ├── DamagedDatabase   SQLite reports the file corrupt (malformed pages)
     │       └── QueueFileChanged  the file on disk is not the one opened (replaced, deleted, WAL gone)
@@ -68,10 +67,6 @@ class NotOurDatabase(StoreError):
 
 class SchemaTooNew(StoreError):
     exit_code = 2
-
-
-class ClaimRefused(StoreError):
-    """A claim hit the SendLog unique index: some message already has a live entry."""
 
 
 class QueueUnusable(StoreError):

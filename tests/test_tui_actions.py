@@ -13,8 +13,8 @@ import pytest
 from textual.pilot import Pilot
 from textual.widgets import Input
 
+from tests.test_store_views import T0, aseed, rows
 from tests.test_tui_app import SIZE, make_app, press, settle
-from tests.test_tui_monitor import T0, aseed, rows
 from tui.app import MonitorApp
 from tui.screens.confirm import Choose
 from tui.widgets.table import RowsTable

@@ -16,7 +16,7 @@ import pytest
 from textual.pilot import Pilot
 from textual.widgets import Static
 
-from tests.test_tui_monitor import INCIDENT_ROW, ROOT, T0, aseed, fixed_mid
+from tests.test_store_views import INCIDENT_ROW, ROOT, T0, aseed, fixed_mid
 from tui.app import FilterInput, MonitorApp
 from tui.screens.detail import DetailScreen
 from tui.screens.help import HelpScreen

@@ -1,7 +1,7 @@
 """The monitor in an incident (issue 15): search the store, see the storm, fix thousands at once.
 
 Pilot tests over real SQLite files: the failure storm of ``tests/storm.py`` (built through the
-real write path), the shared seed of ``tests/test_tui_monitor.py``, and a generated queue of
+real write path), the shared seed of ``tests/test_store_views.py``, and a generated queue of
 120,000 rows (one ``INSERT ... SELECT`` from a recursive CTE, once per session) for search at
 scale. Every change the monitor makes is read back with plain sqlite3.
 """
@@ -19,8 +19,8 @@ from textual.widgets import Sparkline
 from sender.store.db import open_db
 from tests import storm
 from tests.conftest import Cli
+from tests.test_store_views import INCIDENT_ROW, T0, aseed, rows
 from tests.test_tui_app import SIZE, cells, keys, make_app, press, settle, text, type_filter
-from tests.test_tui_monitor import INCIDENT_ROW, T0, aseed, rows
 from tui import fmt
 from tui.app import MonitorApp
 from tui.screens.confirm import Choose

@@ -240,7 +240,7 @@ class MonitorApp(Navigation):
             self.load_report()
         self.refresh_bindings()
 
-    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+    def check_action(self, action: str, _parameters: tuple[object, ...]) -> bool | None:
         """Keys of the main view are off over a dialog, and tab keys are off over a detail."""
         if self.read_only and action in _WRITE_ACTIONS:
             return False  # hidden, not just refused

@@ -10,7 +10,6 @@ that appears, is replaced or is unlocked later is simply picked up.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field, replace
 
 from sender.errors import SenderError, UsageError
@@ -39,7 +38,6 @@ class Snapshot:
     search: monitor_search.SearchPage | None = None  # the Queue tab's search, when it has one
     search_error: str | None = None  # a search text that means nothing (an unknown state...)
     error: str | None = None
-    query_ms: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -54,7 +52,6 @@ class QueueQuery:
 async def load(path: str, now: float, *, log_filter: str = "",
                queue: QueueQuery = QueueQuery()) -> Snapshot:
     """Read one snapshot of every panel but Duplicates."""
-    started = time.perf_counter()
     search: monitor_search.SearchPage | None = None
     search_error: str | None = None
     try:
@@ -78,7 +75,7 @@ async def load(path: str, now: float, *, log_filter: str = "",
         return Snapshot(now=now, error=f"cannot open {path}: {exc}")
     return Snapshot(now=now, overview=overview, queue=view, in_flight=claims, workers=workers,
                     log=log, health=health, activity=activity, search=search,
-                    search_error=search_error, query_ms=(time.perf_counter() - started) * 1000)
+                    search_error=search_error)
 
 
 async def load_findings(path: str, now: float, span: float) -> findings.Findings:

@@ -113,8 +113,8 @@ async def repeated_message_ids(db: Store, since: float, now: float, *,
 
 
 # A pair is a candidate when SendLog holds two live attempts with different Message-IDs for it in
-# the window, or a copy traced to one of its rows carries a Message-ID that row never had (the
-# incident), or another row of the same pair was logged or observed in the window. Each is an
+# the window, or a copy traced to one of its rows carries a Message-ID that row never had (a
+# send outside the queue), or another row of the same pair was logged or observed in the window. Each is an
 # index probe per event in the window, never a sort of the whole window.
 _MULTI_LOGGED = f"""
 SELECT s.recipient, s.campaign, min(s.claimed_at)

@@ -82,12 +82,6 @@ async def listing(db: Store) -> list[Suppression]:
         "SELECT email, reason, at, source FROM suppressions ORDER BY email")]
 
 
-async def is_suppressed(db: Store, email: str) -> str | None:
-    """The reason ``email`` is suppressed, or None."""
-    row = await db.fetchone("SELECT reason FROM suppressions WHERE email = ?", (email,))
-    return None if row is None else str(row[0])
-
-
 def read_csv(path: str, default_reason: str) -> list[tuple[str, str]]:
     """Every (address, reason) of a CSV with an ``email`` (or ``address``) column and an optional
     ``reason`` column; the whole file is checked first, so a bad line imports nothing."""

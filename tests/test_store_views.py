@@ -1,6 +1,6 @@
 """The monitor's read API (``sender.store.views``) on a seeded queue, and the seed the TUI tests share.
 
-``seed`` builds a small queue through the real write path (``sender.store.sending`` enqueue, claim and
+``seed`` builds a small queue through the real write path (``sender.store`` enqueue, claim and
 record, worker registration) at fixed times, then pins the random parts (Message-IDs) so the
 screens are the same on every run. It holds one message in every state, a stale claim of a
 dead worker, three workers (alive, presumed dead, stopped) and a reproduction of the incident:
