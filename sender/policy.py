@@ -76,7 +76,7 @@ def parse_duration(text: str, what: str = "duration") -> float:
 
 
 @dataclass(frozen=True, slots=True)
-class Window:
+class SendWindow:
     """Sending hours: ``days`` (0 = Monday), ``[start, end)`` local time in ``tz``."""
 
     days: frozenset[int]
@@ -120,7 +120,7 @@ class Window:
         raise UsageError("send window never opens")  # unreachable for a non-empty day set
 
 
-def parse_window(text: str, per_recipient_tz: bool = False) -> Window:
+def parse_window(text: str, per_recipient_tz: bool = False) -> SendWindow:
     """``"mon-fri 09:00-17:00 Europe/Warsaw"``; days and zone are optional (every day, UTC)."""
     match = _WINDOW.match(text)
     if not match:
@@ -138,7 +138,7 @@ def parse_window(text: str, per_recipient_tz: bool = False) -> Window:
         ZoneInfo(tz)
     except (ZoneInfoNotFoundError, ValueError) as exc:
         raise UsageError(f"window: unknown time zone {tz!r}") from exc
-    return Window(days, start, end, tz, per_recipient_tz)
+    return SendWindow(days, start, end, tz, per_recipient_tz)
 
 
 def _parse_days(text: str) -> frozenset[int]:
@@ -159,7 +159,7 @@ def _parse_days(text: str) -> frozenset[int]:
 
 @dataclass(frozen=True, slots=True)
 class CampaignPolicy:
-    window: Window | None = None
+    window: SendWindow | None = None
     recipient_cap: Limit | None = None
 
 

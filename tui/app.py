@@ -23,10 +23,11 @@ from textual.binding import Binding, BindingType
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input, Static, TabbedContent, TabPane
 
+from sender.report.model import DUPLICATES
 from sender.store import operator
 
 from . import actions, fmt, source
-from .findings import KINDS, Findings
+from .findings import Findings
 from .navigation import Navigation
 from .screens.confirm import AskReason, Choose, Confirm
 from .screens.detail import DetailScreen
@@ -42,7 +43,6 @@ WINDOWS = (3600.0, 6 * 3600.0, 86400.0, 7 * 86400.0, 30 * 86400.0)
 DEFAULT_WINDOW = 2  # 24h, the report's own default
 REPORT_BACKGROUND = 30.0  # seconds between report runs while another tab is open
 TABS = ("queue", "inflight", "workers", "duplicates", "log")
-_DUPLICATE_KINDS = KINDS[:3]
 _MAIN_VIEW_ACTIONS = frozenset(("act", "resolve", "pause", "window", "filter", "tab", "refresh",
                                 "help", "bulk", "mark", "sort", "follow", "page"))
 _WRITE_ACTIONS = frozenset(("act", "resolve", "pause", "bulk", "mark"))
@@ -195,7 +195,7 @@ class MonitorApp(Navigation):
         self.query_one(DuplicatesPanel).show_findings(found, self.filters["duplicates"])
         if not self._tab_chosen:
             self._tab_chosen = True
-            if any(found.count(k) for k in _DUPLICATE_KINDS):
+            if any(found.count(k) for k in DUPLICATES):
                 self.action_tab("duplicates")
 
     def apply(self, snap: Snapshot) -> None:

@@ -14,21 +14,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sender import report
+from sender.report.model import ANOMALIES
 from sender.store.engine import Store
 
 from . import fmt
-
-KINDS = ("ghosts", "repeated_message_ids", "multi_sends", "unknown", "stale_claims", "missing")
-LABELS = {
-    "ghosts": "ghost",
-    "repeated_message_ids": "repeated Message-ID",
-    "multi_sends": "multi-send",
-    "unknown": "unknown",
-    "stale_claims": "stale claim",
-    "missing": "missing",
-}
-PLURALS = {**LABELS, "ghosts": "ghosts", "repeated_message_ids": "repeated Message-IDs",
-           "multi_sends": "multi-sends", "stale_claims": "stale claims"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +50,7 @@ class Findings:
 async def load(db: Store, now: float, span: float) -> Findings:
     window = await report.window_for(db, span, now)
     result = await report.build_report(db, window, now)
-    rows = [_finding(kind, item, now) for kind in KINDS for item in getattr(result, kind)]
+    rows = [_finding(kind, item, now) for kind in ANOMALIES for item in getattr(result, kind)]
     return Findings(span, True, since=window.since, until=window.until, anchored=window.anchored,
                     rows=rows, truncated=tuple(result.truncated))
 

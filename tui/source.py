@@ -30,7 +30,7 @@ class Snapshot:
     now: float
     overview: monitor.Overview | None = None
     queue: monitor.QueueView | None = None
-    in_flight: list[monitor.Claim] = field(default_factory=list)
+    in_flight: list[monitor.InFlight] = field(default_factory=list)
     workers: list[monitor.Worker] = field(default_factory=list)
     log: list[monitor.Attempt] = field(default_factory=list)
     health: monitor_health.Health | None = None

@@ -11,6 +11,19 @@ from ..policy import span_seconds
 
 LIMIT = 100  # items per finding list; ``truncated`` names the lists that had more
 ANOMALIES = ("ghosts", "repeated_message_ids", "multi_sends", "unknown", "stale_claims", "missing")
+DUPLICATES = ANOMALIES[:3]  # the kinds that mean a second copy went out
+LABELS = {"ghosts": "ghost", "repeated_message_ids": "repeated Message-ID", "multi_sends": "multi-send",
+          "unknown": "unknown", "stale_claims": "stale claim", "missing": "missing"}
+PLURALS = {**LABELS, "ghosts": "ghosts", "repeated_message_ids": "repeated Message-IDs",
+           "multi_sends": "multi-sends", "stale_claims": "stale claims"}
+TITLES = {  # the text report's heading and one-line meaning of each kind
+    "ghosts": ("GHOSTS", "delivered, but absent from SendLog"),
+    "repeated_message_ids": ("REPEATED MESSAGE-IDS", "one Message-ID delivered more than once"),
+    "multi_sends": ("MULTI-SENDS", "one recipient + campaign, more than one Message-ID"),
+    "unknown": ("UNKNOWN", "may or may not have been delivered; never resent automatically"),
+    "stale_claims": ("STALE CLAIMS", "sending, lease expired, worker presumed dead"),
+    "missing": ("MISSING", "logged as sent, never observed"),
+}
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,20 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from .model import Ghost, Report, Window
-
-_TITLES = {
-    "ghosts": ("GHOSTS", "delivered, but absent from SendLog"),
-    "repeated_message_ids": ("REPEATED MESSAGE-IDS", "one Message-ID delivered more than once"),
-    "multi_sends": ("MULTI-SENDS", "one recipient + campaign, more than one Message-ID"),
-    "unknown": ("UNKNOWN", "may or may not have been delivered; never resent automatically"),
-    "stale_claims": ("STALE CLAIMS", "sending, lease expired, worker presumed dead"),
-    "missing": ("MISSING", "logged as sent, never observed"),
-}
-_NOUNS = {"ghosts": ("ghost", "ghosts"), "repeated_message_ids": ("repeated Message-ID",
-          "repeated Message-IDs"), "multi_sends": ("multi-send", "multi-sends"),
-          "unknown": ("unknown", "unknown"), "stale_claims": ("stale claim", "stale claims"),
-          "missing": ("missing", "missing")}
+from .model import LABELS, PLURALS, TITLES, Ghost, Report, Window
 
 
 def when(stamp: float | None) -> str:
@@ -75,7 +62,7 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]],
 
 def _section(report: Report, name: str) -> list[str]:
     items = getattr(report, name)
-    label, meaning = _TITLES[name]
+    label, meaning = TITLES[name]
     if name == "missing" and not report.missing_checked:
         return [f"{label}: not checked (name the mailbox with --maildir or --mbox)"]
     if not items:
@@ -142,7 +129,7 @@ def summary(report: Report) -> str:
     counts = report.counts
     if not report.anomalies:
         return "no anomalies found"
-    parts = [f"{n} {_NOUNS[name][n != 1]}" for name, n in counts.items() if n]
+    parts = [f"{n} {(LABELS if n == 1 else PLURALS)[name]}" for name, n in counts.items() if n]
     noun = "anomaly" if report.anomalies == 1 else "anomalies"
     return f"{report.anomalies} {noun}: " + ", ".join(parts)
 
@@ -150,7 +137,7 @@ def summary(report: Report) -> str:
 def render(report: Report, *, title: str) -> str:
     """The whole report: title, window, one section per kind (ghosts first), a summary line."""
     lines = [title, f"window: {describe_window(report.window, report.now)}", ""]
-    for name in _TITLES:
+    for name in TITLES:
         section = _section(report, name)
         lines += [*section, ""] if len(section) > 1 else section
     if lines[-1]:

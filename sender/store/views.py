@@ -89,7 +89,7 @@ class QueueView:
 
 
 @dataclass(frozen=True, slots=True)
-class Claim:
+class InFlight:
     """One message in state ``sending``; ``stale`` once its lease has run out."""
 
     id: int
@@ -219,7 +219,7 @@ async def queue_view(db: Store, now: float, limit: int = QUEUE_LIMIT,
                      sampled=sampled, sample_capped=sampled >= sample)
 
 
-async def in_flight(db: Store, now: float, limit: int = INFLIGHT_LIMIT) -> list[Claim]:
+async def in_flight(db: Store, now: float, limit: int = INFLIGHT_LIMIT) -> list[InFlight]:
     """Claims in ``sending``, lease running out first (so stale ones lead)."""
     rows = await db.fetchall(
         "SELECT m.id, r.email, c.name, coalesce(m.worker, '?'), m.attempts + 1, m.updated_at, "
@@ -227,7 +227,7 @@ async def in_flight(db: Store, now: float, limit: int = INFLIGHT_LIMIT) -> list[
         "FROM messages m INDEXED BY messages_lease JOIN recipients r ON r.id = m.recipient_id "
         "JOIN campaigns c ON c.id = m.campaign_id "
         "WHERE m.state = 'sending' ORDER BY m.lease_until, m.id LIMIT ?", (limit,))
-    return [Claim(id=r[0], recipient=r[1], campaign=r[2], worker=r[3], attempt=r[4],
+    return [InFlight(id=r[0], recipient=r[1], campaign=r[2], worker=r[3], attempt=r[4],
                   claimed_at=r[5], lease_until=r[6] or 0.0, stale=(r[6] or 0.0) < now)
             for r in rows]
 
