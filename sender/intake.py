@@ -13,7 +13,6 @@ import re
 import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from email import policy
 from email.errors import HeaderParseError
 from email.headerregistry import Address
@@ -25,6 +24,7 @@ from .errors import InputError, UsageError
 from .headers import parse_json as parse_headers
 from .store.states import PRIORITIES
 from .templates import Templates
+from .times import parse_iso
 
 COLUMNS_REQUIRED = ("to", "subject", "body")
 COLUMNS_OPTIONAL = ("name", "campaign", "send_at", "from", "dedupe_key", "html", "priority", "expires_at",
@@ -172,12 +172,9 @@ def parse_from(value: str) -> tuple[str, str | None]:
 def parse_when(value: str, field: str = "send_at") -> float:
     """ISO 8601 to Unix seconds; a time without an offset is taken as UTC."""
     try:
-        when = datetime.fromisoformat(value.strip())
+        return parse_iso(value)
     except ValueError as exc:
         raise InputError(f"{field}: not an ISO 8601 time: {value!r}") from exc
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return when.timestamp()
 
 
 def make_message(raw: dict[str, str | None], *, line: int = 0, default_campaign: str | None = None,

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from ..errors import UsageError
-from ..policy import span_seconds
+from ..times import iso, parse_iso, span_seconds
 
 LIMIT = 100  # items per finding list; ``truncated`` names the lists that had more
 ANOMALIES = ("ghosts", "repeated_message_ids", "multi_sends", "unknown", "stale_claims", "missing")
@@ -181,25 +180,13 @@ LAST_SECOND = 253402214400.0  # 9999-12-31T00:00:00Z: a day of room for any offs
 
 def parse_time(text: str, flag: str) -> float:
     try:
-        when = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+        stamp = parse_iso(text)
     except ValueError:
         raise UsageError(f"{flag} {text!r}: expected a duration like 90m, 24h, 7d or an ISO 8601 "
                          "time like 2025-03-09T07:00:00+01:00") from None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    stamp = when.timestamp()
     if not 0 <= stamp < LAST_SECOND:
         raise UsageError(f"{flag} {text!r}: outside 1970-01-01 to 9999-12-30")
     return stamp
-
-
-def iso(stamp: float | None) -> str | None:
-    """Unix seconds -> ``2025-03-09T07:46:00Z`` (fractions kept only when present)."""
-    if stamp is None:
-        return None
-    when = datetime.fromtimestamp(stamp, UTC)
-    text = when.isoformat(timespec="milliseconds" if when.microsecond else "seconds")
-    return text.replace("+00:00", "Z")
 
 
 def _jsonable(value: Any, key: str = "") -> Any:

@@ -7,28 +7,9 @@ pipe and in a test, and Message-IDs are never truncated (operators grep for them
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
 
+from ..times import span, when
 from .model import LABELS, PLURALS, TITLES, Ghost, Report, Window
-
-
-def when(stamp: float | None) -> str:
-    """Unix seconds -> ``2025-03-09 07:46:00`` (UTC); ``-`` for none."""
-    if stamp is None:
-        return "-"
-    return datetime.fromtimestamp(stamp, UTC).strftime("%Y-%m-%d %H:%M:%S")
-
-
-def span(seconds: float) -> str:
-    """``86400`` -> ``24h``, ``604800`` -> ``7d``, ``5400`` -> ``90m``."""
-    if seconds < 2 * 86400 and seconds % 3600 == 0 and seconds:
-        return f"{int(seconds // 3600)}h"
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size and seconds % size == 0:
-            return f"{int(seconds // size)}{unit}"
-    if seconds >= 86400:
-        return f"{seconds / 86400:.1f}d"
-    return f"{seconds / 3600:.1f}h" if seconds >= 3600 else f"{int(seconds)}s"
 
 
 def describe_window(window: Window, now: float) -> str:

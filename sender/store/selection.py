@@ -134,7 +134,7 @@ def parse_search(text: str, campaigns: frozenset[str] = frozenset()) -> Selectio
     (``reply:"too much mail"`` for spaces; among failed messages unless a state is named);
     ``since:1h``; an address with ``@`` exactly; any other word a fragment of the address.
     """
-    from ..policy import span_seconds
+    from ..times import span_seconds
 
     out = Selection()
     for term in _terms(text):
