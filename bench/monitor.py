@@ -26,8 +26,8 @@ from sender.store.db import open_db
 
 from .common import Result, template
 
-MODULES = ("sender.store.counts", "sender.store.views", "sender.store.search", "sender.store.health",
-           "sender.store.reports", "sender.report.queries")
+MODULES = ("sender.store.counts", "sender.store.flags", "sender.store.views", "sender.store.search",
+           "sender.store.health", "sender.store.reports", "sender.report.queries")
 CALLS = 5
 # What an operator types into the Queue's ``/`` (``sender.store.search.search``), timed each.
 SEARCHES = ("failed", "unknown", "scheduled", "sent", "user12", "user{row}", "user{row}@example.com",
