@@ -177,7 +177,7 @@ async def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
         states = await counts.state_counts(db)
         workers = await counts.worker_counts(db, now)
         paused = await flags.paused(db)
-        relay = await counts.relay_flags(db)
+        relay = await flags.relay_flags(db)
         deferred = await counts.deferred_counts(db)
         budgets = await counts.sender_budgets(
             db, (policy.rate.count, policy.rate.period) if policy.rate else None, policy.daily_cap, now)

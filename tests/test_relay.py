@@ -17,7 +17,6 @@ import pytest
 from sender.daemon import Daemon
 from sender.delivery import pool
 from sender.intake import NewMessage
-from sender.store import counts
 from sender.store.db import open_db
 from sender.store.enqueue import enqueue
 from tests.conftest import ROOT
@@ -106,7 +105,7 @@ async def test_throttling_slows_down_and_fails_nothing(db_path: str) -> None:
     async def watch() -> None:  # what `status --json` reports as "pace"
         while True:
             async with open_db(db_path, readonly=True) as db:
-                pace = (await counts.relay_flags(db))["pace"]
+                pace = (await relay_flags(db))["pace"]
             if isinstance(pace, dict):
                 seen.append(pace)
             await asyncio.sleep(0.1)

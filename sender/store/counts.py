@@ -5,7 +5,6 @@ Everything here returns plain dataclasses or dicts and runs on a read-only conne
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 from .engine import Store
@@ -71,13 +70,3 @@ async def sender_budgets(db: Store, rate: tuple[int, float] | None, daily_cap: i
             budget["daily_remaining"] = max(0, daily_cap - in_day)
         out[sender] = budget
     return out
-
-
-async def relay_flags(db: Store) -> dict[str, object]:
-    """What running workers show about their relay: a slowed ``pace`` (throttling) and whether a
-    worker runs with ``--tls-insecure``."""
-    rows = {r[0]: (r[1], r[2]) for r in await db.fetchall(
-        "SELECT key, value, set_by FROM flags WHERE key IN ('pace', 'tls_insecure')")}
-    pace = rows.get("pace")
-    insecure = rows.get("tls_insecure")
-    return {"pace": json.loads(pace[0]) if pace else None, "tls_insecure": insecure[1] if insecure else None}

@@ -7,6 +7,7 @@ are small status notes a worker shows the others.
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -94,3 +95,31 @@ def globally_paused(tx: Tx) -> bool:
 
 def paused_campaigns(tx: Tx) -> frozenset[str]:
     return frozenset(r[0] for r in tx.fetchall("SELECT name FROM campaigns WHERE paused IS NOT NULL"))
+
+
+async def relay_flags(db: Store) -> dict[str, object]:
+    """What running workers show about their relay: a slowed ``pace`` (throttling) and whether a
+    worker runs with ``--tls-insecure``."""
+    rows = {r[0]: (r[1], r[2]) for r in await db.fetchall(
+        "SELECT key, value, set_by FROM flags WHERE key IN ('pace', 'tls_insecure')")}
+    pace = rows.get("pace")
+    insecure = rows.get("tls_insecure")
+    return {"pace": json.loads(pace[0]) if pace else None, "tls_insecure": insecure[1] if insecure else None}
+
+
+async def campaign_pauses(db: Store, limit: int = 100) -> dict[str, str]:
+    """Paused campaigns (up to ``limit``, by name) and their reasons."""
+    return {r[0]: r[1] for r in await db.fetchall(
+        "SELECT name, paused FROM campaigns WHERE paused IS NOT NULL ORDER BY name LIMIT ?", (limit,))}
+
+
+async def pace_flags(db: Store) -> dict[str, str]:
+    """Every ``pace`` flag a worker has set, by key."""
+    return {r[0]: r[1] for r in await db.fetchall(
+        "SELECT key, value FROM flags WHERE key LIKE 'pace%' ORDER BY key LIMIT 20")}
+
+
+async def flag_owner(db: Store, key: str) -> str | None:
+    """Who set the flag ``key``, or None if it is not set."""
+    row = await db.fetchone("SELECT set_by FROM flags WHERE key = ?", (key,))
+    return None if row is None else str(row[0])

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
+from . import flags
 from .engine import Store
 
 SPARK_MINUTES = 30
@@ -72,18 +73,14 @@ async def health(db: Store, now: float) -> Health:
         "FROM send_log INDEXED BY send_log_claimed WHERE claimed_at > ? "
         "AND status IN ('retry', 'failed', 'unknown') GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 1",
         (now - RECENT,))
-    flag = await db.fetchone("SELECT value, set_by, set_at FROM flags WHERE key = 'paused'")
-    campaigns = {r[0]: r[1] for r in await db.fetchall(
-        "SELECT name, paused FROM campaigns WHERE paused IS NOT NULL ORDER BY name LIMIT 100")}
-    pace = {r[0]: r[1] for r in await db.fetchall(
-        "SELECT key, value FROM flags WHERE key LIKE 'pace%' ORDER BY key LIMIT 20")}
-    insecure = await db.fetchone("SELECT set_by FROM flags WHERE key = 'tls_insecure'")
+    pause = await flags.pause_state(db)
+    pace = await flags.pace_flags(db)
     return Health(minutes=minutes, recent=recent, top_error=top[0] if top else None,
                   top_error_count=top[1] if top else 0,
-                  pause_reason=flag[0] if flag else None, paused_by=flag[1] if flag else "",
-                  paused_at=flag[2] if flag else 0.0, paused_campaigns=campaigns,
+                  pause_reason=pause.reason if pause.paused else None, paused_by=pause.set_by,
+                  paused_at=pause.set_at, paused_campaigns=await flags.campaign_pauses(db),
                   pace={k: _pace_text(v) for k, v in pace.items()},
-                  tls_insecure=insecure[0] if insecure else None)
+                  tls_insecure=await flags.flag_owner(db, "tls_insecure"))
 
 
 def _pace_text(value: str) -> str:
