@@ -19,6 +19,7 @@ from sender.delivery import pool
 from sender.intake import NewMessage
 from sender.store.db import open_db
 from sender.store.enqueue import enqueue
+from sender.store.flags import relay_flags
 from tests.conftest import ROOT
 from tests.scripted_relay import LOST, ScriptedRelay, scripted
 from tests.support import one, query, run_once, seed, settings, states
