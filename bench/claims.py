@@ -25,8 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from sender import queue
-from sender.db import open_db
+from sender.store import sending
+from sender.store.db import open_db
 
 from .common import Result, copy_db, template
 
@@ -100,16 +100,16 @@ def raw_claims(path: Path, batch: int, total: int, deadline: float, record: bool
 async def sender_claims(path: Path, batch: int, total: int, deadline: float,
                         record: bool = False) -> int:
     claimed = 0
-    previous: list[queue.Outcome] = []
+    previous: list[sending.Outcome] = []
     async with open_db(str(path)) as db:
-        worker_id = await queue.register_worker(db, "bench", 1, "bench", time.time())
+        worker_id = await sending.register_worker(db, "bench", 1, "bench", time.time())
         while claimed < total and time.perf_counter() < deadline:
-            turn = await queue.exchange(db, previous if record else (), worker="bench",
+            turn = await sending.exchange(db, previous if record else (), worker="bench",
                                         worker_id=worker_id, limit=batch, lease=LEASE, now=time.time())
             claims = turn.claims
             if not claims:
                 break
-            previous = [queue.Outcome(c.id, c.token, "sent", 250, "OK", None, c.mid, c.recipient)
+            previous = [sending.Outcome(c.id, c.token, "sent", 250, "OK", None, c.mid, c.recipient)
                         for c in claims]
             claimed += len(claims)
     return claimed

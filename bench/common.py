@@ -23,8 +23,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sender.db import open_db
 from sender.message import make_message_id
+from sender.store.db import open_db
 
 ROOT = Path(__file__).resolve().parent.parent
 FROM = "team@example.org"

@@ -18,8 +18,8 @@ from pathlib import Path
 
 from sender.config import Settings
 from sender.daemon import Daemon
-from sender.db import open_db
 from sender.delivery import NullSession
+from sender.store.db import open_db
 
 from .peak import peak_mb
 

@@ -1,7 +1,7 @@
 """Monitor queries: the time of each read function the monitor and ``status`` use, on a big queue.
 
 The functions are found when the benchmark runs: every public coroutine function taking the
-database first in ``sender.queries``, ``sender.monitor`` and ``sender.report`` (those that
+database first in ``sender.store``'s read modules and ``sender.report`` (those that
 exist). Required arguments are filled by name and annotation (``now``, ``row_id``, ``since`` as
 a time or as ``"24h"``...); optional ones keep their defaults. A function needing an argument
 this module cannot guess is listed as skipped, and one that raises as FAILED, never dropped. A ``text``
@@ -22,14 +22,14 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from sender.db import open_db
+from sender.store.db import open_db
 
 from .common import Result, template
 
-MODULES = ("sender.queries", "sender.monitor", "sender.monitor_search", "sender.monitor_health",
-           "sender.report")
+MODULES = ("sender.store.counts", "sender.store.flags", "sender.store.views", "sender.store.search",
+           "sender.store.health", "sender.store.reports", "sender.report.queries")
 CALLS = 5
-# What an operator types into the Queue's ``/`` (``sender.monitor_search.search``), timed each.
+# What an operator types into the Queue's ``/`` (``sender.store.search.search``), timed each.
 SEARCHES = ("failed", "unknown", "scheduled", "sent", "user12", "user{row}", "user{row}@example.com",
             "#{row}", "campaign:bench", "campaign:bench failed", "reply:5.7.1", "since:1h",
             "failed since:1h")
@@ -46,6 +46,9 @@ def _value(name: str, annotation: str, size: int, now: float) -> Any:
         if kind == "str":
             return "24h" if name == "since" else "now"
         return now - 86400.0 if name in ("since", "start") else now
+    if name == "window" and kind == "Window":
+        from sender.report import Window
+        return Window(now - 86400.0, now)
     if name in ("span", "window"):
         return 86400.0
     if name == "limit":
@@ -108,22 +111,22 @@ def discover() -> list[tuple[str, Callable[..., Awaitable[Any]]]]:
 
 def _bulk_counts() -> list[tuple[str, Callable[..., Awaitable[Any]]]]:
     """The dry runs of ``retry`` / ``cancel`` and of the monitor's ``A`` (a count, no write)."""
-    from sender import admin
-    from sender.selection import Selection
+    from sender.store import operator
+    from sender.store.selection import Selection
 
     async def retry_all(db: Any) -> Any:
-        return await admin.bulk(db, "retry", Selection(), actor="bench", now=0.0, yes=False)
+        return await operator.bulk(db, "retry", Selection(), actor="bench", now=0.0, yes=False)
 
     async def cancel_campaign(db: Any) -> Any:
-        return await admin.bulk(db, "cancel", Selection(campaign="bench"), actor="bench", now=0.0,
+        return await operator.bulk(db, "cancel", Selection(campaign="bench"), actor="bench", now=0.0,
                                 yes=False)
 
     async def retry_reply(db: Any) -> Any:
-        return await admin.bulk(db, "retry", Selection(reply_match="550"), actor="bench", now=0.0,
+        return await operator.bulk(db, "retry", Selection(reply_match="550"), actor="bench", now=0.0,
                                 yes=False)
-    return [("admin.bulk(retry, dry run)", retry_all),
-            ("admin.bulk(cancel --campaign, dry run)", cancel_campaign),
-            ("admin.bulk(retry --reply-match, dry run)", retry_reply)]
+    return [("operator.bulk(retry, dry run)", retry_all),
+            ("operator.bulk(cancel --campaign, dry run)", cancel_campaign),
+            ("operator.bulk(retry --reply-match, dry run)", retry_reply)]
 
 
 async def _time_all(path: Path, size: int) -> tuple[dict[str, float], dict[str, str]]:

@@ -18,8 +18,8 @@ from pathlib import Path
 
 from sender.config import Settings
 from sender.daemon import Daemon
-from sender.db import open_db
 from sender.delivery import NullSession
+from sender.store.db import open_db
 
 from .common import Result, claims_per_transaction, copy_db, state_counts
 from .common import template as common_template

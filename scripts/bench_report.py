@@ -22,7 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sender import report
-from sender.db import open_db
+from sender.store.db import open_db
 
 DAY = 86400.0
 SPAN = 30 * DAY
@@ -106,7 +106,7 @@ async def measure(path: Path, since: float, now: float, runs: int) -> tuple[list
     async with open_db(str(path), readonly=True) as db:
         for _ in range(runs):
             started = time.perf_counter()
-            found = await report.build_report(db, since, now, sources=["maildir:bench"])
+            found = await report.build_report(db, report.Window(since, now), now, sources=["maildir:bench"])
             times.append(time.perf_counter() - started)
     return times, found
 

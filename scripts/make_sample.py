@@ -36,7 +36,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from sender.db import Database, open_db  # noqa: E402
+from sender.store.db import Database, open_db  # noqa: E402
 
 SEED = 20250310
 BASE = datetime(2025, 3, 10, 9, 0, tzinfo=UTC).timestamp()

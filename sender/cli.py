@@ -1,4 +1,4 @@
-"""The command line (the contract in DESIGN.md): parse, configure logging, run, map errors to exit codes.
+"""The command line (its contract: docs/cli.md): parse, configure logging, run, map errors to exit codes.
 
 Exit codes: 0 success, 1 runtime failure, 2 bad usage or bad input (one line on stderr).
 """

@@ -12,11 +12,11 @@ import sys
 import time
 from typing import TYPE_CHECKING
 
-from . import queries, queue
 from .config import Settings
-from .db import SCHEMA_VERSION, Database, open_db
 from .errors import UsageError
 from .queuefile import FILE_MODE, set_mode
+from .store import counts, flags, sending
+from .store.db import SCHEMA_VERSION, Database, open_db
 
 if TYPE_CHECKING:
     from .mailreader import MailSource
@@ -73,9 +73,8 @@ async def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
         if settings.smtp_tls_insecure:
-            from . import admin
 
-            await admin.set_flag(db, "tls_insecure", None, actor=settings.worker, now=time.time())
+            await flags.set_flag(db, "tls_insecure", None, actor=settings.worker, now=time.time())
     if args.once and stats.stop_reason:
         print(f"error: could not deliver: {stats.stop_reason}", file=sys.stderr)
         return 1
@@ -87,7 +86,6 @@ async def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
 
 async def _relay_warnings(db: Database, settings: Settings) -> None:
     """Said loudly at every start: no certificate verification, credentials allowed in clear."""
-    from . import admin
 
     if settings.smtp_allow_plaintext_auth and settings.smtp_user:
         log.warning("--allow-plaintext-auth: credentials may cross an unencrypted connection (meant for "
@@ -95,14 +93,14 @@ async def _relay_warnings(db: Database, settings: Settings) -> None:
     if settings.smtp_tls_insecure:
         log.warning("--tls-insecure: the relay's certificate is NOT verified; anyone on the path can "
                     "read the mail and the password")
-        await admin.set_flag(db, "tls_insecure", "1", actor=settings.worker, now=time.time())
+        await flags.set_flag(db, "tls_insecure", "1", actor=settings.worker, now=time.time())
 
 
 async def cmd_recover(args: argparse.Namespace, settings: Settings) -> int:
     from .journal import JournalEvidence
 
     async with open_db(settings.db) as db:
-        expired = await queue.recover(db, time.time(), JournalEvidence(db.path))
+        expired = await sending.recover(db, time.time(), JournalEvidence(db.path))
     for e in expired:
         why = "lease expired, never started (start journal)" if e.state == "scheduled" else "lease expired"
         log.warning("row=%s mid=%s worker=%s sending->%s reason=%s (recover)", e.id, e.mid, e.worker,
@@ -118,23 +116,23 @@ async def cmd_recover(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def cmd_resolve(args: argparse.Namespace, settings: Settings) -> int:
-    from . import admin
+    from .store import operator
 
     actor = args.actor or os.environ.get("USER") or "operator"
     async with open_db(settings.db) as db:
-        n = await admin.resolve(db, args.ids, args.resolution, actor=actor, now=time.time(),
+        n = await operator.resolve(db, args.ids, args.resolution, actor=actor, now=time.time(),
                                 reason=args.reason)
     print(f"resolved {n} message(s) as {args.resolution}")
     if args.resolution == "requeue":
-        print(admin.REQUEUE_RISK)
+        print(operator.REQUEUE_RISK)
     return 0
 
 
 async def cmd_bulk(args: argparse.Namespace, settings: Settings) -> int:
     """``retry`` / ``cancel``: count what the filter selects; with ``--yes``, change it."""
-    from . import admin
     from .policy import parse_duration
-    from .selection import Selection
+    from .store import operator
+    from .store.selection import Selection
 
     now = time.time()
     since = now - parse_duration(args.since, "--since") if args.since else None
@@ -145,7 +143,7 @@ async def cmd_bulk(args: argparse.Namespace, settings: Settings) -> int:
                     rows=tuple(dict.fromkeys(args.row or ())))
     actor = args.actor or os.environ.get("USER") or "operator"
     async with open_db(settings.db, readonly=not args.yes) as db:
-        done = await admin.bulk(db, args.command, sel, actor=actor, now=now, yes=args.yes,
+        done = await operator.bulk(db, args.command, sel, actor=actor, now=now, yes=args.yes,
                                 reason=args.reason)
     verb = {"retry": "retried", "cancel": "cancelled"}[args.command]
     if done.done:
@@ -157,16 +155,15 @@ async def cmd_bulk(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def cmd_pause(args: argparse.Namespace, settings: Settings) -> int:
-    from . import admin
 
     paused = args.command == "pause"
     actor = args.actor or os.environ.get("USER") or "operator"
     async with open_db(settings.db) as db:
         if args.campaign:
-            await admin.set_campaign_paused(db, args.campaign, paused, actor=actor, now=time.time(),
+            await flags.set_campaign_paused(db, args.campaign, paused, actor=actor, now=time.time(),
                                             reason=args.reason)
         else:
-            await admin.set_paused(db, paused, actor=actor, now=time.time(), reason=args.reason)
+            await flags.set_paused(db, paused, actor=actor, now=time.time(), reason=args.reason)
     what = f"campaign {args.campaign}" if args.campaign else "all sending"
     print(f"{what} {'paused' if paused else 'resumed'}")
     return 0
@@ -181,21 +178,21 @@ async def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     policy = settings.policy()
     now = time.time()
     async with open_db(settings.db, readonly=True) as db:
-        counts = await queries.state_counts(db)
-        workers = await queries.worker_counts(db, now)
-        paused = await queries.paused(db)
-        relay = await queries.relay_flags(db)
-        deferred = await queries.deferred_counts(db)
-        budgets = await queries.sender_budgets(
+        states = await counts.state_counts(db)
+        workers = await counts.worker_counts(db, now)
+        paused = await flags.paused(db)
+        relay = await flags.relay_flags(db)
+        deferred = await counts.deferred_counts(db)
+        budgets = await counts.sender_budgets(
             db, (policy.rate.count, policy.rate.period) if policy.rate else None, policy.daily_cap, now)
     if args.json:
-        print(json.dumps({**counts, "workers": {"alive": workers.alive, "stopped": workers.stopped,
+        print(json.dumps({**states, "workers": {"alive": workers.alive, "stopped": workers.stopped,
                                                 "presumed_dead": workers.presumed_dead},
                           "paused": paused, "deferred": deferred, "budget": budgets, **relay}))
         return 0
-    for state, n in counts.items():
+    for state, n in states.items():
         print(f"{state:<10} {n:>9}")
-    print(f"{'total':<10} {sum(counts.values()):>9}")
+    print(f"{'total':<10} {sum(states.values()):>9}")
     print(f"workers    {workers.alive} alive, {workers.stopped} stopped, {workers.presumed_dead} presumed dead")
     flag = paused["global"]
     if isinstance(flag, dict):
@@ -242,10 +239,10 @@ async def cmd_observe(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
-    from dataclasses import replace
 
-    from . import report, report_text
+    from . import report
     from .observe import observe, progress_bar
+    from .report import text as report_text
 
     mailbox = open_source(args) if args.maildir or args.mbox or args.imap else None
     async with open_db(settings.db, readonly=mailbox is None) as db:
@@ -256,10 +253,8 @@ async def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
         now = time.time()
         window = await report.resolve_window(db, args.since, args.until, now,
                                              fixed_end=args.fail_on_anomaly)
-        found = await report.build_report(db, window.since, now, until=window.until,
-                                          sources=[mailbox.source] if mailbox else (),
+        found = await report.build_report(db, window, now, sources=[mailbox.source] if mailbox else (),
                                           limit=args.limit)
-    found = replace(found, window=window)
     if args.json:
         print(json.dumps(found.to_json(), indent=2))
     else:
@@ -276,7 +271,7 @@ async def cmd_reconcile(args: argparse.Namespace, settings: Settings) -> int:
         with progress_bar(mailbox) as advance:
             stats, changed = await reconcile(db, mailbox, actor=actor, now=time.time(),
                                              progress=advance, rules=settings.feedback_rules())
-        left = (await queries.state_counts(db))["unknown"]
+        left = (await counts.state_counts(db))["unknown"]
     print(stats.summary())
     for r in changed:
         print(f"row {r.row} {r.message_id} to {r.recipient}: unknown -> sent (found in mailbox)")
@@ -285,7 +280,8 @@ async def cmd_reconcile(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
-    from . import demo, report_text
+    from . import demo
+    from .report import text as report_text
 
     if not args.verbose:
         logging.getLogger("sender").setLevel(logging.ERROR)

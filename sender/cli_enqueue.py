@@ -11,13 +11,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from . import queue
 from .cli_commands import check_db_dir
 from .config import Settings
-from .db import open_db
 from .errors import InputError, UsageError
 from .headers import parse_flag as parse_header_flags
 from .intake import MAX_BODY_BYTES, NewMessage, make_message, read_csv
+from .store.db import open_db
+from .store.enqueue import enqueue
 from .templates import Templates
 
 LARGE_IMPORT = 10_000  # rows queued by one enqueue after which the statistics are refreshed
@@ -104,7 +104,7 @@ async def cmd_enqueue(args: argparse.Namespace, settings: Settings) -> int:
     check_db_dir(settings.db)
     async with open_db(settings.db, create=True) as db:
         with _progress(total) as advance:
-            result = await queue.enqueue(db, rows, from_addr=from_addr, from_name=from_name,
+            result = await enqueue(db, rows, from_addr=from_addr, from_name=from_name,
                                          domain=settings.domain, now=time.time(), progress=advance)
         if result.queued >= LARGE_IMPORT:
             await db.optimize()  # the table grew a lot: fresh statistics for the planner

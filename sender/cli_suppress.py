@@ -10,9 +10,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .config import Settings
-from .db import open_db
 from .errors import InputError, UsageError
-from .schema import SUPPRESSION_REASONS
+from .store.db import open_db
+from .store.states import SUPPRESSION_REASONS
 
 
 def add_parser(sub: argparse._SubParsersAction[Any],
@@ -50,38 +50,38 @@ async def cmd_unsubscribe(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _addresses(values: list[str]) -> list[str]:
-    from . import suppression
+    from .store import suppressions
 
     try:
-        return [suppression.normalise(v) for v in values]
+        return [suppressions.normalise(v) for v in values]
     except InputError as exc:
         raise UsageError(exc.reason) from None
 
 
 async def cmd_suppress(args: argparse.Namespace, settings: Settings) -> int:
-    from . import suppression  # here, not at import: the command line's start stays light
+    from .store import suppressions  # here, not at import: the command line's start stays light
 
     actor = os.environ.get("USER") or "operator"
     now = time.time()
     if args.action == "add":
         emails = _addresses(args.addresses)
         async with open_db(settings.db) as db:
-            n = await suppression.add(db, [(e, args.reason) for e in emails], source=f"operator {actor}",
+            n = await suppressions.add(db, [(e, args.reason) for e in emails], source=f"operator {actor}",
                                       now=now)
         print(f"suppressed {n} address(es) ({args.reason})")
     elif args.action == "remove":
         emails = _addresses(args.addresses)
         async with open_db(settings.db) as db:
-            n = await suppression.remove(db, emails)
+            n = await suppressions.remove(db, emails)
         print(f"removed {n} of {len(emails)} address(es) from the suppression list")
     elif args.action == "import":
-        entries = suppression.read_csv(args.file, args.reason)
+        entries = suppressions.read_csv(args.file, args.reason)
         async with open_db(settings.db) as db:
-            n = await suppression.add(db, entries, source=f"import {os.path.basename(args.file)}", now=now)
+            n = await suppressions.add(db, entries, source=f"import {os.path.basename(args.file)}", now=now)
         print(f"suppressed {n} address(es) from {args.file}")
     else:
         async with open_db(settings.db, readonly=True) as db:
-            rows = await suppression.listing(db)
+            rows = await suppressions.listing(db)
         if args.json:
             print(json.dumps([r.to_json() for r in rows]))
         else:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from . import unsubscribe
 from .config import Settings
-from .queue import Claim
+from .store.claims import Claim
 
 if TYPE_CHECKING:
     from .message import Envelope

@@ -27,15 +27,18 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from . import admin, compose, queue
+from . import compose
 from .config import Settings
-from .db import Database
 from .delivery import Transport
 from .errors import DeliveryError, QueueUnusable, StoreError
 from .fence import Fenced, steady
 from .guard import NOT_DELIVERED, NOT_STARTED, ClaimGuard
 from .pace import Outage, Pace
-from .queue import Claim, Outcome
+from .store import flags as admin
+from .store import sending as queue
+from .store.claims import Claim
+from .store.db import Database
+from .store.sending import Outcome
 
 if TYPE_CHECKING:
     pass

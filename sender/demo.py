@@ -3,8 +3,8 @@
 It copies the sample queue to a temporary folder (the committed file is never opened for
 writing), starts the capture sink in this process on a free loopback port, sends everything due
 with the real daemon and SMTP sessions, observes what the sink captured, and prints a short
-summary and the duplicate report: the seed's incident (three Message-IDs, one SendLog row)
-comes first, next to the anomalies the real sender turns into visible states instead.
+summary and the duplicate report: the sample's planted ghost (three Message-IDs, one SendLog
+row) comes first, next to the anomalies the real sender turns into visible states instead.
 """
 
 from __future__ import annotations
@@ -17,16 +17,17 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from . import queries
 from .config import Settings
 from .daemon import Daemon, RunStats
-from .db import open_db
 from .delivery import Session
 from .errors import UsageError
 from .mailreader import open_mailbox
 from .observe import ObserveStats, observe
 from .report import Report, Window, build_report
 from .sink import serve
+from .store import counts
+from .store.db import open_db
+from .store.reports import first_claim
 
 SAMPLE = Path(__file__).resolve().parent.parent / "sample.db"
 
@@ -79,7 +80,7 @@ async def run_demo(settings: Settings, sample: Path, workdir: Path) -> DemoResul
                 worker="demo", poll=0.05, heartbeat=1.0)
     try:
         async with open_db(s.db) as db:
-            before = await queries.state_counts(db)
+            before = await counts.state_counts(db)
             started = time.monotonic()
             stats = await Daemon(db, s, [Session(s) for _ in range(s.concurrency)]).run(once=True)
             seconds = time.monotonic() - started
@@ -88,13 +89,12 @@ async def run_demo(settings: Settings, sample: Path, workdir: Path) -> DemoResul
         await server.wait_closed()
     async with open_db(s.db) as db:
         observed = await observe(db, open_mailbox(str(capture), None), now=time.time())
-        after = await queries.state_counts(db)
+        after = await counts.state_counts(db)
         now = time.time()
-        first = await db.fetchone("SELECT min(claimed_at) FROM send_log")
-        since = first[0] if first and first[0] is not None else now - 86400
-        report = await build_report(db, since, now, sources=[observed.source])
-    return DemoResult(sample, db_path, capture, port, before, after, stats, seconds, observed,
-                      replace(report, window=Window(since, now)))
+        first = await first_claim(db)
+        since = first if first is not None else now - 86400
+        report = await build_report(db, Window(since, now), now, sources=[observed.source])
+    return DemoResult(sample, db_path, capture, port, before, after, stats, seconds, observed, report)
 
 
 def _counts(counts: dict[str, int]) -> str:

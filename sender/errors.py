@@ -9,7 +9,6 @@
     │   ├── NoDatabase          no queue file at that path (exit 2)
     │   ├── NotOurDatabase      file is not a sender queue (exit 2)
     │   ├── SchemaTooNew        file was written by a newer sender (exit 2)
-    │   ├── ClaimRefused        the SendLog unique index refused a claim
     │   └── QueueUnusable       stop at once, never retry (exit 1)
     │       ├── DamagedDatabase   SQLite reports the file corrupt (malformed pages)
     │       └── QueueFileChanged  the file on disk is not the one opened (replaced, deleted, WAL gone)
@@ -70,10 +69,6 @@ class SchemaTooNew(StoreError):
     exit_code = 2
 
 
-class ClaimRefused(StoreError):
-    """A claim hit the SendLog unique index: some message already has a live entry."""
-
-
 class QueueUnusable(StoreError):
     """Writing on would lose or split the truth: the daemon stops claiming instead of retrying."""
 
@@ -81,10 +76,9 @@ class QueueUnusable(StoreError):
 class DamagedDatabase(QueueUnusable):
     """SQLite found corrupt pages; the message says how to check and what to do."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, check: str) -> None:
         self.path = path
-        super().__init__(f"the queue file is damaged: run `sqlite3 {path} 'PRAGMA integrity_check'`; "
-                         "restore from backup")
+        super().__init__(f"the queue file is damaged: run `{check}`; restore from backup")
 
 
 class QueueFileChanged(QueueUnusable):

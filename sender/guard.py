@@ -13,7 +13,8 @@ from functools import partial
 from .config import Settings
 from .fence import Fence, FenceCheck, Fenced
 from .journal import JournalEvidence, NoMarks, StartMarks, open_marks
-from .queue import Claim, Outcome
+from .store.claims import Claim
+from .store.sending import Outcome
 
 log = logging.getLogger(__name__)
 

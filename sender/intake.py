@@ -13,7 +13,6 @@ import re
 import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from email import policy
 from email.errors import HeaderParseError
 from email.headerregistry import Address
@@ -23,12 +22,14 @@ from .attachments import Attachment
 from .attachments import check as check_attachments
 from .errors import InputError, UsageError
 from .headers import parse_json as parse_headers
+from .store.states import PRIORITIES
 from .templates import Templates
+from .times import parse_iso
 
 COLUMNS_REQUIRED = ("to", "subject", "body")
 COLUMNS_OPTIONAL = ("name", "campaign", "send_at", "from", "dedupe_key", "html", "priority", "expires_at",
                     "reply_to", "headers", "attachments")
-PRIORITIES = {"high": 0, "normal": 1, "low": 2, "0": 0, "1": 1, "2": 2}
+PRIORITY_WORDS = {**PRIORITIES, **{str(n): n for n in PRIORITIES.values()}}
 MAX_BODY_BYTES = 2 * 1024 * 1024
 MAX_HEADER_CHARS = 998
 MAX_LOCAL_PART = 64  # octets, RFC 5321 4.5.3.1.1
@@ -171,12 +172,9 @@ def parse_from(value: str) -> tuple[str, str | None]:
 def parse_when(value: str, field: str = "send_at") -> float:
     """ISO 8601 to Unix seconds; a time without an offset is taken as UTC."""
     try:
-        when = datetime.fromisoformat(value.strip())
+        return parse_iso(value)
     except ValueError as exc:
         raise InputError(f"{field}: not an ISO 8601 time: {value!r}") from exc
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return when.timestamp()
 
 
 def make_message(raw: dict[str, str | None], *, line: int = 0, default_campaign: str | None = None,
@@ -204,7 +202,7 @@ def make_message(raw: dict[str, str | None], *, line: int = 0, default_campaign:
         from_addr, from_name = parse_from(get("from")) if get("from") else (None, None)
         send_at = parse_when(get("send_at")) if get("send_at") else None
         dedupe = check_header("dedupe_key", get("dedupe_key")) or None
-        priority = PRIORITIES.get(get("priority").lower() or "normal")
+        priority = PRIORITY_WORDS.get(get("priority").lower() or "normal")
         if priority is None:
             raise InputError(f"priority: expected high, normal or low, got {get('priority')!r}")
         expires_at = parse_when(get("expires_at"), "expires_at") if get("expires_at") else None

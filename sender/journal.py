@@ -35,8 +35,6 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Protocol
 
-from .db import SyncTx
-
 log = logging.getLogger(__name__)
 
 BOOT_ID_FILE = "/proc/sys/kernel/random/boot_id"
@@ -76,9 +74,10 @@ class StartMarks(Protocol):
 
 class StartEvidence(Protocol):
     """The recoverer's side, inside its transaction: which of a dead worker's ``(row, token)``
-    claims provably never started (an empty set when nothing can be proven)."""
+    claims provably never started (an empty set when nothing can be proven). ``host`` is the
+    host the worker's row names (None when the row is gone)."""
 
-    def unstarted(self, tx: SyncTx, worker_id: int, claims: Sequence[tuple[int, str]]) -> set[int]: ...
+    def unstarted(self, host: str | None, worker_id: int, claims: Sequence[tuple[int, str]]) -> set[int]: ...
 
     def forget(self, worker_id: int) -> None: ...
 
@@ -200,11 +199,8 @@ class JournalEvidence:
         self.host = host or socket.gethostname()
         self.boot = boot_id()
 
-    def unstarted(self, tx: SyncTx, worker_id: int, claims: Sequence[tuple[int, str]]) -> set[int]:
-        if self.boot is None:
-            return set()
-        row = tx.fetchone("SELECT host FROM workers WHERE id = ?", (worker_id,))
-        if row is None or row[0] != self.host:
+    def unstarted(self, host: str | None, worker_id: int, claims: Sequence[tuple[int, str]]) -> set[int]:
+        if self.boot is None or host != self.host:
             return set()
         marks = self._read(worker_id)
         if marks is None:

@@ -8,7 +8,6 @@ and stores it. Re-reading a mailbox adds nothing (see ``0002_observations`` in `
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import sys
 import time
@@ -17,10 +16,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import feedback
-from .db import Database
 from .feedback import Rules
 from .mailreader import MailSource, Parsed, RawMessage, parse_head
 from .message import row_of
+from .store import feedback as feedback_rows
+from .store import observations
+from .store.db import Database
 
 log = logging.getLogger(__name__)
 
@@ -73,38 +74,17 @@ class _Pending:
     parsed: Parsed
 
 
-_INSERT = """
-INSERT INTO observations(mid, recipient, date, at, subject, source, observed_at, fingerprint, copy,
-                         row_id, traced_by)
-VALUES (:mid, :recipient, :date, :at, :subject, :source, :observed_at, :fingerprint, :copy,
-        :row_id, :traced_by)
-ON CONFLICT(fingerprint, recipient, copy) DO NOTHING
-"""
-
-_TRACE_BY_TIME = """
-SELECT j.key, s.message_id
-  FROM json_each(:items) j
-  JOIN send_log s
-    ON s.recipient IN (json_extract(j.value, '$[0]'), json_extract(j.value, '$[1]'))
-   AND s.claimed_at BETWEEN json_extract(j.value, '$[2]') - :slack
-                        AND json_extract(j.value, '$[2]') + :slack
- ORDER BY j.key, abs(s.claimed_at - json_extract(j.value, '$[2]')), s.id
-"""
-
-
 async def observe(db: Database, mailbox: MailSource, *, now: float,
                   progress: Callable[[int], None] | None = None, batch: int = BATCH,
                   watch: frozenset[str] = frozenset(), rules: Rules = _NO_RULES) -> ObserveStats:
     """Store every copy in ``mailbox`` once; return counts, and in ``found`` which Message-IDs
     of ``watch`` this mailbox holds. Commits every ``batch`` messages. With the unsubscribe
     ``rules.secret``, a reply whose Subject carries a valid token (the List-Unsubscribe mailto link)
-    suppresses its address; bounces and complaints are applied by ``sender.feedback``
+    suppresses its address; bounces and complaints are applied by ``sender.store.feedback``
     (and not stored as observations)."""
     started = time.monotonic()
     stats = ObserveStats(mailbox.source)
-    await db.execute("CREATE TEMP TABLE IF NOT EXISTS observe_scan "
-                     "(fp TEXT PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID")
-    await db.execute("DELETE FROM temp.observe_scan")
+    await observations.begin_scan(db)
     pending: list[_Pending] = []
     try:
         for raw in mailbox.messages():
@@ -119,7 +99,7 @@ async def observe(db: Database, mailbox: MailSource, *, now: float,
             if progress:
                 progress(sum(p.raw.units for p in pending))
     finally:
-        await db.execute("DROP TABLE IF EXISTS temp.observe_scan")
+        await observations.end_scan(db)
     stats.seconds = time.monotonic() - started
     log.debug("%s", stats.summary())
     return stats
@@ -132,8 +112,9 @@ async def _store(db: Database, batch: list[_Pending], stats: ObserveStats, now: 
         if rules.secret:
             stats.unsubscribed += await _unsubscribe_replies(db, batch, rules.secret, now, stats.source)
         batch = await _feedback(db, batch, stats, rules, now)
-        copies = await _ordinals(db, [p.raw.fingerprint for p in batch])
-        owners = await _row_owners(db, batch)
+        copies = await observations.copy_ordinals(db, [p.raw.fingerprint for p in batch])
+        owners = await observations.row_owners(
+            db, {n for p in batch if p.parsed.mid and (n := row_of(p.parsed.mid)) is not None})
         for p, copy in zip(batch, copies, strict=True):
             parsed, raw = p.parsed, p.raw
             stats.messages += 1
@@ -157,9 +138,7 @@ async def _store(db: Database, batch: list[_Pending], stats: ObserveStats, now: 
         await _trace_by_time(db, rows)
         for r in rows:
             del r["raw_recipient"]
-        before = await _changes(db)
-        await db.executemany(_INSERT, rows)
-        added = await _changes(db) - before
+        added = await observations.insert(db, rows)
     stats.added += added
     stats.known += len(rows) - added
     stats.traced += sum(r["row_id"] is not None for r in rows)
@@ -168,16 +147,16 @@ async def _store(db: Database, batch: list[_Pending], stats: ObserveStats, now: 
 async def _feedback(db: Database, batch: list[_Pending], stats: ObserveStats, rules: Rules,
                     now: float) -> list[_Pending]:
     """Apply the DSN and ARF reports of ``batch``; return the other copies."""
-    found: list[feedback.Found] = []
+    found: list[feedback_rows.Found] = []
     rest: list[_Pending] = []
     for p in batch:
         report = feedback.parse(p.raw.report) if p.raw.report is not None else None
         if report is None:
             rest.append(p)
         else:
-            found.append(feedback.Found(report, p.raw.fingerprint, rules.verp_row(p.parsed.recipients)))
+            found.append(feedback_rows.Found(report, p.raw.fingerprint, rules.verp_row(p.parsed.recipients)))
     if found:
-        counts = await feedback.apply(db, found, rules, now, stats.source)
+        counts = await feedback_rows.apply(db, found, rules, now, stats.source)
         stats.messages += len(found)
         stats.bounced += counts["bounced"]
         stats.delayed += counts["delayed"]
@@ -188,7 +167,8 @@ async def _feedback(db: Database, batch: list[_Pending], stats: ObserveStats, ru
 
 async def _unsubscribe_replies(db: Database, batch: list[_Pending], secret: str, now: float,
                                source: str) -> int:
-    from . import suppression, unsubscribe
+    from . import unsubscribe
+    from .store import suppressions
 
     entries = []
     for p in batch:
@@ -197,32 +177,7 @@ async def _unsubscribe_replies(db: Database, batch: list[_Pending], secret: str,
             found = unsubscribe.verify(secret, match.group()) if match else None
             if found is not None:
                 entries.append((found.email, "unsubscribed"))
-    await db.executemany(suppression.UPSERT, [(e, r, now, f"reply in {source}") for e, r in entries])
-    return len(entries)
-
-
-async def _ordinals(db: Database, fingerprints: list[str]) -> list[int]:
-    """The n-th byte-identical copy in this scan is copy n: stable across re-reads."""
-    seen = {r[0]: r[1] for r in await db.fetchall(
-        "SELECT fp, n FROM temp.observe_scan WHERE fp IN (SELECT value FROM json_each(?))",
-        (json.dumps(sorted(set(fingerprints))),))}
-    out = []
-    for fp in fingerprints:
-        seen[fp] = seen.get(fp, 0) + 1
-        out.append(seen[fp])
-    await db.executemany("INSERT INTO temp.observe_scan(fp, n) VALUES (?, ?) "
-                         "ON CONFLICT(fp) DO UPDATE SET n = excluded.n", list(seen.items()))
-    return out
-
-
-async def _row_owners(db: Database, batch: list[_Pending]) -> dict[int, str]:
-    """Queue rows named by the batch's Message-IDs -> their recipient (lower-cased)."""
-    rows = {r for p in batch if p.parsed.mid and (r := row_of(p.parsed.mid)) is not None}
-    if not rows:
-        return {}
-    return {r[0]: r[1].lower() for r in await db.fetchall(
-        "SELECT m.id, r.email FROM messages m JOIN recipients r ON r.id = m.recipient_id "
-        "WHERE m.id IN (SELECT value FROM json_each(?))", (json.dumps(sorted(rows)),))}
+    return await suppressions.add_within(db, entries, source=f"reply in {source}", now=now)
 
 
 async def _trace_by_time(db: Database, rows: list[dict[str, Any]]) -> None:
@@ -231,17 +186,10 @@ async def _trace_by_time(db: Database, rows: list[dict[str, Any]]) -> None:
     todo = [r for r in rows if r["row_id"] is None and r["recipient"]]
     if not todo:
         return
-    items = json.dumps([[r["recipient"], r["raw_recipient"], r["at"]] for r in todo])
-    for key, row_id in await db.fetchall(_TRACE_BY_TIME, {"items": items, "slack": TRACE_SLACK}):
-        if todo[key]["row_id"] is None:  # the first candidate is the closest in time
-            todo[key]["row_id"] = row_id
-            todo[key]["traced_by"] = "recipient+time"
-
-
-async def _changes(db: Database) -> int:
-    row = await db.fetchone("SELECT total_changes()")
-    assert row is not None
-    return int(row[0])
+    items = [(r["recipient"], r["raw_recipient"], r["at"]) for r in todo]
+    for key, row_id in (await observations.closest_sends(db, items, TRACE_SLACK)).items():
+        todo[key]["row_id"] = row_id
+        todo[key]["traced_by"] = "recipient+time"
 
 
 @contextlib.contextmanager
@@ -270,16 +218,14 @@ async def reconcile(db: Database, mailbox: MailSource, *, actor: str, now: float
                     progress: Callable[[int], None] | None = None, rules: Rules = _NO_RULES,
                     ) -> tuple[ObserveStats, list[Reconciled]]:
     """Observe ``mailbox``; ``unknown`` messages whose Message-ID it holds become ``sent``
-    through ``admin.mark_found``, which writes the audit rows naming this mailbox."""
-    from . import admin
+    through ``operator.mark_found``, which writes the audit rows naming this mailbox."""
+    from .store import operator
 
-    unknown = {r[1]: (r[0], r[2]) for r in await db.fetchall(
-        "SELECT m.id, m.message_id, r.email FROM messages m "
-        "JOIN recipients r ON r.id = m.recipient_id WHERE m.state = 'unknown'")}
+    unknown = await observations.unknown_by_mid(db)
     stats = await observe(db, mailbox, now=now, progress=progress, watch=frozenset(unknown), rules=rules)
     if not stats.found:
         return stats, []
-    changed = set(await admin.mark_found(db, sorted(stats.found), actor=actor, now=now,
+    changed = set(await operator.mark_found(db, sorted(stats.found), actor=actor, now=now,
                                          source=mailbox.source))
     return stats, sorted(Reconciled(row, mid, rcpt) for mid, (row, rcpt) in unknown.items()
                          if row in changed)

@@ -20,9 +20,8 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from .errors import UsageError
+from .times import UNITS, period, span_seconds
 
-_UNITS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-_SPAN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])?\s*$", re.IGNORECASE)
 _LIMIT = re.compile(r"^\s*(\d+)\s*/\s*(\d*)\s*(s|sec|m|min|h|d)\s*$")
 _DAYS = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 _WINDOW = re.compile(r"^\s*(?:(?P<days>[a-z,\-]+)\s+)?(?P<start>\d{1,2}:\d{2})\s*-\s*(?P<end>\d{1,2}:\d{2})"
@@ -37,14 +36,7 @@ class Limit:
     period: float
 
     def __str__(self) -> str:
-        return f"{self.count}/{_fmt_period(self.period)}"
-
-
-def _fmt_period(seconds: float) -> str:
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds % size == 0:
-            return f"{int(seconds // size)}{unit}"
-    return f"{int(seconds)}s"
+        return f"{self.count}/{period(self.period)}"
 
 
 def parse_limit(text: str, what: str = "limit") -> Limit:
@@ -52,19 +44,10 @@ def parse_limit(text: str, what: str = "limit") -> Limit:
     match = _LIMIT.match(text.lower())
     if not match or int(match.group(1)) < 1:
         raise UsageError(f"{what}: expected N/PERIOD such as 60/1m or 1/24h, got {text!r}")
-    period = int(match.group(2) or 1) * _UNITS[match.group(3)]
+    period = int(match.group(2) or 1) * UNITS[match.group(3)]
     if period <= 0:
         raise UsageError(f"{what}: the period must be positive in {text!r}")
     return Limit(int(match.group(1)), float(period))
-
-
-def span_seconds(text: str, *, unit_required: bool = False) -> float | None:
-    """``"30s"``, ``"90m"``, ``"48h"``, ``"7d"``, ``"2w"`` (and a bare ``"90"`` as seconds unless
-    ``unit_required``) to seconds; None if ``text`` is not such a span."""
-    match = _SPAN.match(str(text))
-    if not match or (unit_required and not match.group(2)):
-        return None
-    return float(match.group(1)) * _UNITS[(match.group(2) or "s").lower()]
 
 
 def parse_duration(text: str, what: str = "duration") -> float:
@@ -76,7 +59,7 @@ def parse_duration(text: str, what: str = "duration") -> float:
 
 
 @dataclass(frozen=True, slots=True)
-class Window:
+class SendWindow:
     """Sending hours: ``days`` (0 = Monday), ``[start, end)`` local time in ``tz``."""
 
     days: frozenset[int]
@@ -120,7 +103,7 @@ class Window:
         raise UsageError("send window never opens")  # unreachable for a non-empty day set
 
 
-def parse_window(text: str, per_recipient_tz: bool = False) -> Window:
+def parse_window(text: str, per_recipient_tz: bool = False) -> SendWindow:
     """``"mon-fri 09:00-17:00 Europe/Warsaw"``; days and zone are optional (every day, UTC)."""
     match = _WINDOW.match(text)
     if not match:
@@ -138,7 +121,7 @@ def parse_window(text: str, per_recipient_tz: bool = False) -> Window:
         ZoneInfo(tz)
     except (ZoneInfoNotFoundError, ValueError) as exc:
         raise UsageError(f"window: unknown time zone {tz!r}") from exc
-    return Window(days, start, end, tz, per_recipient_tz)
+    return SendWindow(days, start, end, tz, per_recipient_tz)
 
 
 def _parse_days(text: str) -> frozenset[int]:
@@ -159,7 +142,7 @@ def _parse_days(text: str) -> frozenset[int]:
 
 @dataclass(frozen=True, slots=True)
 class CampaignPolicy:
-    window: Window | None = None
+    window: SendWindow | None = None
     recipient_cap: Limit | None = None
 
 

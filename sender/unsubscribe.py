@@ -21,8 +21,8 @@ import time
 from dataclasses import dataclass
 from urllib.parse import quote
 
-from .db import Database, open_db
 from .errors import UsageError
+from .store.db import Database, open_db
 
 _TAG_BYTES = 16
 _CONTEXT = b"sender-unsubscribe-v1\x00"
@@ -90,12 +90,12 @@ def header_lines(*, url: str | None, mailto: str | None, secret: str, row: int, 
 async def apply(db: Database, secret: str, token: str, *, now: float, source: str = "unsubscribe token"
                 ) -> Unsubscribed:
     """Suppress the address a valid token names; raise ``UsageError`` for any other token."""
-    from . import suppression
+    from .store import suppressions
 
     found = verify(secret, token)
     if found is None:
         raise UsageError("not a valid unsubscribe token")
-    await suppression.add(db, [(found.email, "unsubscribed")], source=f"{source} row {found.row}", now=now)
+    await suppressions.add(db, [(found.email, "unsubscribed")], source=f"{source} row {found.row}", now=now)
     return found
 
 

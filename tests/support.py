@@ -13,12 +13,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from sender import queue
 from sender.config import Settings
 from sender.daemon import Daemon, RunStats
-from sender.db import open_db
 from sender.delivery import pool
 from sender.intake import NewMessage
+from sender.store.db import open_db
+from sender.store.enqueue import enqueue
 
 
 def settings(db_path: str, port: int, **overrides: Any) -> Settings:
@@ -32,7 +32,7 @@ async def seed(db_path: str, n: int, *, campaign: str = "c", prefix: str = "r",
     rows = [NewMessage(to=f"{prefix}{i}@example.com", subject=f"s{i}", body=f"b{i}", campaign=campaign,
                        send_at=send_at) for i in range(n)]
     async with open_db(db_path, create=True) as db:
-        await queue.enqueue(db, rows, from_addr="team@example.org", from_name="Team", domain=None,
+        await enqueue(db, rows, from_addr="team@example.org", from_name="Team", domain=None,
                             now=time.time())
 
 

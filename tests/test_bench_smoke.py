@@ -22,7 +22,7 @@ EXPECTED = {
     "claims": ("claim, batch 8: sender.queue", "claim, batch 8: raw sqlite3",
                "record 8 + claim 8: sender.queue", "INDEXED BY messages_due"),
     "memory": ("daemon peak RSS", "enqueue peak RSS"),
-    "monitor": ("queries.state_counts()", "queries.worker_counts()"),
+    "monitor": ("store.counts.state_counts()", "store.counts.worker_counts()"),
 }
 
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import pytest
 
-from sender import admin
-from sender.db import open_db
-from sender.selection import Selection
+from sender.store import operator
+from sender.store.db import open_db
+from sender.store.selection import Selection
 from tests.conftest import Cli, Faults, SinkThread
 from tests.support import in_state, one, query, run_once, seed
 
@@ -118,9 +118,9 @@ async def test_conditional_update_skips_rows_that_changed(db_path: str, faulty_s
     store's update is conditional on the state."""
     await make_failed(db_path, faulty_sink, faults)
     async with open_db(db_path) as db:
-        counted = await admin.bulk(db, "retry", Selection(), actor="t", now=1.0, yes=False)
+        counted = await operator.bulk(db, "retry", Selection(), actor="t", now=1.0, yes=False)
         async with db.write():
             await db.execute("UPDATE messages SET state = 'cancelled' WHERE id = 1")
-        done = await admin.bulk(db, "retry", Selection(), actor="t", now=2.0, yes=True)
+        done = await operator.bulk(db, "retry", Selection(), actor="t", now=2.0, yes=True)
     assert counted.count == 10 and done.count == 9
     assert one(db_path, 1)["state"] == "cancelled"

@@ -20,10 +20,10 @@ from typing import Any
 
 import pytest
 
-from sender import claims as claim_sql
-from sender import queue
-from sender.db import open_db
 from sender.intake import NewMessage
+from sender.store import claims, sending
+from sender.store.db import open_db
+from sender.store.enqueue import enqueue
 from tests.conftest import Cli, RecordingHandler, SinkThread
 
 LEASE = 300.0
@@ -41,7 +41,7 @@ def _write_behind_the_back(db_path: str, sql: str, params: tuple[Any, ...] = ())
 
 async def _seed(db_path: str, rows: list[NewMessage], now: float | None = None) -> None:
     async with open_db(db_path, create=True) as db:
-        await queue.enqueue(db, rows, from_addr="team@example.org", from_name="Team", domain=None,
+        await enqueue(db, rows, from_addr="team@example.org", from_name="Team", domain=None,
                             now=time.time() if now is None else now)
 
 
@@ -51,9 +51,9 @@ def _msg(i: int, send_at: float | None = None, sender: str | None = None) -> New
 
 
 async def _claim(db_path: str, limit: int, now: float, worker: str = "w1",
-                 worker_id: int = 1) -> list[queue.Claim]:
+                 worker_id: int = 1) -> list[sending.Claim]:
     async with open_db(db_path) as db:
-        return await queue.claim(db, worker=worker, worker_id=worker_id, limit=limit, lease=LEASE,
+        return await sending.claim(db, worker=worker, worker_id=worker_id, limit=limit, lease=LEASE,
                                  now=now)
 
 
@@ -212,8 +212,8 @@ async def test_queue_connection_is_wal_with_full_sync(db_path: str) -> None:
         assert (await db.fetchone("PRAGMA temp_store"))[0] == 2  # type: ignore[index]  # scratch in memory
 
 
-@pytest.mark.parametrize("sql", [claim_sql._FAST, claim_sql._LOG, claim_sql._DETAILS, queue._RECORD_MESSAGES,
-                                 queue._RECORD_LOG],
+@pytest.mark.parametrize("sql", [claims._FAST, claims._LOG, claims._DETAILS, sending._RECORD_MESSAGES,
+                                 sending._RECORD_LOG],
                          ids=["claim", "log", "details", "record-messages", "record-log"])
 async def test_hot_statements_touch_only_the_rows_they_name(db_path: str, sql: str) -> None:
     """Claim and outcome statements reach rows by id or the due index, never by walking a state:

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from sender.daemon import NOT_STARTED, Daemon
-from sender.db import open_db
 from sender.delivery import Session
+from sender.store.db import open_db
 from tests.conftest import Cli, Faults, SinkThread
 from tests.support import daemon_args, in_state, log_statuses, one, query, seed, settings, states, stop, wait_until
 

@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from sender.schema import STATES
+from sender.store.states import STATES
 from tests.conftest import ROOT, Cli
 
 SAMPLE = ROOT / "sample.db"

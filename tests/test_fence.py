@@ -20,13 +20,13 @@ from pathlib import Path
 
 import pytest
 
-from sender.admin import REQUEUE_RISK
 from sender.daemon import NOT_DELIVERED, Daemon
-from sender.db import open_db
 from sender.delivery import Session
 from sender.fence import Fence, Fenced, margin
 from sender.journal import BOOT_ID_ENV
 from sender.message import build
+from sender.store.db import open_db
+from sender.store.operator import REQUEUE_RISK
 from tests.conftest import Cli, Faults, RecordingHandler, SinkThread
 from tests.support import daemon_args, in_state, log_statuses, query, seed, settings, states, stop, wait_until
 from tests.test_crash import freeze

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from sender.db import open_db
 from sender.intake import MAX_BODY_BYTES
 from sender.sink import CaptureHandler
+from sender.store.db import open_db
 from tests.conftest import Cli, Faults, SinkThread
 from tests.support import daemon_args, in_state, seed, stop, wait_until
 

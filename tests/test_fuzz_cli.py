@@ -28,10 +28,10 @@ from hypothesis import strategies as st
 
 from sender import config
 from sender.cli import main
-from sender.db import open_db
 from sender.errors import UsageError
-from sender.monitor import send_log
 from sender.sink import CaptureHandler
+from sender.store.db import open_db
+from sender.store.views import send_log
 from tests.conftest import ROOT
 from tests.support import seed
 

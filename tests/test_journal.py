@@ -18,7 +18,6 @@ from pathlib import Path
 
 import pytest
 
-from sender.db import SyncTx
 from sender.journal import BOOT_ID_ENV, COMPACT_AT, FileJournal, JournalEvidence, journal_dir
 from tests.conftest import Cli, Faults, RecordingHandler, SinkThread
 from tests.support import daemon_args, in_state, log_statuses, one, query, seed, states, stop, wait_until
@@ -150,20 +149,16 @@ def test_evidence_trusts_only_a_well_formed_journal_of_this_boot(tmp_path: Path,
     monkeypatch.setenv(BOOT_ID_ENV, str(boot))
     journal = FileJournal(db_path, 3, "h", "b1")
     journal.started(10, "3.aa")
-    conn = sqlite3.connect(":memory:")
-    conn.execute("CREATE TABLE workers (id INTEGER PRIMARY KEY, host TEXT)")
-    conn.execute("INSERT INTO workers VALUES (3, 'h')")
-    tx = SyncTx(conn)
     claims = [(10, "3.aa"), (11, "3.aa"), (12, "3.bb")]
-    assert JournalEvidence(db_path, host="h").unstarted(tx, 3, claims) == {11, 12}
-    assert JournalEvidence(db_path, host="other").unstarted(tx, 3, claims) == set()
+    assert JournalEvidence(db_path, host="h").unstarted("h", 3, claims) == {11, 12}
+    assert JournalEvidence(db_path, host="other").unstarted("h", 3, claims) == set()
     boot.write_text("b2\n")
-    assert JournalEvidence(db_path, host="h").unstarted(tx, 3, claims) == set()
+    assert JournalEvidence(db_path, host="h").unstarted("h", 3, claims) == set()
     journal.close(clean=False)
     os.unlink(journal.path)
     boot.write_text("b1\n")
-    assert JournalEvidence(db_path, host="h").unstarted(tx, 3, claims) == set()
-    conn.close()
+    assert JournalEvidence(db_path, host="h").unstarted("h", 3, claims) == set()
+    assert JournalEvidence(db_path, host="h").unstarted(None, 3, claims) == set()
 
 
 async def test_frozen_worker_with_waiting_claims_released_by_its_journal(db_path: str, cli: Cli,

@@ -12,9 +12,9 @@ import tracemalloc
 from email.message import EmailMessage
 from pathlib import Path
 
-from sender.db import open_db
 from sender.mailreader import open_mailbox, parse_date, parse_head, read_mbox
 from sender.observe import ObserveStats, observe
+from sender.store.db import open_db
 from tests.conftest import Cli, SinkThread
 from tests.support import query, run_once, seed
 

@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 from sender.daemon import NOT_STARTED, Daemon
-from sender.db import open_db
 from sender.delivery import Session
+from sender.store.db import open_db
 from tests.conftest import Cli, Faults, RecordingHandler, SinkThread
 from tests.support import daemon_args, in_state, query, run_once, seed, settings, states, stop, wait_until
 from tests.test_faults import free_port

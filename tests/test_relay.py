@@ -14,11 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from sender import queries
 from sender.daemon import Daemon
-from sender.db import open_db
 from sender.delivery import pool
 from sender.intake import NewMessage
+from sender.store.db import open_db
+from sender.store.enqueue import enqueue
+from sender.store.flags import relay_flags
 from tests.conftest import ROOT
 from tests.scripted_relay import LOST, ScriptedRelay, scripted
 from tests.support import one, query, run_once, seed, settings, states
@@ -105,7 +106,7 @@ async def test_throttling_slows_down_and_fails_nothing(db_path: str) -> None:
     async def watch() -> None:  # what `status --json` reports as "pace"
         while True:
             async with open_db(db_path, readonly=True) as db:
-                pace = (await queries.relay_flags(db))["pace"]
+                pace = (await relay_flags(db))["pace"]
             if isinstance(pace, dict):
                 seen.append(pace)
             await asyncio.sleep(0.1)
@@ -167,9 +168,8 @@ async def test_size_limit_fails_the_big_message_before_transmitting(db_path: str
     rows = [NewMessage(to="small@example.com", subject="s", body="short", campaign="c"),
             NewMessage(to="big@example.com", subject="b", body="x" * 5000, campaign="c")]
     async with open_db(db_path, create=True) as db:
-        from sender import queue
 
-        await queue.enqueue(db, rows, from_addr="team@example.org", from_name="Team", domain=None, now=time.time())
+        await enqueue(db, rows, from_addr="team@example.org", from_name="Team", domain=None, now=time.time())
     relay = ScriptedRelay(size=2000)
     async with scripted(relay):
         await run_once(db_path, relay.port, concurrency=1)

@@ -18,12 +18,14 @@ from pathlib import Path
 
 import aiosmtplib
 
-from sender import admin, queue, report
-from sender.db import open_db
+from sender import report
 from sender.intake import NewMessage
 from sender.mailreader import open_mailbox
 from sender.message import build, make_message_id
 from sender.observe import observe
+from sender.store import operator, reports
+from sender.store.db import open_db
+from sender.store.enqueue import enqueue
 from tests.conftest import Cli, Faults, SinkThread
 from tests.support import query, run_once, seed
 
@@ -35,7 +37,7 @@ async def _observe_and_report(db_path: str, maildir: Path, **window: float) -> r
         box = open_mailbox(str(maildir), None)
         await observe(db, box, now=time.time())
         now = time.time()
-        return await report.build_report(db, window.get("since", now - 3600), now,
+        return await report.build_report(db, report.Window(window.get("since", now - 3600), now), now,
                                          sources=[box.source])
 
 
@@ -98,7 +100,7 @@ async def test_ambiguous_drop_resent_by_hand_is_a_repeated_message_id(
     await run_once(db_path, faulty_sink.port)
     assert query(db_path, "SELECT state FROM messages")[0][0] == "unknown"
     async with open_db(db_path) as db:
-        await admin.resolve(db, [1], "requeue", actor="test", now=time.time())
+        await operator.resolve(db, [1], "requeue", actor="test", now=time.time())
     await run_once(db_path, faulty_sink.port)
     [mid] = {m.message_id for m in faulty_sink.received}
     assert len(faulty_sink.received) == 2
@@ -157,7 +159,7 @@ async def test_window_is_closed_and_time_zones_are_respected(db_path: str, tmp_p
     now = report.parse_time("2025-03-10T09:00:00+01:00", "--until")
     async with open_db(db_path) as db:
         await observe(db, open_mailbox(str(tmp_path / "box"), None), now=time.time())
-        found = await report.ghosts(db, since, now)
+        found = await reports.ghosts(db, since, now)
     assert [g.message_id for g in found] == ["<at-since@x>", "<inside@x>", "<at-now@x>"]
     assert found[0].row is None and found[0].traced_by is None
 
@@ -208,7 +210,7 @@ async def test_report_queries_are_bounded(db_path: str, tmp_path: Path) -> None:
                                       for i in range(5)})
     async with open_db(db_path) as db:
         await observe(db, open_mailbox(str(tmp_path / "box"), None), now=time.time())
-        found = await report.build_report(db, 0.0, time.time(), limit=3)
+        found = await report.build_report(db, report.Window(0.0, time.time()), time.time(), limit=3)
     assert len(found.ghosts) == 3 and found.truncated == ("ghosts",)
 
 
@@ -217,7 +219,7 @@ async def _two_messages_for_one_pair(db_path: str, port: int) -> None:
     rows = [NewMessage(to="lead@example.com", subject=f"step {i}", body="b", campaign="drip",
                        dedupe_key=f"drip-step-{i}") for i in (1, 2)]
     async with open_db(db_path, create=True) as db:
-        await queue.enqueue(db, rows, from_addr="team@example.org", from_name=None, domain=None,
+        await enqueue(db, rows, from_addr="team@example.org", from_name=None, domain=None,
                             now=time.time())
     assert (await run_once(db_path, port)).sent == 2
 
@@ -226,7 +228,7 @@ async def test_two_logged_messages_to_one_pair_are_a_multi_send(db_path: str, si
     """Both sends are in the SendLog, with their own Message-IDs: one multi-send, both logged."""
     await _two_messages_for_one_pair(db_path, sink.port)
     async with open_db(db_path) as db:
-        [multi] = await report.multi_sends(db, time.time() - 3600, time.time())
+        [multi] = await reports.multi_sends(db, time.time() - 3600, time.time())
     assert (multi.recipient, multi.campaign) == ("lead@example.com", "drip")
     assert {s.message_id for s in multi.message_ids if s.logged} == {
         r[0] for r in query(db_path, "SELECT message_id FROM messages")}
@@ -239,5 +241,5 @@ async def test_upgrading_a_queue_finds_its_earlier_multi_sends(db_path: str, sin
         conn.executescript("DROP TRIGGER messages_shared_pair; DROP TABLE shared_pairs; "
                            "DELETE FROM schema_migrations WHERE version >= 3; PRAGMA user_version = 2;")
     async with open_db(db_path, create=True) as db:
-        [multi] = await report.multi_sends(db, time.time() - 3600, time.time())
+        [multi] = await reports.multi_sends(db, time.time() - 3600, time.time())
     assert multi.recipient == "lead@example.com" and len(multi.message_ids) == 2

@@ -1,4 +1,4 @@
-"""The monitor's search (``sender.selection`` + ``sender.monitor_search``) on a real queue: each
+"""The monitor's search (``sender.store.selection`` + ``sender.store.search``) on a real queue: each
 term selects exactly its rows, totals are true, an upgraded queue is searchable, bad terms are
 refused with a sentence, and every term's plan uses an index (never a scan of ``messages``)."""
 
@@ -10,16 +10,16 @@ import time
 
 import pytest
 
-from sender import monitor_search
-from sender.db import open_db
 from sender.errors import UsageError
-from sender.selection import parse_search, resolve, where
+from sender.store import search
+from sender.store.db import open_db
+from sender.store.selection import parse_search, resolve, where
 from tests.support import query, seed
 
 
 async def search_ids(db_path: str, text: str) -> tuple[list[int], int]:
     async with open_db(db_path, readonly=True) as db:
-        page = await monitor_search.search(db, text, time.time(), order="id")
+        page = await search.search(db, text, time.time(), order="id")
     return [m.id for m in page.rows], page.total
 
 
@@ -58,7 +58,7 @@ async def test_pages_keep_the_true_total(db_path: str) -> None:
     """A page is bounded; the total counts every match."""
     await seed(db_path, 30)
     async with open_db(db_path, readonly=True) as db:
-        page = await monitor_search.search(db, "scheduled", time.time(), limit=10, offset=20)
+        page = await search.search(db, "scheduled", time.time(), limit=10, offset=20)
     assert (page.total, page.first, page.last, len(page.rows)) == (30, 21, 30, 10)
 
 
@@ -91,7 +91,7 @@ async def test_every_term_uses_an_index(db_path: str, text: str) -> None:
     """No search term makes SQLite scan the messages table (the plan says SEARCH, not SCAN)."""
     await queue(db_path)
     async with open_db(db_path, readonly=True) as db:
-        names = await monitor_search.campaign_names(db)
+        names = await search.campaign_names(db)
         cond, params = where(resolve(parse_search(text, names), time.time()))
         plan = await db.fetchall(f"EXPLAIN QUERY PLAN SELECT count(*) FROM messages m WHERE {cond}",
                                  params)

@@ -21,8 +21,8 @@ from pathlib import Path
 from sender import logbuffer
 from sender.config import Settings
 from sender.daemon import Daemon
-from sender.db import open_db
 from sender.delivery import NullSession
+from sender.store.db import open_db
 from tests.conftest import Cli, SinkThread
 from tests.support import run_once, seed, settings, states
 

@@ -11,9 +11,9 @@ import sqlite3
 import time
 from pathlib import Path
 
-from sender import suppression
-from sender.db import _statements, open_db
-from sender.schema import APPLICATION_ID, MIGRATIONS
+from sender.store import suppressions
+from sender.store.db import _statements, open_db
+from sender.store.schema import APPLICATION_ID, MIGRATIONS
 from tests.conftest import Cli, SinkThread
 from tests.support import log_statuses, one, query, run_once, seed, states
 
@@ -75,7 +75,7 @@ async def test_a_suppressed_recipient_gets_nothing(db_path: str, sink: SinkThrea
     """The claim moves a suppressed recipient's message to ``suppressed`` with the reason; the others are sent."""
     await seed(db_path, 3)
     async with open_db(db_path) as db:
-        await suppression.add(db, [("r1@example.com", "unsubscribed")], source="test", now=time.time())
+        await suppressions.add(db, [("r1@example.com", "unsubscribed")], source="test", now=time.time())
     await run_once(db_path, sink.port)
     assert sorted(r.rcpt_tos[0] for r in sink.received) == ["r0@example.com", "r2@example.com"]
     row = one(db_path, 2)
@@ -88,7 +88,7 @@ async def test_suppression_matches_any_letter_case(db_path: str, sink: SinkThrea
     """An address suppressed in another letter case is still suppressed."""
     await seed(db_path, 1, prefix="Lead")
     async with open_db(db_path) as db:
-        await suppression.add(db, [("lead0@EXAMPLE.com", "manual")], source="test", now=time.time())
+        await suppressions.add(db, [("lead0@EXAMPLE.com", "manual")], source="test", now=time.time())
     await run_once(db_path, sink.port)
     assert sink.received == [] and one(db_path)["state"] == "suppressed"
 
@@ -98,7 +98,7 @@ async def test_a_batch_of_only_suppressed_rows_does_not_end_a_once_run(db_path: 
     await seed(db_path, 10, prefix="gone")
     await seed(db_path, 2, prefix="ok", campaign="later")
     async with open_db(db_path) as db:
-        await suppression.add(db, [(f"gone{i}@example.com", "bounced") for i in range(10)], source="t",
+        await suppressions.add(db, [(f"gone{i}@example.com", "bounced") for i in range(10)], source="t",
                               now=time.time())
     await run_once(db_path, sink.port, batch=3, concurrency=1)
     assert sorted(r.rcpt_tos[0] for r in sink.received) == ["ok0@example.com", "ok1@example.com"]

@@ -1,6 +1,6 @@
 """Operator actions from the monitor: each changes exactly the intended row and writes its audit.
 
-Actions go through ``sender.admin`` on a short-lived writable connection after a confirmation;
+Actions go through ``sender.store.operator`` on a short-lived writable connection after a confirmation;
 the tests drive them with keys, then read the file back with plain sqlite3 and compare every
 row of ``messages`` and ``send_log`` before and after.
 """
@@ -13,8 +13,8 @@ import pytest
 from textual.pilot import Pilot
 from textual.widgets import Input
 
+from tests.test_store_views import T0, aseed, rows
 from tests.test_tui_app import SIZE, make_app, press, settle
-from tests.test_tui_monitor import T0, aseed, rows
 from tui.app import MonitorApp
 from tui.screens.confirm import Choose
 from tui.widgets.table import RowsTable

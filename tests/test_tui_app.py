@@ -16,8 +16,7 @@ import pytest
 from textual.pilot import Pilot
 from textual.widgets import Static
 
-from tests.test_tui_monitor import INCIDENT_ROW, ROOT, T0, aseed, fixed_mid
-from tui import findings
+from tests.test_store_views import INCIDENT_ROW, ROOT, T0, aseed, fixed_mid
 from tui.app import FilterInput, MonitorApp
 from tui.screens.detail import DetailScreen
 from tui.screens.help import HelpScreen
@@ -301,14 +300,3 @@ async def test_refreshes_keep_up_while_three_writers_commit(tmp_path: Path) -> N
             t.join()
 
 
-async def test_duplicates_without_a_report_api(tmp_path: Path,
-                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    """With a sender that has no report API the tab says so and every other panel still works."""
-    monkeypatch.setattr(findings, "_report_api", lambda: None)
-    app = make_app(await aseed(tmp_path / "queue.db"))
-    async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot)
-        assert app.active_tab == "queue"
-        await press(pilot, "4")
-        assert "report unavailable" in text(app, "#duplicates-panel .summary")
-        assert keys(app, "queue-table") == ["7", "2", "8", "9"]

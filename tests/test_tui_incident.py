@@ -1,7 +1,7 @@
 """The monitor in an incident (issue 15): search the store, see the storm, fix thousands at once.
 
 Pilot tests over real SQLite files: the failure storm of ``tests/storm.py`` (built through the
-real write path), the shared seed of ``tests/test_tui_monitor.py``, and a generated queue of
+real write path), the shared seed of ``tests/test_store_views.py``, and a generated queue of
 120,000 rows (one ``INSERT ... SELECT`` from a recursive CTE, once per session) for search at
 scale. Every change the monitor makes is read back with plain sqlite3.
 """
@@ -16,11 +16,11 @@ import pytest
 from textual.binding import Binding
 from textual.widgets import Sparkline
 
-from sender.db import open_db
+from sender.store.db import open_db
 from tests import storm
 from tests.conftest import Cli
+from tests.test_store_views import INCIDENT_ROW, T0, aseed, rows
 from tests.test_tui_app import SIZE, cells, keys, make_app, press, settle, text, type_filter
-from tests.test_tui_monitor import INCIDENT_ROW, T0, aseed, rows
 from tui import fmt
 from tui.app import MonitorApp
 from tui.screens.confirm import Choose
@@ -299,11 +299,11 @@ def test_screenshots_folder_must_exist(cli: Cli, tmp_path: Path) -> None:
 
 async def test_insecure_tls_is_shown(tmp_path: Path) -> None:
     """A worker running with --tls-insecure (its flag) is named on the health line in red."""
-    from sender import admin
+    from sender.store import flags
 
     path = await aseed(tmp_path / "queue.db")
     async with open_db(path) as db:
-        await admin.set_flag(db, "tls_insecure", "1", actor="w1", now=T0)
+        await flags.set_flag(db, "tls_insecure", "1", actor="w1", now=T0)
     app = make_app(path)
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)

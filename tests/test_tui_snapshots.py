@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from textual.pilot import Pilot
 
-from tests.test_tui_monitor import T0, seed
+from tests.test_store_views import T0, seed
 from tui.app import MonitorApp
 
 Make = Callable[..., MonitorApp]

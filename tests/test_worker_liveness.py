@@ -4,8 +4,10 @@ between two of its heartbeats, and one with the default interval is shown dead w
 
 from __future__ import annotations
 
-from sender import monitor, queries, queue
-from sender.db import open_db
+from sender.store import counts as queries
+from sender.store import sending as queue
+from sender.store import views as monitor
+from sender.store.db import open_db
 
 T0 = 1_750_000_000.0
 

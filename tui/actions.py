@@ -1,4 +1,4 @@
-"""Operator actions, each run through ``sender.admin`` on its own short-lived writable connection.
+"""Operator actions, each run through ``sender.store.operator`` on its own short-lived writable connection.
 
 The display connection stays read-only; an action opens the file for writing only for the
 one ``admin`` call (a durable ``BEGIN IMMEDIATE`` transaction that also writes the audit row)
@@ -12,10 +12,10 @@ import getpass
 from dataclasses import dataclass
 from typing import Literal
 
-from sender import admin
-from sender.db import open_db
 from sender.errors import SenderError
-from sender.selection import Selection
+from sender.store import flags, operator
+from sender.store.db import open_db
+from sender.store.selection import Selection
 
 Kind = Literal["cancel", "retry", "resolve-sent", "resolve-failed", "resolve-requeue", "pause",
                "resume"]
@@ -53,18 +53,18 @@ async def perform(path: str, kind: Kind, row_id: int | None, *, actor: str, now:
     try:
         async with open_db(path) as db:
             if kind == "cancel" and row_id is not None:
-                await admin.cancel(db, [row_id], actor=actor, now=now, reason=reason)
+                await operator.cancel(db, [row_id], actor=actor, now=now, reason=reason)
                 return Done(True, f"#{row_id} cancelled")
             if kind == "retry" and row_id is not None:
-                await admin.retry(db, [row_id], actor=actor, now=now)
+                await operator.retry(db, [row_id], actor=actor, now=now)
                 return Done(True, f"#{row_id} queued again (same Message-ID)")
             if kind.startswith("resolve-") and row_id is not None:
                 as_ = kind.removeprefix("resolve-")
-                await admin.resolve(db, [row_id], as_, actor=actor, now=now,  # type: ignore[arg-type]
+                await operator.resolve(db, [row_id], as_, actor=actor, now=now,  # type: ignore[arg-type]
                                     reason=reason)
                 return Done(True, f"#{row_id} resolved as {as_}")
             if kind in ("pause", "resume"):
-                await admin.set_paused(db, kind == "pause", actor=actor, now=now, reason=reason)
+                await flags.set_paused(db, kind == "pause", actor=actor, now=now, reason=reason)
                 return Done(True, "sending paused" if kind == "pause" else "sending resumed")
     except SenderError as exc:
         return Done(False, str(exc))
@@ -93,17 +93,17 @@ BULK_VERB = {"retry": "Retry", "cancel": "Cancel", "resolve-sent": "Resolve as s
 
 async def perform_bulk(path: str, kind: BulkKind, sel: Selection, *, actor: str, now: float,
                        reason: str = "") -> Done:
-    """One bulk action through ``sender.admin`` (the store code of ``retry``/``cancel``)."""
+    """One bulk action through ``sender.store.operator`` (the store code of ``retry``/``cancel``)."""
     try:
         async with open_db(path) as db:
             if kind in ("pause-campaign", "resume-campaign"):
                 if sel.campaign is None:
                     return Done(False, "pausing a campaign needs a campaign:NAME search")
-                await admin.set_campaign_paused(db, sel.campaign, kind == "pause-campaign",
+                await flags.set_campaign_paused(db, sel.campaign, kind == "pause-campaign",
                                                 actor=actor, now=now, reason=reason)
                 return Done(True, f"campaign {sel.campaign} "
                                   f"{'paused' if kind == 'pause-campaign' else 'resumed'}")
-            done = await admin.bulk(db, kind, sel, actor=actor, now=now, yes=True,  # type: ignore[arg-type]
+            done = await operator.bulk(db, kind, sel, actor=actor, now=now, yes=True,  # type: ignore[arg-type]
                                     reason=reason)
     except SenderError as exc:
         return Done(False, str(exc))

@@ -1,10 +1,10 @@
 """The monitor application: tabs over one live snapshot of the queue, and guarded actions.
 
 Data flow: a ``set_interval`` tick starts ``load_data``, an exclusive worker that reads one
-``Snapshot`` through ``tui.source`` (read-only connection, ``sender.monitor`` queries) and
+``Snapshot`` through ``tui.source`` (read-only connection, ``sender.store.views`` queries) and
 hands it to the widgets; widgets only format what they are given. A tick that finds the
 previous load still running is skipped, so a slow disk delays the screen but never piles up
-work. Actions go through ``tui.actions`` (``sender.admin``) after a confirmation; bulk
+work. Actions go through ``tui.actions`` (``sender.store.operator``) after a confirmation; bulk
 actions live in ``tui.bulk``, paging, sorting and following in ``tui.navigation`` (mixins of
 this app). Each tab keeps its own ``/`` filter; the Queue's is a search of the whole store.
 """
@@ -23,10 +23,11 @@ from textual.binding import Binding, BindingType
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input, Static, TabbedContent, TabPane
 
-from sender import admin
+from sender.report.model import DUPLICATES
+from sender.store import operator
 
 from . import actions, fmt, source
-from .findings import KINDS, Findings
+from .findings import Findings
 from .navigation import Navigation
 from .screens.confirm import AskReason, Choose, Confirm
 from .screens.detail import DetailScreen
@@ -42,7 +43,6 @@ WINDOWS = (3600.0, 6 * 3600.0, 86400.0, 7 * 86400.0, 30 * 86400.0)
 DEFAULT_WINDOW = 2  # 24h, the report's own default
 REPORT_BACKGROUND = 30.0  # seconds between report runs while another tab is open
 TABS = ("queue", "inflight", "workers", "duplicates", "log")
-_DUPLICATE_KINDS = KINDS[:3]
 _MAIN_VIEW_ACTIONS = frozenset(("act", "resolve", "pause", "window", "filter", "tab", "refresh",
                                 "help", "bulk", "mark", "sort", "follow", "page"))
 _WRITE_ACTIONS = frozenset(("act", "resolve", "pause", "bulk", "mark"))
@@ -195,7 +195,7 @@ class MonitorApp(Navigation):
         self.query_one(DuplicatesPanel).show_findings(found, self.filters["duplicates"])
         if not self._tab_chosen:
             self._tab_chosen = True
-            if any(found.count(k) for k in _DUPLICATE_KINDS):
+            if any(found.count(k) for k in DUPLICATES):
                 self.action_tab("duplicates")
 
     def apply(self, snap: Snapshot) -> None:
@@ -240,7 +240,7 @@ class MonitorApp(Navigation):
             self.load_report()
         self.refresh_bindings()
 
-    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+    def check_action(self, action: str, _parameters: tuple[object, ...]) -> bool | None:
         """Keys of the main view are off over a dialog, and tab keys are off over a detail."""
         if self.read_only and action in _WRITE_ACTIONS:
             return False  # hidden, not just refused
@@ -399,7 +399,7 @@ class MonitorApp(Navigation):
                 Choose(f"Resolve unknown message #{row} to {m.recipient}\n{m.mid}{seen}\n\n"
                        "sent: it arrived (e.g. found in the mailbox)\nfailed: it did not and "
                        "must not be resent\nrequeue: send again with the same Message-ID\n\n"
-                       f"[dim]{fmt.lit(admin.REQUEUE_RISK)}[/dim]",
+                       f"[dim]{fmt.lit(operator.REQUEUE_RISK)}[/dim]",
                        [("sent", "s", "Sent"), ("failed", "f", "Failed"),
                         ("requeue", "r", "Requeue")]),
                 lambda answer: self._confirmed(answer, f"resolve-{answer}", row))  # type: ignore[arg-type]

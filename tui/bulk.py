@@ -1,5 +1,5 @@
 """Bulk actions of the monitor: space marks rows, ``A`` acts on the marks or on everything the
-Queue's search matches, through ``sender.admin.bulk`` (the store code of ``retry``/``cancel``).
+Queue's search matches, through ``sender.store.operator.bulk`` (the store code of ``retry``/``cancel``).
 
 The flow is three steps, each its own screen or worker: choose the action (only those that fit
 the selection), count what it would change now (a dry run in the store), confirm with the exact
@@ -13,7 +13,7 @@ from collections.abc import Callable
 from textual import work
 from textual.app import App
 
-from sender.selection import Selection
+from sender.store.selection import Selection
 
 from . import actions, source
 from .screens.confirm import Choose, Confirm

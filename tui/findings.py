@@ -1,9 +1,7 @@
 """The Duplicates view's data: an adapter over ``sender.report``.
 
 The report belongs to ``sender.report``; this adapter turns its ``Report`` into flat rows a
-table can show (kind, queue row, recipient, campaign, Message-IDs, time, detail). When the
-installed ``sender`` has no report API it says "report unavailable" instead of failing, so the
-rest of the monitor works with an older sender.
+table can show (kind, queue row, recipient, campaign, Message-IDs, time, detail).
 
 The window is the report's own ``window_for``: the last ``span`` seconds, or, when nothing
 happened in them, the ``span`` ending at the newest activity (an idle queue, or sample.db
@@ -12,25 +10,14 @@ with its fixed dates), so the latest anomalies are on screen at start-up.
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from sender.db import Database
+from sender import report
+from sender.report.model import ANOMALIES
+from sender.store.engine import Store
 
 from . import fmt
-
-KINDS = ("ghosts", "repeated_message_ids", "multi_sends", "unknown", "stale_claims", "missing")
-LABELS = {
-    "ghosts": "ghost",
-    "repeated_message_ids": "repeated Message-ID",
-    "multi_sends": "multi-send",
-    "unknown": "unknown",
-    "stale_claims": "stale claim",
-    "missing": "missing",
-}
-PLURALS = {**LABELS, "ghosts": "ghosts", "repeated_message_ids": "repeated Message-IDs",
-           "multi_sends": "multi-sends", "stale_claims": "stale claims"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,23 +47,10 @@ class Findings:
         return sum(1 for f in self.rows if f.kind == kind)
 
 
-def _report_api() -> Any | None:
-    try:
-        report = importlib.import_module("sender.report")
-    except ImportError:
-        return None
-    if not all(hasattr(report, name) for name in ("build_report", "window_for")):
-        return None
-    return report
-
-
-async def load(db: Database, now: float, span: float) -> Findings:
-    report = _report_api()
-    if report is None:
-        return Findings(span, False, note="report unavailable: this sender has no report API")
+async def load(db: Store, now: float, span: float) -> Findings:
     window = await report.window_for(db, span, now)
-    result = await report.build_report(db, window.since, now, until=window.until)
-    rows = [_finding(kind, item, now) for kind in KINDS for item in getattr(result, kind)]
+    result = await report.build_report(db, window, now)
+    rows = [_finding(kind, item, now) for kind in ANOMALIES for item in getattr(result, kind)]
     return Findings(span, True, since=window.since, until=window.until, anchored=window.anchored,
                     rows=rows, truncated=tuple(result.truncated))
 

@@ -1,6 +1,6 @@
 """Where the monitor's data comes from: one read-only connection per refresh.
 
-``load`` opens the queue with ``mode=ro``, calls the ``sender.monitor`` read API and returns
+``load`` opens the queue with ``mode=ro``, calls the ``sender.store.views`` read API and returns
 one immutable ``Snapshot``; ``load_findings`` does the same for the duplicate report (through
 ``tui.findings``), which is slower at scale and so runs on its own schedule. Any problem (no
 file, not our database, a locked file, a newer schema) becomes an ``error`` sentence for the
@@ -10,13 +10,15 @@ that appears, is replaced or is unlocked later is simply picked up.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field, replace
 
-from sender import admin, monitor, monitor_health, monitor_search
-from sender.db import open_db
 from sender.errors import SenderError, UsageError
-from sender.selection import Selection
+from sender.store import health as monitor_health
+from sender.store import operator as admin
+from sender.store import search as monitor_search
+from sender.store import views as monitor
+from sender.store.db import open_db
+from sender.store.selection import Selection
 
 from . import findings
 
@@ -28,7 +30,7 @@ class Snapshot:
     now: float
     overview: monitor.Overview | None = None
     queue: monitor.QueueView | None = None
-    in_flight: list[monitor.Claim] = field(default_factory=list)
+    in_flight: list[monitor.InFlight] = field(default_factory=list)
     workers: list[monitor.Worker] = field(default_factory=list)
     log: list[monitor.Attempt] = field(default_factory=list)
     health: monitor_health.Health | None = None
@@ -36,7 +38,6 @@ class Snapshot:
     search: monitor_search.SearchPage | None = None  # the Queue tab's search, when it has one
     search_error: str | None = None  # a search text that means nothing (an unknown state...)
     error: str | None = None
-    query_ms: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -51,11 +52,10 @@ class QueueQuery:
 async def load(path: str, now: float, *, log_filter: str = "",
                queue: QueueQuery = QueueQuery()) -> Snapshot:
     """Read one snapshot of every panel but Duplicates."""
-    started = time.perf_counter()
     search: monitor_search.SearchPage | None = None
     search_error: str | None = None
     try:
-        async with open_db(path, readonly=True) as db, monitor.reading(path):
+        async with open_db(path, readonly=True) as db:
             overview = await monitor.overview(db, now)
             view = await monitor.queue_view(db, now)
             if queue.text or queue.order:
@@ -75,13 +75,13 @@ async def load(path: str, now: float, *, log_filter: str = "",
         return Snapshot(now=now, error=f"cannot open {path}: {exc}")
     return Snapshot(now=now, overview=overview, queue=view, in_flight=claims, workers=workers,
                     log=log, health=health, activity=activity, search=search,
-                    search_error=search_error, query_ms=(time.perf_counter() - started) * 1000)
+                    search_error=search_error)
 
 
 async def load_findings(path: str, now: float, span: float) -> findings.Findings:
     """The duplicate report over the last ``span`` seconds (see ``tui.findings``)."""
     try:
-        async with open_db(path, readonly=True) as db, monitor.reading(path):
+        async with open_db(path, readonly=True) as db:
             found = await findings.load(db, now, span)
             return replace(found, mailboxes=await monitor_health.mailboxes(db))
     except SenderError as exc:
@@ -99,7 +99,7 @@ class Detail:
 
 async def load_message(path: str, row_id: int) -> Detail:
     try:
-        async with open_db(path, readonly=True) as db, monitor.reading(path):
+        async with open_db(path, readonly=True) as db:
             found = await monitor.message(db, row_id)
             observed = ([] if found is None else
                         await monitor_health.observed_copies(db, row_id, found.mid))
@@ -115,7 +115,7 @@ async def load_message(path: str, row_id: int) -> Detail:
 async def count_bulk(path: str, kind: admin.BulkKind, sel: Selection) -> tuple[int | None, str]:
     """How many messages a bulk action would change now, and its filter in words (or why not)."""
     try:
-        async with open_db(path, readonly=True) as db, monitor.reading(path):
+        async with open_db(path, readonly=True) as db:
             done = await admin.bulk(db, kind, sel, actor="", now=0.0, yes=False)
     except SenderError as exc:
         return None, str(exc)

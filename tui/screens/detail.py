@@ -15,7 +15,7 @@ from textual.containers import VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, Static
 
-from sender.monitor import MessageDetail
+from sender.store.views import MessageDetail
 
 from .. import fmt
 from ..source import Detail, load_message

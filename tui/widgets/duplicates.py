@@ -12,8 +12,10 @@ from __future__ import annotations
 from textual.app import ComposeResult
 from textual.widgets import DataTable, Static
 
+from sender.report.model import ANOMALIES, LABELS, PLURALS
+
 from .. import fmt
-from ..findings import KINDS, LABELS, PLURALS, Finding, Findings
+from ..findings import Finding, Findings
 from ..source import Snapshot
 from .panels import Panel
 from .table import MainTable, Row, tone
@@ -84,7 +86,7 @@ class DuplicatesPanel(Panel):
             self.summary(f"{head}  ·  [$warning]{fmt.lit(found.note)}[/]")
             self.table.fill([])
             return
-        counts = [self._count(found, k) for k in KINDS if found.count(k)]
+        counts = [self._count(found, k) for k in ANOMALIES if found.count(k)]
         found_text = ", ".join(counts) if counts else "[$success]nothing found[/]"
         cut = [k for k in found.truncated if k not in self._totals]
         if cut:
@@ -118,6 +120,6 @@ def _grouped(rows: list[Finding]) -> list[tuple[int, Finding]]:
     """By recipient, recipients with a duplicate first; kinds in report order within one."""
     worst: dict[str, int] = {}
     for f in rows:
-        worst[f.recipient] = min(worst.get(f.recipient, len(KINDS)), KINDS.index(f.kind))
+        worst[f.recipient] = min(worst.get(f.recipient, len(ANOMALIES)), ANOMALIES.index(f.kind))
     return sorted(enumerate(rows), key=lambda p: (worst[p[1].recipient], p[1].recipient,
-                                                  KINDS.index(p[1].kind), p[0]))
+                                                  ANOMALIES.index(p[1].kind), p[0]))

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from textual.widgets import Static
 
-from sender.schema import STATES
+from sender.report.model import DUPLICATES
+from sender.store.states import STATES
 
 from .. import fmt
 from ..findings import Findings
@@ -57,7 +58,7 @@ class StatusHeader(Static):
         if ov.stale_claims:
             alarms.append(f"{ov.stale_claims:,} stale claim{'s' if ov.stale_claims > 1 else ''}")
         if dup is not None and dup.available:
-            found = sum(dup.count(k) for k in ("ghosts", "repeated_message_ids", "multi_sends"))
+            found = sum(dup.count(k) for k in DUPLICATES)
             if found:
                 alarms.append(f"{found} duplicate{'s' if found > 1 else ''}")
         if alarms:

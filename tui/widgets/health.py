@@ -10,7 +10,7 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal
 from textual.widgets import Sparkline, Static
 
-from sender.monitor_health import SPARK_MINUTES, Health
+from sender.store.health import SPARK_MINUTES, Health
 
 from .. import fmt
 from ..source import Snapshot

@@ -1,8 +1,8 @@
 """The Queue, In flight, Workers and Log tabs: a summary line over a table each.
 
 Every panel has ``show(snapshot, needle)``, where ``needle`` is its tab's ``/`` filter. The
-Queue searches the whole store with it (``sender.monitor_search``, paged, "N of M"), the Log
-through ``sender.monitor.send_log``; the others filter their own rows. Each has a ``table``
+Queue searches the whole store with it (``sender.store.search``, paged, "N of M"), the Log
+through ``sender.store.views.send_log``; the others filter their own rows. Each has a ``table``
 whose cursor says which message the action keys act on.
 """
 
@@ -13,6 +13,8 @@ from typing import ClassVar
 from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import Static
+
+from sender.store.states import PRIORITIES
 
 from .. import fmt
 from ..source import Snapshot
@@ -43,9 +45,9 @@ class QueuePanel(Panel):
     COLUMNS = ("#", "Recipient", "Campaign", "Prio", "Due", "", "Tries done", "Note")
     FOUND_COLUMNS = ("#", "Recipient", "Campaign", "State", "Changed", "Due", "Tries done",
                      "Reply / note")
-    # The store's sort keys of FOUND_COLUMNS, by index (``sender.monitor_search.ORDERS``).
+    # The store's sort keys of FOUND_COLUMNS, by index (``sender.store.search.ORDERS``).
     ORDER_KEYS = ("id", "recipient", "campaign", "state", "updated", "due", "attempts", "")
-    _PRIORITY: ClassVar[dict[int, str]] = {0: "high", 1: "normal", 2: "low"}
+    _PRIORITY: ClassVar[dict[int, str]] = {n: word for word, n in PRIORITIES.items()}
 
     def compose(self) -> ComposeResult:
         yield Static(classes="summary")
@@ -175,7 +177,7 @@ class WorkersPanel(Panel):
         "alive": "success", "stopped": "foreground-muted", "presumed dead": "error"}
 
     def show(self, snap: Snapshot, needle: str = "") -> None:
-        from sender.monitor import WORKER_DEAD_AFTER
+        from sender.store.views import WORKER_DEAD_AFTER
 
         alive = sum(w.status == "alive" for w in snap.workers)
         dead = sum(w.status == "presumed dead" for w in snap.workers)
@@ -218,7 +220,7 @@ class LogPanel(Panel):
         return self.query_one(FollowTable).follow
 
     def show(self, snap: Snapshot, needle: str = "") -> None:
-        from sender.monitor import LOG_SCAN
+        from sender.store.views import LOG_SCAN
 
         table = self.query_one(FollowTable)
         shown = f"{len(snap.log)} most recent attempt(s)"

@@ -12,23 +12,19 @@ translated here into ``StoreError`` with a readable reason.
 from __future__ import annotations
 
 import json
-import sqlite3
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
-from . import admin, queries
-from .config import Settings
-from .db import Database
-from .errors import StoreError
-from .queries import DEAD_CUT_SQL, HEARTBEAT_MISSES, WorkerCounts
+from ..config import Settings
+from . import counts, flags
+from .counts import DEAD_CUT_SQL, HEARTBEAT_MISSES, WorkerCounts
+from .engine import Store
+from .states import PRIORITIES
 
 LOG_LIMIT = 200
 LOG_SCAN = 20_000       # a substring or status filter looks at this many recent attempts
 QUEUE_LIMIT = 100
 DUE_COUNT_CAP = 100_000  # "due now" stops counting here (a covering index walk)
 CAMPAIGN_SAMPLE = 2_000  # the per-campaign breakdown covers this many rows in claim order
-PRIORITIES = (0, 1, 2)  # high, normal, low: the CHECK on messages.priority
 INFLIGHT_LIMIT = 200
 WORKER_LIMIT = 100
 WORKER_HISTORY = 86_400.0
@@ -36,7 +32,6 @@ DETAIL_LIMIT = 100
 # Presumed dead after three missed heartbeats at the default interval (workers do not record
 # theirs): 15 s, where ``status`` waits a minute.
 WORKER_DEAD_AFTER = HEARTBEAT_MISSES * Settings.heartbeat
-LOG_STATUSES = ("sending", "sent", "retry", "failed", "unknown", "released", "requeued")
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +42,7 @@ class Overview:
     sent_last_minute: int
     stale_claims: int
     workers: WorkerCounts
-    paused: admin.PauseState
+    paused: flags.PauseState
 
     @property
     def total(self) -> int:
@@ -93,7 +88,7 @@ class QueueView:
 
 
 @dataclass(frozen=True, slots=True)
-class Claim:
+class InFlight:
     """One message in state ``sending``; ``stale`` once its lease has run out."""
 
     id: int
@@ -167,28 +162,16 @@ class MessageDetail:
     audit: list[AuditEntry] = field(default_factory=list)
 
 
-@asynccontextmanager
-async def reading(path: str) -> AsyncIterator[None]:
-    """Turn a raw SQLite error met while reading into a ``StoreError`` that names the cause."""
-    try:
-        yield
-    except sqlite3.Error as exc:
-        text = str(exc)
-        if "locked" in text or "busy" in text:
-            raise StoreError(f"{path} is locked by another process ({text}); retrying") from exc
-        raise StoreError(f"{path}: cannot read ({text})") from exc
-
-
-async def overview(db: Database, now: float) -> Overview:
-    counts = await queries.state_counts(db)
+async def overview(db: Store, now: float) -> Overview:
+    states = await counts.state_counts(db)
     rate = await db.fetchone(
         "SELECT count(*) FROM messages WHERE state = 'sent' AND updated_at >= ?", (now - 60.0,))
     stale = await db.fetchone(
         "SELECT count(*) FROM messages INDEXED BY messages_lease "
         "WHERE state = 'sending' AND lease_until < ?", (now,))
-    workers = await queries.worker_counts(db, now, WORKER_DEAD_AFTER)
-    paused = await admin.pause_state(db)
-    return Overview(counts=counts, sent_last_minute=rate[0] if rate else 0,
+    workers = await counts.worker_counts(db, now, WORKER_DEAD_AFTER)
+    paused = await flags.pause_state(db)
+    return Overview(counts=states, sent_last_minute=rate[0] if rate else 0,
                     stale_claims=stale[0] if stale else 0, workers=workers, paused=paused)
 
 
@@ -198,7 +181,7 @@ _QUEUED = ("SELECT m.id, r.email, c.name, m.due_at, m.priority, m.attempts, "
            "JOIN campaigns c ON c.id = m.campaign_id WHERE m.state = 'scheduled' ")
 
 
-async def queue_view(db: Database, now: float, limit: int = QUEUE_LIMIT,
+async def queue_view(db: Store, now: float, limit: int = QUEUE_LIMIT,
                      due_cap: int = DUE_COUNT_CAP, sample: int = CAMPAIGN_SAMPLE) -> QueueView:
     """Walks the ``messages_due`` partial index only, a bounded number of entries.
 
@@ -209,12 +192,12 @@ async def queue_view(db: Database, now: float, limit: int = QUEUE_LIMIT,
     rows = await db.fetchall(_QUEUED + "ORDER BY m.priority, m.due_at, m.id LIMIT ?", (limit,))
     due = await db.fetchone(
         "SELECT count(*) FROM (SELECT 1 FROM messages INDEXED BY messages_due "
-        f"WHERE state = 'scheduled' AND priority IN {PRIORITIES} AND due_at <= ? LIMIT ?)",
+        f"WHERE state = 'scheduled' AND priority IN {tuple(PRIORITIES.values())} AND due_at <= ? LIMIT ?)",
         (now, due_cap + 1))
     due_now = due[0] if due else 0
     oldest: list[QueuedMessage] = []
     upcoming: list[QueuedMessage] = []
-    for prio in PRIORITIES:
+    for prio in PRIORITIES.values():
         for found, test in ((oldest, "<="), (upcoming, ">")):
             row = await db.fetchone(_QUEUED + f"AND m.priority = ? AND m.due_at {test} ? "
                                     "ORDER BY m.due_at, m.id LIMIT 1", (prio, now))
@@ -235,7 +218,7 @@ async def queue_view(db: Database, now: float, limit: int = QUEUE_LIMIT,
                      sampled=sampled, sample_capped=sampled >= sample)
 
 
-async def in_flight(db: Database, now: float, limit: int = INFLIGHT_LIMIT) -> list[Claim]:
+async def in_flight(db: Store, now: float, limit: int = INFLIGHT_LIMIT) -> list[InFlight]:
     """Claims in ``sending``, lease running out first (so stale ones lead)."""
     rows = await db.fetchall(
         "SELECT m.id, r.email, c.name, coalesce(m.worker, '?'), m.attempts + 1, m.updated_at, "
@@ -243,12 +226,12 @@ async def in_flight(db: Database, now: float, limit: int = INFLIGHT_LIMIT) -> li
         "FROM messages m INDEXED BY messages_lease JOIN recipients r ON r.id = m.recipient_id "
         "JOIN campaigns c ON c.id = m.campaign_id "
         "WHERE m.state = 'sending' ORDER BY m.lease_until, m.id LIMIT ?", (limit,))
-    return [Claim(id=r[0], recipient=r[1], campaign=r[2], worker=r[3], attempt=r[4],
+    return [InFlight(id=r[0], recipient=r[1], campaign=r[2], worker=r[3], attempt=r[4],
                   claimed_at=r[5], lease_until=r[6] or 0.0, stale=(r[6] or 0.0) < now)
             for r in rows]
 
 
-async def workers(db: Database, now: float, dead_after: float = WORKER_DEAD_AFTER,
+async def workers(db: Store, now: float, dead_after: float = WORKER_DEAD_AFTER,
                   limit: int = WORKER_LIMIT) -> list[Worker]:
     """Workers with a heartbeat in the last day, and any worker holding a claim, most recent
     heartbeat first.
@@ -286,7 +269,7 @@ _ATTEMPT_COLUMNS = ("id, message_id, mid, recipient, campaign, attempt, worker, 
                     "claimed_at, finished_at, smtp_code, smtp_reply")
 
 
-async def send_log(db: Database, text: str = "", limit: int = LOG_LIMIT,
+async def send_log(db: Store, text: str = "", limit: int = LOG_LIMIT,
                    scan: int = LOG_SCAN) -> list[Attempt]:
     """Recent attempts, newest first, optionally filtered.
 
@@ -322,7 +305,7 @@ def _escape_like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-async def message(db: Database, row_id: int, limit: int = DETAIL_LIMIT) -> MessageDetail | None:
+async def message(db: Store, row_id: int, limit: int = DETAIL_LIMIT) -> MessageDetail | None:
     """One message with its attempts (oldest first) and the operator actions taken on it."""
     r = await db.fetchone(
         "SELECT m.id, m.state, r.email, coalesce(b.to_name, r.name), c.name, m.message_id, "

@@ -7,41 +7,9 @@ pipe and in a test, and Message-IDs are never truncated (operators grep for them
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
 
-from .report import Ghost, Report, Window
-
-_TITLES = {
-    "ghosts": ("GHOSTS", "delivered, but absent from SendLog"),
-    "repeated_message_ids": ("REPEATED MESSAGE-IDS", "one Message-ID delivered more than once"),
-    "multi_sends": ("MULTI-SENDS", "one recipient + campaign, more than one Message-ID"),
-    "unknown": ("UNKNOWN", "may or may not have been delivered; never resent automatically"),
-    "stale_claims": ("STALE CLAIMS", "sending, lease expired, worker presumed dead"),
-    "missing": ("MISSING", "logged as sent, never observed"),
-}
-_NOUNS = {"ghosts": ("ghost", "ghosts"), "repeated_message_ids": ("repeated Message-ID",
-          "repeated Message-IDs"), "multi_sends": ("multi-send", "multi-sends"),
-          "unknown": ("unknown", "unknown"), "stale_claims": ("stale claim", "stale claims"),
-          "missing": ("missing", "missing")}
-
-
-def when(stamp: float | None) -> str:
-    """Unix seconds -> ``2025-03-09 07:46:00`` (UTC); ``-`` for none."""
-    if stamp is None:
-        return "-"
-    return datetime.fromtimestamp(stamp, UTC).strftime("%Y-%m-%d %H:%M:%S")
-
-
-def span(seconds: float) -> str:
-    """``86400`` -> ``24h``, ``604800`` -> ``7d``, ``5400`` -> ``90m``."""
-    if seconds < 2 * 86400 and seconds % 3600 == 0 and seconds:
-        return f"{int(seconds // 3600)}h"
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size and seconds % size == 0:
-            return f"{int(seconds // size)}{unit}"
-    if seconds >= 86400:
-        return f"{seconds / 86400:.1f}d"
-    return f"{seconds / 3600:.1f}h" if seconds >= 3600 else f"{int(seconds)}s"
+from ..times import span, when
+from .model import LABELS, PLURALS, TITLES, Ghost, Report, Window
 
 
 def describe_window(window: Window, now: float) -> str:
@@ -75,7 +43,7 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]],
 
 def _section(report: Report, name: str) -> list[str]:
     items = getattr(report, name)
-    label, meaning = _TITLES[name]
+    label, meaning = TITLES[name]
     if name == "missing" and not report.missing_checked:
         return [f"{label}: not checked (name the mailbox with --maildir or --mbox)"]
     if not items:
@@ -142,7 +110,7 @@ def summary(report: Report) -> str:
     counts = report.counts
     if not report.anomalies:
         return "no anomalies found"
-    parts = [f"{n} {_NOUNS[name][n != 1]}" for name, n in counts.items() if n]
+    parts = [f"{n} {(LABELS if n == 1 else PLURALS)[name]}" for name, n in counts.items() if n]
     noun = "anomaly" if report.anomalies == 1 else "anomalies"
     return f"{report.anomalies} {noun}: " + ", ".join(parts)
 
@@ -150,7 +118,7 @@ def summary(report: Report) -> str:
 def render(report: Report, *, title: str) -> str:
     """The whole report: title, window, one section per kind (ghosts first), a summary line."""
     lines = [title, f"window: {describe_window(report.window, report.now)}", ""]
-    for name in _TITLES:
+    for name in TITLES:
         section = _section(report, name)
         lines += [*section, ""] if len(section) > 1 else section
     if lines[-1]:

@@ -16,18 +16,38 @@ import secrets
 import sqlite3
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
+from ..attachments import Part
+from ..headers import from_json
+from ..policy import Limit, Policy
 from . import attachments
-from .db import SyncTx
-from .headers import from_json
-from .policy import Limit, Policy
-from .schema import ATTEMPTED_SQL, LIVE_SQL
-
-if TYPE_CHECKING:
-    from .queue import Claim
+from .audit import audit_in
+from .engine import Tx
+from .flags import globally_paused
+from .states import ATTEMPTED_SQL, LIVE_SQL
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A claimed message: everything needed to send it, plus the fence token."""
+
+    id: int
+    mid: str
+    token: str
+    attempt: int
+    recipient: str
+    to_name: str | None
+    campaign: str
+    from_addr: str
+    from_name: str | None
+    subject: str
+    body_text: str
+    body_html: str | None
+    reply_to: str | None = None
+    headers: tuple[tuple[str, str], ...] = ()
+    attachments: tuple[Part, ...] = ()
 
 
 _NOT_PAUSED = "campaign_id NOT IN (SELECT id FROM campaigns WHERE paused IS NOT NULL)"
@@ -94,16 +114,14 @@ RETURNING id, message_id
 """
 
 
-def expire_due(tx: SyncTx, now: float, worker: str) -> None:
+def expire_due(tx: Tx, now: float, worker: str) -> None:
     """``scheduled -> expired`` past ``expires_at`` (claims also skip them, so none is ever sent)."""
     for row_id, mid in tx.fetchall(_EXPIRE, {"now": now}):
         log.warning("row=%s mid=%s worker=%s scheduled->expired reason=past expires_at", row_id, mid, worker)
 
 
-def claim(tx: SyncTx, policy: Policy | None, *, worker: str, worker_id: int, limit: int,
+def claim(tx: Tx, policy: Policy | None, *, worker: str, worker_id: int, limit: int,
                 lease: float, now: float) -> list[Claim]:
-    from .queue import Claim
-
     token = f"{worker_id}.{secrets.token_hex(6)}"
     params = {"token": token, "worker": worker, "lease": now + lease, "now": now}
     refused = 0
@@ -148,7 +166,7 @@ SELECT m.id, m.message_id, 'suppressed: recipient ' || s.reason || coalesce(' ('
 """
 
 
-def _drop_suppressed(tx: SyncTx, ids: list[int], now: float, worker: str) -> list[int]:
+def _drop_suppressed(tx: Tx, ids: list[int], now: float, worker: str) -> list[int]:
     """Move chosen rows whose recipient is suppressed to ``suppressed``; return the others."""
     gone = tx.fetchall(_SUPPRESSED, {"ids": json.dumps(ids)})
     if not gone:
@@ -162,7 +180,7 @@ def _drop_suppressed(tx: SyncTx, ids: list[int], now: float, worker: str) -> lis
     return [i for i in ids if i not in dropped]
 
 
-def _choose(tx: SyncTx, policy: Policy | None, params: dict[str, object], limit: int, now: float,
+def _choose(tx: Tx, policy: Policy | None, params: dict[str, object], limit: int, now: float,
                   worker: str) -> list[int]:
     """Move the chosen due rows to ``sending`` (conditional update) and return their ids."""
     if policy is not None and policy.active:
@@ -173,15 +191,7 @@ def _choose(tx: SyncTx, policy: Policy | None, params: dict[str, object], limit:
     return [r[0] for r in tx.fetchall(_FAST, {**params, "limit": limit})]
 
 
-def globally_paused(tx: SyncTx) -> bool:
-    return tx.fetchone("SELECT 1 FROM flags WHERE key = 'paused'") is not None
-
-
-def paused_campaigns(tx: SyncTx) -> frozenset[str]:
-    return frozenset(r[0] for r in tx.fetchall("SELECT name FROM campaigns WHERE paused IS NOT NULL"))
-
-
-def _quarantine(tx: SyncTx, ids: list[int], worker: str, now: float, error: str) -> int:
+def _quarantine(tx: Tx, ids: list[int], worker: str, now: float, error: str) -> int:
     """Rows the SendLog index refused: a live attempt already exists, so never send; surface it."""
     rows = tx.fetchall(
         "SELECT m.id, m.message_id FROM messages m WHERE m.id IN (SELECT value FROM json_each(?)) "
@@ -192,8 +202,7 @@ def _quarantine(tx: SyncTx, ids: list[int], worker: str, now: float, error: str)
     for row_id, mid in rows:
         tx.execute("UPDATE messages SET state = 'unknown', last_reply = ?, updated_at = ? "
                          "WHERE id = ? AND state = 'scheduled'", (reason, now, row_id))
-        tx.execute("INSERT INTO audit(at, actor, action, message_id, detail) VALUES (?, ?, ?, ?, ?)",
-                         (now, worker, "claim-refused", row_id, reason))
+        audit_in(tx, now, worker, "claim-refused", row_id, reason)
         log.error("row=%s mid=%s worker=%s scheduled->unknown reason=%s", row_id, mid, worker, reason)
     return len(rows)
 
@@ -208,7 +217,7 @@ class _Batch:
     sender: dict[str, int]
 
 
-def _apply_policy(tx: SyncTx, policy: Policy, limit: int, now: float, worker: str) -> list[int]:
+def _apply_policy(tx: Tx, policy: Policy, limit: int, now: float, worker: str) -> list[int]:
     scan = max(4 * limit, 16)
     candidates: list[sqlite3.Row] = []
     for prio in (0, 1, 2):
@@ -242,7 +251,7 @@ def _apply_policy(tx: SyncTx, policy: Policy, limit: int, now: float, worker: st
     return chosen
 
 
-def _held_until(tx: SyncTx, policy: Policy, batch: _Batch, email: str, tz: str | None,
+def _held_until(tx: Tx, policy: Policy, batch: _Batch, email: str, tz: str | None,
                       campaign: str, sender: str, now: float) -> tuple[float, str] | None:
     """The moment the first rule that holds this message back frees it, and that rule's name."""
     rules = policy.for_campaign(campaign)
@@ -272,7 +281,7 @@ def _held_until(tx: SyncTx, policy: Policy, batch: _Batch, email: str, tz: str |
     return None
 
 
-def _window_free_at(tx: SyncTx, limit: Limit, now: float, in_batch: int, where: str,
+def _window_free_at(tx: Tx, limit: Limit, now: float, in_batch: int, where: str,
                           params: dict[str, object], spacing: float = 0.0) -> float | None:
     """None if one more fits in the sliding window (and the spacing), else when it will."""
     rows = tx.fetchall(

@@ -15,8 +15,8 @@ import json
 from dataclasses import dataclass, replace
 from typing import Any
 
-from .errors import UsageError
-from .schema import STATES
+from ..errors import UsageError
+from .states import STATES
 
 # The state whose last reply is searched when no state is named: a reply search is nearly
 # always about failures, and each row is read to check it.
@@ -134,7 +134,7 @@ def parse_search(text: str, campaigns: frozenset[str] = frozenset()) -> Selectio
     (``reply:"too much mail"`` for spaces; among failed messages unless a state is named);
     ``since:1h``; an address with ``@`` exactly; any other word a fragment of the address.
     """
-    from .policy import span_seconds
+    from ..times import span_seconds
 
     out = Selection()
     for term in _terms(text):

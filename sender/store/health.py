@@ -11,7 +11,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-from .db import Database
+from . import flags
+from .engine import Store
 
 SPARK_MINUTES = 30
 RECENT = 300.0     # "the last 5 minutes": the commonest error, the storm test
@@ -52,7 +53,7 @@ class Health:
         return self.minutes[-2] if len(self.minutes) > 1 else Minute()
 
 
-async def health(db: Database, now: float) -> Health:
+async def health(db: Store, now: float) -> Health:
     since = now - SPARK_MINUTES * 60.0
     buckets: dict[int, dict[str, int]] = {}
     for minute, status, n in await db.fetchall(
@@ -71,18 +72,14 @@ async def health(db: Database, now: float) -> Health:
         "FROM send_log INDEXED BY send_log_claimed WHERE claimed_at > ? "
         "AND status IN ('retry', 'failed', 'unknown') GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 1",
         (now - RECENT,))
-    flag = await db.fetchone("SELECT value, set_by, set_at FROM flags WHERE key = 'paused'")
-    campaigns = {r[0]: r[1] for r in await db.fetchall(
-        "SELECT name, paused FROM campaigns WHERE paused IS NOT NULL ORDER BY name LIMIT 100")}
-    pace = {r[0]: r[1] for r in await db.fetchall(
-        "SELECT key, value FROM flags WHERE key LIKE 'pace%' ORDER BY key LIMIT 20")}
-    insecure = await db.fetchone("SELECT set_by FROM flags WHERE key = 'tls_insecure'")
+    pause = await flags.pause_state(db)
+    pace = await flags.pace_flags(db)
     return Health(minutes=minutes, recent=recent, top_error=top[0] if top else None,
                   top_error_count=top[1] if top else 0,
-                  pause_reason=flag[0] if flag else None, paused_by=flag[1] if flag else "",
-                  paused_at=flag[2] if flag else 0.0, paused_campaigns=campaigns,
+                  pause_reason=pause.reason if pause.paused else None, paused_by=pause.set_by,
+                  paused_at=pause.set_at, paused_campaigns=await flags.campaign_pauses(db),
                   pace={k: _pace_text(v) for k, v in pace.items()},
-                  tls_insecure=insecure[0] if insecure else None)
+                  tls_insecure=await flags.flag_owner(db, "tls_insecure"))
 
 
 def _pace_text(value: str) -> str:
@@ -112,7 +109,7 @@ class WorkerActivity:
     failed: int
 
 
-async def worker_activity(db: Database, now: float) -> dict[str, WorkerActivity]:
+async def worker_activity(db: Store, now: float) -> dict[str, WorkerActivity]:
     """Sent and failed attempts of the last hour, per worker name."""
     return {r[0]: WorkerActivity(r[1], r[2]) for r in await db.fetchall(
         "SELECT worker, sum(status = 'sent'), sum(status IN ('failed', 'unknown')) "
@@ -131,7 +128,7 @@ class Observed:
     observed_at: float
 
 
-async def observed_copies(db: Database, row_id: int, mid: str,
+async def observed_copies(db: Store, row_id: int, mid: str,
                           limit: int = OBSERVED_LIMIT) -> list[Observed]:
     """Every copy traced to the row, or carrying its Message-ID, oldest first."""
     return [Observed(*r) for r in await db.fetchall(
@@ -141,7 +138,7 @@ async def observed_copies(db: Database, row_id: int, mid: str,
         {"row": row_id, "mid": mid, "limit": limit})]
 
 
-async def mailboxes(db: Database, limit: int = 20) -> dict[str, float]:
+async def mailboxes(db: Store, limit: int = 20) -> dict[str, float]:
     """When each mailbox was last read (``observe``/``reconcile``), by source.
 
     The sources are walked one index seek at a time (a skip scan of

@@ -5,11 +5,10 @@ Everything here returns plain dataclasses or dicts and runs on a read-only conne
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
-from .db import Database
-from .schema import ATTEMPTED_SQL, STATES
+from .engine import Store
+from .states import ATTEMPTED_SQL, STATES
 
 WORKER_DEAD_AFTER = 60.0
 
@@ -21,7 +20,7 @@ class WorkerCounts:
     presumed_dead: int
 
 
-async def state_counts(db: Database) -> dict[str, int]:
+async def state_counts(db: Store) -> dict[str, int]:
     """Messages per state, from the trigger-maintained counters (O(1) at any queue size)."""
     counts = {state: 0 for state in STATES}
     for state, n in await db.fetchall("SELECT state, n FROM state_counts"):
@@ -35,7 +34,7 @@ HEARTBEAT_MISSES = 3  # a worker is presumed dead after this many missed heartbe
 DEAD_CUT_SQL = ":now - max(:dead_after, :misses * coalesce(heartbeat_every, 0))"
 
 
-async def worker_counts(db: Database, now: float, dead_after: float = WORKER_DEAD_AFTER) -> WorkerCounts:
+async def worker_counts(db: Store, now: float, dead_after: float = WORKER_DEAD_AFTER) -> WorkerCounts:
     """Workers not stopped (alive or presumed dead), and those stopped in the last day.
 
     Both halves are index probes (``workers_running``, ``workers_heartbeat``): a cron line adds a
@@ -52,23 +51,14 @@ async def worker_counts(db: Database, now: float, dead_after: float = WORKER_DEA
     return WorkerCounts(alive=running[0], stopped=stopped[0], presumed_dead=running[1])
 
 
-async def paused(db: Database) -> dict[str, object]:
-    """The global pause flag (with its reason) and the paused campaigns."""
-    flag = await db.fetchone("SELECT value, set_by, set_at FROM flags WHERE key = 'paused'")
-    campaigns = {r[0]: r[1] for r in await db.fetchall(
-        "SELECT name, paused FROM campaigns WHERE paused IS NOT NULL ORDER BY name")}
-    return {"global": None if flag is None else {"reason": flag[0], "by": flag[1], "at": flag[2]},
-            "campaigns": campaigns}
-
-
-async def deferred_counts(db: Database) -> dict[str, int]:
+async def deferred_counts(db: Store) -> dict[str, int]:
     """Scheduled messages a sending policy pushed back, by rule (window, recipient-cap, rate, daily-cap)."""
     return {r[0]: r[1] for r in await db.fetchall(
         "SELECT defer_reason, count(*) FROM messages "
         "WHERE state = 'scheduled' AND defer_reason IS NOT NULL GROUP BY defer_reason")}
 
 
-async def sender_budgets(db: Database, rate: tuple[int, float] | None, daily_cap: int | None,
+async def sender_budgets(db: Store, rate: tuple[int, float] | None, daily_cap: int | None,
                          now: float) -> dict[str, dict[str, int]]:
     """What each From account may still send now under ``--rate`` and ``--daily-cap``."""
     if rate is None and daily_cap is None:
@@ -87,13 +77,3 @@ async def sender_budgets(db: Database, rate: tuple[int, float] | None, daily_cap
             budget["daily_remaining"] = max(0, daily_cap - in_day)
         out[sender] = budget
     return out
-
-
-async def relay_flags(db: Database) -> dict[str, object]:
-    """What running workers show about their relay: a slowed ``pace`` (throttling) and whether a
-    worker runs with ``--tls-insecure``."""
-    rows = {r[0]: (r[1], r[2]) for r in await db.fetchall(
-        "SELECT key, value, set_by FROM flags WHERE key IN ('pace', 'tls_insecure')")}
-    pace = rows.get("pace")
-    insecure = rows.get("tls_insecure")
-    return {"pace": json.loads(pace[0]) if pace else None, "tls_insecure": insecure[1] if insecure else None}

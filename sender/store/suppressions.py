@@ -2,7 +2,7 @@
 
 One global list, not one per From domain (docs/deliverability.md says why): an unsubscribe, a
 complaint or a hard bounce is about the person's mailbox, whichever brand of the team writes.
-The claim transaction reads it (``sender.claims``); this module is how rows get on and off it:
+The claim transaction reads it (``sender.store.claims``); this module is how rows get on and off it:
 the ``suppress`` command, unsubscribe tokens, and DSN/ARF reports found by ``observe``.
 """
 
@@ -13,10 +13,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .db import Database, SyncTx
-from .errors import InputError, UsageError
-from .intake import check_address
-from .schema import SUPPRESSION_REASONS
+from ..errors import InputError, UsageError
+from ..intake import check_address
+from .engine import Store, Tx
+from .states import SUPPRESSION_REASONS
 
 # A newer reason wins over an older one except that ``manual`` never hides a stronger one.
 UPSERT = """
@@ -48,7 +48,7 @@ def check_reason(reason: str) -> str:
     return reason
 
 
-def add_in(tx: SyncTx, entries: Iterable[tuple[str, str]], *, source: str, now: float) -> int:
+def add_in(tx: Tx, entries: Iterable[tuple[str, str]], *, source: str, now: float) -> int:
     """Inside a caller's transaction: suppress each (address, reason); return how many rows."""
     rows = [(email, check_reason(reason), now, source) for email, reason in entries]
     for row in rows:
@@ -56,29 +56,30 @@ def add_in(tx: SyncTx, entries: Iterable[tuple[str, str]], *, source: str, now: 
     return len(rows)
 
 
-async def add(db: Database, entries: Iterable[tuple[str, str]], *, source: str, now: float) -> int:
+async def add_within(db: Store, entries: Iterable[tuple[str, str]], *, source: str, now: float) -> int:
+    """Inside the caller's write: suppress each (address, reason); return how many rows."""
+    rows = [(email, check_reason(reason), now, source) for email, reason in entries]
+    await db.executemany(UPSERT, rows)
+    return len(rows)
+
+
+async def add(db: Store, entries: Iterable[tuple[str, str]], *, source: str, now: float) -> int:
     items = list(entries)
     return await db.transaction(lambda tx: add_in(tx, items, source=source, now=now))
 
 
-async def remove(db: Database, emails: Iterable[str]) -> int:
+async def remove(db: Store, emails: Iterable[str]) -> int:
     items = list(emails)
 
-    def work(tx: SyncTx) -> int:
+    def work(tx: Tx) -> int:
         return sum(tx.execute("DELETE FROM suppressions WHERE email = ?", (e,)) for e in items)
 
     return await db.transaction(work)
 
 
-async def listing(db: Database) -> list[Suppression]:
+async def listing(db: Store) -> list[Suppression]:
     return [Suppression(*r) for r in await db.fetchall(
         "SELECT email, reason, at, source FROM suppressions ORDER BY email")]
-
-
-async def is_suppressed(db: Database, email: str) -> str | None:
-    """The reason ``email`` is suppressed, or None."""
-    row = await db.fetchone("SELECT reason FROM suppressions WHERE email = ?", (email,))
-    return None if row is None else str(row[0])
 
 
 def read_csv(path: str, default_reason: str) -> list[tuple[str, str]]:

@@ -11,10 +11,11 @@ import json
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
-from .db import Database
-from .errors import UsageError
+from ..errors import UsageError
+from .audit import audit
+from .engine import Store
 from .selection import Selection, where
 
 log = logging.getLogger(__name__)
@@ -28,15 +29,7 @@ REQUEUE_RISK = ("note: unknown means the end of the data may have reached the re
                 "reconcile did not find in the mailbox")
 
 
-@dataclass(frozen=True, slots=True)
-class PauseState:
-    paused: bool
-    reason: str
-    set_by: str
-    set_at: float
-
-
-async def _rows_in(db: Database, ids: Sequence[int], state: str, action: str) -> list[tuple[int, str, str | None]]:
+async def _rows_in(db: Store, ids: Sequence[int], state: str, action: str) -> list[tuple[int, str, str | None]]:
     if not ids:
         raise UsageError(f"{action}: no message ids given")
     rows = await db.fetchall(
@@ -52,13 +45,7 @@ async def _rows_in(db: Database, ids: Sequence[int], state: str, action: str) ->
     return [(r[0], r[2], r[3]) for r in (found[i] for i in dict.fromkeys(ids))]
 
 
-async def _audit(db: Database, now: float, actor: str, action: str, message_id: int | None,
-                 detail: str) -> None:
-    await db.execute("INSERT INTO audit(at, actor, action, message_id, detail) VALUES (?, ?, ?, ?, ?)",
-                     (now, actor, action, message_id, detail))
-
-
-async def resolve(db: Database, ids: Sequence[int], as_: Resolution, *, actor: str, now: float,
+async def resolve(db: Store, ids: Sequence[int], as_: Resolution, *, actor: str, now: float,
                   reason: str = "") -> int:
     """Settle ``unknown`` messages. ``requeue`` keeps the Message-ID, so a copy that did arrive
     and a resend share one id and the report can tell them apart from a real duplicate."""
@@ -81,13 +68,13 @@ async def resolve(db: Database, ids: Sequence[int], as_: Resolution, *, actor: s
                 "smtp_reply = coalesce(smtp_reply || '; ', '') || ? "
                 "WHERE message_id = ? AND status = 'unknown'",
                 (log_status, now, f"resolved by {actor}: {as_}", row_id))
-            await _audit(db, now, actor, f"resolve-{as_}", row_id, detail)
+            await audit(db, now, actor, f"resolve-{as_}", row_id, detail)
             log.info("row=%s mid=%s worker=%s unknown->%s reason=operator %s", row_id, mid, actor,
                      to_state, reason or as_)
     return len(rows)
 
 
-async def cancel(db: Database, ids: Sequence[int], *, actor: str, now: float, reason: str = "") -> int:
+async def cancel(db: Store, ids: Sequence[int], *, actor: str, now: float, reason: str = "") -> int:
     """``scheduled -> cancelled``: it will never be claimed."""
     async with db.write():
         rows = await _rows_in(db, ids, "scheduled", "cancel")
@@ -95,12 +82,12 @@ async def cancel(db: Database, ids: Sequence[int], *, actor: str, now: float, re
             await db.execute("UPDATE messages SET state = 'cancelled', updated_at = ?, last_reply = ? "
                              "WHERE id = ? AND state = 'scheduled'",
                              (now, f"cancelled by {actor}" + (f": {reason}" if reason else ""), row_id))
-            await _audit(db, now, actor, "cancel", row_id, reason or "scheduled -> cancelled")
+            await audit(db, now, actor, "cancel", row_id, reason or "scheduled -> cancelled")
             log.info("row=%s mid=%s worker=%s scheduled->cancelled reason=operator", row_id, mid, actor)
     return len(rows)
 
 
-async def retry(db: Database, ids: Sequence[int], *, actor: str, now: float) -> int:
+async def retry(db: Store, ids: Sequence[int], *, actor: str, now: float) -> int:
     """``failed -> scheduled`` with the same Message-ID and a fresh attempt budget."""
     async with db.write():
         rows = await _rows_in(db, ids, "failed", "retry")
@@ -108,12 +95,12 @@ async def retry(db: Database, ids: Sequence[int], *, actor: str, now: float) -> 
             await db.execute("UPDATE messages SET state = 'scheduled', attempts = 0, due_at = ?, "
                              "claim_token = NULL, updated_at = ? WHERE id = ? AND state = 'failed'",
                              (now, now, row_id))
-            await _audit(db, now, actor, "retry", row_id, "failed -> scheduled")
+            await audit(db, now, actor, "retry", row_id, "failed -> scheduled")
             log.info("row=%s mid=%s worker=%s failed->scheduled reason=operator retry", row_id, mid, actor)
     return len(rows)
 
 
-async def mark_found(db: Database, mids: Iterable[str], *, actor: str, now: float, source: str) -> list[int]:
+async def mark_found(db: Store, mids: Iterable[str], *, actor: str, now: float, source: str) -> list[int]:
     """Reconciliation: ``unknown`` messages whose Message-ID was seen in a mailbox are ``sent``."""
     found = sorted(set(mids))
     changed: list[int] = []
@@ -132,63 +119,9 @@ async def mark_found(db: Database, mids: Iterable[str], *, actor: str, now: floa
                              "smtp_reply = coalesce(smtp_reply || '; ', '') || ? "
                              "WHERE message_id = ? AND status = 'unknown'",
                              (now, f"reconciled: found in {source}", row_id))
-            await _audit(db, now, actor, "reconcile-sent", row_id, f"Message-ID found in {source}")
+            await audit(db, now, actor, "reconcile-sent", row_id, f"Message-ID found in {source}")
             log.info("row=%s worker=%s unknown->sent reason=Message-ID found in %s", row_id, actor, source)
     return changed
-
-
-async def set_paused(db: Database, paused: bool, *, actor: str, now: float, reason: str = "") -> None:
-    """The global pause flag every daemon checks inside its claim transaction."""
-    async with db.write():
-        for sql, params in pause_flag_statements(paused, actor=actor, now=now, reason=reason):
-            await db.execute(sql, params)
-    log.warning("sending %s by %s%s", "paused" if paused else "resumed", actor, f": {reason}" if reason else "")
-
-
-def pause_flag_statements(paused: bool, *, actor: str, now: float, reason: str) -> list[tuple[str, tuple[Any, ...]]]:
-    """Set or clear the flag, with its audit row (the daemon's auto-pause runs these in its claim)."""
-    audit = ("INSERT INTO audit(at, actor, action, message_id, detail) VALUES (?, ?, ?, NULL, ?)",
-             (now, actor, "pause" if paused else "resume", reason))
-    if paused:
-        return [("INSERT INTO flags(key, value, set_at, set_by) VALUES ('paused', ?, ?, ?) "
-                 "ON CONFLICT(key) DO UPDATE SET value = excluded.value, "
-                 "set_at = excluded.set_at, set_by = excluded.set_by", (reason or "paused", now, actor)), audit]
-    return [("DELETE FROM flags WHERE key = 'paused'", ()), audit]
-
-
-async def set_campaign_paused(db: Database, campaign: str, paused: bool, *, actor: str, now: float,
-                              reason: str = "") -> None:
-    """Pause or resume one campaign; its messages stay queued and are skipped by every claim."""
-    async with db.write():
-        row = await db.fetchone("SELECT id FROM campaigns WHERE name = ?", (campaign,))
-        if row is None:
-            raise UsageError(f"no such campaign: {campaign!r}")
-        await db.execute("UPDATE campaigns SET paused = ? WHERE id = ?",
-                         ((reason or f"paused by {actor}") if paused else None, row[0]))
-        await _audit(db, now, actor, "pause-campaign" if paused else "resume-campaign", None,
-                     f"{campaign}: {reason}" if reason else campaign)
-    log.warning("campaign %s %s by %s%s", campaign, "paused" if paused else "resumed", actor,
-                f": {reason}" if reason else "")
-
-
-async def pause_state(db: Database) -> PauseState:
-    row = await db.fetchone("SELECT value, set_by, set_at FROM flags WHERE key = 'paused'")
-    if row is None:
-        return PauseState(False, "", "", 0.0)
-    return PauseState(True, row[0], row[1], row[2])
-
-
-async def set_flag(db: Database, key: str, value: str | None, *, actor: str, now: float) -> None:
-    """A small status flag a worker shows others (its pace, an insecure TLS setting); ``None``
-    removes it if this actor set it. Never the pause flag: that one has its audit trail."""
-    assert key != "paused"
-    async with db.write():
-        if value is None:
-            await db.execute("DELETE FROM flags WHERE key = ? AND set_by = ?", (key, actor))
-        else:
-            await db.execute("INSERT INTO flags(key, value, set_at, set_by) VALUES (?, ?, ?, ?) "
-                             "ON CONFLICT(key) DO UPDATE SET value = excluded.value, "
-                             "set_at = excluded.set_at, set_by = excluded.set_by", (key, value, now, actor))
 
 
 # --- bulk actions: one statement over a Selection, one audit row ---------------------------
@@ -224,7 +157,7 @@ def bulk_selection(kind: BulkKind, sel: Selection) -> Selection:
     return sel.with_states(sel.states or allowed[:1])
 
 
-async def _check_names(db: Database, sel: Selection) -> None:
+async def _check_names(db: Store, sel: Selection) -> None:
     if sel.campaign is not None and await db.fetchone(
             "SELECT 1 FROM campaigns WHERE name = ?", (sel.campaign,)) is None:
         raise UsageError(f"no such campaign: {sel.campaign!r}")
@@ -237,13 +170,13 @@ async def _check_names(db: Database, sel: Selection) -> None:
             raise UsageError(f"no such message id(s): {', '.join(missing)}")
 
 
-async def count_selected(db: Database, sel: Selection) -> int:
+async def count_selected(db: Store, sel: Selection) -> int:
     cond, params = where(sel)
     row = await db.fetchone(f"SELECT count(*) FROM messages m WHERE {cond}", params)
     return row[0] if row else 0
 
 
-async def bulk(db: Database, kind: BulkKind, sel: Selection, *, actor: str, now: float,
+async def bulk(db: Store, kind: BulkKind, sel: Selection, *, actor: str, now: float,
                yes: bool, reason: str = "") -> BulkResult:
     """Count (``yes=False``) or act on every message ``sel`` matches, in one transaction.
 
@@ -262,12 +195,12 @@ async def bulk(db: Database, kind: BulkKind, sel: Selection, *, actor: str, now:
         detail = f"{len(ids)} message(s) -> {BULK_TO[kind]}; filter: {text}"
         if reason:
             detail += f"; reason: {reason}"
-        await _audit(db, now, actor, f"bulk-{kind}", ids[0] if len(ids) == 1 else None, detail)
+        await audit(db, now, actor, f"bulk-{kind}", ids[0] if len(ids) == 1 else None, detail)
     log.info("bulk %s by %s: %s", kind, actor, detail)
     return BulkResult(kind, len(ids), text, True)
 
 
-async def _bulk_update(db: Database, kind: BulkKind, sel: Selection, *, actor: str, now: float,
+async def _bulk_update(db: Store, kind: BulkKind, sel: Selection, *, actor: str, now: float,
                        reason: str) -> list[int]:
     cond, params = where(sel)
     params = {**params, "now": now, "note": f"{kind} by {actor}" + (f": {reason}" if reason else "")}

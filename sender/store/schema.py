@@ -11,19 +11,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .states import LIVE_SQL
+
 APPLICATION_ID = 0x53454E44  # "SEND": marks a file as ours
-
-STATES = ("scheduled", "sending", "sent", "failed", "unknown", "cancelled", "expired", "suppressed",
-          "bounced")
-
-# Why an address is on the suppression list (``suppressions.reason``).
-SUPPRESSION_REASONS = ("unsubscribed", "bounced", "complained", "manual")
-
-# SendLog statuses that mean "this message may be, or is, delivered": at most one per message
-# and one per dedupe key, enforced by unique partial indexes (invariant 2).
-LIVE_SQL = "('sending','sent','unknown')"
-# SendLog statuses that were an SMTP transaction: they count against sender rates.
-ATTEMPTED_SQL = "('sending','sent','unknown','retry','failed')"
 
 _INITIAL = f"""
 CREATE TABLE schema_migrations (
@@ -208,7 +198,7 @@ INSERT OR IGNORE INTO shared_pairs(recipient_id, campaign_id)
 class Rebuild:
     """A migration step SQLite cannot do with ``ALTER TABLE``: change a constraint of ``table``.
 
-    Run by ``sender.db`` as the documented 12-step table rebuild
+    Run by ``sender.store.db`` as the documented 12-step table rebuild
     (https://www.sqlite.org/lang_altertable.html#otheralter), with foreign keys off: the table's
     current ``CREATE TABLE`` text with ``old`` replaced by ``new`` becomes ``{table}_new``, the
     rows are copied, the old table dropped, the new one renamed, and every index and trigger the
@@ -293,7 +283,7 @@ CREATE TABLE IF NOT EXISTS message_attachments (
 # common case) cost the claim no look-up in message_attachments.
 _ATTACHMENT_COUNT = AddColumns("message_bodies", (("attachments", "INTEGER NOT NULL DEFAULT 0"),))
 
-# The monitor's search (``sender.selection``): a recipient fragment through a trigram index over
+# The monitor's search (``sender.store.selection``): a recipient fragment through a trigram index over
 # the addresses (kept by triggers at enqueue, never touched by a claim); a campaign's messages
 # by state (counts and pages of "failed in campaign X" read the index alone; measured cost on
 # the claim path: about 1 %, 0.663 s -> 0.670 s for 9,600 claims and outcomes); and when each

@@ -1,6 +1,6 @@
-"""The monitor's read API (``sender.monitor``) on a seeded queue, and the seed the TUI tests share.
+"""The monitor's read API (``sender.store.views``) on a seeded queue, and the seed the TUI tests share.
 
-``seed`` builds a small queue through the real write path (``sender.queue`` enqueue, claim and
+``seed`` builds a small queue through the real write path (``sender.store`` enqueue, claim and
 record, worker registration) at fixed times, then pins the random parts (Message-IDs) so the
 screens are the same on every run. It holds one message in every state, a stale claim of a
 dead worker, three workers (alive, presumed dead, stopped) and a reproduction of the incident:
@@ -20,10 +20,12 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from sender import monitor, queue, report
-from sender.db import open_db
+from sender import report
 from sender.intake import NewMessage
-from sender.queue import Outcome
+from sender.store import sending, views
+from sender.store.db import open_db
+from sender.store.enqueue import enqueue
+from sender.store.sending import Outcome
 
 T0 = 1_750_000_000.0  # 2025-06-15 15:06:40 UTC, the tests' fixed clock
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,25 +48,25 @@ async def _seed(path: str) -> None:
     async with open_db(path, create=True) as db:
         rows = [NewMessage(to=f"{n}@example.com", subject=f"Hello {n}", body="Hi.", campaign=c,
                            send_at=T0 + off, name=n.title()) for n, c, off in MESSAGES]
-        await queue.enqueue(db, rows, from_addr="team@example.org", from_name="Team",
+        await enqueue(db, rows, from_addr="team@example.org", from_name="Team",
                             domain="example.org", now=T0 - 4000)
-        w1 = await queue.register_worker(db, "w1", 101, "host-a", T0 - 3600)
-        w2 = await queue.register_worker(db, "w2", 202, "host-b", T0 - 3000)
-        w3 = await queue.register_worker(db, "w3", 303, "host-a", T0 - 7200)
-        await queue.stop_worker(db, w3, T0 - 3500)
-        first = await queue.claim(db, worker="w1", worker_id=w1, limit=4, lease=300, now=T0 - 2500)
-        await queue.claim(db, worker="w2", worker_id=w2, limit=1, lease=300, now=T0 - 2500)
+        w1 = await sending.register_worker(db, "w1", 101, "host-a", T0 - 3600)
+        w2 = await sending.register_worker(db, "w2", 202, "host-b", T0 - 3000)
+        w3 = await sending.register_worker(db, "w3", 303, "host-a", T0 - 7200)
+        await sending.stop_worker(db, w3, T0 - 3500)
+        first = await sending.claim(db, worker="w1", worker_id=w1, limit=4, lease=300, now=T0 - 2500)
+        await sending.claim(db, worker="w2", worker_id=w2, limit=1, lease=300, now=T0 - 2500)
         t = {c.id: c.token for c in first}
-        await queue.record(db, [
+        await sending.record(db, [
             Outcome(1, t[1], "sent", 250, "2.0.0 queued as A1"),
             Outcome(2, t[2], "retry", 451, "4.7.1 greylisted", due_at=T0 + 300),
             Outcome(3, t[3], "failed", 550, "5.1.1 no such user"),
             Outcome(4, t[4], "unknown", None, "connection lost after data"),
         ], T0 - 2490)
-        lead = await queue.claim(db, worker="w1", worker_id=w1, limit=1, lease=300, now=T0 - 40)
-        await queue.record(db, [Outcome(lead[0].id, lead[0].token, "sent", 250, "2.0.0 ok")],
+        lead = await sending.claim(db, worker="w1", worker_id=w1, limit=1, lease=300, now=T0 - 40)
+        await sending.record(db, [Outcome(lead[0].id, lead[0].token, "sent", 250, "2.0.0 ok")],
                            T0 - 39)
-        await queue.claim(db, worker="w1", worker_id=w1, limit=1, lease=300, now=T0 - 30)
+        await sending.claim(db, worker="w1", worker_id=w1, limit=1, lease=300, now=T0 - 30)
         async with db.write():
             await db.execute("UPDATE workers SET heartbeat_at = ? WHERE id = ?", (T0 - 5, w1))
             await db.execute("UPDATE messages SET message_id = '<' || id || '.' || "
@@ -89,10 +91,10 @@ def _template_file() -> Path:
     if not _template:
         folder = Path(tempfile.mkdtemp(prefix="tui-seed-"))
         atexit.register(shutil.rmtree, folder, True)
-        thread = threading.Thread(target=asyncio.run, args=(_seed(str(folder / "queue.db")),))
+        thread = threading.Thread(target=asyncio.run, args=(_seed(str(folder / "sending.db")),))
         thread.start()
         thread.join()
-        _template.append(folder / "queue.db")
+        _template.append(folder / "sending.db")
     return _template[0]
 
 
@@ -114,7 +116,7 @@ def rows(path: str, sql: str, params: tuple[object, ...] = ()) -> list[tuple[obj
 
 async def test_seed_has_every_state(tmp_path: Path) -> None:
     """The shared seed holds the states, workers and incident the other TUI tests rely on."""
-    path = await aseed(tmp_path / "queue.db")
+    path = await aseed(tmp_path / "sending.db")
     states = dict(rows(path, "SELECT id, state FROM messages"))
     assert states == {1: "sent", 2: "scheduled", 3: "failed", 4: "unknown", 5: "sending",
                       6: "sending", 7: "scheduled", 8: "scheduled", 9: "scheduled", 10: "sent"}
@@ -123,14 +125,14 @@ async def test_seed_has_every_state(tmp_path: Path) -> None:
 
 async def test_read_api_returns_the_seeded_rows(tmp_path: Path) -> None:
     """Each monitor query returns exactly the rows its panel must show."""
-    path = await aseed(tmp_path / "queue.db")
+    path = await aseed(tmp_path / "sending.db")
     async with open_db(path, readonly=True) as db:
-        ov = await monitor.overview(db, T0)
-        q = await monitor.queue_view(db, T0)
-        claims = await monitor.in_flight(db, T0)
-        workers = await monitor.workers(db, T0)
-        log = await monitor.send_log(db)
-        detail = await monitor.message(db, 2)
+        ov = await views.overview(db, T0)
+        q = await views.queue_view(db, T0)
+        claims = await views.in_flight(db, T0)
+        workers = await views.workers(db, T0)
+        log = await views.send_log(db)
+        detail = await views.message(db, 2)
     assert ov.counts["sending"] == 2 and ov.stale_claims == 1 and ov.sent_last_minute == 1
     assert (ov.workers.alive, ov.workers.presumed_dead, ov.workers.stopped) == (1, 1, 1)
     assert [m.id for m in q.messages] == [7, 2, 8, 9] and q.due_now == 1
@@ -148,14 +150,14 @@ async def test_read_api_returns_the_seeded_rows(tmp_path: Path) -> None:
 
 async def test_log_filter_forms(tmp_path: Path) -> None:
     """The log filter matches a recipient, a Message-ID with or without brackets, a row and a status."""
-    path = await aseed(tmp_path / "queue.db")
+    path = await aseed(tmp_path / "sending.db")
     async with open_db(path, readonly=True) as db:
-        by_rcpt = await monitor.send_log(db, "c@example.com")
-        by_mid = await monitor.send_log(db, fixed_mid(4).strip("<>"))
-        by_row = await monitor.send_log(db, "#3")
-        by_status = await monitor.send_log(db, "unknown")
-        by_part = await monitor.send_log(db, "LEAD@")
-        odd = await monitor.send_log(db, "%_\\")
+        by_rcpt = await views.send_log(db, "c@example.com")
+        by_mid = await views.send_log(db, fixed_mid(4).strip("<>"))
+        by_row = await views.send_log(db, "#3")
+        by_status = await views.send_log(db, "unknown")
+        by_part = await views.send_log(db, "LEAD@")
+        odd = await views.send_log(db, "%_\\")
     assert [a.message for a in by_rcpt] == [3]
     assert [a.message for a in by_mid] == [4]
     assert [a.message for a in by_row] == [3]
@@ -166,7 +168,7 @@ async def test_log_filter_forms(tmp_path: Path) -> None:
 
 async def test_monitor_queries_use_indexes(tmp_path: Path) -> None:
     """No monitor query walks a whole messages or SendLog table (a rowid walk under LIMIT is fine)."""
-    path = await aseed(tmp_path / "queue.db")
+    path = await aseed(tmp_path / "sending.db")
     plans: list[tuple[str, str]] = []
     async with open_db(path, readonly=True) as db:
         original = db.fetchall
@@ -182,14 +184,14 @@ async def test_monitor_queries_use_indexes(tmp_path: Path) -> None:
 
         db.fetchall = explained  # type: ignore[method-assign]
         db.fetchone = first  # type: ignore[method-assign]
-        await monitor.overview(db, T0)
-        await monitor.queue_view(db, T0)
-        await monitor.in_flight(db, T0)
-        await monitor.workers(db, T0)
-        await monitor.send_log(db)
-        await monitor.send_log(db, "lead@example.com")
-        await monitor.message(db, 3)
-        await report.build_report(db, T0 - 86400, T0)  # the Duplicates tab's worker
+        await views.overview(db, T0)
+        await views.queue_view(db, T0)
+        await views.in_flight(db, T0)
+        await views.workers(db, T0)
+        await views.send_log(db)
+        await views.send_log(db, "lead@example.com")
+        await views.message(db, 3)
+        await report.build_report(db, report.Window(T0 - 86400, T0), T0)  # the Duplicates tab's worker
     full = [(sql, step) for sql, step in plans
             if step in ("SCAN messages", "SCAN m", "SCAN send_log", "SCAN s")
             and not sql.endswith("FROM send_log ORDER BY id DESC LIMIT ?")]
@@ -205,7 +207,7 @@ async def test_monitor_queries_use_indexes(tmp_path: Path) -> None:
 
 def test_importing_sender_never_imports_textual() -> None:
     """``sender`` (including the monitor's read API) never pulls in textual: imports go one way."""
-    code = ("import sys, sender, sender.monitor, sender.admin, sender.queries; "
+    code = ("import sys, sender, sender.store.views, sender.store.operator, sender.store.counts; "
             "print('textual' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
                          timeout=60)

@@ -19,8 +19,8 @@ from typing import Any, NoReturn, TypeVar
 
 import aiosqlite
 
-from .errors import DamagedDatabase, NotOurDatabase, SchemaTooNew, StoreError
-from .queuefile import FILE_MODE, OpenedFile, create_private, is_sqlite, no_queue, require_queue_file
+from ..errors import DamagedDatabase, NotOurDatabase, SchemaTooNew, StoreError
+from ..queuefile import FILE_MODE, OpenedFile, create_private, is_sqlite, no_queue, require_queue_file
 from .schema import APPLICATION_ID, MIGRATIONS, AddColumns, Rebuild
 
 log = logging.getLogger(__name__)
@@ -35,6 +35,11 @@ T = TypeVar("T")
 Params = Sequence[Any] | dict[str, Any]
 
 
+def damaged(path: str) -> DamagedDatabase:
+    """The error for corrupt pages, naming the command that checks the file."""
+    return DamagedDatabase(path, f"sqlite3 {path} 'PRAGMA integrity_check'")
+
+
 def _damaged(exc: sqlite3.Error) -> bool:
     """SQLite's own verdict that pages are corrupt (``database disk image is malformed``)."""
     code = getattr(exc, "sqlite_errorcode", None)
@@ -43,15 +48,19 @@ def _damaged(exc: sqlite3.Error) -> bool:
     return code & 0xFF in (SQLITE_CORRUPT, SQLITE_NOTADB)
 
 
-def _store_error(exc: sqlite3.Error, path: str, what: str) -> StoreError:
-    return DamagedDatabase(path) if _damaged(exc) else StoreError(f"{path}: {what}: {exc}")
+def store_error(exc: sqlite3.Error, path: str, what: str) -> StoreError:
+    return damaged(path) if _damaged(exc) else StoreError(f"{path}: {what}: {exc}")
 
 
 def _reraise(exc: sqlite3.Error, path: str) -> NoReturn:
-    """A read that met corrupt pages is a ``DamagedDatabase``; any other error goes on unchanged."""
+    """A statement's error as the store's: corrupt pages are a ``DamagedDatabase``, a lock held
+    too long or any other failure a ``StoreError`` naming the file and the cause."""
     if _damaged(exc):
-        raise DamagedDatabase(path) from exc
-    raise exc
+        raise damaged(path) from exc
+    text = str(exc)
+    if "locked" in text or "busy" in text:
+        raise StoreError(f"{path} is locked by another process ({text})") from exc
+    raise StoreError(f"{path}: cannot read ({text})") from exc
 
 
 class SyncTx:
@@ -170,7 +179,7 @@ class Database:
             try:
                 return await self.conn._execute(_run_transaction, self.conn._conn, fn)
             except sqlite3.Error as exc:
-                raise _store_error(exc, self.path, "write failed") from exc
+                raise store_error(exc, self.path, "write failed") from exc
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[Database]:
@@ -181,21 +190,21 @@ class Database:
             try:
                 await self.conn._execute(_begin_immediate, self.conn._conn)
             except sqlite3.Error as exc:
-                raise _store_error(exc, self.path, "cannot start a write") from exc
+                raise store_error(exc, self.path, "cannot start a write") from exc
             try:
                 yield self
             except BaseException as exc:
                 if self.conn.in_transaction:
                     await self.conn.execute("ROLLBACK")
                 if isinstance(exc, sqlite3.Error):
-                    raise _store_error(exc, self.path, "write failed") from exc
+                    raise store_error(exc, self.path, "write failed") from exc
                 raise
             try:
                 await self.conn.execute("COMMIT")
             except sqlite3.Error as exc:
                 if self.conn.in_transaction:
                     await self.conn.execute("ROLLBACK")
-                raise _store_error(exc, self.path, "commit failed") from exc
+                raise store_error(exc, self.path, "commit failed") from exc
 
 def _is_busy(exc: sqlite3.Error) -> bool:
     text = str(exc).lower()

@@ -1,4 +1,4 @@
-"""The monitor's search: any message of the queue, by the terms of ``sender.selection``, paged.
+"""The monitor's search: any message of the queue, by the terms of ``sender.store.selection``, paged.
 
 ``search`` returns one page and the true total ("N of M"): the total of a state alone comes from
 the trigger-kept ``state_counts`` (O(1)); any other total is counted through the index of its
@@ -13,9 +13,9 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, replace
 
-from . import queries
-from .db import Database
-from .errors import UsageError
+from ..errors import UsageError
+from . import counts
+from .engine import Store
 from .selection import FRAGMENT_CAP, FTS_MIN, REPLY_STATES, Selection, parse_search, resolve, where
 
 PAGE = 100
@@ -68,12 +68,12 @@ class SearchPage:
         return self.offset + len(self.rows)
 
 
-async def campaign_names(db: Database) -> frozenset[str]:
+async def campaign_names(db: Store) -> frozenset[str]:
     return frozenset(r[0] for r in await db.fetchall(
         "SELECT name FROM campaigns ORDER BY id LIMIT ?", (CAMPAIGN_NAMES,)))
 
 
-async def search(db: Database, text: str, now: float, *, offset: int = 0, limit: int = PAGE,
+async def search(db: Store, text: str, now: float, *, offset: int = 0, limit: int = PAGE,
                  order: str = "") -> SearchPage:
     """One page of the messages ``text`` selects (see ``selection.parse_search``).
 
@@ -92,7 +92,7 @@ async def search(db: Database, text: str, now: float, *, offset: int = 0, limit:
     return await select(db, sel, text=text, offset=offset, limit=limit, order=order)
 
 
-async def select(db: Database, sel: Selection, *, text: str = "", offset: int = 0,
+async def select(db: Store, sel: Selection, *, text: str = "", offset: int = 0,
                  limit: int = PAGE, order: str = "") -> SearchPage:
     """A state list reads its total from ``state_counts``; any other selection counts its
     matches in SQL up to ``TOTAL_CAP``. The page is read in the selection's natural order
@@ -171,19 +171,19 @@ def _natural_order(sel: Selection) -> str:
     return "-id"
 
 
-async def _count_upto(db: Database, sel: Selection, cap: int) -> int:
+async def _count_upto(db: Store, sel: Selection, cap: int) -> int:
     cond, params = where(sel)
     row = await db.fetchone(f"SELECT count(*) FROM (SELECT 1 FROM messages m WHERE {cond} LIMIT :cap)",
                             {**params, "cap": cap})
     return row[0] if row else 0
 
 
-async def _state_total(db: Database, sel: Selection) -> int:
-    counts = await queries.state_counts(db)
-    return sum(counts.get(s, 0) for s in dict.fromkeys(sel.states))
+async def _state_total(db: Store, sel: Selection) -> int:
+    states = await counts.state_counts(db)
+    return sum(states.get(s, 0) for s in dict.fromkeys(sel.states))
 
 
-async def _fragment_capped(db: Database, sel: Selection, matched: int) -> bool:
+async def _fragment_capped(db: Store, sel: Selection, matched: int) -> bool:
     """Whether a fragment matched more addresses than ``where`` looks at (only asked when the
     match is that large: each address has at least one message)."""
     if sel.fragment is None or matched < FRAGMENT_CAP or len(sel.fragment) < FTS_MIN:

@@ -1,10 +1,9 @@
 """The duplicate report: every way a message can have gone out other than exactly once.
 
-The seed's incident was found by hand: a lead said "I got three emails", the database showed one.
-This module finds that, and its relatives, in seconds, by comparing the SendLog with what was
-observed in mailboxes (``sender.observe``):
+The reads behind the duplicate report (assembled by ``sender.report``): each compares the SendLog
+with what was observed in mailboxes (``sender.observe``):
 
-* ``ghosts``: a Message-ID observed but absent from SendLog (the incident's exact symptom),
+* ``ghosts``: a Message-ID observed but absent from SendLog (a lead's "I got three emails"),
   traced back to its queue row when the Message-ID embeds one;
 * ``repeated_message_ids``: one Message-ID delivered more than once to the same recipient
   (counted per mailbox, so reading two archives of the same mail is not a duplicate);
@@ -15,7 +14,7 @@ observed in mailboxes (``sender.observe``):
 * ``missing``: logged as sent but never observed, checked only against mailboxes the caller
   names, from the first message each holds.
 
-This is the store API the monitor calls: each function takes an open ``Database`` (read-only is
+Each function takes an open ``Store`` (read-only is
 enough) and Unix-second floats, returns frozen dataclasses, and runs bounded, indexed queries
 (``LIMIT`` everywhere; window scans walk ``send_log_claimed`` and ``observations_at``), so it
 stays fast at a million SendLog rows. Windows are closed intervals ``[since, now]``.
@@ -27,76 +26,28 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from .db import Database
-from .errors import UsageError
-from .report_model import (
-    ANOMALIES,
+from ..report.model import (
+    LIMIT,
     Ghost,
     Missing,
     MultiSend,
     RepeatedMessageId,
-    Report,
     Sighting,
     StaleClaim,
     UnknownMessage,
-    Window,
-    iso,
-    parse_since,
-    parse_time,
 )
-from .schema import LIVE_SQL
+from .engine import Store
+from .states import LIVE_SQL
 
-__all__ = [
-    "ANOMALIES", "LIMIT", "Ghost", "Missing", "MultiSend", "RepeatedMessageId", "Report", "Sighting",
-    "StaleClaim", "UnknownMessage", "Window", "build_report", "ghosts", "iso", "missing", "multi_sends",
-    "newest_activity", "parse_since", "parse_time", "repeated_message_ids", "resolve_window", "stale_claims",
-    "unknown_messages", "window_for",
-]
-
-LIMIT = 100
 MISSING_SLACK = 2.0  # a Date header (whole seconds) can precede its claim by under 1 s
 
 
-# --- windows ---------------------------------------------------------------------------------
-
-async def newest_activity(db: Database) -> float | None:
+async def newest_activity(db: Store) -> float | None:
     """The latest SendLog claim or observed copy (two index lookups), or None if neither."""
     row = await db.fetchone("SELECT (SELECT max(claimed_at) FROM send_log), "
                             "(SELECT max(at) FROM observations)")
     values = [v for v in (row or ()) if v is not None]
     return max(values) if values else None
-
-
-async def window_for(db: Database, span: float, now: float) -> Window:
-    """The last ``span`` seconds; if nothing happened in them but something happened before,
-    the ``span`` ending at the newest activity instead (``anchored``), so an idle queue (or
-    sample.db) still shows its latest anomalies. Cron alerting wants a fixed end: use
-    ``Window(now - span, now)``."""
-    newest = await newest_activity(db)
-    if newest is None or newest >= now - span:
-        return Window(now - span, now)
-    return Window(newest - span, newest, anchored=True)
-
-
-async def resolve_window(db: Database, since: str, until: str | None, now: float, *,
-                         fixed_end: bool = False) -> Window:
-    """The command line's window: ``--since`` a span or a time, ``--until`` a time or ``now``.
-
-    With neither ``--until`` nor ``fixed_end`` (cron's ``--fail-on-anomaly``), a span ending now
-    that saw no activity moves to end at the newest activity (see ``window_for``)."""
-    start, span = parse_since(since, now)
-    if until is not None and until.strip().lower() != "now":
-        end = parse_time(until, "--until")
-        start = end - span if span is not None else start
-    elif until is None and span is not None and not fixed_end:
-        return await window_for(db, span, now)
-    else:
-        end = now
-    if start < 0:
-        raise UsageError(f"--since {since!r}: the window would start before 1970")
-    if start > end:
-        raise UsageError(f"the window starts after it ends ({iso(start)} > {iso(end)})")
-    return Window(start, end)
 
 
 # --- the six findings ------------------------------------------------------------------------
@@ -113,7 +64,7 @@ SELECT o.mid, o.recipient, min(o.at), count(*), max(o.subject), json_group_array
 """
 
 
-async def ghosts(db: Database, since: float, now: float, *, limit: int = LIMIT) -> list[Ghost]:
+async def ghosts(db: Store, since: float, now: float, *, limit: int = LIMIT) -> list[Ghost]:
     """Copies observed in ``[since, now]`` whose Message-ID is nowhere in SendLog, oldest first."""
     rows = await db.fetchall(_GHOSTS, {"since": since, "now": now, "limit": limit})
     info = await _rows_info(db, [r[6] for r in rows])
@@ -146,7 +97,7 @@ SELECT mid, recipient, max(n), min(first_at), max(last_at), json_group_array(sou
 """
 
 
-async def repeated_message_ids(db: Database, since: float, now: float, *,
+async def repeated_message_ids(db: Store, since: float, now: float, *,
                                limit: int = LIMIT) -> list[RepeatedMessageId]:
     """Message-IDs a mailbox holds more than once for one recipient, with a copy in the window.
 
@@ -162,8 +113,8 @@ async def repeated_message_ids(db: Database, since: float, now: float, *,
 
 
 # A pair is a candidate when SendLog holds two live attempts with different Message-IDs for it in
-# the window, or a copy traced to one of its rows carries a Message-ID that row never had (the
-# incident), or another row of the same pair was logged or observed in the window. Each is an
+# the window, or a copy traced to one of its rows carries a Message-ID that row never had (a
+# send outside the queue), or another row of the same pair was logged or observed in the window. Each is an
 # index probe per event in the window, never a sort of the whole window.
 _MULTI_LOGGED = f"""
 SELECT s.recipient, s.campaign, min(s.claimed_at)
@@ -209,7 +160,7 @@ SELECT r.email, c.name, o.mid, min(o.at), count(*), max(o.row_id)
 """
 
 
-async def multi_sends(db: Database, since: float, now: float, *,
+async def multi_sends(db: Store, since: float, now: float, *,
                       limit: int = LIMIT) -> list[MultiSend]:
     """Recipient + campaign pairs with more than one distinct Message-ID in ``[since, now]``,
     counting live SendLog attempts and observed copies traced to a queue row."""
@@ -238,7 +189,7 @@ async def multi_sends(db: Database, since: float, now: float, *,
     return out
 
 
-async def unknown_messages(db: Database, *, limit: int = LIMIT) -> list[UnknownMessage]:
+async def unknown_messages(db: Store, *, limit: int = LIMIT) -> list[UnknownMessage]:
     """Every message now ``unknown``, longest-standing first (``messages_state_updated``)."""
     rows = await db.fetchall(
         "SELECT m.id, m.message_id, r.email, c.name, m.updated_at, coalesce(m.last_reply, ''), "
@@ -251,7 +202,7 @@ async def unknown_messages(db: Database, *, limit: int = LIMIT) -> list[UnknownM
             for r in rows]
 
 
-async def stale_claims(db: Database, now: float, *, limit: int = LIMIT) -> list[StaleClaim]:
+async def stale_claims(db: Store, now: float, *, limit: int = LIMIT) -> list[StaleClaim]:
     """``sending`` rows whose lease ended before ``now`` (partial index ``messages_lease``, pinned:
     the planner preferred walking every ``sending`` row and sorting them, 38 ms for 10,000),
     with the heartbeat of the worker that holds them (its id prefixes the claim token)."""
@@ -269,7 +220,7 @@ async def stale_claims(db: Database, now: float, *, limit: int = LIMIT) -> list[
     return [StaleClaim(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], bool(r[8])) for r in rows]
 
 
-async def missing(db: Database, since: float, now: float, sources: Sequence[str], *,
+async def missing(db: Store, since: float, now: float, sources: Sequence[str], *,
                   limit: int = LIMIT) -> list[Missing]:
     """Attempts logged ``sent`` in the window but never observed, judged only against the named
     mailbox ``sources`` (``maildir:/path``), from shortly before the first copy any of them holds
@@ -293,29 +244,9 @@ async def missing(db: Database, since: float, now: float, sources: Sequence[str]
     return [Missing(*r) for r in rows]
 
 
-async def build_report(db: Database, since: float, now: float, *, until: float | None = None,
-                       sources: Sequence[str] = (), limit: int = LIMIT) -> Report:
-    """All six findings. The window is ``[since, until]`` (``until`` defaults to ``now``);
-    ``now`` is the present, against which leases are judged. Each list holds at most ``limit``
-    items; ``truncated`` names the lists that had more."""
-    end = now if until is None else until
-    found: dict[str, list[Any]] = {
-        "ghosts": await ghosts(db, since, end, limit=limit + 1),
-        "repeated_message_ids": await repeated_message_ids(db, since, end, limit=limit + 1),
-        "multi_sends": await multi_sends(db, since, end, limit=limit + 1),
-        "unknown": await unknown_messages(db, limit=limit + 1),
-        "stale_claims": await stale_claims(db, now, limit=limit + 1),
-        "missing": await missing(db, since, end, sources, limit=limit + 1),
-    }
-    truncated = tuple(name for name, items in found.items() if len(items) > limit)
-    trimmed = {name: items[:limit] for name, items in found.items()}
-    return Report(window=Window(since, end), now=now, missing_checked=bool(sources),
-                  truncated=truncated, **trimmed)
-
-
 # --- helpers ---------------------------------------------------------------------------------
 
-async def _rows_info(db: Database, rows: Sequence[int | None]) -> dict[int, tuple[str, str, str]]:
+async def _rows_info(db: Store, rows: Sequence[int | None]) -> dict[int, tuple[str, str, str]]:
     """Queue row -> (state, its own Message-ID, campaign)."""
     ids = sorted({r for r in rows if r is not None})
     if not ids:
@@ -326,7 +257,7 @@ async def _rows_info(db: Database, rows: Sequence[int | None]) -> dict[int, tupl
         (json.dumps(ids),))}
 
 
-async def _attempts(db: Database, mids: Sequence[str]) -> dict[str, tuple[str, ...]]:
+async def _attempts(db: Store, mids: Sequence[str]) -> dict[str, tuple[str, ...]]:
     if not mids:
         return {}
     out: dict[str, list[str]] = {}
@@ -335,3 +266,9 @@ async def _attempts(db: Database, mids: Sequence[str]) -> dict[str, tuple[str, .
             "ORDER BY mid, id", (json.dumps(sorted(set(mids))),)):
         out.setdefault(mid, []).append(status)
     return {mid: tuple(statuses) for mid, statuses in out.items()}
+
+
+async def first_claim(db: Store) -> float | None:
+    """When the SendLog's oldest attempt was claimed, or None if it is empty."""
+    row = await db.fetchone("SELECT min(claimed_at) FROM send_log")
+    return row[0] if row else None

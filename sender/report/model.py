@@ -1,19 +1,28 @@
-"""The duplicate report's values: dataclasses out of ``sender.report``, windows, JSON shape.
-
-Split from ``report`` (the queries) so the monitor and the text renderer can use the types
-without the SQL.
-"""
+"""The duplicate report's values: its findings as frozen dataclasses, its window, its JSON shape."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
-from .errors import UsageError
-from .policy import span_seconds
+from ..errors import UsageError
+from ..times import iso, parse_iso, span_seconds
 
+LIMIT = 100  # items per finding list; ``truncated`` names the lists that had more
 ANOMALIES = ("ghosts", "repeated_message_ids", "multi_sends", "unknown", "stale_claims", "missing")
+DUPLICATES = ANOMALIES[:3]  # the kinds that mean a second copy went out
+LABELS = {"ghosts": "ghost", "repeated_message_ids": "repeated Message-ID", "multi_sends": "multi-send",
+          "unknown": "unknown", "stale_claims": "stale claim", "missing": "missing"}
+PLURALS = {**LABELS, "ghosts": "ghosts", "repeated_message_ids": "repeated Message-IDs",
+           "multi_sends": "multi-sends", "stale_claims": "stale claims"}
+TITLES = {  # the text report's heading and one-line meaning of each kind
+    "ghosts": ("GHOSTS", "delivered, but absent from SendLog"),
+    "repeated_message_ids": ("REPEATED MESSAGE-IDS", "one Message-ID delivered more than once"),
+    "multi_sends": ("MULTI-SENDS", "one recipient + campaign, more than one Message-ID"),
+    "unknown": ("UNKNOWN", "may or may not have been delivered; never resent automatically"),
+    "stale_claims": ("STALE CLAIMS", "sending, lease expired, worker presumed dead"),
+    "missing": ("MISSING", "logged as sent, never observed"),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,25 +180,13 @@ LAST_SECOND = 253402214400.0  # 9999-12-31T00:00:00Z: a day of room for any offs
 
 def parse_time(text: str, flag: str) -> float:
     try:
-        when = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+        stamp = parse_iso(text)
     except ValueError:
         raise UsageError(f"{flag} {text!r}: expected a duration like 90m, 24h, 7d or an ISO 8601 "
                          "time like 2025-03-09T07:00:00+01:00") from None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    stamp = when.timestamp()
     if not 0 <= stamp < LAST_SECOND:
         raise UsageError(f"{flag} {text!r}: outside 1970-01-01 to 9999-12-30")
     return stamp
-
-
-def iso(stamp: float | None) -> str | None:
-    """Unix seconds -> ``2025-03-09T07:46:00Z`` (fractions kept only when present)."""
-    if stamp is None:
-        return None
-    when = datetime.fromtimestamp(stamp, UTC)
-    text = when.isoformat(timespec="milliseconds" if when.microsecond else "seconds")
-    return text.replace("+00:00", "Z")
 
 
 def _jsonable(value: Any, key: str = "") -> Any:

@@ -12,51 +12,19 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
-from . import admin, claims
-from .attachments import Part
-from .attachments import store as store_attachments
-from .db import Database, SyncTx
-from .headers import to_json as headers_json
-from .journal import StartEvidence, worker_of
-from .policy import Policy
-
-if TYPE_CHECKING:
-    from .intake import NewMessage
+from ..journal import StartEvidence, worker_of
+from ..policy import Policy
+from . import claims, flags
+from .claims import Claim
+from .engine import Store, Tx
 
 log = logging.getLogger(__name__)
 
 OutcomeStatus = Literal["sent", "retry", "failed", "unknown", "released"]
-
-
-@dataclass(frozen=True, slots=True)
-class EnqueueResult:
-    queued: int
-    skipped: int
-
-
-@dataclass(frozen=True, slots=True)
-class Claim:
-    """A claimed message: everything needed to send it, plus the fence token."""
-
-    id: int
-    mid: str
-    token: str
-    attempt: int
-    recipient: str
-    to_name: str | None
-    campaign: str
-    from_addr: str
-    from_name: str | None
-    subject: str
-    body_text: str
-    body_html: str | None
-    reply_to: str | None = None
-    headers: tuple[tuple[str, str], ...] = ()
-    attachments: tuple[Part, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,87 +52,6 @@ class Expired:
     state: str = "unknown"
 
 
-# --- enqueue ---------------------------------------------------------------------------------
-
-async def enqueue(db: Database, rows: Iterable[NewMessage], *, from_addr: str | None,
-                  from_name: str | None, domain: str | None, now: float, chunk: int = 2000,
-                  progress: Callable[[int], None] | None = None) -> EnqueueResult:
-    """Queue validated messages idempotently (a repeated dedupe key is skipped, not queued).
-
-    Commits every ``chunk`` rows so a long import never holds the write lock for long; a
-    re-run after a crash skips what was already committed.
-    """
-    queued = skipped = 0
-    batch: list[NewMessage] = []
-    campaigns: dict[str, int] = {}
-
-    async def flush() -> None:
-        nonlocal queued, skipped
-        async with db.write():
-            q, s = await _enqueue_chunk(db, batch, campaigns, from_addr, from_name, domain, now)
-        queued, skipped = queued + q, skipped + s
-        if progress:
-            progress(len(batch))
-        batch.clear()
-
-    for row in rows:
-        batch.append(row)
-        if len(batch) >= chunk:
-            await flush()
-    if batch:
-        await flush()
-    return EnqueueResult(queued, skipped)
-
-
-async def _enqueue_chunk(db: Database, rows: list[NewMessage], campaigns: dict[str, int],
-                         from_addr: str | None, from_name: str | None, domain: str | None,
-                         now: float) -> tuple[int, int]:
-    from .message import make_message_id  # enqueue only: keeps email parsing out of ``run``'s start
-
-    keys = json.dumps([r.key for r in rows])
-    seen = {r[0] for r in await db.fetchall(
-        "SELECT dedupe_key FROM messages WHERE dedupe_key IN (SELECT value FROM json_each(?))", (keys,))}
-    fresh: list[NewMessage] = []
-    for r in rows:
-        if r.key not in seen:
-            seen.add(r.key)
-            fresh.append(r)
-    if not fresh:
-        return 0, len(rows)
-
-    for name in {r.campaign for r in fresh} - campaigns.keys():
-        await db.execute("INSERT INTO campaigns(name, created_at) VALUES (?, ?) ON CONFLICT(name) DO NOTHING",
-                         (name, now))
-        campaigns[name] = (await db.fetchone("SELECT id FROM campaigns WHERE name = ?", (name,)))[0]  # type: ignore[index]
-
-    await db.executemany(
-        "INSERT INTO recipients(email, name) VALUES (?, ?) "
-        "ON CONFLICT(email) DO UPDATE SET name = coalesce(excluded.name, name)",
-        [(r.to, r.name) for r in fresh])
-    recipient_ids = {row[1].lower(): row[0] for row in await db.fetchall(
-        "SELECT id, email FROM recipients WHERE email IN (SELECT value FROM json_each(?))",
-        (json.dumps([r.to for r in fresh]),))}
-
-    base = (await db.fetchone("SELECT coalesce(max(id), 0) FROM messages"))[0]  # type: ignore[index]
-    messages, bodies = [], []
-    for offset, r in enumerate(fresh, start=1):
-        row_id = base + offset
-        sender = r.from_addr or from_addr
-        if sender is None:
-            raise ValueError("enqueue: no From address (validated earlier)")
-        mid = make_message_id(row_id, domain or sender.rpartition("@")[2])
-        messages.append((row_id, campaigns[r.campaign], recipient_ids[r.to.lower()], r.key, mid,
-                         r.send_at if r.send_at is not None else now, r.priority, r.expires_at, now, now))
-        bodies.append((row_id, sender, r.from_name if r.from_addr else from_name, r.name, r.subject,
-                       r.body, r.html, r.reply_to, headers_json(r.headers), len(r.attachments)))
-    await db.executemany(
-        "INSERT INTO messages(id, campaign_id, recipient_id, dedupe_key, message_id, due_at, priority, "
-        "expires_at, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", messages)
-    await db.executemany(
-        "INSERT INTO message_bodies(message_id, from_addr, from_name, to_name, subject, body_text, "
-        "body_html, reply_to, headers, attachments) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", bodies)
-    await store_attachments(db, [(base + n, r.attachments) for n, r in enumerate(fresh, start=1) if r.attachments])
-    return len(fresh), len(rows) - len(fresh)
 
 
 # --- claim and outcomes ----------------------------------------------------------------------
@@ -178,7 +65,7 @@ class Turn:
     paused_campaigns: frozenset[str] = frozenset()
 
 
-async def exchange(db: Database, outcomes: Sequence[Outcome], *, worker: str, worker_id: int,
+async def exchange(db: Store, outcomes: Sequence[Outcome], *, worker: str, worker_id: int,
                    limit: int, lease: float, now: float, policy: Policy | None = None,
                    pause_reason: str | None = None, read_pauses: bool = False) -> Turn:
     """Record ``outcomes`` and claim up to ``limit`` due messages, in one durable transaction.
@@ -186,30 +73,30 @@ async def exchange(db: Database, outcomes: Sequence[Outcome], *, worker: str, wo
     ``pause_reason`` sets the global pause flag in the same transaction, before the claim.
     ``read_pauses`` also reports the global and campaign pauses (for claims already waiting)."""
 
-    def work(tx: SyncTx) -> Turn:
+    def work(tx: Tx) -> Turn:
         if outcomes:
-            _record(tx, outcomes, now)
+            record_in(tx, outcomes, now)
         if pause_reason:
-            for sql, params in admin.pause_flag_statements(True, actor=worker, now=now, reason=pause_reason):
+            for sql, params in flags.pause_flag_statements(True, actor=worker, now=now, reason=pause_reason):
                 tx.execute(sql, params)
         claimed = [] if limit <= 0 else claims.claim(tx, policy, worker=worker, worker_id=worker_id,
                                                      limit=limit, lease=lease, now=now)
         if not read_pauses:
             return Turn(claimed)
-        return Turn(claimed, claims.globally_paused(tx), claims.paused_campaigns(tx))
+        return Turn(claimed, flags.globally_paused(tx), flags.paused_campaigns(tx))
 
     return await db.transaction(work)
 
 
-async def claim(db: Database, *, worker: str, worker_id: int, limit: int, lease: float,
+async def claim(db: Store, *, worker: str, worker_id: int, limit: int, lease: float,
                 now: float, policy: Policy | None = None) -> list[Claim]:
     turn = await exchange(db, (), worker=worker, worker_id=worker_id, limit=limit, lease=lease,
                           now=now, policy=policy)
     return turn.claims
 
 
-async def record(db: Database, outcomes: Sequence[Outcome], now: float) -> None:
-    await db.transaction(lambda tx: _record(tx, outcomes, now))
+async def record(db: Store, outcomes: Sequence[Outcome], now: float) -> None:
+    await db.transaction(lambda tx: record_in(tx, outcomes, now))
 
 
 # The message state each outcome leads to.
@@ -243,7 +130,7 @@ UPDATE send_log AS s
 """
 
 
-def _record(tx: SyncTx, outcomes: Sequence[Outcome], now: float) -> None:
+def record_in(tx: Tx, outcomes: Sequence[Outcome], now: float) -> None:
     """Apply outcomes, fenced by claim token, two statements for the whole batch. A late result
     for a row that moved to ``unknown`` (lease expired) still lands: the truth wins. A result
     whose claim no longer holds the row (an operator requeued it) is logged and ignored."""
@@ -265,7 +152,7 @@ def _reply(o: Outcome) -> str:
 
 # --- leases and workers ----------------------------------------------------------------------
 
-def extend_leases(tx: SyncTx, tokens: Iterable[str], lease: float, now: float) -> set[int]:
+def extend_leases(tx: Tx, tokens: Iterable[str], lease: float, now: float) -> set[int]:
     """Extend the leases of rows still ``sending`` under ``tokens``; return those rows (the
     fence's proof that they are still this worker's)."""
     tokens = list(tokens)
@@ -283,7 +170,7 @@ SELECT id, claim_token, message_id, worker FROM messages INDEXED BY messages_lea
 """
 
 
-def release_unstarted(tx: SyncTx, now: float, evidence: StartEvidence) -> tuple[list[Expired], set[int]]:
+def release_unstarted(tx: Tx, now: float, evidence: StartEvidence) -> tuple[list[Expired], set[int]]:
     """Claims whose lease ran out and which their worker's start marks prove it never began:
     back to ``scheduled``, no attempt counted (SendLog ``released``). Also returns the workers
     whose leases ran out."""
@@ -294,7 +181,8 @@ def release_unstarted(tx: SyncTx, now: float, evidence: StartEvidence) -> tuple[
             by_worker.setdefault(wid, []).append((row_id, token, mid, worker or "?"))
     released: list[Expired] = []
     for wid, rows in by_worker.items():
-        unstarted = evidence.unstarted(tx, wid, [(r[0], r[1]) for r in rows])
+        host = tx.fetchone("SELECT host FROM workers WHERE id = ?", (wid,))
+        unstarted = evidence.unstarted(None if host is None else host[0], wid, [(r[0], r[1]) for r in rows])
         for row_id, token, mid, worker in rows:
             if row_id not in unstarted:
                 continue
@@ -310,7 +198,7 @@ def release_unstarted(tx: SyncTx, now: float, evidence: StartEvidence) -> tuple[
     return released, set(by_worker)
 
 
-def _forget_settled(tx: SyncTx, evidence: StartEvidence, workers: set[int]) -> None:
+def _forget_settled(tx: Tx, evidence: StartEvidence, workers: set[int]) -> None:
     """Journals of dead workers with no claim left are removed (they stay bounded in number)."""
     if not workers:
         return
@@ -323,7 +211,7 @@ def _forget_settled(tx: SyncTx, evidence: StartEvidence, workers: set[int]) -> N
             log.warning("start journal of worker %s could not be removed: %s", wid, exc)
 
 
-def expire_leases(tx: SyncTx, now: float, evidence: StartEvidence | None = None) -> list[Expired]:
+def expire_leases(tx: Tx, now: float, evidence: StartEvidence | None = None) -> list[Expired]:
     """Move claims whose lease ran out to ``unknown``: their worker may have sent them. With
     ``evidence``, those it proves never started go back to ``scheduled`` first."""
     released, dead = release_unstarted(tx, now, evidence) if evidence is not None else ([], set())
@@ -344,7 +232,7 @@ def expire_leases(tx: SyncTx, now: float, evidence: StartEvidence | None = None)
     return released + [Expired(r[0], r[2], r[3] or "?") for r in rows]
 
 
-async def recover(db: Database, now: float, evidence: StartEvidence | None = None) -> list[Expired]:
+async def recover(db: Store, now: float, evidence: StartEvidence | None = None) -> list[Expired]:
     """``python -m sender recover``: expire every claim whose lease has run out, now."""
     return await db.transaction(lambda tx: expire_leases(tx, now, evidence))
 
@@ -352,13 +240,13 @@ async def recover(db: Database, now: float, evidence: StartEvidence | None = Non
 WORKER_RETENTION = 30 * 86400.0  # stopped worker rows older than this are pruned
 
 
-async def register_worker(db: Database, name: str, pid: int, host: str, now: float,
+async def register_worker(db: Store, name: str, pid: int, host: str, now: float,
                           heartbeat: float | None = None) -> int:
     """A worker row for this process, with its heartbeat interval (readers judge it dead after
     three missed ones); also prunes rows of workers stopped long ago (a cron line adds one row per
     run, about 260,000 a year)."""
 
-    def work(tx: SyncTx) -> int:
+    def work(tx: Tx) -> int:
         tx.execute("DELETE FROM workers WHERE stopped_at IS NOT NULL AND stopped_at < ?",
                    (now - WORKER_RETENTION,))
         row = tx.fetchone("INSERT INTO workers(name, pid, host, started_at, heartbeat_at, heartbeat_every) "
@@ -377,12 +265,12 @@ class Beat:
     kept: set[int]
 
 
-async def heartbeat(db: Database, worker_id: int, tokens: Iterable[str], lease: float,
+async def heartbeat(db: Store, worker_id: int, tokens: Iterable[str], lease: float,
                     now: float, evidence: StartEvidence | None = None) -> Beat:
     """Heartbeat, extend our leases and expire everybody's dead ones, in one transaction."""
     tokens = list(tokens)
 
-    def work(tx: SyncTx) -> Beat:
+    def work(tx: Tx) -> Beat:
         tx.execute("UPDATE workers SET heartbeat_at = ? WHERE id = ?", (now, worker_id))
         kept = extend_leases(tx, tokens, lease, now)
         claims.expire_due(tx, now, f"worker {worker_id}")
@@ -391,7 +279,7 @@ async def heartbeat(db: Database, worker_id: int, tokens: Iterable[str], lease: 
     return await db.transaction(work)
 
 
-async def stop_worker(db: Database, worker_id: int, now: float) -> None:
+async def stop_worker(db: Store, worker_id: int, now: float) -> None:
     async with db.write():
         await db.execute("UPDATE workers SET stopped_at = ?, heartbeat_at = ? WHERE id = ?",
                          (now, now, worker_id))

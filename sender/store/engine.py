@@ -1,0 +1,87 @@
+"""The engine seam: what the store needs from a database, and the engine-specific parts.
+
+Every store function takes a ``Store`` (an open queue) and, inside a claim, a ``Tx`` (one
+synchronous transaction). An ``Engine`` supplies the parts that differ between databases: opening
+a connection with its pragmas and migrations, the claim statement, the set-based outcome writes,
+and the translation of its errors into ``StoreError``. SQLite's is ``sender.store.sqlite``; a
+second engine adds one module beside it, a line in ``engines()``, and passes
+``tests/test_store_contract.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+
+if TYPE_CHECKING:
+    from ..errors import StoreError
+    from ..policy import Policy
+    from .claims import Claim
+    from .sending import Outcome
+
+T = TypeVar("T")
+Params = Sequence[Any] | dict[str, Any]
+
+
+class Tx(Protocol):
+    """One open transaction, run synchronously (the claim and the outcome writes)."""
+
+    def fetchall(self, sql: str, params: Params = ()) -> Sequence[Any]: ...
+
+    def fetchone(self, sql: str, params: Params = ()) -> Any | None: ...
+
+    def execute(self, sql: str, params: Params = ()) -> int: ...
+
+
+class Store(Protocol):
+    """An open queue: statements, durable transactions, and the file it names."""
+
+    path: str
+    readonly: bool
+
+    async def fetchall(self, sql: str, params: Params = ()) -> Sequence[Any]: ...
+
+    async def fetchone(self, sql: str, params: Params = ()) -> Any | None: ...
+
+    async def execute(self, sql: str, params: Params = ()) -> int: ...
+
+    async def executemany(self, sql: str, rows: Iterable[Params]) -> None: ...
+
+    async def transaction(self, fn: Callable[[Tx], T]) -> T: ...
+
+    def write(self) -> AbstractAsyncContextManager[Any]: ...
+
+    def check_file(self) -> None: ...
+
+
+class Engine(Protocol):
+    """The engine-specific parts, one object per database kind."""
+
+    name: str
+    schema_version: int  # migrations this engine applies
+
+    def open(self, path: str, *, readonly: bool = False,
+             create: bool = False) -> AbstractAsyncContextManager[Store]:
+        """Connect with the engine's settings, check or migrate the schema, translate errors."""
+        ...
+
+    def claim(self, tx: Tx, policy: Policy | None, *, worker: str, worker_id: int, limit: int,
+              lease: float, now: float) -> list[Claim]:
+        """Move up to ``limit`` due rows to ``sending`` and log them, inside ``tx``."""
+        ...
+
+    def record(self, tx: Tx, outcomes: Sequence[Outcome], now: float) -> None:
+        """Apply a batch of outcomes, fenced by claim token, inside ``tx``."""
+        ...
+
+    def translate(self, exc: Exception, path: str) -> StoreError | None:
+        """The store's error for an engine exception, or None if it is not the engine's."""
+        ...
+
+
+def engines() -> dict[str, Engine]:
+    """Every engine present, by name (the contract tests run on each)."""
+    from .sqlite import ENGINE
+
+    return {ENGINE.name: ENGINE}
