@@ -133,6 +133,8 @@ class Daemon:
         self._db_down_since: float | None = None
         self._db_retry = 0.1
         self._stop_now = asyncio.Event()
+        self._next_beat = 0.0
+        self._stop_deadline: float | None = None  # set when a stop begins: now + --grace
         self._beat_now = False
         self.guard = ClaimGuard(settings, db.path, clock, self._stalled)
         self._unusable: QueueUnusable | None = None  # set once: the queue file must not be written again
@@ -157,6 +159,17 @@ class Daemon:
     # --- main loop ----------------------------------------------------------------------------
 
     async def run(self, *, once: bool) -> RunStats:
+        """Turns of the loop until the work is done (``once``) or a stop has been served."""
+        await self._start(once)
+        try:
+            while await self._turn(once):
+                pass
+        finally:
+            self.guard.stop_ticking()
+            await self._shutdown()
+        return self.stats
+
+    async def _start(self, once: bool) -> None:
         s = self.settings
         self._once = once
         host = socket.gethostname()
@@ -170,65 +183,78 @@ class Daemon:
             level = logging.INFO if s.prefetch == DEFAULT_PREFETCH else logging.WARNING  # said, not asked for
             log.log(level, "--prefetch %d ignored: a rate, daily cap or send window needs each claim sent at once",
                     s.prefetch)
-        next_beat = 0.0
-        stop_deadline: float | None = None
+
+    async def _turn(self, once: bool) -> bool:
+        """One turn: write (heartbeat, outcomes, claims), start what was claimed, then wait for
+        something to do. False when the loop is done."""
+        self._wake.clear()
+        now, anchor = self.clock(), steady()
+        if self._stopping:
+            self._stop_deadline = self._stop_deadline or now + self.settings.grace
+        held = now < self._hold_until
+        limit = 0 if (self._stopping or held) else self._claim_limit()
         try:
-            while True:
-                self._wake.clear()
-                now, anchor = self.clock(), steady()
-                if self._stopping:
-                    stop_deadline = stop_deadline or now + s.grace
-                held = now < self._hold_until
-                limit = 0 if (self._stopping or held) else self._claim_limit()
-                flush = bool(self._pending)
-                claimed: list[Claim] = []
-                try:
-                    self.db.check_file()
-                    if now >= next_beat or self._beat_now:
-                        self._beat_now = False
-                        await self._heartbeat(now, anchor)
-                        next_beat = now + s.heartbeat
-                    if flush or limit or self._pause_request:
-                        claimed = await self._exchange(limit, now, anchor)
-                    self._db_down_since = None
-                except QueueUnusable as exc:
-                    await self._give_up(exc)
-                    raise
-                except StoreError as exc:
-                    if stop_deadline is not None and (now >= stop_deadline or self._stop_now.is_set()):
-                        raise
-                    await self._database_trouble(exc, once)
-                    continue
-                if stop_deadline is not None and (not self._inflight or now >= stop_deadline):
-                    break
-                if (once and not self._stopping and not self._inflight and not self._pending
-                        and not self._ready and not claimed):
-                    break
-                if held and self._ready:
-                    self._release_ready(f"sending held for {self._hold_until - now:.0f}s",
-                                        self._hold_until)
-                    continue
-                self._dispatch()
-                if claimed and len(claimed) == limit and self._free:
-                    continue
-                wait = max(0.0, next_beat - now)
-                if self._ready and self._free:
-                    wait = min(wait, max(0.01, self._next_start - now))  # the pace's spacing
-                if not self._inflight and not self._pending:
-                    wait = min(wait, s.poll if not held else self._hold_until - now)
-                if stop_deadline is not None:
-                    wait = min(wait, max(0.0, stop_deadline - now))
-                if self._on_turn is not None:
-                    self._on_turn()
-                timer = asyncio.get_running_loop().call_later(wait, self._wake.set)
-                try:
-                    await self._wake.wait()
-                finally:
-                    timer.cancel()
+            claimed = await self._write(now, anchor, limit)
+        except QueueUnusable as exc:
+            await self._give_up(exc)
+            raise
+        except StoreError as exc:
+            if self._stop_deadline is not None and (now >= self._stop_deadline or self._stop_now.is_set()):
+                raise
+            await self._database_trouble(exc, once)
+            return True
+        if self._finished(once, now, claimed):
+            return False
+        if held and self._ready:
+            self._release_ready(f"sending held for {self._hold_until - now:.0f}s", self._hold_until)
+            return True
+        self._dispatch()
+        if claimed and len(claimed) == limit and self._free:
+            return True  # a full batch with sessions still free: claim again at once
+        await self._sleep(self._next_wait(now, held))
+        return True
+
+    async def _write(self, now: float, anchor: float, limit: int) -> list[Claim]:
+        """The turn's one trip to the queue: the heartbeat when due, then outcomes and claims."""
+        flush = bool(self._pending)
+        self.db.check_file()
+        if now >= self._next_beat or self._beat_now:
+            self._beat_now = False
+            await self._heartbeat(now, anchor)
+            self._next_beat = now + self.settings.heartbeat
+        claimed: list[Claim] = []
+        if flush or limit or self._pause_request:
+            claimed = await self._exchange(limit, now, anchor)
+        self._db_down_since = None
+        return claimed
+
+    def _finished(self, once: bool, now: float, claimed: list[Claim]) -> bool:
+        """A stop whose sends are done (or whose grace ran out), or a ``--once`` run with nothing left."""
+        if self._stop_deadline is not None and (not self._inflight or now >= self._stop_deadline):
+            return True
+        return (once and not self._stopping and not self._inflight and not self._pending
+                and not self._ready and not claimed)
+
+    def _next_wait(self, now: float, held: bool) -> float:
+        """Until the next heartbeat, the pace's next start, the next poll or hold end, or the grace."""
+        wait = max(0.0, self._next_beat - now)
+        if self._ready and self._free:
+            wait = min(wait, max(0.01, self._next_start - now))  # the pace's spacing
+        if not self._inflight and not self._pending:
+            wait = min(wait, self.settings.poll if not held else self._hold_until - now)
+        if self._stop_deadline is not None:
+            wait = min(wait, max(0.0, self._stop_deadline - now))
+        return wait
+
+    async def _sleep(self, wait: float) -> None:
+        """Sleep until ``wait`` runs out or a finished send or a signal wakes the loop."""
+        if self._on_turn is not None:
+            self._on_turn()
+        timer = asyncio.get_running_loop().call_later(wait, self._wake.set)
+        try:
+            await self._wake.wait()
         finally:
-            self.guard.stop_ticking()
-            await self._shutdown()
-        return self.stats
+            timer.cancel()
 
     async def _database_trouble(self, exc: StoreError, once: bool) -> None:
         """The queue cannot be written: stop claiming, keep outcomes in memory, retry."""
@@ -451,7 +477,7 @@ class Daemon:
         try:
             outcome, pause = await self._attempt(session, claim)
         except asyncio.CancelledError:
-            phase = getattr(session, "phase", "dot")
+            phase = session.phase
             status: queue.OutcomeStatus = (
                 "released" if phase in ("idle", "connect", "ehlo", "tls", "auth", "mail", "rcpt", "data")
                 else "unknown")

@@ -36,7 +36,12 @@ TOO_BIG = "message too big for the relay: "
 
 
 class Transport(Protocol):
-    """What the daemon needs from a session; the null transport in benchmarks also fits."""
+    """What the daemon needs from a session; the null transport in benchmarks also fits.
+
+    ``phase`` is where a send stands (``idle``, ``connect`` … ``dot``): when a send is cancelled,
+    it tells whether the data may have left."""
+
+    phase: str
 
     async def send(self, envelope: Envelope, fence: FenceCheck | None = None) -> tuple[int, str]: ...
 
@@ -413,6 +418,8 @@ class Session:
 
 class NullSession:
     """Accepts everything without a network: for pipeline benchmarks."""
+
+    phase = "idle"
 
     async def send(self, envelope: Envelope, fence: FenceCheck | None = None) -> tuple[int, str]:
         if fence is not None:

@@ -187,7 +187,8 @@ async def test_chaos_random_sigkills(db_path: str, cli: Cli, faulty_sink: SinkTh
                                      tmp_path: Path, prefetch: int | None) -> None:
     """3 daemons, 2000 messages, a random daemon SIGKILLed and restarted every ~0.3s, on the default
     settings (claiming ahead) and strictly just in time: no duplicates, nothing lost, and a kill leaves
-    at most its sessions' claims unknown (the waiting ones go back to scheduled, by the start journal)."""
+    unknown only what its sessions had begun or just finished (the waiting ones go back to scheduled,
+    by the start journal)."""
     faults.data_delay = 0.01
     total, concurrency = 2000, 4
     await seed(db_path, total)
@@ -224,5 +225,10 @@ async def test_chaos_random_sigkills(db_path: str, cli: Cli, faulty_sink: SinkTh
     assert sum(counts.values()) == total
     assert counts.get("sending", 0) == 0 and counts.get("scheduled", 0) == 0
     assert sent <= len(faulty_sink.received) <= sent + unknown
-    assert unknown <= kills * concurrency
+    # A kill leaves unknown what its sessions had begun (the start journal releases the rest) and,
+    # claiming ahead, what a session finished but the next turn had not yet written: a session starts
+    # its next waiting claim at once, so at most one such outcome per session. The average is lower
+    # (2.8-4.2 a kill measured, strict just in time 3.2).
+    per_kill = concurrency if prefetch == 0 else 2 * concurrency
+    assert unknown <= kills * per_kill
     assert kills >= 5
