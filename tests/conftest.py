@@ -5,6 +5,7 @@ thread (so both in-process and subprocess senders can talk to it), and a runner 
 from __future__ import annotations
 
 import asyncio
+import base64
 import email
 import os
 import subprocess
@@ -212,3 +213,15 @@ class Cli:
 @pytest.fixture
 def cli(tmp_path: Path) -> Cli:
     return Cli(cwd=tmp_path)
+
+
+@pytest.fixture(scope="session")
+def dkim_key(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, bytes]:
+    """A fresh 2048-bit RSA key made by openssl, and the DNS TXT record that publishes it."""
+    folder = tmp_path_factory.mktemp("dkim")
+    key = folder / "dkim.pem"
+    subprocess.run(["openssl", "genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048",
+                    "-out", str(key)], check=True, capture_output=True, timeout=60)
+    der = subprocess.run(["openssl", "pkey", "-in", str(key), "-pubout", "-outform", "DER"], check=True,
+                         capture_output=True, timeout=60).stdout
+    return key, b"v=DKIM1; k=rsa; p=" + base64.b64encode(der)

@@ -4,27 +4,13 @@ against a stub DNS record; a changed header fails it; incomplete settings are ex
 
 from __future__ import annotations
 
-import base64
 import re
-import subprocess
 from pathlib import Path
 
 import dkim
 import pytest
 
 from tests.conftest import Cli, SinkThread
-
-
-@pytest.fixture(scope="module")
-def key_pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, bytes]:
-    """A fresh 2048-bit RSA key (openssl) and its DNS TXT record."""
-    folder = tmp_path_factory.mktemp("dkim")
-    key = folder / "dkim.pem"
-    subprocess.run(["openssl", "genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048",
-                    "-out", str(key)], check=True, capture_output=True, timeout=60)
-    der = subprocess.run(["openssl", "pkey", "-in", str(key), "-pubout", "-outform", "DER"], check=True,
-                         capture_output=True, timeout=60).stdout
-    return key, b"v=DKIM1; k=rsa; p=" + base64.b64encode(der)
 
 
 def _dns(record: bytes):  # type: ignore[no-untyped-def]
@@ -42,9 +28,9 @@ def _configure(cli: Cli, key: Path) -> None:
 
 @pytest.mark.parametrize("body", ["Plain ASCII, the fast path.", "Zażółć gęślą jaźń, the email package."])
 def test_every_message_is_signed_and_verifies(tmp_path: Path, cli: Cli, sink: SinkThread,
-                                              key_pair: tuple[Path, bytes], body: str) -> None:
+                                              dkim_key: tuple[Path, bytes], body: str) -> None:
     """The received bytes verify with dkimpy and the stub key; h= covers the required headers."""
-    key, record = key_pair
+    key, record = dkim_key
     _configure(cli, key)
     db = str(tmp_path / "q.db")
     assert cli("enqueue", "--db", db, "--to", "lead@example.com", "--subject", "Slides", "--body", body,

@@ -13,18 +13,15 @@ already, which ``tests/interop/test_postfix.py`` covers as a 5xx failure.)
 
 from __future__ import annotations
 
-import base64
 import email
 import json
 import os
 import re
 import smtplib
-import subprocess
 from email import policy
 from pathlib import Path
 
 import dkim
-import pytest
 
 from tests.conftest import Cli
 from tests.interop.conftest import record
@@ -32,18 +29,6 @@ from tests.interop.relay import Relay
 from tests.support import query, wait_until, write_csv
 
 SELECTOR_NAME = b"s1._domainkey.example.org."
-
-
-@pytest.fixture(scope="module")
-def dkim_key(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, bytes]:
-    """A 2048-bit RSA key made by openssl, and the TXT record that publishes it."""
-    folder = tmp_path_factory.mktemp("dkim")
-    key = folder / "dkim.pem"
-    subprocess.run(["openssl", "genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048",
-                    "-out", str(key)], check=True, capture_output=True, timeout=60)
-    der = subprocess.run(["openssl", "pkey", "-in", str(key), "-pubout", "-outform", "DER"], check=True,
-                         capture_output=True, timeout=60).stdout
-    return key, b"v=DKIM1; k=rsa; p=" + base64.b64encode(der)
 
 
 def _state(db: str, to: str) -> str:
