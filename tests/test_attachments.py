@@ -7,12 +7,13 @@ from __future__ import annotations
 import email
 import email.policy
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from sender import attachments
-from tests.conftest import Cli, SinkThread
+from tests.conftest import Cli, CliResult, SinkThread
 from tests.support import query, write_csv
 
 
@@ -83,13 +84,21 @@ def test_flag_attach(tmp_path: Path, cli: Cli, sink: SinkThread) -> None:
 def test_bad_attachments_are_refused(tmp_path: Path, cli: Cli, make, reason: str) -> None:  # type: ignore[no-untyped-def]
     """A missing, non-regular, oversized or unreadable file is exit 2 with the reason; nothing queued."""
     path = make(tmp_path)
-    if reason == "not readable" and os.access(path, os.R_OK):
-        pytest.skip("running as a user who can read any file (root)")
     db = str(tmp_path / "q.db")
     rows = [{"to": "lead@example.com", "subject": "s", "body": "b", "from": "team@example.org", "attachments": path}]
-    out = cli("enqueue", "--db", db, "--csv", write_csv(tmp_path / "in.csv", rows))
+    args = ("enqueue", "--db", db, "--csv", write_csv(tmp_path / "in.csv", rows))
+    root_reads_it = reason == "not readable" and os.access(path, os.R_OK)  # root: run without that power
+    out = _without_read_override(cli, *args) if root_reads_it else cli(*args)
     assert out.code == 2 and out.err.startswith("error: ") and reason in out.err, out.err
     assert not Path(db).exists()
+
+
+def _without_read_override(cli: Cli, *args: str) -> CliResult:
+    """Root's CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH dropped (``setpriv``, util-linux), so a mode
+    000 file is as unreadable to the command as to any other user."""
+    proc = subprocess.run(["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--", *cli.cmd(*args)],
+                          cwd=cli.cwd, env=cli.environ(), capture_output=True, text=True, timeout=60)
+    return CliResult(proc.returncode, proc.stdout, proc.stderr)
 
 
 def _big(folder: Path) -> str:
