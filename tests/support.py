@@ -4,6 +4,7 @@ in-process against a real SMTP server, and read the database back with plain sql
 from __future__ import annotations
 
 import csv
+import os
 import signal
 import sqlite3
 import subprocess
@@ -12,6 +13,8 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from sender.config import Settings
 from sender.daemon import Daemon, RunStats
@@ -107,3 +110,12 @@ def write_csv(path: Path, rows: list[dict[str, str]]) -> str:
         writer.writeheader()
         writer.writerows(rows)
     return str(path)
+
+
+def need(missing: str | None, in_ci: str | None = None) -> None:
+    """A test that needs a service or tool: skip with ``missing`` as its one-line reason on a
+    machine without it, but fail in CI (``CI`` set), where every such test must run."""
+    if missing:
+        if os.environ.get("CI"):
+            pytest.fail(in_ci or f"CI must run this test: {missing}")
+        pytest.skip(missing)

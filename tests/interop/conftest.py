@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.interop.relay import Relay, missing
+from tests.support import need
 
 FIGURES = Path(os.environ.get("SENDER_INTEROP_FIGURES", "/tmp/sender-interop-figures.jsonl"))
 
@@ -23,10 +24,7 @@ FIGURES = Path(os.environ.get("SENDER_INTEROP_FIGURES", "/tmp/sender-interop-fig
 @pytest.fixture(scope="session")
 def postfix() -> Iterator[Relay]:
     reason = missing()
-    if reason:
-        if os.environ.get("CI"):
-            pytest.fail(f"interop tests cannot run in CI: {reason}")
-        pytest.skip(f"interop: {reason}")
+    need(f"interop: {reason}" if reason else None, in_ci=f"interop tests cannot run in CI: {reason}")
     # Not under pytest's tmp_path: its 0700 parents keep the postfix user out.
     root = Path(tempfile.mkdtemp(prefix="sender-interop-"))
     relay = Relay(root)
