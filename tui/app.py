@@ -154,8 +154,8 @@ class MonitorApp(Navigation):
 
     def tick(self) -> None:
         """Start a panel load unless one is running; start the report when it is due."""
-        if not self.query(TabbedContent):
-            return  # the app is shutting down: its widgets are already gone
+        if not self.live:
+            return
         if not self._loading:
             self.load_data()
         if not self._reporting and self._report_due():
@@ -188,8 +188,11 @@ class MonitorApp(Navigation):
         finally:
             self._reporting = False
             self._report_took = time.monotonic() - self._report_at
-        if not self.query(TabbedContent):
-            return  # finished after the app began shutting down
+        self.apply_findings(found)
+
+    def apply_findings(self, found: Findings) -> None:
+        if not self.live:
+            return
         self.findings = found
         self._show_header()
         self.query_one(DuplicatesPanel).show_findings(found, self.filters["duplicates"])
@@ -198,9 +201,15 @@ class MonitorApp(Navigation):
             if any(found.count(k) for k in DUPLICATES):
                 self.action_tab("duplicates")
 
+    @property
+    def live(self) -> bool:
+        """False once shutdown has begun: a load that finishes then has no widgets to show on
+        (Textual removes them one by one, so asking for any single one of them is not enough)."""
+        return self.is_running and bool(self.query(StatusHeader))
+
     def apply(self, snap: Snapshot) -> None:
-        if not self.query(TabbedContent):
-            return  # finished after the app began shutting down
+        if not self.live:
+            return
         self.snapshot = snap
         self._show_header()
         self.query_one(HealthBar).show(snap)
