@@ -16,7 +16,8 @@ from .config import Settings
 from .errors import UsageError
 from .queuefile import FILE_MODE, set_mode
 from .store import counts, flags, sending
-from .store.db import SCHEMA_VERSION, Database, open_db
+from .store.db import SCHEMA_VERSION
+from .store.engine import Store, engine_for, open_store
 
 if TYPE_CHECKING:
     from .mailreader import MailSource
@@ -25,7 +26,10 @@ log = logging.getLogger(__name__)
 
 
 def check_db_dir(path: str) -> None:
-    """A missing folder is a usage error (exit 2), found before SQLite fails to create the file."""
+    """A ``--db`` no engine takes, or a missing folder for a queue file, is a usage error (exit 2),
+    found before SQLite fails to create the file."""
+    if engine_for(path).name != "sqlite":
+        return
     folder = os.path.dirname(path) or "."
     if not os.path.isdir(folder):
         raise UsageError(f"{path}: folder {folder} does not exist")
@@ -44,7 +48,7 @@ def open_source(args: argparse.Namespace) -> MailSource:
 
 async def cmd_init(args: argparse.Namespace, settings: Settings) -> int:
     check_db_dir(settings.db)
-    async with open_db(settings.db, create=True, mode=args.mode or FILE_MODE):
+    async with open_store(settings.db, create=True, mode=args.mode or FILE_MODE):
         if args.mode is not None:
             set_mode(settings.db, args.mode)
     mode = os.stat(settings.db).st_mode & 0o777
@@ -61,7 +65,7 @@ async def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     from .logbuffer import turn_flusher
 
     sessions = pool(settings)
-    async with open_db(settings.db) as db:
+    async with open_store(settings.db) as db:
         daemon = Daemon(db, settings, sessions, on_turn=turn_flusher())
         await _relay_warnings(db, settings)
         loop = asyncio.get_running_loop()
@@ -84,7 +88,7 @@ async def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-async def _relay_warnings(db: Database, settings: Settings) -> None:
+async def _relay_warnings(db: Store, settings: Settings) -> None:
     """Said loudly at every start: no certificate verification, credentials allowed in clear."""
 
     if settings.smtp_allow_plaintext_auth and settings.smtp_user:
@@ -99,7 +103,7 @@ async def _relay_warnings(db: Database, settings: Settings) -> None:
 async def cmd_recover(args: argparse.Namespace, settings: Settings) -> int:
     from .journal import JournalEvidence
 
-    async with open_db(settings.db) as db:
+    async with open_store(settings.db) as db:
         expired = await sending.recover(db, time.time(), JournalEvidence(db.path))
     for e in expired:
         why = "lease expired, never started (start journal)" if e.state == "scheduled" else "lease expired"
@@ -119,7 +123,7 @@ async def cmd_resolve(args: argparse.Namespace, settings: Settings) -> int:
     from .store import operator
 
     actor = args.actor or os.environ.get("USER") or "operator"
-    async with open_db(settings.db) as db:
+    async with open_store(settings.db) as db:
         n = await operator.resolve(db, args.ids, args.resolution, actor=actor, now=time.time(),
                                 reason=args.reason)
     print(f"resolved {n} message(s) as {args.resolution}")
@@ -142,7 +146,7 @@ async def cmd_bulk(args: argparse.Namespace, settings: Settings) -> int:
                     reply_match=args.reply_match, since=since, since_label=args.since or "",
                     rows=tuple(dict.fromkeys(args.row or ())))
     actor = args.actor or os.environ.get("USER") or "operator"
-    async with open_db(settings.db, readonly=not args.yes) as db:
+    async with open_store(settings.db, readonly=not args.yes) as db:
         done = await operator.bulk(db, args.command, sel, actor=actor, now=now, yes=args.yes,
                                 reason=args.reason)
     verb = {"retry": "retried", "cancel": "cancelled"}[args.command]
@@ -158,7 +162,7 @@ async def cmd_pause(args: argparse.Namespace, settings: Settings) -> int:
 
     paused = args.command == "pause"
     actor = args.actor or os.environ.get("USER") or "operator"
-    async with open_db(settings.db) as db:
+    async with open_store(settings.db) as db:
         if args.campaign:
             await flags.set_campaign_paused(db, args.campaign, paused, actor=actor, now=time.time(),
                                             reason=args.reason)
@@ -177,7 +181,7 @@ async def cmd_config(args: argparse.Namespace, settings: Settings) -> int:
 async def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     policy = settings.policy()
     now = time.time()
-    async with open_db(settings.db, readonly=True) as db:
+    async with open_store(settings.db, readonly=True) as db:
         states = await counts.state_counts(db)
         workers = await counts.worker_counts(db, now)
         paused = await flags.paused(db)
@@ -230,7 +234,7 @@ async def cmd_observe(args: argparse.Namespace, settings: Settings) -> int:
     from .observe import observe, progress_bar
 
     mailbox = open_source(args)
-    async with open_db(settings.db) as db:
+    async with open_store(settings.db) as db:
         with progress_bar(mailbox) as advance:
             stats = await observe(db, mailbox, now=time.time(), progress=advance,
                                   rules=settings.feedback_rules())
@@ -245,7 +249,7 @@ async def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
     from .report import text as report_text
 
     mailbox = open_source(args) if args.maildir or args.mbox or args.imap else None
-    async with open_db(settings.db, readonly=mailbox is None) as db:
+    async with open_store(settings.db, readonly=mailbox is None) as db:
         if mailbox is not None:
             with progress_bar(mailbox) as advance:
                 stats = await observe(db, mailbox, now=time.time(), progress=advance)
@@ -267,7 +271,7 @@ async def cmd_reconcile(args: argparse.Namespace, settings: Settings) -> int:
 
     mailbox = open_source(args)
     actor = args.actor or os.environ.get("USER") or "operator"
-    async with open_db(settings.db) as db:
+    async with open_store(settings.db) as db:
         with progress_bar(mailbox) as advance:
             stats, changed = await reconcile(db, mailbox, actor=actor, now=time.time(),
                                              progress=advance, rules=settings.feedback_rules())

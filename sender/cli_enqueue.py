@@ -16,7 +16,7 @@ from .config import Settings
 from .errors import InputError, UsageError
 from .headers import parse_flag as parse_header_flags
 from .intake import MAX_BODY_BYTES, NewMessage, make_message, read_csv
-from .store.db import open_db
+from .store.engine import open_store
 from .store.enqueue import enqueue
 from .templates import Templates
 
@@ -102,7 +102,7 @@ async def cmd_enqueue(args: argparse.Namespace, settings: Settings) -> int:
         raise UsageError("nothing to enqueue: give --csv FILE or --to, --subject and --body")
     started = time.monotonic()
     check_db_dir(settings.db)
-    async with open_db(settings.db, create=True) as db:
+    async with open_store(settings.db, create=True) as db:
         with _progress(total) as advance:
             result = await enqueue(db, rows, from_addr=from_addr, from_name=from_name,
                                          domain=settings.domain, now=time.time(), progress=advance)

@@ -11,7 +11,7 @@ from typing import Any
 
 from .config import Settings
 from .errors import InputError, UsageError
-from .store.db import open_db
+from .store.engine import open_store
 from .store.states import SUPPRESSION_REASONS
 
 
@@ -43,7 +43,7 @@ async def cmd_unsubscribe(args: argparse.Namespace, settings: Settings) -> int:
 
     if not settings.unsubscribe_secret:
         raise UsageError("unsubscribe: no secret configured (SENDER_UNSUBSCRIBE_SECRET or [unsubscribe] secret)")
-    async with open_db(settings.db) as db:
+    async with open_store(settings.db) as db:
         found = await unsubscribe.apply(db, settings.unsubscribe_secret, args.token, now=time.time())
     print(f"unsubscribed {found.email} (row {found.row})")
     return 0
@@ -65,22 +65,22 @@ async def cmd_suppress(args: argparse.Namespace, settings: Settings) -> int:
     now = time.time()
     if args.action == "add":
         emails = _addresses(args.addresses)
-        async with open_db(settings.db) as db:
+        async with open_store(settings.db) as db:
             n = await suppressions.add(db, [(e, args.reason) for e in emails], source=f"operator {actor}",
                                       now=now)
         print(f"suppressed {n} address(es) ({args.reason})")
     elif args.action == "remove":
         emails = _addresses(args.addresses)
-        async with open_db(settings.db) as db:
+        async with open_store(settings.db) as db:
             n = await suppressions.remove(db, emails)
         print(f"removed {n} of {len(emails)} address(es) from the suppression list")
     elif args.action == "import":
         entries = suppressions.read_csv(args.file, args.reason)
-        async with open_db(settings.db) as db:
+        async with open_store(settings.db) as db:
             n = await suppressions.add(db, entries, source=f"import {os.path.basename(args.file)}", now=now)
         print(f"suppressed {n} address(es) from {args.file}")
     else:
-        async with open_db(settings.db, readonly=True) as db:
+        async with open_store(settings.db, readonly=True) as db:
             rows = await suppressions.listing(db)
         if args.json:
             print(json.dumps([r.to_json() for r in rows]))

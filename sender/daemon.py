@@ -37,7 +37,7 @@ from .pace import Outage, Pace
 from .store import flags as admin
 from .store import sending as queue
 from .store.claims import Claim
-from .store.db import Database
+from .store.engine import Store
 from .store.sending import Outcome
 
 if TYPE_CHECKING:
@@ -95,7 +95,7 @@ class _Lane:
 
 
 class Daemon:
-    def __init__(self, db: Database, settings: Settings, sessions: Sequence[Transport],
+    def __init__(self, db: Store, settings: Settings, sessions: Sequence[Transport],
                  clock: Callable[[], float] = time.time, on_turn: Callable[[], None] | None = None) -> None:
         self.db = db
         self.settings = settings

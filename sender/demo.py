@@ -26,7 +26,7 @@ from .observe import ObserveStats, observe
 from .report import Report, Window, build_report
 from .sink import serve
 from .store import counts
-from .store.db import open_db
+from .store.engine import open_store
 from .store.reports import first_claim
 
 SAMPLE = Path(__file__).resolve().parent.parent / "sample.db"
@@ -79,7 +79,7 @@ async def run_demo(settings: Settings, sample: Path, workdir: Path) -> DemoResul
                 smtp_password=None, smtp_tls=False, smtp_starttls=False, smtp_timeout=10.0,
                 worker="demo", poll=0.05, heartbeat=1.0)
     try:
-        async with open_db(s.db) as db:
+        async with open_store(s.db) as db:
             before = await counts.state_counts(db)
             started = time.monotonic()
             stats = await Daemon(db, s, [Session(s) for _ in range(s.concurrency)]).run(once=True)
@@ -87,7 +87,7 @@ async def run_demo(settings: Settings, sample: Path, workdir: Path) -> DemoResul
     finally:
         server.close()
         await server.wait_closed()
-    async with open_db(s.db) as db:
+    async with open_store(s.db) as db:
         observed = await observe(db, open_mailbox(str(capture), None), now=time.time())
         after = await counts.state_counts(db)
         now = time.time()

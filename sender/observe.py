@@ -21,7 +21,7 @@ from .mailreader import MailSource, Parsed, RawMessage, parse_head
 from .message import row_of
 from .store import feedback as feedback_rows
 from .store import observations
-from .store.db import Database
+from .store.engine import Store
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ class _Pending:
     parsed: Parsed
 
 
-async def observe(db: Database, mailbox: MailSource, *, now: float,
+async def observe(db: Store, mailbox: MailSource, *, now: float,
                   progress: Callable[[int], None] | None = None, batch: int = BATCH,
                   watch: frozenset[str] = frozenset(), rules: Rules = _NO_RULES) -> ObserveStats:
     """Store every copy in ``mailbox`` once; return counts, and in ``found`` which Message-IDs
@@ -105,7 +105,7 @@ async def observe(db: Database, mailbox: MailSource, *, now: float,
     return stats
 
 
-async def _store(db: Database, batch: list[_Pending], stats: ObserveStats, now: float,
+async def _store(db: Store, batch: list[_Pending], stats: ObserveStats, now: float,
                  watch: frozenset[str], rules: Rules = _NO_RULES) -> None:
     rows: list[dict[str, Any]] = []
     async with db.write():
@@ -144,7 +144,7 @@ async def _store(db: Database, batch: list[_Pending], stats: ObserveStats, now: 
     stats.traced += sum(r["row_id"] is not None for r in rows)
 
 
-async def _feedback(db: Database, batch: list[_Pending], stats: ObserveStats, rules: Rules,
+async def _feedback(db: Store, batch: list[_Pending], stats: ObserveStats, rules: Rules,
                     now: float) -> list[_Pending]:
     """Apply the DSN and ARF reports of ``batch``; return the other copies."""
     found: list[feedback_rows.Found] = []
@@ -165,7 +165,7 @@ async def _feedback(db: Database, batch: list[_Pending], stats: ObserveStats, ru
     return rest
 
 
-async def _unsubscribe_replies(db: Database, batch: list[_Pending], secret: str, now: float,
+async def _unsubscribe_replies(db: Store, batch: list[_Pending], secret: str, now: float,
                                source: str) -> int:
     from . import unsubscribe
     from .store import suppressions
@@ -180,7 +180,7 @@ async def _unsubscribe_replies(db: Database, batch: list[_Pending], secret: str,
     return await suppressions.add_within(db, entries, source=f"reply in {source}", now=now)
 
 
-async def _trace_by_time(db: Database, rows: list[dict[str, Any]]) -> None:
+async def _trace_by_time(db: Store, rows: list[dict[str, Any]]) -> None:
     """A copy whose Message-ID names no row of ours (the old system's random ids) traces to the
     SendLog entry for the same recipient closest in time, within ``TRACE_SLACK``."""
     todo = [r for r in rows if r["row_id"] is None and r["recipient"]]
@@ -214,7 +214,7 @@ class Reconciled:
     recipient: str
 
 
-async def reconcile(db: Database, mailbox: MailSource, *, actor: str, now: float,
+async def reconcile(db: Store, mailbox: MailSource, *, actor: str, now: float,
                     progress: Callable[[int], None] | None = None, rules: Rules = _NO_RULES,
                     ) -> tuple[ObserveStats, list[Reconciled]]:
     """Observe ``mailbox``; ``unknown`` messages whose Message-ID it holds become ``sent``

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from urllib.parse import quote
 
 from .errors import UsageError
-from .store.db import Database, open_db
+from .store.engine import Store, open_store
 
 _TAG_BYTES = 16
 _CONTEXT = b"sender-unsubscribe-v1\x00"
@@ -87,7 +87,7 @@ def header_lines(*, url: str | None, mailto: str | None, secret: str, row: int, 
     return lines
 
 
-async def apply(db: Database, secret: str, token: str, *, now: float, source: str = "unsubscribe token"
+async def apply(db: Store, secret: str, token: str, *, now: float, source: str = "unsubscribe token"
                 ) -> Unsubscribed:
     """Suppress the address a valid token names; raise ``UsageError`` for any other token."""
     from .store import suppressions
@@ -105,7 +105,7 @@ def unsubscribe(token: str, *, db: str, secret: str) -> str:
     Raises ``sender.errors.UsageError`` for a token that does not verify (answer 400 then)."""
 
     async def run() -> str:
-        async with open_db(db) as queue:
+        async with open_store(db) as queue:
             return (await apply(queue, secret, token, now=time.time())).email
 
     return asyncio.run(run())

@@ -68,6 +68,16 @@ def test_foreign_and_missing_files_give_one_line(cli: Cli, tmp_path: Path, comma
     assert "no queue database" in _one_line(cli, command, "--db", str(tmp_path / "absent.db"))
 
 
+@pytest.mark.parametrize("command", ["init", "status", "run"])
+def test_a_database_url_of_no_known_engine_is_bad_input(cli: Cli, tmp_path: Path, command: str) -> None:
+    """``--db mysql://…`` names no engine: one line, exit 2, and no file is made from the URL."""
+    extra = ["--once"] if command == "run" else []
+    line = _one_line(cli, command, "--db", "mysql://root@127.0.0.1/test", *extra)
+    assert "no database engine for mysql://" in line
+    assert cli(command, "--db", "mysql://root@127.0.0.1/test", *extra).code == 2
+    assert not (tmp_path / "mysql:").exists() and not list(Path.cwd().glob("mysql:*"))
+
+
 def test_locked_queue_gives_one_line(cli: Cli, locked: Path) -> None:
     """A queue another process holds exclusively is reported as locked once the busy wait ends."""
     assert "locked" in _one_line(cli, "status", "--db", str(locked))

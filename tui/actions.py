@@ -14,7 +14,7 @@ from typing import Literal
 
 from sender.errors import SenderError
 from sender.store import flags, operator
-from sender.store.db import open_db
+from sender.store.engine import open_store
 from sender.store.selection import Selection
 
 Kind = Literal["cancel", "retry", "resolve-sent", "resolve-failed", "resolve-requeue", "pause",
@@ -51,7 +51,7 @@ async def perform(path: str, kind: Kind, row_id: int | None, *, actor: str, now:
     """Run one action; every failure comes back as ``Done(ok=False)``, never an exception."""
     reason = reason or "from the monitor"
     try:
-        async with open_db(path) as db:
+        async with open_store(path) as db:
             if kind == "cancel" and row_id is not None:
                 await operator.cancel(db, [row_id], actor=actor, now=now, reason=reason)
                 return Done(True, f"#{row_id} cancelled")
@@ -95,7 +95,7 @@ async def perform_bulk(path: str, kind: BulkKind, sel: Selection, *, actor: str,
                        reason: str = "") -> Done:
     """One bulk action through ``sender.store.operator`` (the store code of ``retry``/``cancel``)."""
     try:
-        async with open_db(path) as db:
+        async with open_store(path) as db:
             if kind in ("pause-campaign", "resume-campaign"):
                 if sel.campaign is None:
                     return Done(False, "pausing a campaign needs a campaign:NAME search")

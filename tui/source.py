@@ -17,7 +17,7 @@ from sender.store import health as monitor_health
 from sender.store import operator as admin
 from sender.store import search as monitor_search
 from sender.store import views as monitor
-from sender.store.db import open_db
+from sender.store.engine import open_store
 from sender.store.selection import Selection
 
 from . import findings
@@ -55,7 +55,7 @@ async def load(path: str, now: float, *, log_filter: str = "",
     search: monitor_search.SearchPage | None = None
     search_error: str | None = None
     try:
-        async with open_db(path, readonly=True) as db:
+        async with open_store(path, readonly=True) as db:
             overview = await monitor.overview(db, now)
             view = await monitor.queue_view(db, now)
             if queue.text or queue.order:
@@ -81,7 +81,7 @@ async def load(path: str, now: float, *, log_filter: str = "",
 async def load_findings(path: str, now: float, span: float) -> findings.Findings:
     """The duplicate report over the last ``span`` seconds (see ``tui.findings``)."""
     try:
-        async with open_db(path, readonly=True) as db:
+        async with open_store(path, readonly=True) as db:
             found = await findings.load(db, now, span)
             return replace(found, mailboxes=await monitor_health.mailboxes(db))
     except SenderError as exc:
@@ -99,7 +99,7 @@ class Detail:
 
 async def load_message(path: str, row_id: int) -> Detail:
     try:
-        async with open_db(path, readonly=True) as db:
+        async with open_store(path, readonly=True) as db:
             found = await monitor.message(db, row_id)
             observed = ([] if found is None else
                         await monitor_health.observed_copies(db, row_id, found.mid))
@@ -115,7 +115,7 @@ async def load_message(path: str, row_id: int) -> Detail:
 async def count_bulk(path: str, kind: admin.BulkKind, sel: Selection) -> tuple[int | None, str]:
     """How many messages a bulk action would change now, and its filter in words (or why not)."""
     try:
-        async with open_db(path, readonly=True) as db:
+        async with open_store(path, readonly=True) as db:
             done = await admin.bulk(db, kind, sel, actor="", now=0.0, yes=False)
     except SenderError as exc:
         return None, str(exc)

@@ -15,13 +15,16 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import aiosqlite
 
 from ..errors import DamagedDatabase, NotOurDatabase, SchemaTooNew, StoreError
 from ..queuefile import FILE_MODE, OpenedFile, create_private, is_sqlite, no_queue, require_queue_file
 from .schema import APPLICATION_ID, MIGRATIONS, AddColumns, Rebuild
+
+if TYPE_CHECKING:
+    from .sqlite import SQLite
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +122,12 @@ class Database:
         self.readonly = readonly
         self._lock = asyncio.Lock()
         self.opened: OpenedFile | None = None  # set for writers: the file this connection holds
+
+    @property
+    def engine(self) -> SQLite:
+        from .sqlite import ENGINE
+
+        return ENGINE
 
     async def optimize(self, *, at_open: bool = False) -> None:
         """``PRAGMA optimize``, its sampling bounded (``analysis_limit``: about 130 ms on a queue

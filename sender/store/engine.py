@@ -5,7 +5,8 @@ synchronous transaction). An ``Engine`` supplies the parts that differ between d
 a connection with its pragmas and migrations, the claim statement, the set-based outcome writes,
 and the translation of its errors into ``StoreError``. SQLite's is ``sender.store.sqlite``; a
 second engine adds one module beside it, a line in ``engines()``, and passes
-``tests/test_store_contract.py``.
+``tests/test_store_contract.py``. Commands open a queue with ``open_store(target)``, which asks
+each engine whether it ``accepts`` the target (a PostgreSQL URL, say); a file path is SQLite's.
 """
 
 from __future__ import annotations
@@ -40,6 +41,9 @@ class Store(Protocol):
     path: str
     readonly: bool
 
+    @property
+    def engine(self) -> Engine: ...
+
     async def fetchall(self, sql: str, params: Params = ()) -> Sequence[Any]: ...
 
     async def fetchone(self, sql: str, params: Params = ()) -> Any | None: ...
@@ -54,6 +58,10 @@ class Store(Protocol):
 
     def check_file(self) -> None: ...
 
+    async def optimize(self, *, at_open: bool = False) -> None:
+        """Refresh the planner's statistics where they are stale (after a large import, at start)."""
+        ...
+
 
 class Engine(Protocol):
     """The engine-specific parts, one object per database kind."""
@@ -61,9 +69,14 @@ class Engine(Protocol):
     name: str
     schema_version: int  # migrations this engine applies
 
-    def open(self, path: str, *, readonly: bool = False,
-             create: bool = False) -> AbstractAsyncContextManager[Store]:
-        """Connect with the engine's settings, check or migrate the schema, translate errors."""
+    def accepts(self, target: str) -> bool:
+        """Whether ``target`` (a ``--db`` value) names a queue of this engine."""
+        ...
+
+    def open(self, path: str, *, readonly: bool = False, create: bool = False,
+             mode: int | None = None) -> AbstractAsyncContextManager[Store]:
+        """Connect with the engine's settings, check or migrate the schema, translate errors.
+        ``mode`` is the permission of a queue file it creates, where the engine has files."""
         ...
 
     def claim(self, tx: Tx, policy: Policy | None, *, worker: str, worker_id: int, limit: int,
@@ -81,7 +94,24 @@ class Engine(Protocol):
 
 
 def engines() -> dict[str, Engine]:
-    """Every engine present, by name (the contract tests run on each)."""
+    """Every engine present, by name (the contract tests run on each); SQLite, the default, last."""
     from .sqlite import ENGINE
 
     return {ENGINE.name: ENGINE}
+
+
+def engine_for(target: str) -> Engine:
+    """The engine whose queue ``target`` names (a URL this sender does not know is bad input)."""
+    for engine in engines().values():
+        if engine.accepts(target):
+            return engine
+    from ..errors import UsageError
+
+    raise UsageError(f"--db {target}: not a queue file path, and no database engine for "
+                     f"{target.split('://', 1)[0]}:// URLs")
+
+
+def open_store(target: str, *, readonly: bool = False, create: bool = False,
+               mode: int | None = None) -> AbstractAsyncContextManager[Store]:
+    """Open the queue ``target`` names with its engine (see ``Engine.open``)."""
+    return engine_for(target).open(target, readonly=readonly, create=create, mode=mode)

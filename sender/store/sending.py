@@ -75,12 +75,12 @@ async def exchange(db: Store, outcomes: Sequence[Outcome], *, worker: str, worke
 
     def work(tx: Tx) -> Turn:
         if outcomes:
-            record_in(tx, outcomes, now)
+            db.engine.record(tx, outcomes, now)
         if pause_reason:
             for sql, params in flags.pause_flag_statements(True, actor=worker, now=now, reason=pause_reason):
                 tx.execute(sql, params)
-        claimed = [] if limit <= 0 else claims.claim(tx, policy, worker=worker, worker_id=worker_id,
-                                                     limit=limit, lease=lease, now=now)
+        claimed = [] if limit <= 0 else db.engine.claim(tx, policy, worker=worker, worker_id=worker_id,
+                                                        limit=limit, lease=lease, now=now)
         if not read_pauses:
             return Turn(claimed)
         return Turn(claimed, flags.globally_paused(tx), flags.paused_campaigns(tx))
@@ -96,7 +96,7 @@ async def claim(db: Store, *, worker: str, worker_id: int, limit: int, lease: fl
 
 
 async def record(db: Store, outcomes: Sequence[Outcome], now: float) -> None:
-    await db.transaction(lambda tx: record_in(tx, outcomes, now))
+    await db.transaction(lambda tx: db.engine.record(tx, outcomes, now))
 
 
 # The message state each outcome leads to.

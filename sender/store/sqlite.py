@@ -23,9 +23,14 @@ class SQLite:
     name = "sqlite"
     schema_version = db.SCHEMA_VERSION
 
-    def open(self, path: str, *, readonly: bool = False,
-             create: bool = False) -> AbstractAsyncContextManager[Store]:
-        return db.open_db(path, readonly=readonly, create=create)
+    def accepts(self, target: str) -> bool:
+        return "://" not in target  # a file path (every other engine names a URL)
+
+    def open(self, path: str, *, readonly: bool = False, create: bool = False,
+             mode: int | None = None) -> AbstractAsyncContextManager[Store]:
+        if mode is None:
+            return db.open_db(path, readonly=readonly, create=create)
+        return db.open_db(path, readonly=readonly, create=create, mode=mode)
 
     def claim(self, tx: Tx, policy: Policy | None, *, worker: str, worker_id: int, limit: int,
               lease: float, now: float) -> list[Claim]:
