@@ -36,6 +36,7 @@ from ..report.model import (
     StaleClaim,
     UnknownMessage,
 )
+from .counts import worker_of_token
 from .engine import Store
 from .states import LIVE_SQL
 
@@ -213,8 +214,7 @@ async def stale_claims(db: Store, now: float, *, limit: int = LIMIT) -> list[Sta
         "       m.lease_until, w.heartbeat_at, w.stopped_at IS NOT NULL "
         "  FROM messages m INDEXED BY messages_lease JOIN recipients r ON r.id = m.recipient_id "
         "  JOIN campaigns c ON c.id = m.campaign_id "
-        "  LEFT JOIN workers w ON w.id = CAST(substr(m.claim_token, 1, "
-        "                                     instr(m.claim_token, '.') - 1) AS INTEGER) "
+        f"  LEFT JOIN workers w ON w.id = {worker_of_token('m.claim_token')} "
         " WHERE m.state = 'sending' AND m.lease_until < ? ORDER BY m.lease_until, m.id LIMIT ?",
         (now, limit))
     return [StaleClaim(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], bool(r[8])) for r in rows]

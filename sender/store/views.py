@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from ..config import Settings
 from . import counts, flags
-from .counts import DEAD_CUT_SQL, HEARTBEAT_MISSES, WorkerCounts
+from .counts import DEAD_CUT_SQL, HEARTBEAT_MISSES, WorkerCounts, worker_of_token
 from .engine import Store
 from .states import PRIORITIES
 
@@ -241,7 +241,7 @@ async def workers(db: Store, now: float, dead_after: float = WORKER_DEAD_AFTER,
     the id of the worker that made it, which finds the holders of claims however old.
     """
     busy = {r[0]: r[1] for r in await db.fetchall(
-        "SELECT CAST(substr(claim_token, 1, instr(claim_token, '.') - 1) AS INTEGER), count(*) "
+        f"SELECT {worker_of_token('claim_token')}, count(*) "
         "FROM messages INDEXED BY messages_lease WHERE state = 'sending' GROUP BY 1")}
     rows = await db.fetchall(
         f"SELECT id, name, pid, host, started_at, heartbeat_at, stopped_at, heartbeat_at < {DEAD_CUT_SQL} FROM workers "
