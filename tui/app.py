@@ -101,6 +101,7 @@ class MonitorApp(Navigation):
         self.filters: dict[str, str] = dict.fromkeys(TABS, "")
         self.queue_query = QueueQuery()
         self.window_index = DEFAULT_WINDOW
+        self.report_offset = 0  # the Duplicates tab's page (``n``/``N``)
         self.findings: Findings | None = None
         self._loading = False
         self._reporting = False
@@ -184,7 +185,8 @@ class MonitorApp(Navigation):
         self._reporting = True
         self._report_at = time.monotonic()
         try:
-            found = await source.load_findings(self.db_path, self.clock(), self.window)
+            found = await source.load_findings(self.db_path, self.clock(), self.window,
+                                               self.report_offset)
         finally:
             self._reporting = False
             self._report_took = time.monotonic() - self._report_at
@@ -194,6 +196,7 @@ class MonitorApp(Navigation):
         if not self.live:
             return
         self.findings = found
+        self.report_offset = found.offset  # a page past the end (the findings shrank) moved back
         self._show_header()
         self.query_one(DuplicatesPanel).show_findings(found, self.filters["duplicates"])
         if not self._tab_chosen:
@@ -262,11 +265,13 @@ class MonitorApp(Navigation):
         if action == "follow":
             return self.active_tab == "log"
         if action == "page":
-            return self.active_tab == "queue" and self.queue_query != QueueQuery()
+            return self.active_tab == "duplicates" or (
+                self.active_tab == "queue" and self.queue_query != QueueQuery())
         return True
 
     def action_window(self, step: int) -> None:
         self.window_index = max(0, min(len(WINDOWS) - 1, self.window_index + step))
+        self.report_offset = 0
         self.load_report()
 
     def action_refresh(self) -> None:

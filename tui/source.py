@@ -78,11 +78,11 @@ async def load(path: str, now: float, *, log_filter: str = "",
                     search_error=search_error)
 
 
-async def load_findings(path: str, now: float, span: float) -> findings.Findings:
-    """The duplicate report over the last ``span`` seconds (see ``tui.findings``)."""
+async def load_findings(path: str, now: float, span: float, offset: int = 0) -> findings.Findings:
+    """A page of the duplicate report over the last ``span`` seconds (see ``tui.findings``)."""
     try:
         async with open_db(path, readonly=True) as db:
-            found = await findings.load(db, now, span)
+            found = await findings.load(db, now, span, offset)
             return replace(found, mailboxes=await monitor_health.mailboxes(db))
     except SenderError as exc:
         return findings.Findings(span, False, note=str(exc))

@@ -123,9 +123,7 @@ class QueuePanel(Panel):
             parts.append("nothing scheduled")
         scheduled = snap.overview.counts.get("scheduled", 0) if snap.overview else 0
         parts.append(f"showing {len(q.messages):,} of {scheduled:,} scheduled in claim order")
-        sample = (f"\n[dim]campaign counts cover the first {q.sampled:,} messages in claim "
-                  "order[/dim]" if q.sample_capped else "")
-        self.summary("  ·  ".join(parts) + sample + f"\n[dim]{self._lists(snap)}  ·  [b]/[/b] "
+        self.summary("  ·  ".join(parts) + f"\n[dim]{self._lists(snap)}  ·  [b]/[/b] "
                      "searches every message[/dim]")
         campaigns = self.query_one("#campaigns", RowsTable)
         campaigns.fill([
