@@ -210,14 +210,19 @@ async def multi_sends(db: Store, since: float, now: float, *, limit: int = LIMIT
 
 async def unknown_messages(db: Store, *, limit: int = LIMIT,
                            offset: int = 0) -> list[UnknownMessage]:
-    """Every message now ``unknown``, longest-standing first (``messages_state_updated``)."""
+    """Every message now ``unknown``, longest-standing first (``messages_state_updated``).
+
+    The page is chosen in the index alone, then joined: an ``OFFSET`` over the joined rows
+    would build every skipped row (62 ms for the last page of 10,000, against 1.3 ms)."""
     rows = await db.fetchall(
         "SELECT m.id, m.message_id, r.email, c.name, m.updated_at, coalesce(m.last_reply, ''), "
         "       m.worker, m.attempts, "
         "       EXISTS (SELECT 1 FROM observations o WHERE o.mid = m.message_id) "
         "  FROM messages m JOIN recipients r ON r.id = m.recipient_id "
         "  JOIN campaigns c ON c.id = m.campaign_id "
-        " WHERE m.state = 'unknown' ORDER BY m.updated_at, m.id LIMIT ? OFFSET ?", (limit, offset))
+        " WHERE m.id IN (SELECT id FROM messages WHERE state = 'unknown' "
+        "                ORDER BY updated_at, id LIMIT ? OFFSET ?) "
+        " ORDER BY m.updated_at, m.id", (limit, offset))
     return [UnknownMessage(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], bool(r[8]))
             for r in rows]
 
@@ -226,18 +231,21 @@ async def stale_claims(db: Store, now: float, *, limit: int = LIMIT,
                        offset: int = 0) -> list[StaleClaim]:
     """``sending`` rows whose lease ended before ``now`` (partial index ``messages_lease``, pinned:
     the planner preferred walking every ``sending`` row and sorting them, 38 ms for 10,000),
-    with the heartbeat of the worker that holds them (its id prefixes the claim token)."""
+    with the heartbeat of the worker that holds them (its id prefixes the claim token). The page
+    is chosen in the index, then joined (the last page of 10,000: 99 ms -> 1 ms)."""
     rows = await db.fetchall(
         "SELECT m.id, m.message_id, r.email, c.name, m.worker, "
         "       (SELECT s.claimed_at FROM send_log s WHERE s.message_id = m.id "
         "         AND s.claim_token = m.claim_token ORDER BY s.id DESC LIMIT 1), "
         "       m.lease_until, w.heartbeat_at, w.stopped_at IS NOT NULL "
-        "  FROM messages m INDEXED BY messages_lease JOIN recipients r ON r.id = m.recipient_id "
+        "  FROM messages m JOIN recipients r ON r.id = m.recipient_id "
         "  JOIN campaigns c ON c.id = m.campaign_id "
         "  LEFT JOIN workers w ON w.id = CAST(substr(m.claim_token, 1, "
         "                                     instr(m.claim_token, '.') - 1) AS INTEGER) "
-        " WHERE m.state = 'sending' AND m.lease_until < ? ORDER BY m.lease_until, m.id "
-        " LIMIT ? OFFSET ?", (now, limit, offset))
+        " WHERE m.id IN (SELECT id FROM messages INDEXED BY messages_lease "
+        "                 WHERE state = 'sending' AND lease_until < ? "
+        "                 ORDER BY lease_until, id LIMIT ? OFFSET ?) "
+        " ORDER BY m.lease_until, m.id", (now, limit, offset))
     return [StaleClaim(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], bool(r[8])) for r in rows]
 
 
