@@ -9,11 +9,15 @@ prints the true totals where it cuts a list (text and ``--json``).
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from sender import report
 from sender.report.model import ANOMALIES
+from sender.report.text import render
 from sender.store import reports
 from sender.store.db import open_db
 from tests import findings_queue as fq
@@ -114,3 +118,23 @@ async def test_cli_report_prints_the_true_totals(cli: Cli, tmp_path: Path) -> No
     assert [len(data[k]) for k in ANOMALIES] == [100, 100, 100, 100, 100, 0]
     wide = json.loads(cli("report", "--db", path, "--json", "--limit", "1000").out)
     assert set(wide) == set(ANOMALIES) and len(wide["unknown"]) == fq.UNKNOWN
+
+
+async def test_a_missing_total_past_its_cap_says_so(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """"Missing" grows with the sends in the window, so its count stops at a cap: past it the
+    total is a lower bound, "50+" in text and ``capped`` in JSON."""
+    path = await fq.build(tmp_path / "q.db")
+    with sqlite3.connect(path) as conn:  # sent after the mailbox's first copy, never observed
+        conn.executemany(
+            "INSERT INTO send_log(message_id, dedupe_key, mid, recipient, campaign, attempt, "
+            "worker, claim_token, status, claimed_at) VALUES (?, ?, ?, 'x@example.com', 'bulk', "
+            "1, 'w1', 't', 'sent', ?)",
+            [(9000 + i, f"x{i}", f"<x{i}@x>", T0 - 1000 + i) for i in range(60)])
+    monkeypatch.setattr(reports, "MISSING_COUNT_CAP", 50)
+    async with open_db(path, readonly=True) as db:
+        found = await report.build_report(db, WINDOW, T0, sources=[fq.SOURCE], limit=10)
+        assert await reports.count_missing(db, WINDOW.since, T0, [fq.SOURCE], cap=1000) == 60
+    assert found.counts["missing"] == 50 and found.capped == ("missing",)
+    assert "MISSING (first 10 of 50+): " in render(found, title="t")
+    assert found.to_json()["capped"] == ["missing"]

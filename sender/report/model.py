@@ -150,6 +150,7 @@ class Report:
     truncated: tuple[str, ...] = ()  # the lists that hold fewer items than their total
     totals: dict[str, int] = field(default_factory=dict)  # true count per kind (default: listed)
     offset: int = 0  # a page (``report_page``): where it starts among all items, kinds end to end
+    capped: tuple[str, ...] = ()  # kinds whose total is a lower bound ("10,000+": only missing)
 
     @property
     def counts(self) -> dict[str, int]:
@@ -167,12 +168,15 @@ class Report:
     def to_json(self) -> dict[str, Any]:
         """The ``--json`` shape: the six keys, each a list of objects, times in ISO UTC; when a
         list stops short of its total, also ``truncated`` (the cut kinds) and ``totals`` (every
-        kind's true count), so a report without a cut list keeps exactly the six keys."""
+        kind's true count; ``capped`` names a total that is a lower bound), so a report without
+        a cut list keeps exactly the six keys."""
         out: dict[str, Any] = {name: [_jsonable(asdict(item)) for item in getattr(self, name)]
                                for name in ANOMALIES}
         if self.truncated:
             out["truncated"] = list(self.truncated)
             out["totals"] = self.counts
+        if self.capped:
+            out["capped"] = list(self.capped)
         return out
 
 

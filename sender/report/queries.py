@@ -60,9 +60,17 @@ async def build_report(db: Store, window: Window, now: float, *, sources: Sequen
                    totals)
 
 
+def _capped(totals: dict[str, int]) -> tuple[dict[str, int], tuple[str, ...]]:
+    """A "missing" total past the count's cap is a lower bound: ``MISSING_COUNT_CAP``, marked."""
+    if totals["missing"] <= found.MISSING_COUNT_CAP:
+        return totals, ()
+    return {**totals, "missing": found.MISSING_COUNT_CAP}, ("missing",)
+
+
 async def report_totals(db: Store, window: Window, now: float, *,
                         sources: Sequence[str] = ()) -> dict[str, int]:
-    """The true number of each of the six findings (``sender.store.reports.count_*``)."""
+    """The true number of each of the six findings (``sender.store.reports.count_*``; "missing"
+    stops counting past ``MISSING_COUNT_CAP``)."""
     return {name: await count() for name, count in _counters(db, window, now, sources).items()}
 
 
@@ -72,7 +80,8 @@ async def report_page(db: Store, window: Window, now: float, *, offset: int = 0,
     unknown, stale claims, missing; each in its own order): items ``offset`` to
     ``offset + limit`` of them all, with every kind's true total. An offset past the end (the
     findings shrank) becomes the last page. The monitor's Duplicates tab pages with this."""
-    totals = await report_totals(db, window, now, sources=sources)
+    counted = await report_totals(db, window, now, sources=sources)
+    totals = _capped(counted)[0]
     grand = sum(totals.values())
     offset = max(0, min(offset, (grand - 1) // limit * limit if grand else 0))
     lists: dict[str, list[Any]] = {}
@@ -81,12 +90,13 @@ async def report_page(db: Store, window: Window, now: float, *, offset: int = 0,
         first, last = max(offset - start, 0), min(offset + limit - start, totals[name])
         lists[name] = await read(first, last - first) if last > first else []
         start += totals[name]
-    return _report(window, now, sources, lists, totals, offset)
+    return _report(window, now, sources, lists, counted, offset)
 
 
 def _report(window: Window, now: float, sources: Sequence[str], lists: dict[str, list[Any]],
-            totals: dict[str, int], offset: int = 0) -> Report:
-    return Report(window=window, now=now, ghosts=lists["ghosts"],
+            counted: dict[str, int], offset: int = 0) -> Report:
+    totals, capped = _capped(counted)
+    return Report(capped=capped, window=window, now=now, ghosts=lists["ghosts"],
                   repeated_message_ids=lists["repeated_message_ids"],
                   multi_sends=lists["multi_sends"], unknown=lists["unknown"],
                   stale_claims=lists["stale_claims"], missing=lists["missing"],

@@ -48,7 +48,8 @@ def _section(report: Report, name: str) -> list[str]:
         return [f"{label}: not checked (name the mailbox with --maildir or --mbox)"]
     if not items:
         return [f"{label}: none"]
-    shown = (f"first {len(items):,} of {report.counts[name]:,}" if name in report.truncated
+    more = "+" if name in report.capped else ""
+    shown = (f"first {len(items):,} of {report.counts[name]:,}{more}" if name in report.truncated
              else f"{len(items):,}")
     head = f"{label} ({shown}): {meaning}"
     rows: list[list[object]]
@@ -112,9 +113,10 @@ def summary(report: Report) -> str:
     counts = report.counts
     if not report.anomalies:
         return "no anomalies found"
-    parts = [f"{n:,} {(LABELS if n == 1 else PLURALS)[name]}" for name, n in counts.items() if n]
+    parts = [f"{n:,}{'+' if name in report.capped else ''} {(LABELS if n == 1 else PLURALS)[name]}"
+             for name, n in counts.items() if n]
     noun = "anomaly" if report.anomalies == 1 else "anomalies"
-    text = f"{report.anomalies:,} {noun}: " + ", ".join(parts)
+    text = f"{report.anomalies:,}{'+' if report.capped else ''} {noun}: " + ", ".join(parts)
     if report.truncated:
         text += f" ({report.listed:,} listed: --limit shows more)"
     return text

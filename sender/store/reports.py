@@ -46,6 +46,7 @@ from .engine import Store
 from .states import LIVE_SQL
 
 MISSING_SLACK = 2.0  # a Date header (whole seconds) can precede its claim by under 1 s
+MISSING_COUNT_CAP = 10_000  # "missing" totals stop here ("10,000+")
 
 
 async def newest_activity(db: Store) -> float | None:
@@ -308,11 +309,16 @@ async def count_stale_claims(db: Store, now: float) -> int:
     return row[0] if row else 0
 
 
-async def count_missing(db: Store, since: float, now: float, sources: Sequence[str]) -> int:
+async def count_missing(db: Store, since: float, now: float, sources: Sequence[str], *,
+                        cap: int | None = None) -> int:
+    """Up to ``cap + 1`` (``MISSING_COUNT_CAP``): the one total that grows with the sends in the window rather than with
+    anomalies (a mailbox that holds nothing of a busy day), so it stops counting past ``cap``
+    (all 600,000 sends of a day at a million rows: 340 ms; up to 10,000: a few ms)."""
     if not sources:
         return 0
-    return await _count(db, "SELECT 1" + _MISSING_WHERE,
-                        {"start": await _missing_start(db, since, sources), "now": now})
+    return await _count(db, "SELECT 1" + _MISSING_WHERE + " LIMIT :cap",
+                        {"start": await _missing_start(db, since, sources), "now": now,
+                         "cap": (MISSING_COUNT_CAP if cap is None else cap) + 1})
 
 
 async def _count(db: Store, sql: str, params: dict[str, Any]) -> int:
