@@ -15,6 +15,7 @@ from sender.store.db import open_db
 from tests import findings_queue as fq
 from tests.test_store_views import T0
 from tests.test_tui_app import SIZE, cells, keys, make_app, press, settle, text, type_filter
+from tui.app import MonitorApp
 from tui.widgets.header import StatusHeader
 
 
@@ -82,3 +83,29 @@ async def test_campaign_counts_are_exact_beyond_the_old_sample(tmp_path: Path) -
         assert "Due now 2,250" in summary and "cover" not in summary
         await type_filter(pilot, "campaign:charlie")
         assert "of 1,500 matching" in text(app, "#queue-panel .summary")
+
+
+async def test_slow_campaign_counts_are_read_less_often(tmp_path: Path) -> None:
+    """Per-campaign counts that take long are not re-read on every refresh: until ten times
+    their duration has passed, the Queue shows the last counts read and says as of when."""
+    path = await fq.build_campaigns(tmp_path / "c.db")
+    now = [T0]
+    app = MonitorApp(path, refresh_every=3600, clock=lambda: now[0], actor="tester")
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await press(pilot, "1")
+        app._campaigns_took = 100.0  # as if they had taken 100 s: due again in 1,000 s
+        with sqlite3.connect(path) as conn:
+            conn.execute("INSERT INTO recipients(id, email) VALUES (99999, 'new@example.com')")
+            conn.execute("INSERT INTO messages(id, campaign_id, recipient_id, dedupe_key, message_id, "
+                         "due_at, created_at, updated_at) VALUES (99999, 1, 99999, 'new', '<new@x>', "
+                         "?, ?, ?)", (T0 - 1, T0, T0))
+        now[0] = T0 + 5
+        await press(pilot, "r")
+        assert cells(app, "campaigns")[0][:3] == ["alpha", "1,500", "1,500"]
+        assert "campaign counts as of 5s ago" in text(app, "#queue-panel .summary")
+        assert "Due now 2,256" in text(app, "#queue-panel .summary")  # 5 s later: 5 more due
+        app._campaigns_took = 0.0
+        await press(pilot, "r")
+        assert cells(app, "campaigns")[0][:3] == ["alpha", "1,501", "1,501"]
+        assert "as of" not in text(app, "#queue-panel .summary")

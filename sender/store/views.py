@@ -75,7 +75,7 @@ class QueueView:
     """Scheduled messages in claim order (priority, due time, id).
 
     ``due_now`` stops counting at ``due_cap`` (``due_capped``); the per-campaign counts are
-    exact, every campaign with a scheduled message.
+    exact, every campaign with a scheduled message, as of ``campaigns_at`` (None: not read).
     """
 
     due_now: int
@@ -83,7 +83,8 @@ class QueueView:
     oldest_due: QueuedMessage | None
     next_due: QueuedMessage | None
     messages: list[QueuedMessage]
-    campaigns: list[CampaignQueue]
+    campaigns: list[CampaignQueue] | None
+    campaigns_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,7 +180,7 @@ _QUEUED = ("SELECT m.id, r.email, c.name, m.due_at, m.priority, m.attempts, "
 
 
 async def queue_view(db: Store, now: float, limit: int = QUEUE_LIMIT,
-                     due_cap: int = DUE_COUNT_CAP) -> QueueView:
+                     due_cap: int = DUE_COUNT_CAP, campaigns: bool = True) -> QueueView:
     """Walks the ``messages_due`` partial index only, a bounded number of entries.
 
     The index leads with the priority, so "oldest due" and "next" are one seek per priority.
@@ -200,11 +201,12 @@ async def queue_view(db: Store, now: float, limit: int = QUEUE_LIMIT,
                                     "ORDER BY m.due_at, m.id LIMIT 1", (prio, now))
             if row is not None:
                 found.append(QueuedMessage(*row))
-    campaigns = await campaign_queues(db, now)
     return QueueView(due_now=min(due_now, due_cap), due_capped=due_now > due_cap,
                      oldest_due=min(oldest, key=lambda m: (m.due_at, m.id), default=None),
                      next_due=min(upcoming, key=lambda m: (m.due_at, m.id), default=None),
-                     messages=[QueuedMessage(*r) for r in rows], campaigns=campaigns)
+                     messages=[QueuedMessage(*r) for r in rows],
+                     campaigns=await campaign_queues(db, now) if campaigns else None,
+                     campaigns_at=now if campaigns else None)
 
 
 _CAMPAIGN_QUEUES = """
@@ -224,7 +226,9 @@ async def campaign_queues(db: Store, now: float) -> list[CampaignQueue]:
     Exact, not a sample: one walk of ``messages_campaign_due`` (campaign, state, due time; the
     scheduled messages only), read from the index alone, one entry per scheduled message and
     no table row. ``INDEXED BY``: without statistics SQLite prefers ``messages_state_updated``
-    and reads every scheduled row (113 ms against 13 ms at a million rows, 40,000 scheduled)."""
+    and reads every scheduled row (113 ms against 13 ms at a million rows, 40,000 scheduled).
+    The cost grows with the scheduled messages (280 ms for a million), so the monitor reads it
+    less often when it is slow (``tui.app``)."""
     return [CampaignQueue(*r) for r in await db.fetchall(_CAMPAIGN_QUEUES, {"now": now})]
 
 
