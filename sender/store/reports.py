@@ -129,7 +129,9 @@ async def repeated_message_ids(db: Store, since: float, now: float, *, limit: in
 # send outside the queue), or another row of the same pair was logged or observed in the window.
 # Each is an index probe per event in the window, never a sort of the whole window. A candidate
 # is a multi-send when its sightings in the window (live attempts, observed copies traced to its
-# rows) hold more than one distinct Message-ID: the same test pages and totals use.
+# rows) hold more than one distinct Message-ID: the same test pages and totals use. The sightings
+# are read from the candidates outwards (``CROSS JOIN`` fixes that order in SQLite; otherwise it
+# walked every copy observed in the window and looked each up among the candidates).
 _MULTI_PAIRS = f"""
 WITH cand(recipient, campaign) AS (
     SELECT s.recipient, s.campaign
@@ -157,11 +159,11 @@ seen(recipient, campaign, mid, at) AS (
      WHERE s.claimed_at BETWEEN :since AND :now AND s.status IN {LIVE_SQL}
     UNION ALL
     SELECT cand.recipient, cand.campaign, o.mid, o.at
-      FROM cand JOIN recipients r ON r.email = cand.recipient
-      JOIN campaigns c ON c.name = cand.campaign
-      JOIN messages m ON m.recipient_id = r.id AND m.campaign_id = c.id
-      JOIN observations o ON o.row_id = m.id
-     WHERE o.at BETWEEN :since AND :now AND o.mid IS NOT NULL)
+      FROM cand CROSS JOIN recipients r CROSS JOIN campaigns c CROSS JOIN messages m
+      CROSS JOIN observations o
+     WHERE r.email = cand.recipient AND c.name = cand.campaign AND m.recipient_id = r.id
+       AND m.campaign_id = c.id AND o.row_id = m.id
+       AND o.at BETWEEN :since AND :now AND o.mid IS NOT NULL)
 SELECT recipient, campaign, min(at) FROM seen
  GROUP BY recipient, campaign HAVING count(DISTINCT mid) > 1
 """
