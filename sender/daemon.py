@@ -394,6 +394,10 @@ class Daemon:
                 log.info("row=%s mid=%s worker=%s sending->scheduled reason=lease expired, never started "
                          "(start journal of worker %s)", e.id, e.mid, self.settings.worker, e.worker)
                 continue
+            if e.state == "sent":
+                log.info("row=%s mid=%s worker=%s sending->sent reason=lease expired, the relay's 250 is in "
+                         "the start journal of worker %s", e.id, e.mid, self.settings.worker, e.worker)
+                continue
             log.warning("row=%s mid=%s worker=%s sending->unknown reason=lease expired (worker %s presumed dead)",
                         e.id, e.mid, self.settings.worker, e.worker)
 
@@ -516,6 +520,7 @@ class Daemon:
         except Exception as exc:  # a bug, not an SMTP answer: the data may have left, so never resend
             log.exception("row=%s mid=%s unexpected error while sending", claim.id, claim.mid)
             return done("unknown", None, f"internal error while sending: {exc!r}"), 0.0
+        self.guard.delivered(claim, code, reply)  # before anything else: a crash now leaves it sent
         self._relay_reached()
         self._pace_dirty |= self.pace.accepted()
         return done("sent", code, reply), 0.0
