@@ -90,7 +90,7 @@ class StartMarks(Protocol):
 
     def started(self, row: int, token: str) -> None: ...
 
-    def delivered(self, row: int, token: str, code: int, reply: str) -> None: ...
+    def delivered(self, row: int, token: str, code: int, reply: str) -> bool: ...
 
     def settled(self, rows: Iterable[int]) -> None: ...
 
@@ -113,8 +113,8 @@ class NoMarks:
     def started(self, row: int, token: str) -> None:
         return None
 
-    def delivered(self, row: int, token: str, code: int, reply: str) -> None:
-        return None
+    def delivered(self, row: int, token: str, code: int, reply: str) -> bool:
+        return False
 
     def settled(self, rows: Iterable[int]) -> None:
         return None
@@ -162,20 +162,21 @@ class FileJournal:
         self._live[row] = entry
         self._lines += 1
 
-    def delivered(self, row: int, token: str, code: int, reply: str) -> None:
-        """Append the relay's acceptance. Best effort: without it a crash leaves the row
-        ``unknown`` (the rule without this entry), never wrong; a failed write disables the
-        journal as for a start mark."""
+    def delivered(self, row: int, token: str, code: int, reply: str) -> bool:
+        """Append the relay's acceptance; True when it is in the journal. Best effort: without
+        it a crash leaves the row ``unknown`` (the rule without this entry), never wrong; a
+        failed write disables the journal as for a start mark."""
         if self._fd is None or row not in self._live or not _accepted(str(code)):
-            return
+            return False
         entry = b"%d %s %d %s\n" % (row, token.encode(), code, _one_line(reply))
         try:
             os.write(self._fd, entry)
         except OSError as exc:
             self._disable(exc)
-            return
+            return False
         self._live[row] += entry
         self._lines += 1
+        return True
 
     def _disable(self, exc: OSError) -> None:
         fd, self._fd = self._fd, None
