@@ -7,7 +7,6 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from . import unsubscribe
 from .config import Settings
 from .store.claims import Claim
 
@@ -29,6 +28,8 @@ def envelope(claim: Claim, settings: Settings, now: float) -> Envelope:
     extra.extend(claim.headers)
     raw: list[str] = []
     if settings.unsubscribe_secret and (settings.unsubscribe_url or settings.unsubscribe_mailto):
+        from . import unsubscribe
+
         raw = unsubscribe.header_lines(url=settings.unsubscribe_url, mailto=settings.unsubscribe_mailto,
                                        secret=settings.unsubscribe_secret, row=claim.id, email=claim.recipient)
     built = build(message_id=claim.mid, from_addr=claim.from_addr, from_name=claim.from_name,
