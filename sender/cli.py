@@ -11,8 +11,8 @@ import importlib
 import logging
 import os
 import sys
-from collections.abc import Coroutine
-from typing import Any, NoReturn
+from collections.abc import Callable, Coroutine
+from typing import Any, NoReturn, cast
 
 from . import config
 from .cli_commands import (
@@ -47,14 +47,37 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"error: {message} (see {self.prog} --help)\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+class _NotBuilt:
+    """Stands in for the parser of a command that is not being run: what is added to it is dropped."""
+
+    def __getattr__(self, name: str) -> Callable[..., _NotBuilt]:
+        return lambda *args, **kwargs: self
+
+
+class _Commands(argparse._SubParsersAction):
+    """The subcommands; with ``only`` set, just that command's parser is built. Building all 21
+    costs about 11 ms, a tenth of an empty ``run --once`` (a cron line's whole cost)."""
+
+    only: str | None = None
+
+    def add_parser(self, name: str, **kwargs: Any) -> Any:
+        if self.only is not None and name != self.only:
+            return _NotBuilt()
+        return super().add_parser(name, **kwargs)
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The command line; ``only``: a command name, when the arguments start with it (then the
+    other commands' parsers are not built, and nothing else can be parsed)."""
     p = _Parser(prog="python -m sender", description="An email sender that never sends twice.")
     common = _Parser(add_help=False)
     common.add_argument("--db", type=setting_type("db"), help="queue database (default: $SENDER_DB, then sender.db)")
     common.add_argument("--config", help="config file (default: $SENDER_CONFIG, then ./sender.toml)")
     common.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
     common.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
+    sub = cast(_Commands, p.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                           parser_class=_Parser, action=_Commands))
+    sub.only = only
 
     i = sub.add_parser("init", parents=[common], help="create or upgrade the queue database")
     i.add_argument("--mode", type=flag_type(FileMode()), metavar="OCTAL",
@@ -271,7 +294,8 @@ def _run_fast(work: Coroutine[Any, Any, int]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(argv[0] if argv and argv[0] in COMMANDS else None).parse_args(argv)
     _setup_logging(args.verbose, args.quiet, buffered=args.command == "run")
     try:
         flags = {name: getattr(args, name) for name in _SETTING_FLAGS if hasattr(args, name)}

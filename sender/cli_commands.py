@@ -105,8 +105,10 @@ async def cmd_recover(args: argparse.Namespace, settings: Settings) -> int:
 
     async with open_store(settings.db) as db:
         expired = await sending.recover(db, time.time(), JournalEvidence(db.path))
+    reasons = {"scheduled": "lease expired, never started (start journal)",
+               "sent": "lease expired, the relay's 250 is in the start journal"}
     for e in expired:
-        why = "lease expired, never started (start journal)" if e.state == "scheduled" else "lease expired"
+        why = reasons.get(e.state, "lease expired")
         log.warning("row=%s mid=%s worker=%s sending->%s reason=%s (recover)", e.id, e.mid, e.worker,
                     e.state, why)
     if args.json:
@@ -114,8 +116,11 @@ async def cmd_recover(args: argparse.Namespace, settings: Settings) -> int:
                           for e in expired]))
     else:
         released = sum(e.state == "scheduled" for e in expired)
-        print(f"{len(expired) - released} expired claim(s) moved to unknown"
-              + (f"; {released} never started (start journal), back to scheduled" if released else ""))
+        delivered = sum(e.state == "sent" for e in expired)
+        print(f"{len(expired) - released - delivered} expired claim(s) moved to unknown"
+              + (f"; {released} never started (start journal), back to scheduled" if released else "")
+              + (f"; {delivered} delivered (the relay's 250 in the start journal), recorded sent"
+                 if delivered else ""))
     return 0
 
 

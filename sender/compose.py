@@ -7,7 +7,6 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from . import unsubscribe
 from .config import Settings
 from .store.claims import Claim
 
@@ -18,9 +17,9 @@ if TYPE_CHECKING:
 def envelope(claim: Claim, settings: Settings, now: float) -> Envelope:
     """Raises ``ValueError`` (or an ``email`` error) when the message cannot be built.
 
-    ``sender.message`` (the ``email`` package) and dkimpy are imported at the first message: an
-    empty ``run --once`` does not pay for them."""
-    from . import dkim_sign
+    ``sender.message`` (the ``email`` package) is imported at the first message, so an empty
+    ``run --once`` does not pay for it; dkimpy (with dnspython: about 1 s of CPU to import) only
+    when DKIM is configured."""
     from .message import build
 
     extra: list[tuple[str, str]] = []
@@ -29,12 +28,18 @@ def envelope(claim: Claim, settings: Settings, now: float) -> Envelope:
     extra.extend(claim.headers)
     raw: list[str] = []
     if settings.unsubscribe_secret and (settings.unsubscribe_url or settings.unsubscribe_mailto):
+        from . import unsubscribe
+
         raw = unsubscribe.header_lines(url=settings.unsubscribe_url, mailto=settings.unsubscribe_mailto,
                                        secret=settings.unsubscribe_secret, row=claim.id, email=claim.recipient)
     built = build(message_id=claim.mid, from_addr=claim.from_addr, from_name=claim.from_name,
                   to=claim.recipient, to_name=claim.to_name, subject=claim.subject,
                   body_text=claim.body_text, body_html=claim.body_html, date=now, extra=extra,
                   raw_headers=raw, sender=return_path(settings, claim.id), attachments=claim.attachments)
+    if not (settings.dkim_domain or settings.dkim_selector or settings.dkim_key_file):
+        return built
+    from . import dkim_sign
+
     sign = dkim_sign.signer(settings.dkim_domain, settings.dkim_selector, settings.dkim_key_file)
     return built if sign is None else replace(built, data=sign.sign(built.data))
 

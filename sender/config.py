@@ -275,9 +275,10 @@ def _check(s: Settings) -> None:
     if s.smtp_tls and s.smtp_starttls:
         raise UsageError("--tls and --starttls are mutually exclusive")
     _check_relay(s)
-    from .unsubscribe import check_settings
+    if s.unsubscribe_url or s.unsubscribe_mailto:
+        from .unsubscribe import check_settings
 
-    check_settings(s.unsubscribe_url, s.unsubscribe_mailto, s.unsubscribe_secret)
+        check_settings(s.unsubscribe_url, s.unsubscribe_mailto, s.unsubscribe_secret)
     if s.return_path is not None:
         _check_return_path(s.return_path)
     if s.dkim_domain or s.dkim_selector or s.dkim_key_file:

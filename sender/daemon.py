@@ -110,14 +110,18 @@ class Daemon:
         self._free: list[_Lane] = list(self._lanes)
         self._ready: deque[Claim] = deque()  # claimed ahead (``--prefetch``), not started yet
         self._pending: list[Outcome] = []
+        self._exposed = 0  # outcomes waiting that a crash would leave unknown (no 250 journaled)
+        self._noted: set[int] = set()  # rows whose 250 is in the start journal, outcome not yet queued
         # Strictly just in time (--prefetch 0), every free session is served at once. With --prefetch
         # (the default), claims are made in batches of at least half the ready pool: fewer, larger
-        # transactions while the pool keeps every session busy. Outcomes are written at the next
-        # turn either way (those that arrive during a commit share the next one): a finished send
-        # must not wait unrecorded while its session starts another, or a crash would leave more
-        # rows unknown than sessions.
+        # transactions while the pool keeps every session busy. An outcome a crash would leave
+        # unknown is written at the next turn; one whose 250 the start journal holds (a crash
+        # records it sent) waits for the next claim's commit, up to ``_hold_max`` of them.
         self.prefetch = 0 if self.policy.timed else settings.prefetch
         self._refill_at = max(1, self.prefetch * len(self.sessions) // 2)
+        # Outcomes whose 250 the start journal holds are safe from a crash: claiming ahead, they
+        # wait for the turn's claim (or up to this many, or an idle moment) to share its commit.
+        self._hold_max = self._refill_at if self.prefetch else 1
         self._inflight: dict[int, tuple[Claim, asyncio.Task[None]]] = {}
         self._wake = asyncio.Event()
         self._stopping = False
@@ -216,9 +220,10 @@ class Daemon:
 
     async def _write(self, now: float, anchor: float, limit: int) -> list[Claim]:
         """The turn's one trip to the queue: the heartbeat when due, then outcomes and claims."""
-        flush = bool(self._pending)
+        beat = now >= self._next_beat or self._beat_now
+        flush = bool(self._pending) and (beat or self._flush_due())
         self.db.check_file()
-        if now >= self._next_beat or self._beat_now:
+        if beat:
             self._beat_now = False
             await self._heartbeat(now, anchor)
             self._next_beat = now + self.settings.heartbeat
@@ -290,7 +295,7 @@ class Daemon:
                 await asyncio.wait_for(self._wake.wait(), deadline - loop.time())
 
     async def _exchange(self, limit: int, now: float, anchor: float) -> list[Claim]:
-        batch, self._pending = self._pending, []
+        batch, self._pending, exposed, self._exposed = self._pending, [], self._exposed, 0
         pause_reason = self._pause_request
         try:
             turn = await queue.exchange(self.db, batch, worker=self.settings.worker,
@@ -299,6 +304,7 @@ class Daemon:
                                         read_pauses=bool(self._ready))
         except StoreError:
             self._pending = batch + self._pending  # never lose an outcome: write it next turn
+            self._exposed += exposed
             raise
         claims = turn.claims
         self.guard.granted(claims, anchor, now)
@@ -333,10 +339,20 @@ class Daemon:
         return 1 if self.outage.probing else self.pace.active
 
     def _turn_due(self) -> bool:
-        """Whether a turn of the loop would write now: an outcome waits, a claim is due, or idle."""
-        return bool(self._pending) or not self._inflight or self._claim_limit() > 0
+        """Whether a turn of the loop would write now: outcomes are due, a claim is due, or idle."""
+        return self._flush_due() or not self._inflight or self._claim_limit() > 0
+
+    def _flush_due(self) -> bool:
+        """Whether the outcomes waiting must be written now, without waiting for a claim: one that a
+        crash would leave ``unknown`` waits, enough wait, or no session is busy."""
+        return bool(self._pending) and (self._exposed > 0 or len(self._pending) >= self._hold_max
+                                        or not self._inflight or self._stopping)
 
     def _outcome(self, outcome: Outcome) -> None:
+        if outcome.id in self._noted:
+            self._noted.discard(outcome.id)
+        else:
+            self._exposed += 1
         self._pending.append(outcome)
         if outcome.status == "sent":
             self._error_streak = 0
@@ -410,6 +426,10 @@ class Daemon:
             if e.state == "scheduled":
                 log.info("row=%s mid=%s worker=%s sending->scheduled reason=lease expired, never started "
                          "(start journal of worker %s)", e.id, e.mid, self.settings.worker, e.worker)
+                continue
+            if e.state == "sent":
+                log.info("row=%s mid=%s worker=%s sending->sent reason=lease expired, the relay's 250 is in "
+                         "the start journal of worker %s", e.id, e.mid, self.settings.worker, e.worker)
                 continue
             log.warning("row=%s mid=%s worker=%s sending->unknown reason=lease expired (worker %s presumed dead)",
                         e.id, e.mid, self.settings.worker, e.worker)
@@ -532,6 +552,8 @@ class Daemon:
         except Exception as exc:  # a bug, not an SMTP answer: the data may have left, so never resend
             log.exception("row=%s mid=%s unexpected error while sending", claim.id, claim.mid)
             return done("unknown", None, f"internal error while sending: {exc!r}", reason="internal"), 0.0
+        if self.guard.delivered(claim, code, reply):  # before anything else: a crash now leaves it sent
+            self._noted.add(claim.id)
         self._relay_reached()
         self._pace_dirty |= self.pace.accepted()
         return done("sent", code, reply, reason="delivered"), 0.0

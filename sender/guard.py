@@ -79,6 +79,17 @@ class ClaimGuard:
             except OSError as exc:
                 raise Fenced(point, f"the start journal cannot be written: {exc}") from exc
 
+    def delivered(self, claim: Claim, code: int, reply: str) -> bool:
+        """The relay accepted the message: journal it, so that a crash before the outcome is
+        stored records it ``sent`` rather than ``unknown``. Best effort (without the entry a
+        crash leaves it ``unknown``, as before); True when it was noted."""
+        try:
+            return self.marks.delivered(claim.id, claim.token, code, reply)
+        except OSError as exc:
+            log.warning("row=%s start journal: the delivery could not be noted (%s); a crash before "
+                        "its outcome is stored leaves it unknown", claim.id, exc)
+            return False
+
     def fenced(self, claim: Claim, fenced: Fenced) -> Outcome:
         """Not started, or cut before the final dot: provably not delivered, so ``released``
         (no attempt). The store applies it only while our claim token still holds the row."""

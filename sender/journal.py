@@ -8,6 +8,13 @@ host, under the same boot id, with the journal readable and well formed, a claim
 the journal was provably never begun: it goes back to ``scheduled`` with no attempt counted.
 Every other case keeps the old rule, ``unknown``.
 
+When a session gets the relay's final ``250`` for a row, the worker appends ``ROW TOKEN 250 REPLY``
+(the reply's first 200 characters) the same way. A recoverer that trusts the journal records such
+a row ``sent``, with the journaled reply, instead of ``unknown``: a ``250`` after the data is the
+relay's acceptance, a fact, and the entry can only exist if it was received. So a crash leaves
+``unknown`` only the messages its sessions were in the middle of, at most one per session, even
+with outcomes waiting for the next turn's write.
+
 Why the absence is proof: a ``write()`` that returned is in the kernel's page cache, which other
 processes read at once and which outlives the death of the writer (SIGKILL, a crash, OOM); it
 does not outlive a power loss or a kernel crash, and those change the boot id, so a journal from
@@ -32,6 +39,7 @@ import logging
 import os
 import socket
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -39,7 +47,9 @@ log = logging.getLogger(__name__)
 
 BOOT_ID_FILE = "/proc/sys/kernel/random/boot_id"
 BOOT_ID_ENV = "SENDER_BOOT_ID_FILE"  # where to read the boot id instead (tests)
-MAGIC = "sender-start-journal/1"
+MAGIC = "sender-start-journal/2"  # /2 adds delivered entries; /1 journals (start marks only) still read
+MAGICS = (MAGIC, "sender-start-journal/1")
+REPLY_CHARS = 200  # of a delivered entry's reply
 COMPACT_AT = 512  # entries in the file beyond those outstanding before it is rewritten
 
 
@@ -62,10 +72,25 @@ def worker_of(token: str) -> int | None:
     return int(head) if head.isdigit() else None
 
 
+@dataclass(frozen=True, slots=True)
+class Proof:
+    """What a dead worker's start marks prove about its claims: ``unstarted`` rows never began;
+    ``delivered`` rows got the relay's final reply (``row -> (code, reply)``)."""
+
+    unstarted: set[int] = field(default_factory=set)
+    delivered: dict[int, tuple[int, str]] = field(default_factory=dict)
+
+
+NOTHING = Proof()
+
+
 class StartMarks(Protocol):
-    """The worker's side: a mark before each start, cheap; dropped once the outcome is stored."""
+    """The worker's side: a mark before each start and one on each relay acceptance, cheap;
+    dropped once the outcome is stored."""
 
     def started(self, row: int, token: str) -> None: ...
+
+    def delivered(self, row: int, token: str, code: int, reply: str) -> bool: ...
 
     def settled(self, rows: Iterable[int]) -> None: ...
 
@@ -74,10 +99,10 @@ class StartMarks(Protocol):
 
 class StartEvidence(Protocol):
     """The recoverer's side, inside its transaction: which of a dead worker's ``(row, token)``
-    claims provably never started (an empty set when nothing can be proven). ``host`` is the
-    host the worker's row names (None when the row is gone)."""
+    claims provably never started and which the relay provably accepted (``NOTHING`` when
+    nothing can be proven). ``host`` is the host the worker's row names (None when the row is gone)."""
 
-    def unstarted(self, host: str | None, worker_id: int, claims: Sequence[tuple[int, str]]) -> set[int]: ...
+    def proof(self, host: str | None, worker_id: int, claims: Sequence[tuple[int, str]]) -> Proof: ...
 
     def forget(self, worker_id: int) -> None: ...
 
@@ -87,6 +112,9 @@ class NoMarks:
 
     def started(self, row: int, token: str) -> None:
         return None
+
+    def delivered(self, row: int, token: str, code: int, reply: str) -> bool:
+        return False
 
     def settled(self, rows: Iterable[int]) -> None:
         return None
@@ -107,8 +135,9 @@ class FileJournal:
         folder.mkdir(mode=0o700, exist_ok=True)
         self.path = folder / str(worker_id)
         self._header = _header(boot, host, worker_id)
-        self._live: dict[int, str] = {}
+        self._live: dict[int, bytes] = {}  # row -> its entries in the file (start, and delivered)
         self._lines = 0
+        self._stale = False  # the journal stopped taking marks but its file could not be removed
         self._fd: int | None = self._create(self.path)
 
     def _create(self, path: Path) -> int:
@@ -118,24 +147,49 @@ class FileJournal:
 
     def started(self, row: int, token: str) -> None:
         """Append the start mark. If that fails, make sure no recoverer trusts the journal (it
-        is removed); if even that fails, raise: the message must not start."""
+        is removed); if even that fails, raise: the message must not start (as long as a file
+        without its mark could be trusted)."""
         if self._fd is None:
+            if self._stale:
+                self._remove()
             return
+        entry = b"%d %s\n" % (row, token.encode())
         try:
-            os.write(self._fd, f"{row} {token}\n".encode())
+            os.write(self._fd, entry)
         except OSError as exc:
             self._disable(exc)
             return
-        self._live[row] = token
+        self._live[row] = entry
         self._lines += 1
+
+    def delivered(self, row: int, token: str, code: int, reply: str) -> bool:
+        """Append the relay's acceptance; True when it is in the journal. Best effort: without
+        it a crash leaves the row ``unknown`` (the rule without this entry), never wrong; a
+        failed write disables the journal as for a start mark."""
+        if self._fd is None or row not in self._live or not _accepted(str(code)):
+            return False
+        entry = b"%d %s %d %s\n" % (row, token.encode(), code, _one_line(reply))
+        try:
+            os.write(self._fd, entry)
+        except OSError as exc:
+            self._disable(exc)
+            return False
+        self._live[row] += entry
+        self._lines += 1
+        return True
 
     def _disable(self, exc: OSError) -> None:
         fd, self._fd = self._fd, None
         if fd is not None:
             os.close(fd)
-        self.path.unlink(missing_ok=True)  # raises if the journal cannot be taken away
+        self._stale = True
+        self._remove()
         log.warning("start journal %s failed (%s) and was removed: a crash now leaves this "
                     "worker's claims unknown", self.path, exc)
+
+    def _remove(self) -> None:
+        self.path.unlink(missing_ok=True)  # raises if the journal cannot be taken away
+        self._stale = False
 
     def settled(self, rows: Iterable[int]) -> None:
         """The store recorded these rows' outcomes: their marks are no longer needed."""
@@ -159,7 +213,7 @@ class FileJournal:
         tmp = self.path.with_name(self.path.name + ".new")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o600)
         try:
-            os.write(fd, self._header + "".join(f"{r} {t}\n" for r, t in self._live.items()).encode())
+            os.write(fd, self._header + b"".join(self._live.values()))
             os.replace(tmp, self.path)
         except BaseException:
             os.close(fd)
@@ -174,6 +228,16 @@ class FileJournal:
             os.close(fd)
             if clean:
                 self.path.unlink(missing_ok=True)
+
+
+def _accepted(code: str) -> bool:
+    return len(code) == 3 and code.isdigit() and code[0] == "2"
+
+
+def _one_line(reply: str) -> bytes:
+    """A reply as it goes into a delivered entry: one line of ASCII, at most REPLY_CHARS."""
+    text = " ".join(reply.split())[:REPLY_CHARS]
+    return text.encode("ascii", "backslashreplace")
 
 
 def open_marks(db_path: str, worker_id: int, host: str) -> StartMarks:
@@ -199,33 +263,45 @@ class JournalEvidence:
         self.host = host or socket.gethostname()
         self.boot = boot_id()
 
-    def unstarted(self, host: str | None, worker_id: int, claims: Sequence[tuple[int, str]]) -> set[int]:
+    def proof(self, host: str | None, worker_id: int, claims: Sequence[tuple[int, str]]) -> Proof:
         if self.boot is None or host != self.host:
-            return set()
-        marks = self._read(worker_id)
-        if marks is None:
-            return set()
-        return {r for r, token in claims if (r, token) not in marks}
+            return NOTHING
+        read = self._read(worker_id)
+        if read is None:
+            return NOTHING
+        started, delivered = read
+        return Proof({r for r, token in claims if (r, token) not in started},
+                     {r: delivered[(r, token)] for r, token in claims if (r, token) in delivered})
 
-    def _read(self, worker_id: int) -> set[tuple[int, str]] | None:
-        """The marks of a journal of this boot, host and worker, or None (missing, unreadable,
-        foreign or damaged: prove nothing)."""
+    def unstarted(self, host: str | None, worker_id: int, claims: Sequence[tuple[int, str]]) -> set[int]:
+        return self.proof(host, worker_id, claims).unstarted
+
+    def _read(self, worker_id: int) -> tuple[set[tuple[int, str]], dict[tuple[int, str], tuple[int, str]]] | None:
+        """The start marks and delivered entries of a journal of this boot, host and worker, or
+        None (missing, unreadable, foreign or damaged: prove nothing)."""
         try:
             text = (self.folder / str(worker_id)).read_text(encoding="ascii")
         except (OSError, UnicodeDecodeError):
             return None
         lines = text.split("\n")
         head = lines[0].split(" ")
-        expected = [MAGIC, f"boot={self.boot}", f"host={self.host}", f"worker={worker_id}"]
-        if head[:4] != expected or lines[-1] != "":
+        expected = [f"boot={self.boot}", f"host={self.host}", f"worker={worker_id}"]
+        if not head or head[0] not in MAGICS or head[1:4] != expected or lines[-1] != "":
             return None
-        marks: set[tuple[int, str]] = set()
+        started: set[tuple[int, str]] = set()
+        delivered: dict[tuple[int, str], tuple[int, str]] = {}
         for line in lines[1:-1]:
-            row, sep, token = line.partition(" ")
-            if not sep or not row.isdigit() or not token or " " in token:
+            parts = line.split(" ", 3)
+            if len(parts) < 2 or not parts[0].isdigit() or not parts[1]:
                 return None
-            marks.add((int(row), token))
-        return marks
+            claim = (int(parts[0]), parts[1])
+            if len(parts) == 2:
+                started.add(claim)
+            elif head[0] == MAGIC and _accepted(parts[2]) and claim in started:
+                delivered[claim] = (int(parts[2]), parts[3] if len(parts) == 4 else "")
+            else:
+                return None
+        return started, delivered
 
     def forget(self, worker_id: int) -> None:
         """A dead worker's claims are all settled: its journal is no longer needed."""

@@ -59,8 +59,8 @@ class Outcome:
 
 @dataclass(frozen=True, slots=True)
 class Expired:
-    """A claim whose lease ran out: ``unknown``, or ``scheduled`` when its worker's start journal
-    proves it never began."""
+    """A claim whose lease ran out: ``unknown``; ``scheduled`` when its worker's start journal
+    proves it never began, ``sent`` when the journal holds the relay's 250 for it."""
 
     id: int
     mid: str
@@ -188,8 +188,10 @@ SELECT id, claim_token, message_id, worker FROM messages INDEXED BY messages_lea
 
 def release_unstarted(tx: Tx, now: float, evidence: StartEvidence) -> tuple[list[Expired], set[int]]:
     """Claims whose lease ran out and which their worker's start marks prove it never began:
-    back to ``scheduled``, no attempt counted (SendLog ``released``). Also returns the workers
-    whose leases ran out."""
+    back to ``scheduled``, no attempt counted (SendLog ``released``); and those the marks prove
+    the relay accepted (a journaled ``250`` whose outcome the crash kept from the store):
+    ``sent``, the attempt counted, SendLog finished with the journaled reply. Also returns the
+    workers whose leases ran out."""
     by_worker: dict[int, list[tuple[int, str, str, str]]] = {}
     for row_id, token, mid, worker in tx.fetchall(_STALE, {"now": now}):
         wid = worker_of(token or "")
@@ -198,9 +200,14 @@ def release_unstarted(tx: Tx, now: float, evidence: StartEvidence) -> tuple[list
     released: list[Expired] = []
     for wid, rows in by_worker.items():
         host = tx.fetchone("SELECT host FROM workers WHERE id = ?", (wid,))
-        unstarted = evidence.unstarted(None if host is None else host[0], wid, [(r[0], r[1]) for r in rows])
+        proof = evidence.proof(None if host is None else host[0], wid, [(r[0], r[1]) for r in rows])
         for row_id, token, mid, worker in rows:
-            if row_id not in unstarted:
+            if row_id in proof.delivered:
+                code, text = proof.delivered[row_id]
+                _record_journaled_delivery(tx, now, row_id, token, code, text)
+                released.append(Expired(row_id, mid, worker, "sent"))
+                continue
+            if row_id not in proof.unstarted:
                 continue
             reply = f"not started: lease expired and worker {worker}'s start journal shows it never began"
             tx.execute("UPDATE messages SET state = 'scheduled', lease_until = NULL, due_at = :now, "
@@ -212,6 +219,18 @@ def release_unstarted(tx: Tx, now: float, evidence: StartEvidence) -> tuple[list
                        {"now": now, "reply": reply, "id": row_id, "token": token})
             released.append(Expired(row_id, mid, worker, "scheduled"))
     return released, set(by_worker)
+
+
+def _record_journaled_delivery(tx: Tx, now: float, row_id: int, token: str, code: int, text: str) -> None:
+    """The outcome ``sent`` for a claim whose 250 is in its dead worker's start journal, as
+    ``record_in`` would have written it."""
+    tx.execute("UPDATE messages SET state = 'sent', attempts = attempts + 1, lease_until = NULL, "
+               "last_reply = :reply, updated_at = :now "
+               "WHERE id = :id AND claim_token = :token AND state = 'sending'",
+               {"now": now, "reply": f"{code} {text}".strip(), "id": row_id, "token": token})
+    tx.execute("UPDATE send_log SET status = 'sent', finished_at = :now, smtp_code = :code, smtp_reply = :text "
+               "WHERE message_id = :id AND claim_token = :token AND status = 'sending'",
+               {"now": now, "code": code, "text": text, "id": row_id, "token": token})
 
 
 def _forget_settled(tx: Tx, evidence: StartEvidence, workers: set[int]) -> None:
