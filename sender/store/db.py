@@ -70,6 +70,9 @@ class SyncTx:
     """The raw connection inside ``Database.transaction``: the same three calls as ``Database``,
     synchronous, on the database thread. Hot-path transactions are written against this."""
 
+    dialect = "sqlite"
+    IntegrityError = sqlite3.IntegrityError
+
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
 
@@ -115,6 +118,8 @@ def _run_transaction(conn: sqlite3.Connection, fn: Callable[[SyncTx], T]) -> T:
 
 class Database:
     """An open queue file. Use ``open_db``; do not construct directly."""
+
+    dialect = "sqlite"
 
     def __init__(self, conn: aiosqlite.Connection, path: str, readonly: bool) -> None:
         self.conn = conn

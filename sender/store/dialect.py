@@ -1,0 +1,39 @@
+"""Per-engine statement variants: the one mechanism for SQL whose dialect differs.
+
+Statements are written once, in SQLite's dialect and placeholders (``?``, ``:name``); the
+PostgreSQL store translates placeholders itself. Where the text itself must differ (``json_each``,
+``INDEXED BY``, the unary ``+``, ``FOR UPDATE SKIP LOCKED``, FTS5), the store module names both
+variants with ``pick(db, sqlite=..., postgres=...)`` at the call site, and the open ``Store`` or
+``Tx`` says which dialect it speaks (its ``dialect`` attribute).
+
+``ids(db, param)`` and ``texts(db, param)`` are the commonest variant, a JSON array parameter as
+a set of rows: ``json_each`` on SQLite, ``json_array_elements_text`` on PostgreSQL (the callers
+pass the same JSON text to both).
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+SQLITE, POSTGRES = "sqlite", "postgres"
+
+
+class Speaks(Protocol):
+    dialect: str
+
+
+def pick(db: Speaks, *, sqlite: str, postgres: str) -> str:
+    """The variant of a statement (or fragment) for the dialect ``db`` speaks."""
+    return postgres if db.dialect == POSTGRES else sqlite
+
+
+def ids(db: Speaks, param: str) -> str:
+    """``SELECT`` of the integers in the JSON array bound to ``param`` (``?`` or ``:name``)."""
+    return pick(db, sqlite=f"SELECT value FROM json_each({param})",
+                postgres=f"SELECT CAST(value AS bigint) FROM json_array_elements_text(CAST({param} AS json))")
+
+
+def texts(db: Speaks, param: str) -> str:
+    """``SELECT`` of the strings in the JSON array bound to ``param``."""
+    return pick(db, sqlite=f"SELECT value FROM json_each({param})",
+                postgres=f"SELECT value FROM json_array_elements_text(CAST({param} AS json))")
