@@ -225,3 +225,12 @@ def dkim_key(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, bytes]:
     der = subprocess.run(["openssl", "pkey", "-in", str(key), "-pubout", "-outform", "DER"], check=True,
                          capture_output=True, timeout=60).stdout
     return key, b"v=DKIM1; k=rsa; p=" + base64.b64encode(der)
+
+
+@pytest.fixture
+def pg_database() -> Iterator[str]:
+    """A fresh PostgreSQL database for this test (``tests/pg.py``); skips without a server."""
+    from tests.pg import fresh_database
+
+    with fresh_database() as url:
+        yield url

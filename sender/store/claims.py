@@ -13,14 +13,14 @@ from __future__ import annotations
 import json
 import logging
 import secrets
-import sqlite3
 from collections import defaultdict
 from dataclasses import dataclass
+from typing import Any
 
 from ..attachments import Part
 from ..headers import from_json
 from ..policy import Limit, Policy
-from . import attachments
+from . import attachments, dialect
 from .audit import audit_in
 from .engine import Tx
 from .flags import globally_paused
@@ -70,20 +70,39 @@ UPDATE messages
 RETURNING id
 """
 
+# PostgreSQL: the due rows are locked as they are chosen and rows other claimers hold are
+# skipped (``FOR UPDATE SKIP LOCKED``), so senders on many hosts never wait on each other; the
+# outer ``state = 'scheduled'`` is the same conditional move. ``MATERIALIZED``: as an ``IN``
+# subquery the planner may rescan it, and the batch then exceeded its ``LIMIT``. One ordered scan of the due index
+# replaces SQLite's per-priority union (a planner workaround there).
+_FAST_PG = f"""
+WITH due AS MATERIALIZED (
+    SELECT id FROM messages
+     WHERE state = 'scheduled' AND due_at <= :now AND {_NOT_PAUSED}
+     ORDER BY priority, due_at, id LIMIT :limit FOR UPDATE SKIP LOCKED)
+UPDATE messages AS m
+   SET state = 'sending', claim_token = :token, worker = :worker, lease_until = :lease,
+       updated_at = :now, defer_reason = NULL
+  FROM due
+ WHERE m.id = due.id AND m.state = 'scheduled' AND (m.expires_at IS NULL OR m.expires_at > :now)
+   AND {_GLOBAL_PAUSE}
+RETURNING m.id
+"""
+
 _MOVE = f"""
 UPDATE messages
    SET state = 'sending', claim_token = :token, worker = :worker, lease_until = :lease,
        updated_at = :now, defer_reason = NULL
- WHERE id IN (SELECT value FROM json_each(:ids)) AND +state = 'scheduled' AND {_GLOBAL_PAUSE}
+ WHERE id IN ({{ids}}) AND {{state}} = 'scheduled' AND {_GLOBAL_PAUSE}
 RETURNING id
 """
 
 _CANDIDATES = f"""
 SELECT m.id, m.message_id, r.email, r.tz, c.name, b.from_addr, m.expires_at, m.created_at
-  FROM messages m INDEXED BY messages_due JOIN recipients r ON r.id = m.recipient_id
+  FROM messages m {{indexed}} JOIN recipients r ON r.id = m.recipient_id
   JOIN campaigns c ON c.id = m.campaign_id JOIN message_bodies b ON b.message_id = m.id
  WHERE m.state = 'scheduled' AND m.priority = :prio AND m.due_at <= :now AND m.{_NOT_PAUSED}
- ORDER BY m.due_at, m.id LIMIT :limit
+ ORDER BY m.due_at, m.id LIMIT :limit {{lock}}
 """
 
 _LOG = """
@@ -93,7 +112,7 @@ SELECT m.id, m.dedupe_key, m.message_id, r.email, c.name, b.from_addr, m.attempt
        :token, 'sending', :now
   FROM messages m JOIN recipients r ON r.id = m.recipient_id JOIN campaigns c ON c.id = m.campaign_id
   JOIN message_bodies b ON b.message_id = m.id
- WHERE m.id IN (SELECT value FROM json_each(:ids))
+ WHERE m.id IN ({ids})
 """
 
 _DETAILS = """
@@ -101,14 +120,14 @@ SELECT m.id, m.message_id, m.attempts + 1, r.email, coalesce(b.to_name, r.name),
        b.from_addr, b.from_name, b.subject, b.body_text, b.body_html, b.reply_to, b.headers, b.attachments
   FROM messages m JOIN recipients r ON r.id = m.recipient_id
   JOIN campaigns c ON c.id = m.campaign_id JOIN message_bodies b ON b.message_id = m.id
- WHERE m.id IN (SELECT value FROM json_each(:ids))
+ WHERE m.id IN ({ids})
  ORDER BY m.priority, m.due_at, m.id
 """
 
 _EXPIRE = """
 UPDATE messages SET state = 'expired', updated_at = :now, defer_reason = NULL,
        last_reply = 'expired: past expires_at, never sent'
- WHERE id IN (SELECT id FROM messages INDEXED BY messages_expiry
+ WHERE id IN (SELECT id FROM messages {indexed}
                WHERE state = 'scheduled' AND expires_at IS NOT NULL AND expires_at <= :now)
 RETURNING id, message_id
 """
@@ -116,7 +135,8 @@ RETURNING id, message_id
 
 def expire_due(tx: Tx, now: float, worker: str) -> None:
     """``scheduled -> expired`` past ``expires_at`` (claims also skip them, so none is ever sent)."""
-    for row_id, mid in tx.fetchall(_EXPIRE, {"now": now}):
+    expire = _EXPIRE.format(indexed=dialect.pick(tx, sqlite="INDEXED BY messages_expiry", postgres=""))
+    for row_id, mid in tx.fetchall(expire, {"now": now}):
         log.warning("row=%s mid=%s worker=%s scheduled->expired reason=past expires_at", row_id, mid, worker)
 
 
@@ -137,8 +157,9 @@ def claim(tx: Tx, policy: Policy | None, *, worker: str, worker_id: int, limit: 
             continue
         id_list = json.dumps(ids)
         try:
-            tx.execute(_LOG, {"worker": worker, "token": token, "now": now, "ids": id_list})
-        except sqlite3.IntegrityError as exc:
+            tx.execute(_LOG.format(ids=dialect.ids(tx, ":ids")), {"worker": worker, "token": token, "now": now,
+                                                          "ids": id_list})
+        except tx.IntegrityError as exc:
             tx.execute("ROLLBACK TO claim")
             tx.execute("RELEASE claim")
             if not _quarantine(tx, ids, worker, now, str(exc)):
@@ -146,7 +167,7 @@ def claim(tx: Tx, policy: Policy | None, *, worker: str, worker_id: int, limit: 
             refused += 1
             continue
         tx.execute("RELEASE claim")
-        details = tx.fetchall(_DETAILS, {"ids": id_list})
+        details = tx.fetchall(_DETAILS.format(ids=dialect.ids(tx, ":ids")), {"ids": id_list})
         with_files = [r[0] for r in details if r[13]]
         parts = attachments.load(tx, with_files) if with_files else {}
         return [Claim(id=r[0], mid=r[1], token=token, attempt=r[2], recipient=r[3], to_name=r[4],
@@ -162,13 +183,13 @@ def claim(tx: Tx, policy: Policy | None, *, worker: str, worker_id: int, limit: 
 _SUPPRESSED = """
 SELECT m.id, m.message_id, 'suppressed: recipient ' || s.reason || coalesce(' (' || nullif(s.source, '') || ')', '')
   FROM messages m JOIN recipients r ON r.id = m.recipient_id JOIN suppressions s ON s.email = r.email
- WHERE m.id IN (SELECT value FROM json_each(:ids))
+ WHERE m.id IN ({ids})
 """
 
 
 def _drop_suppressed(tx: Tx, ids: list[int], now: float, worker: str) -> list[int]:
     """Move chosen rows whose recipient is suppressed to ``suppressed``; return the others."""
-    gone = tx.fetchall(_SUPPRESSED, {"ids": json.dumps(ids)})
+    gone = tx.fetchall(_SUPPRESSED.format(ids=dialect.ids(tx, ":ids")), {"ids": json.dumps(ids)})
     if not gone:
         return ids
     for row_id, mid, reason in gone:
@@ -187,14 +208,15 @@ def _choose(tx: Tx, policy: Policy | None, params: dict[str, object], limit: int
         if globally_paused(tx):
             return []
         chosen = _apply_policy(tx, policy, limit, now, worker)
-        return [r[0] for r in tx.fetchall(_MOVE, {**params, "ids": json.dumps(chosen)})] if chosen else []
-    return [r[0] for r in tx.fetchall(_FAST, {**params, "limit": limit})]
+        move = _MOVE.format(ids=dialect.ids(tx, ":ids"), state=dialect.pick(tx, sqlite="+state", postgres="state"))
+        return [r[0] for r in tx.fetchall(move, {**params, "ids": json.dumps(chosen)})] if chosen else []
+    return [r[0] for r in tx.fetchall(dialect.pick(tx, sqlite=_FAST, postgres=_FAST_PG), {**params, "limit": limit})]
 
 
 def _quarantine(tx: Tx, ids: list[int], worker: str, now: float, error: str) -> int:
     """Rows the SendLog index refused: a live attempt already exists, so never send; surface it."""
     rows = tx.fetchall(
-        "SELECT m.id, m.message_id FROM messages m WHERE m.id IN (SELECT value FROM json_each(?)) "
+        f"SELECT m.id, m.message_id FROM messages m WHERE m.id IN ({dialect.ids(tx, '?')}) "
         f"AND m.state = 'scheduled' AND EXISTS (SELECT 1 FROM send_log s WHERE s.status IN {LIVE_SQL} "
         "AND (s.message_id = m.id OR s.dedupe_key = m.dedupe_key))",
         (json.dumps(ids),))
@@ -219,10 +241,14 @@ class _Batch:
 
 def _apply_policy(tx: Tx, policy: Policy, limit: int, now: float, worker: str) -> list[int]:
     scan = max(4 * limit, 16)
-    candidates: list[sqlite3.Row] = []
+    candidates: list[Any] = []
+    # PostgreSQL: candidates are locked as read (another host's claim skips them, and a row
+    # another host holds is not weighed here at all).
+    select = _CANDIDATES.format(indexed=dialect.pick(tx, sqlite="INDEXED BY messages_due", postgres=""),
+                                lock=dialect.pick(tx, sqlite="", postgres="FOR UPDATE OF m SKIP LOCKED"))
     for prio in (0, 1, 2):
         if len(candidates) < scan:
-            candidates += tx.fetchall(_CANDIDATES, {"prio": prio, "now": now,
+            candidates += tx.fetchall(select, {"prio": prio, "now": now,
                                                           "limit": scan - len(candidates)})
     batch = _Batch(defaultdict(int), defaultdict(int))
     chosen: list[int] = []

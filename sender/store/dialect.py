@@ -6,7 +6,7 @@ PostgreSQL store translates placeholders itself. Where the text itself must diff
 variants with ``pick(db, sqlite=..., postgres=...)`` at the call site, and the open ``Store`` or
 ``Tx`` says which dialect it speaks (its ``dialect`` attribute).
 
-``ids(db, param)`` and ``texts(db, param)`` are the commonest variant, a JSON array parameter as
+``ids(db, param)``, ``texts(db, param)`` and ``each(db, param)`` are the commonest variant, a JSON array parameter as
 a set of rows: ``json_each`` on SQLite, ``json_array_elements_text`` on PostgreSQL (the callers
 pass the same JSON text to both).
 """
@@ -37,3 +37,9 @@ def texts(db: Speaks, param: str) -> str:
     """``SELECT`` of the strings in the JSON array bound to ``param``."""
     return pick(db, sqlite=f"SELECT value FROM json_each({param})",
                 postgres=f"SELECT value FROM json_array_elements_text(CAST({param} AS json))")
+
+
+def each(db: Speaks, param: str) -> str:
+    """A table function over the JSON array of strings bound to ``param``, one ``value`` column."""
+    return pick(db, sqlite=f"json_each({param})",
+                postgres=f"json_array_elements_text(CAST({param} AS json))")

@@ -14,7 +14,7 @@ Two things differ on purpose:
   (sending -> sent, then scheduled -> sending) against a plain claim. Appends lock nothing;
   ``COMPACT_COUNTS`` folds them back into one row per state (the engine runs it now and then).
 - Two small functions SQLite has and PostgreSQL lacks, so shared statements need no variant:
-  ``instr(text, text)`` and ``sum(boolean)``.
+  ``instr(text, text)``, ``sum(boolean)`` and the two-argument ``max``/``min``.
 """
 
 from __future__ import annotations
@@ -234,6 +234,10 @@ CREATE FUNCTION instr(haystack text, needle text) RETURNS integer LANGUAGE sql I
 CREATE FUNCTION sender_sum_bool(acc bigint, v boolean) RETURNS bigint LANGUAGE sql IMMUTABLE
     AS 'SELECT CASE WHEN v IS NULL THEN acc ELSE coalesce(acc, 0) + CAST(v AS integer) END';
 CREATE AGGREGATE sum(boolean) (SFUNC = sender_sum_bool, STYPE = bigint);
+CREATE FUNCTION max(a double precision, b double precision) RETURNS double precision LANGUAGE sql
+    IMMUTABLE AS 'SELECT greatest(a, b)';
+CREATE FUNCTION min(a double precision, b double precision) RETURNS double precision LANGUAGE sql
+    IMMUTABLE AS 'SELECT least(a, b)';
 """
 
 # Folds the counters' appended deltas into one row per state. Rows inserted meanwhile are not

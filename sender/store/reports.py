@@ -36,6 +36,7 @@ from ..report.model import (
     StaleClaim,
     UnknownMessage,
 )
+from . import dialect
 from .engine import Store
 from .states import LIVE_SQL
 
@@ -206,12 +207,13 @@ async def stale_claims(db: Store, now: float, *, limit: int = LIMIT) -> list[Sta
     """``sending`` rows whose lease ended before ``now`` (partial index ``messages_lease``, pinned:
     the planner preferred walking every ``sending`` row and sorting them, 38 ms for 10,000),
     with the heartbeat of the worker that holds them (its id prefixes the claim token)."""
+    lease_index = dialect.pick(db, sqlite="INDEXED BY messages_lease", postgres="")
     rows = await db.fetchall(
         "SELECT m.id, m.message_id, r.email, c.name, m.worker, "
         "       (SELECT s.claimed_at FROM send_log s WHERE s.message_id = m.id "
         "         AND s.claim_token = m.claim_token ORDER BY s.id DESC LIMIT 1), "
         "       m.lease_until, w.heartbeat_at, w.stopped_at IS NOT NULL "
-        "  FROM messages m INDEXED BY messages_lease JOIN recipients r ON r.id = m.recipient_id "
+        f"  FROM messages m {lease_index} JOIN recipients r ON r.id = m.recipient_id "
         "  JOIN campaigns c ON c.id = m.campaign_id "
         "  LEFT JOIN workers w ON w.id = CAST(substr(m.claim_token, 1, "
         "                                     instr(m.claim_token, '.') - 1) AS INTEGER) "
@@ -229,7 +231,7 @@ async def missing(db: Store, since: float, now: float, sources: Sequence[str], *
         return []
     row = await db.fetchone(
         "SELECT min((SELECT min(o.at) FROM observations o WHERE o.source = j.value)) "
-        "FROM json_each(?) j", (json.dumps(list(sources)),))
+        f"FROM {dialect.each(db, '?')} j", (json.dumps(list(sources)),))
     start = since if row is None or row[0] is None else max(since, row[0] - MISSING_SLACK)
     rows = await db.fetchall(
         "SELECT s.message_id, s.mid, s.recipient, s.campaign, "
@@ -253,7 +255,7 @@ async def _rows_info(db: Store, rows: Sequence[int | None]) -> dict[int, tuple[s
         return {}
     return {r[0]: (r[1], r[2], r[3]) for r in await db.fetchall(
         "SELECT m.id, m.state, m.message_id, c.name FROM messages m "
-        "JOIN campaigns c ON c.id = m.campaign_id WHERE m.id IN (SELECT value FROM json_each(?))",
+        f"JOIN campaigns c ON c.id = m.campaign_id WHERE m.id IN ({dialect.ids(db, '?')})",
         (json.dumps(ids),))}
 
 
@@ -262,7 +264,7 @@ async def _attempts(db: Store, mids: Sequence[str]) -> dict[str, tuple[str, ...]
         return {}
     out: dict[str, list[str]] = {}
     for mid, status in await db.fetchall(
-            "SELECT mid, status FROM send_log WHERE mid IN (SELECT value FROM json_each(?)) "
+            f"SELECT mid, status FROM send_log WHERE mid IN ({dialect.texts(db, '?')}) "
             "ORDER BY mid, id", (json.dumps(sorted(set(mids))),)):
         out.setdefault(mid, []).append(status)
     return {mid: tuple(statuses) for mid, statuses in out.items()}

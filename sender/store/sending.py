@@ -18,7 +18,7 @@ from typing import Literal
 
 from ..journal import StartEvidence, worker_of
 from ..policy import Policy
-from . import claims, flags
+from . import claims, dialect, flags
 from .claims import Claim
 from .engine import Store, Tx
 
@@ -119,6 +119,27 @@ UPDATE messages AS m
 RETURNING id
 """
 
+# PostgreSQL: the same two statements over ``jsonb_array_elements`` (one array per outcome).
+_RECORD_MESSAGES_PG = """
+UPDATE messages AS m
+   SET state = j.state, attempts = m.attempts + j.counts, last_reply = j.reply,
+       due_at = coalesce(j.due, m.due_at), lease_until = NULL, updated_at = :now
+  FROM (SELECT CAST(e->>0 AS bigint) AS id, e->>1 AS token, e->>2 AS state,
+               CAST(e->>3 AS integer) AS counts, e->>4 AS reply, CAST(e->>5 AS double precision) AS due
+          FROM jsonb_array_elements(CAST(:rows AS jsonb)) AS e) AS j
+ WHERE m.id = j.id AND m.claim_token = j.token AND m.state IN ('sending', 'unknown')
+RETURNING m.id
+"""
+
+_RECORD_LOG_PG = """
+UPDATE send_log AS s
+   SET status = j.status, finished_at = :now, smtp_code = j.code, smtp_reply = j.reply
+  FROM (SELECT CAST(e->>0 AS bigint) AS id, e->>1 AS token, e->>2 AS status,
+               CAST(e->>3 AS integer) AS code, e->>4 AS reply
+          FROM jsonb_array_elements(CAST(:rows AS jsonb)) AS e) AS j
+ WHERE s.message_id = j.id AND s.claim_token = j.token AND s.status IN ('sending', 'unknown')
+"""
+
 _RECORD_LOG = """
 UPDATE send_log AS s
    SET status = j.status, finished_at = :now, smtp_code = j.code, smtp_reply = j.reply
@@ -136,14 +157,16 @@ def record_in(tx: Tx, outcomes: Sequence[Outcome], now: float) -> None:
     whose claim no longer holds the row (an operator requeued it) is logged and ignored."""
     rows = [[o.id, o.token, STATE_OF[o.status], 0 if o.status == "released" else 1, _reply(o),
              o.due_at if o.status in ("retry", "released") else None] for o in outcomes]
-    applied = {r[0] for r in tx.fetchall(_RECORD_MESSAGES, {"rows": json.dumps(rows), "now": now})}
+    update = dialect.pick(tx, sqlite=_RECORD_MESSAGES, postgres=_RECORD_MESSAGES_PG)
+    applied = {r[0] for r in tx.fetchall(update, {"rows": json.dumps(rows), "now": now})}
     for o in outcomes:
         if o.id not in applied:
             log.warning("row=%s mid=%s outcome %s ignored: claim %s no longer holds the row",
                         o.id, o.mid, o.status, o.token)
     logged = [[o.id, o.token, o.status, o.code, o.reply] for o in outcomes if o.id in applied]
     if logged:
-        tx.execute(_RECORD_LOG, {"rows": json.dumps(logged), "now": now})
+        tx.execute(dialect.pick(tx, sqlite=_RECORD_LOG, postgres=_RECORD_LOG_PG),
+                   {"rows": json.dumps(logged), "now": now})
 
 
 def _reply(o: Outcome) -> str:
@@ -160,14 +183,18 @@ def extend_leases(tx: Tx, tokens: Iterable[str], lease: float, now: float) -> se
         return set()
     return {r[0] for r in tx.fetchall(
         "UPDATE messages SET lease_until = ? WHERE state = 'sending' "
-        "AND claim_token IN (SELECT value FROM json_each(?)) RETURNING id",
+        f"AND claim_token IN ({dialect.texts(tx, '?')}) RETURNING id",
         (now + lease, json.dumps(tokens)))}
 
 
 _STALE = """
-SELECT id, claim_token, message_id, worker FROM messages INDEXED BY messages_lease
+SELECT id, claim_token, message_id, worker FROM messages {lease_index}
  WHERE state = 'sending' AND lease_until < :now
 """
+
+
+def _lease_index(tx: Tx) -> str:
+    return dialect.pick(tx, sqlite="INDEXED BY messages_lease", postgres="")
 
 
 def release_unstarted(tx: Tx, now: float, evidence: StartEvidence) -> tuple[list[Expired], set[int]]:
@@ -175,7 +202,7 @@ def release_unstarted(tx: Tx, now: float, evidence: StartEvidence) -> tuple[list
     back to ``scheduled``, no attempt counted (SendLog ``released``). Also returns the workers
     whose leases ran out."""
     by_worker: dict[int, list[tuple[int, str, str, str]]] = {}
-    for row_id, token, mid, worker in tx.fetchall(_STALE, {"now": now}):
+    for row_id, token, mid, worker in tx.fetchall(_STALE.format(lease_index=_lease_index(tx)), {"now": now}):
         wid = worker_of(token or "")
         if wid is not None:
             by_worker.setdefault(wid, []).append((row_id, token, mid, worker or "?"))
@@ -203,7 +230,7 @@ def _forget_settled(tx: Tx, evidence: StartEvidence, workers: set[int]) -> None:
     if not workers:
         return
     holding = {worker_of(r[0] or "") for r in tx.fetchall(
-        "SELECT claim_token FROM messages INDEXED BY messages_lease WHERE state = 'sending'")}
+        f"SELECT claim_token FROM messages {_lease_index(tx)} WHERE state = 'sending'")}
     for wid in workers - holding:
         try:
             evidence.forget(wid)
@@ -218,7 +245,7 @@ def expire_leases(tx: Tx, now: float, evidence: StartEvidence | None = None) -> 
     rows = tx.fetchall(
         "UPDATE messages SET state = 'unknown', updated_at = :now, "
         "last_reply = 'lease expired: worker ' || coalesce(worker, '?') || ' presumed dead' "
-        "WHERE id IN (SELECT id FROM messages INDEXED BY messages_lease "
+        f"WHERE id IN (SELECT id FROM messages {_lease_index(tx)} "
         "             WHERE state = 'sending' AND lease_until < :now) "
         "RETURNING id, claim_token, message_id, worker",
         {"now": now})
