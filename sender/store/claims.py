@@ -96,6 +96,8 @@ UPDATE messages
  WHERE id IN ({{ids}}) AND {{state}} = 'scheduled' AND {_GLOBAL_PAUSE}
 RETURNING id
 """
+_MOVE, _MOVE_PG = (_MOVE.format(ids=dialect.ids(dialect.AS_SQLITE, ":ids"), state="+state"),
+                   _MOVE.format(ids=dialect.ids(dialect.AS_POSTGRES, ":ids"), state="state"))
 
 _CANDIDATES = f"""
 SELECT m.id, m.message_id, r.email, r.tz, c.name, b.from_addr, m.expires_at, m.created_at
@@ -104,6 +106,10 @@ SELECT m.id, m.message_id, r.email, r.tz, c.name, b.from_addr, m.expires_at, m.c
  WHERE m.state = 'scheduled' AND m.priority = :prio AND m.due_at <= :now AND m.{_NOT_PAUSED}
  ORDER BY m.due_at, m.id LIMIT :limit {{lock}}
 """
+# PostgreSQL: candidates are locked as read (another host's claim skips them, and a row another
+# host holds is not weighed here at all).
+_CANDIDATES, _CANDIDATES_PG = (_CANDIDATES.format(indexed="INDEXED BY messages_due", lock=""),
+                               _CANDIDATES.format(indexed="", lock="FOR UPDATE OF m SKIP LOCKED"))
 
 _LOG = """
 INSERT INTO send_log(message_id, dedupe_key, mid, recipient, campaign, sender, attempt, worker,
@@ -114,6 +120,8 @@ SELECT m.id, m.dedupe_key, m.message_id, r.email, c.name, b.from_addr, m.attempt
   JOIN message_bodies b ON b.message_id = m.id
  WHERE m.id IN ({ids})
 """
+_LOG, _LOG_PG = (_LOG.format(ids=dialect.ids(dialect.AS_SQLITE, ":ids")),
+                 _LOG.format(ids=dialect.ids(dialect.AS_POSTGRES, ":ids")))
 
 _DETAILS = """
 SELECT m.id, m.message_id, m.attempts + 1, r.email, coalesce(b.to_name, r.name), c.name,
@@ -123,6 +131,8 @@ SELECT m.id, m.message_id, m.attempts + 1, r.email, coalesce(b.to_name, r.name),
  WHERE m.id IN ({ids})
  ORDER BY m.priority, m.due_at, m.id
 """
+_DETAILS, _DETAILS_PG = (_DETAILS.format(ids=dialect.ids(dialect.AS_SQLITE, ":ids")),
+                         _DETAILS.format(ids=dialect.ids(dialect.AS_POSTGRES, ":ids")))
 
 _EXPIRE = """
 UPDATE messages SET state = 'expired', updated_at = :now, defer_reason = NULL,
@@ -131,12 +141,12 @@ UPDATE messages SET state = 'expired', updated_at = :now, defer_reason = NULL,
                WHERE state = 'scheduled' AND expires_at IS NOT NULL AND expires_at <= :now)
 RETURNING id, message_id
 """
+_EXPIRE, _EXPIRE_PG = _EXPIRE.format(indexed="INDEXED BY messages_expiry"), _EXPIRE.format(indexed="")
 
 
 def expire_due(tx: Tx, now: float, worker: str) -> None:
     """``scheduled -> expired`` past ``expires_at`` (claims also skip them, so none is ever sent)."""
-    expire = _EXPIRE.format(indexed=dialect.pick(tx, sqlite="INDEXED BY messages_expiry", postgres=""))
-    for row_id, mid in tx.fetchall(expire, {"now": now}):
+    for row_id, mid in tx.fetchall(dialect.pick(tx, sqlite=_EXPIRE, postgres=_EXPIRE_PG), {"now": now}):
         log.warning("row=%s mid=%s worker=%s scheduled->expired reason=past expires_at", row_id, mid, worker)
 
 
@@ -157,8 +167,8 @@ def claim(tx: Tx, policy: Policy | None, *, worker: str, worker_id: int, limit: 
             continue
         id_list = json.dumps(ids)
         try:
-            tx.execute(_LOG.format(ids=dialect.ids(tx, ":ids")), {"worker": worker, "token": token, "now": now,
-                                                          "ids": id_list})
+            tx.execute(dialect.pick(tx, sqlite=_LOG, postgres=_LOG_PG),
+                       {"worker": worker, "token": token, "now": now, "ids": id_list})
         except tx.IntegrityError as exc:
             tx.execute("ROLLBACK TO claim")
             tx.execute("RELEASE claim")
@@ -167,7 +177,7 @@ def claim(tx: Tx, policy: Policy | None, *, worker: str, worker_id: int, limit: 
             refused += 1
             continue
         tx.execute("RELEASE claim")
-        details = tx.fetchall(_DETAILS.format(ids=dialect.ids(tx, ":ids")), {"ids": id_list})
+        details = tx.fetchall(dialect.pick(tx, sqlite=_DETAILS, postgres=_DETAILS_PG), {"ids": id_list})
         with_files = [r[0] for r in details if r[13]]
         parts = attachments.load(tx, with_files) if with_files else {}
         return [Claim(id=r[0], mid=r[1], token=token, attempt=r[2], recipient=r[3], to_name=r[4],
@@ -185,11 +195,13 @@ SELECT m.id, m.message_id, 'suppressed: recipient ' || s.reason || coalesce(' ('
   FROM messages m JOIN recipients r ON r.id = m.recipient_id JOIN suppressions s ON s.email = r.email
  WHERE m.id IN ({ids})
 """
+_SUPPRESSED, _SUPPRESSED_PG = (_SUPPRESSED.format(ids=dialect.ids(dialect.AS_SQLITE, ":ids")),
+                               _SUPPRESSED.format(ids=dialect.ids(dialect.AS_POSTGRES, ":ids")))
 
 
 def _drop_suppressed(tx: Tx, ids: list[int], now: float, worker: str) -> list[int]:
     """Move chosen rows whose recipient is suppressed to ``suppressed``; return the others."""
-    gone = tx.fetchall(_SUPPRESSED.format(ids=dialect.ids(tx, ":ids")), {"ids": json.dumps(ids)})
+    gone = tx.fetchall(dialect.pick(tx, sqlite=_SUPPRESSED, postgres=_SUPPRESSED_PG), {"ids": json.dumps(ids)})
     if not gone:
         return ids
     for row_id, mid, reason in gone:
@@ -208,7 +220,7 @@ def _choose(tx: Tx, policy: Policy | None, params: dict[str, object], limit: int
         if globally_paused(tx):
             return []
         chosen = _apply_policy(tx, policy, limit, now, worker)
-        move = _MOVE.format(ids=dialect.ids(tx, ":ids"), state=dialect.pick(tx, sqlite="+state", postgres="state"))
+        move = dialect.pick(tx, sqlite=_MOVE, postgres=_MOVE_PG)
         return [r[0] for r in tx.fetchall(move, {**params, "ids": json.dumps(chosen)})] if chosen else []
     return [r[0] for r in tx.fetchall(dialect.pick(tx, sqlite=_FAST, postgres=_FAST_PG), {**params, "limit": limit})]
 
@@ -242,10 +254,7 @@ class _Batch:
 def _apply_policy(tx: Tx, policy: Policy, limit: int, now: float, worker: str) -> list[int]:
     scan = max(4 * limit, 16)
     candidates: list[Any] = []
-    # PostgreSQL: candidates are locked as read (another host's claim skips them, and a row
-    # another host holds is not weighed here at all).
-    select = _CANDIDATES.format(indexed=dialect.pick(tx, sqlite="INDEXED BY messages_due", postgres=""),
-                                lock=dialect.pick(tx, sqlite="", postgres="FOR UPDATE OF m SKIP LOCKED"))
+    select = dialect.pick(tx, sqlite=_CANDIDATES, postgres=_CANDIDATES_PG)
     for prio in (0, 1, 2):
         if len(candidates) < scan:
             candidates += tx.fetchall(select, {"prio": prio, "now": now,

@@ -22,6 +22,15 @@ class Speaks(Protocol):
     dialect: str
 
 
+class _As:
+    def __init__(self, dialect: str) -> None:
+        self.dialect = dialect
+
+
+# For statements built once at import in both forms: ``ids(AS_POSTGRES, ":ids")``.
+AS_SQLITE, AS_POSTGRES = _As(SQLITE), _As(POSTGRES)
+
+
 def pick(db: Speaks, *, sqlite: str, postgres: str) -> str:
     """The variant of a statement (or fragment) for the dialect ``db`` speaks."""
     return postgres if db.dialect == POSTGRES else sqlite

@@ -191,6 +191,7 @@ _STALE = """
 SELECT id, claim_token, message_id, worker FROM messages {lease_index}
  WHERE state = 'sending' AND lease_until < :now
 """
+_STALE, _STALE_PG = _STALE.format(lease_index="INDEXED BY messages_lease"), _STALE.format(lease_index="")
 
 
 def _lease_index(tx: Tx) -> str:
@@ -202,7 +203,7 @@ def release_unstarted(tx: Tx, now: float, evidence: StartEvidence) -> tuple[list
     back to ``scheduled``, no attempt counted (SendLog ``released``). Also returns the workers
     whose leases ran out."""
     by_worker: dict[int, list[tuple[int, str, str, str]]] = {}
-    for row_id, token, mid, worker in tx.fetchall(_STALE.format(lease_index=_lease_index(tx)), {"now": now}):
+    for row_id, token, mid, worker in tx.fetchall(dialect.pick(tx, sqlite=_STALE, postgres=_STALE_PG), {"now": now}):
         wid = worker_of(token or "")
         if wid is not None:
             by_worker.setdefault(wid, []).append((row_id, token, mid, worker or "?"))
