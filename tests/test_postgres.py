@@ -1,0 +1,127 @@
+"""The command line on a PostgreSQL queue: init, enqueue, run --once, status end to end, and
+overlapping ``run --once`` processes on one PostgreSQL queue deliver each message exactly once.
+
+Each test gets a fresh database on ``SENDER_TEST_POSTGRES`` (``tests/pg.py``); the sink is a real
+aiosmtpd; both sides are checked, what the server received and what the database says (read back
+with plain psycopg).
+"""
+
+from __future__ import annotations
+
+import collections
+import csv
+import json
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests import pg
+from tests.conftest import Cli, SinkThread
+
+MESSAGES = 1200
+PROCESSES = 4
+DEADLINE = 90.0
+
+
+def _enqueue(cli: Cli, tmp_path: Path, url: str, n: int) -> None:
+    path = tmp_path / "leads.csv"
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        out = csv.writer(fh)
+        out.writerow(["to", "subject", "body", "name"])
+        out.writerows([f"lead{i}@example.com", f"Your material #{i}", f"Hello {i},\nhere it is.",
+                       f"Lead {i}"] for i in range(n))
+    r = cli("init", "--db", url)
+    assert r.code == 0, r.err
+    r = cli("enqueue", "--db", url, "--csv", str(path), "--from", "Team <team@example.org>")
+    assert r.code == 0, r.err
+    assert f"queued {n}," in r.out
+
+
+def _assert_each_sent_once(url: str, sink: SinkThread, n: int) -> None:
+    received = sink.received
+    per_rcpt = collections.Counter(r for m in received for r in m.rcpt_tos)
+    assert len(received) == n, f"server received {len(received)} messages for {n} queued"
+    assert set(per_rcpt.values()) == {1}, [r for r, c in per_rcpt.items() if c > 1][:5]
+    assert set(per_rcpt) == {f"lead{i}@example.com" for i in range(n)}
+    assert pg.query(url, "SELECT state, count(*) FROM messages GROUP BY state") == [("sent", n)]
+    assert pg.query(url, "SELECT status, count(*) FROM send_log GROUP BY status") == [("sent", n)]
+    assert pg.query(url, "SELECT count(DISTINCT message_id) FROM send_log WHERE status = 'sent'") == [(n,)]
+    stored = dict(pg.query(url, "SELECT CAST(r.email AS text), m.message_id FROM messages m "
+                                "JOIN recipients r ON r.id = m.recipient_id"))
+    assert {m.rcpt_tos[0]: m.message_id for m in received} == stored
+    # The trigger-kept counters agree with the rows.
+    assert pg.query(url, "SELECT n FROM state_counts WHERE state = 'sent'") == [(n,)]
+
+
+def test_init_enqueue_run_once_status(cli: Cli, sink: SinkThread, pg_database: str) -> None:
+    """On PostgreSQL, two queued messages are delivered once each, a re-enqueue is skipped, and
+    status says sent."""
+    r = cli("init", "--db", pg_database)
+    assert r.code == 0 and "queue database ready" in r.out, r.err
+    for to in ("a@example.com", "b@example.com"):
+        r = cli("enqueue", "--db", pg_database, "--to", to, "--subject", "Hi", "--body", "B",
+                "--from", "team@example.org")
+        assert r.code == 0, r.err
+    r = cli("enqueue", "--db", pg_database, "--to", "a@example.com", "--subject", "Hi", "--body", "B",
+            "--from", "team@example.org")
+    assert "skipped 1" in r.out, r.out + r.err
+    r = cli("run", "--db", pg_database, "--smtp-port", str(sink.port), "--once")
+    assert r.code == 0, r.err
+    assert sorted(m.rcpt_tos[0] for m in sink.received) == ["a@example.com", "b@example.com"]
+    status = json.loads(cli("status", "--db", pg_database, "--json").out)
+    assert status["sent"] == 2 and status["scheduled"] == 0
+    assert pg.query(pg_database, "SELECT status, count(*) FROM send_log GROUP BY status") == [("sent", 2)]
+    r = cli("run", "--db", pg_database, "--smtp-port", str(sink.port), "--once")
+    assert r.code == 0 and len(sink.received) == 2, r.err
+
+
+def test_init_reports_a_server_that_is_not_there(cli: Cli) -> None:
+    """A PostgreSQL URL whose server refuses the connection is one line, exit 1."""
+    r = cli("status", "--db", "postgresql://postgres@127.0.0.1:1/none")
+    assert r.code == 1 and "connection refused" in r.err and "Traceback" not in r.err, r.err
+    assert len(r.err.strip().splitlines()) == 1, r.err
+
+
+def test_status_on_a_missing_database_says_init(cli: Cli) -> None:
+    """A database the server does not have is a missing queue: exit 2, naming init."""
+    r = cli("status", "--db", pg.absent_database())
+    assert r.code == 2 and "python -m sender init" in r.err, r.err
+
+
+def _run_together(cli: Cli, runs: list[list[str]]) -> list[tuple[int, str]]:
+    """Start every run at once, wait for all (bounded), kill any survivor; return (code, log)."""
+    procs: list[subprocess.Popen[str]] = []
+    try:
+        procs = [cli.popen(*args) for args in runs]
+        deadline = time.monotonic() + DEADLINE
+        for proc in procs:
+            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        return [(p.returncode, Path(p.log_path).read_text()) for p in procs]  # type: ignore[attr-defined]
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGKILL)
+                proc.wait()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("prefetch", ["0", "2"])
+def test_overlapping_runs_on_one_postgres_queue_send_each_once(cli: Cli, sink: SinkThread, pg_database: str,
+                                                              tmp_path: Path, prefetch: str) -> None:
+    """Four `run --once` processes with 4 sessions each, started together over 1,200 due messages
+    on one PostgreSQL queue, deliver each exactly once, and more than one of them won claims."""
+    _enqueue(cli, tmp_path, pg_database, MESSAGES)
+    started = time.monotonic()
+    results = _run_together(cli, [["run", "--db", pg_database, "--smtp-port", str(sink.port), "--once",
+                                   "--concurrency", "4", "--prefetch", prefetch, "--worker", f"host{i}", "-q"]
+                                  for i in range(PROCESSES)])
+    elapsed = time.monotonic() - started
+    assert [code for code, _log in results] == [0] * PROCESSES, [log for _c, log in results]
+    _assert_each_sent_once(pg_database, sink, MESSAGES)
+    by_worker = dict(pg.query(pg_database, "SELECT worker, count(*) FROM send_log GROUP BY worker"))
+    assert len(by_worker) >= 2, by_worker
+    print(f"\nPostgreSQL, {PROCESSES} processes x 4 sessions, prefetch {prefetch}, {MESSAGES} messages: "
+          f"{elapsed:.1f}s, {MESSAGES / elapsed:.0f} msg/s, per worker {json.dumps(by_worker, sort_keys=True)}")
