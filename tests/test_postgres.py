@@ -16,8 +16,13 @@ import subprocess
 import time
 from pathlib import Path
 
+import psycopg
 import pytest
 
+from sender.intake import NewMessage
+from sender.store import sending
+from sender.store.engine import open_store
+from sender.store.enqueue import enqueue
 from tests import pg
 from tests.conftest import Cli, SinkThread
 
@@ -89,6 +94,30 @@ def test_status_on_a_missing_database_says_init(cli: Cli) -> None:
     """A database the server does not have is a missing queue: exit 2, naming init."""
     r = cli("status", "--db", pg.absent_database())
     assert r.code == 2 and "python -m sender init" in r.err, r.err
+
+
+async def test_a_forced_back_row_is_refused_by_the_index_and_the_rest_is_claimed(pg_database: str) -> None:
+    """On PostgreSQL too, a row forced back to scheduled behind the store's back is refused by the
+    SendLog unique index (the savepoint rolls back only the refused insert): it goes to unknown,
+    with its audit row, and the other due rows of the batch are claimed."""
+    now = time.time()
+    async with open_store(pg_database, create=True) as db:
+        rows = [NewMessage(to=f"lead{i}@example.com", subject="s", body="b") for i in range(3)]
+        await enqueue(db, rows, from_addr="team@example.org", from_name=None, domain=None, now=now - 10)
+        [first] = await sending.claim(db, worker="w1", worker_id=1, limit=1, lease=300.0, now=now)
+        with psycopg.connect(pg_database) as conn:
+            conn.execute("UPDATE messages SET state = 'scheduled', claim_token = NULL, worker = NULL, "
+                         "lease_until = NULL WHERE id = %s", (first.id,))
+        again = await sending.claim(db, worker="w2", worker_id=2, limit=10, lease=300.0, now=now)
+    assert sorted(c.id for c in again) == sorted({1, 2, 3} - {first.id})
+    [(state, reason)] = pg.query(pg_database, "SELECT state, last_reply FROM messages WHERE id = %s", (first.id,))
+    assert state == "unknown" and "unique index" in reason, reason
+    assert pg.query(pg_database, "SELECT actor, action FROM audit WHERE message_id = %s", (first.id,)) == \
+        [("w2", "claim-refused")]
+    assert pg.query(pg_database, "SELECT worker, status FROM send_log WHERE message_id = %s", (first.id,)) == \
+        [("w1", "sending")]
+    assert dict(pg.query(pg_database, "SELECT state, n FROM state_counts WHERE n <> 0")) == \
+        {"sending": 2, "unknown": 1}
 
 
 def _run_together(cli: Cli, runs: list[list[str]]) -> list[tuple[int, str]]:
