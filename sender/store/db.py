@@ -176,11 +176,13 @@ class Database:
             _reraise(exc, self.path)
         return cursor.rowcount  # the cursor holds no statement open once a write has run
 
-    async def executemany(self, sql: str, rows: Iterable[Sequence[Any] | dict[str, Any]]) -> None:
+    async def executemany(self, sql: str, rows: Iterable[Sequence[Any] | dict[str, Any]]) -> int:
+        """One statement per row; the rows changed in all (sqlite3 sums ``rowcount`` over them)."""
         try:
-            await self.conn.executemany(sql, rows)
+            cursor = await self.conn.executemany(sql, rows)
         except sqlite3.DatabaseError as exc:
             _reraise(exc, self.path)
+        return cursor.rowcount
 
     async def transaction(self, fn: Callable[[SyncTx], T]) -> T:
         """Run ``fn`` inside one durable ``BEGIN IMMEDIATE`` transaction in a single trip to

@@ -52,3 +52,10 @@ def each(db: Speaks, param: str) -> str:
     """A table function over the JSON array of strings bound to ``param``, one ``value`` column."""
     return pick(db, sqlite=f"json_each({param})",
                 postgres=f"json_array_elements_text(CAST({param} AS json))")
+
+
+def arrays(db: Speaks, param: str) -> str:
+    """A table function over the JSON array of arrays bound to ``param``, one ``value`` column;
+    ``json_extract(value, '$[0]')`` reads an item's field on both (PostgreSQL's from
+    ``pg_schema``, as text)."""
+    return pick(db, sqlite=f"json_each({param})", postgres=f"jsonb_array_elements(CAST({param} AS jsonb))")

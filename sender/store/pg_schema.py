@@ -13,8 +13,9 @@ Two things differ on purpose:
   would lock two of them until commit, serialising the senders and deadlocking a record-and-claim
   (sending -> sent, then scheduled -> sending) against a plain claim. Appends lock nothing;
   ``COMPACT_COUNTS`` folds them back into one row per state (the engine runs it now and then).
-- Two small functions SQLite has and PostgreSQL lacks, so shared statements need no variant:
-  ``instr(text, text)``, ``sum(boolean)`` and the two-argument ``max``/``min``.
+- Functions SQLite has and PostgreSQL lacks, so shared statements need no variant:
+  ``instr(text, text)``, ``sum(boolean)``, ``json_group_array(text)`` (as JSON text),
+  ``json_extract(jsonb, '$[n]')`` and the two-argument ``max``/``min``.
 """
 
 from __future__ import annotations
@@ -234,6 +235,12 @@ CREATE FUNCTION instr(haystack text, needle text) RETURNS integer LANGUAGE sql I
 CREATE FUNCTION sender_sum_bool(acc bigint, v boolean) RETURNS bigint LANGUAGE sql IMMUTABLE
     AS 'SELECT CASE WHEN v IS NULL THEN acc ELSE coalesce(acc, 0) + CAST(v AS integer) END';
 CREATE AGGREGATE sum(boolean) (SFUNC = sender_sum_bool, STYPE = bigint);
+CREATE FUNCTION sender_json_text(items text[]) RETURNS text LANGUAGE sql IMMUTABLE
+    AS 'SELECT CAST(array_to_json(coalesce(items, ARRAY[]::text[])) AS text)';
+CREATE AGGREGATE json_group_array(text) (SFUNC = array_append, STYPE = text[], FINALFUNC = sender_json_text,
+    INITCOND = '{{}}');
+CREATE FUNCTION json_extract(item jsonb, path text) RETURNS text LANGUAGE sql IMMUTABLE
+    AS $$SELECT item->>CAST(trim(BOTH '$[]' FROM path) AS integer)$$;
 CREATE FUNCTION max(a double precision, b double precision) RETURNS double precision LANGUAGE sql
     IMMUTABLE AS 'SELECT greatest(a, b)';
 CREATE FUNCTION min(a double precision, b double precision) RETURNS double precision LANGUAGE sql

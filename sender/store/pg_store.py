@@ -159,12 +159,14 @@ class PgStore:
                 self.conn.rollback()
             raise error(exc, self.path, "statement failed") from exc
 
-    def _many(self, statement: str, rows: list[Params]) -> None:
+    def _many(self, statement: str, rows: list[Params]) -> int:
         try:
             with self.conn.cursor() as cursor:
                 cursor.executemany(translate_sql(statement), [_params(r) for r in rows])
+                changed = cursor.rowcount  # psycopg sums it over the rows
             if not self._in_write:
                 self.conn.commit()
+            return changed
         except psycopg.Error as exc:
             if not self._in_write:
                 self.conn.rollback()
@@ -179,8 +181,8 @@ class PgStore:
     async def execute(self, statement: str, params: Params = ()) -> int:
         return await self._call(self._statement, statement, params, "count")
 
-    async def executemany(self, statement: str, rows: Iterable[Params]) -> None:
-        await self._call(self._many, statement, list(rows))
+    async def executemany(self, statement: str, rows: Iterable[Params]) -> int:
+        return await self._call(self._many, statement, list(rows))
 
     async def transaction(self, fn: Callable[[Tx], T]) -> T:
         """Run ``fn`` inside one durable transaction, in a single trip to the connection's thread."""

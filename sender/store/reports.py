@@ -143,7 +143,7 @@ SELECT r.email, c.name, min(o.at) FROM observations o
 
 _MULTI_LOG_DETAIL = f"""
 SELECT s.recipient, s.campaign, s.mid, min(s.claimed_at), max(s.message_id)
-  FROM json_each(:pairs) j JOIN send_log s
+  FROM {{pairs}} j JOIN send_log s
     ON s.recipient = json_extract(j.value, '$[0]') AND s.campaign = json_extract(j.value, '$[1]')
  WHERE s.claimed_at BETWEEN :since AND :now AND s.status IN {LIVE_SQL}
  GROUP BY s.recipient, s.campaign, s.mid
@@ -151,7 +151,7 @@ SELECT s.recipient, s.campaign, s.mid, min(s.claimed_at), max(s.message_id)
 
 _MULTI_SEEN_DETAIL = """
 SELECT r.email, c.name, o.mid, min(o.at), count(*), max(o.row_id)
-  FROM json_each(:pairs) j
+  FROM {pairs} j
   JOIN recipients r ON r.email = json_extract(j.value, '$[0]')
   JOIN campaigns c ON c.name = json_extract(j.value, '$[1]')
   JOIN messages m ON m.recipient_id = r.id AND m.campaign_id = c.id
@@ -175,9 +175,11 @@ async def multi_sends(db: Store, since: float, now: float, *,
         return []
     params["pairs"] = json.dumps(pairs)
     seen: dict[tuple[str, str], dict[str, list[Any]]] = {pair: {} for pair in pairs}
-    for rcpt, campaign, mid, at, row in await db.fetchall(_MULTI_LOG_DETAIL, params):
+    each_pair = dialect.arrays(db, ":pairs")
+    for rcpt, campaign, mid, at, row in await db.fetchall(_MULTI_LOG_DETAIL.format(pairs=each_pair), params):
         seen[(rcpt, campaign)][mid] = [at, True, 0, row]
-    for rcpt, campaign, mid, at, copies, row in await db.fetchall(_MULTI_SEEN_DETAIL, params):
+    for rcpt, campaign, mid, at, copies, row in await db.fetchall(_MULTI_SEEN_DETAIL.format(pairs=each_pair),
+                                                                params):
         entry = seen[(rcpt, campaign)].setdefault(mid, [at, False, 0, row])
         entry[0], entry[2] = min(entry[0], at), copies
     out = []
