@@ -234,3 +234,11 @@ def pg_database() -> Iterator[str]:
 
     with fresh_database() as url:
         yield url
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def queue(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh queue on each engine: a file path, or a new PostgreSQL database's URL."""
+    from tests.pg import target
+
+    return target(request.param, tmp_path, request)

@@ -68,3 +68,14 @@ def query(url: str, statement: str, params: tuple[object, ...] = ()) -> list[tup
 
     with psycopg.connect(url) as conn:
         return list(conn.execute(statement, params).fetchall())
+
+
+def one(url: str, statement: str, params: tuple[object, ...] = ()) -> dict[str, object]:
+    """One row as a dict of its columns."""
+    import psycopg
+    from psycopg.rows import dict_row
+
+    with psycopg.connect(url, row_factory=dict_row) as conn:
+        row = conn.execute(statement, params).fetchone()
+    assert row is not None
+    return row
