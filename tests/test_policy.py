@@ -132,19 +132,19 @@ async def test_priorities_and_expiry(db_path: str, sink: SinkThread) -> None:
     assert states(db_path) == {"sent": 4, "expired": 2}
 
 
-async def test_campaign_pause_and_resume(cli: Cli, db_path: str, sink: SinkThread) -> None:
+async def test_campaign_pause_and_resume(cli: Cli, queue: str, sink: SinkThread) -> None:
     """A paused campaign is skipped by every claim and sent after resume; others are unaffected."""
-    await seed(db_path, 2, campaign="a", prefix="a")
-    await seed(db_path, 2, campaign="b", prefix="b")
-    assert cli("pause", "--db", db_path, "--campaign", "a", "--reason", "legal review").code == 0
-    status = json.loads(cli("status", "--db", db_path, "--json").out)
+    await seed(queue, 2, campaign="a", prefix="a")
+    await seed(queue, 2, campaign="b", prefix="b")
+    assert cli("pause", "--db", queue, "--campaign", "a", "--reason", "legal review").code == 0
+    status = json.loads(cli("status", "--db", queue, "--json").out)
     assert status["paused"]["campaigns"] == {"a": "legal review"}
-    await run_once(db_path, sink.port)
+    await run_once(queue, sink.port)
     assert sorted(r.rcpt_tos[0] for r in sink.received) == ["b0@example.com", "b1@example.com"]
-    assert cli("resume", "--db", db_path, "--campaign", "a").code == 0
-    await run_once(db_path, sink.port)
-    assert states(db_path) == {"sent": 4}
-    assert [r[0] for r in query(db_path, "SELECT action FROM audit ORDER BY id")] == [
+    assert cli("resume", "--db", queue, "--campaign", "a").code == 0
+    await run_once(queue, sink.port)
+    assert states(queue) == {"sent": 4}
+    assert [r[0] for r in query(queue, "SELECT action FROM audit ORDER BY id")] == [
         "pause-campaign", "resume-campaign"]
 
 
@@ -172,14 +172,14 @@ async def test_auto_pause_after_error_streak_holds_until_resumed(cli: Cli, db_pa
     assert states(db_path) == {"sent": 10}
 
 
-async def test_status_shows_budget_and_pause(cli: Cli, db_path: str, sink: SinkThread, tmp_path: Path) -> None:
+async def test_status_shows_budget_and_pause(cli: Cli, queue: str, sink: SinkThread, tmp_path: Path) -> None:
     """status reports what each From account may still send under the configured rate and daily cap, and pauses."""
     (tmp_path / "sender.toml").write_text('[policy]\nrate = "10/1m"\ndaily_cap = 100\n')
-    await seed(db_path, 2)
-    await run_once(db_path, sink.port)
-    status = json.loads(cli("status", "--db", db_path, "--json").out)
+    await seed(queue, 2)
+    await run_once(queue, sink.port)
+    status = json.loads(cli("status", "--db", queue, "--json").out)
     assert status["budget"] == {"team@example.org": {"rate_remaining": 8, "daily_remaining": 98}}
-    assert cli("pause", "--db", db_path, "--reason", "incident review").code == 0
-    text = cli("status", "--db", db_path).out
+    assert cli("pause", "--db", queue, "--reason", "incident review").code == 0
+    text = cli("status", "--db", queue).out
     assert "PAUSED     all sending" in text and "incident review" in text
     assert "budget     team@example.org: rate remaining 8, daily remaining 98" in text
