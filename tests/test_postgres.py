@@ -120,6 +120,23 @@ async def test_a_forced_back_row_is_refused_by_the_index_and_the_rest_is_claimed
         {"sending": 2, "unknown": 1}
 
 
+def test_a_foreign_database_and_a_newer_schema_are_refused(cli: Cli, pg_database: str) -> None:
+    """A database holding other tables is not a sender queue, and a queue migrated by a newer
+    sender is refused: both exit 2 with one line, and init changes neither."""
+    with psycopg.connect(pg_database) as conn:
+        conn.execute("CREATE TABLE invoices (id integer)")
+    for command in ("status", "init"):
+        r = cli(command, "--db", pg_database)
+        assert r.code == 2 and "not a sender queue" in r.err and len(r.err.strip().splitlines()) == 1, r.err
+    with psycopg.connect(pg_database) as conn:
+        conn.execute("DROP TABLE invoices")
+    assert cli("init", "--db", pg_database).code == 0
+    with psycopg.connect(pg_database) as conn:
+        conn.execute("INSERT INTO schema_migrations(version, name, applied_at) VALUES (99, 'future', 0)")
+    r = cli("status", "--db", pg_database)
+    assert r.code == 2 and "newer than this sender" in r.err and len(r.err.strip().splitlines()) == 1, r.err
+
+
 def _run_together(cli: Cli, runs: list[list[str]]) -> list[tuple[int, str]]:
     """Start every run at once, wait for all (bounded), kill any survivor; return (code, log)."""
     procs: list[subprocess.Popen[str]] = []
