@@ -36,6 +36,12 @@ def pick(db: Speaks, *, sqlite: str, postgres: str) -> str:
     return postgres if db.dialect == POSTGRES else sqlite
 
 
+def indexed(db: Speaks, index: str) -> str:
+    """SQLite's ``INDEXED BY index`` (a plan pinned where its planner, without statistics, picks
+    a worse one); nothing on PostgreSQL, whose planner has autovacuum's statistics."""
+    return pick(db, sqlite=f"INDEXED BY {index}", postgres="")
+
+
 def ids(db: Speaks, param: str) -> str:
     """``SELECT`` of the integers in the JSON array bound to ``param`` (``?`` or ``:name``).
 

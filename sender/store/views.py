@@ -15,7 +15,7 @@ import json
 from dataclasses import dataclass, field
 
 from ..config import Settings
-from . import counts, flags
+from . import counts, dialect, flags
 from .counts import DEAD_CUT_SQL, HEARTBEAT_MISSES, WorkerCounts
 from .engine import Store
 from .states import PRIORITIES
@@ -167,7 +167,7 @@ async def overview(db: Store, now: float) -> Overview:
     rate = await db.fetchone(
         "SELECT count(*) FROM messages WHERE state = 'sent' AND updated_at >= ?", (now - 60.0,))
     stale = await db.fetchone(
-        "SELECT count(*) FROM messages INDEXED BY messages_lease "
+        f"SELECT count(*) FROM messages {dialect.indexed(db, 'messages_lease')} "
         "WHERE state = 'sending' AND lease_until < ?", (now,))
     workers = await counts.worker_counts(db, now, WORKER_DEAD_AFTER)
     paused = await flags.pause_state(db)
@@ -177,7 +177,7 @@ async def overview(db: Store, now: float) -> Overview:
 
 _QUEUED = ("SELECT m.id, r.email, c.name, m.due_at, m.priority, m.attempts, "
            "       coalesce(m.defer_reason, m.last_reply) "
-           "FROM messages m INDEXED BY messages_due JOIN recipients r ON r.id = m.recipient_id "
+           "FROM messages m {due_index} JOIN recipients r ON r.id = m.recipient_id "
            "JOIN campaigns c ON c.id = m.campaign_id WHERE m.state = 'scheduled' ")
 
 
@@ -189,23 +189,24 @@ async def queue_view(db: Store, now: float, limit: int = QUEUE_LIMIT,
     ``INDEXED BY`` keeps the plan fixed: without ``ANALYZE`` statistics SQLite may otherwise
     prefer ``messages_state_updated`` and sort every scheduled row.
     """
-    rows = await db.fetchall(_QUEUED + "ORDER BY m.priority, m.due_at, m.id LIMIT ?", (limit,))
+    queued = _QUEUED.format(due_index=dialect.indexed(db, "messages_due"))
+    rows = await db.fetchall(queued + "ORDER BY m.priority, m.due_at, m.id LIMIT ?", (limit,))
     due = await db.fetchone(
-        "SELECT count(*) FROM (SELECT 1 FROM messages INDEXED BY messages_due "
-        f"WHERE state = 'scheduled' AND priority IN {tuple(PRIORITIES.values())} AND due_at <= ? LIMIT ?)",
+        f"SELECT count(*) FROM (SELECT 1 FROM messages {dialect.indexed(db, 'messages_due')} "
+        f"WHERE state = 'scheduled' AND priority IN {tuple(PRIORITIES.values())} AND due_at <= ? LIMIT ?) AS due",
         (now, due_cap + 1))
     due_now = due[0] if due else 0
     oldest: list[QueuedMessage] = []
     upcoming: list[QueuedMessage] = []
     for prio in PRIORITIES.values():
         for found, test in ((oldest, "<="), (upcoming, ">")):
-            row = await db.fetchone(_QUEUED + f"AND m.priority = ? AND m.due_at {test} ? "
+            row = await db.fetchone(queued + f"AND m.priority = ? AND m.due_at {test} ? "
                                     "ORDER BY m.due_at, m.id LIMIT 1", (prio, now))
             if row is not None:
                 found.append(QueuedMessage(*row))
     per = await db.fetchall(
         "SELECT c.name, coalesce(sum(q.due_at <= :now), 0), count(*), min(q.due_at), c.paused "
-        "FROM (SELECT campaign_id, due_at FROM messages INDEXED BY messages_due "
+        f"FROM (SELECT campaign_id, due_at FROM messages {dialect.indexed(db, 'messages_due')} "
         "      WHERE state = 'scheduled' ORDER BY priority, due_at, id LIMIT :sample) q "
         "JOIN campaigns c ON c.id = q.campaign_id "
         "GROUP BY c.id ORDER BY min(q.due_at), c.name", {"now": now, "sample": sample})
@@ -223,7 +224,7 @@ async def in_flight(db: Store, now: float, limit: int = INFLIGHT_LIMIT) -> list[
     rows = await db.fetchall(
         "SELECT m.id, r.email, c.name, coalesce(m.worker, '?'), m.attempts + 1, m.updated_at, "
         "       m.lease_until "
-        "FROM messages m INDEXED BY messages_lease JOIN recipients r ON r.id = m.recipient_id "
+        f"FROM messages m {dialect.indexed(db, 'messages_lease')} JOIN recipients r ON r.id = m.recipient_id "
         "JOIN campaigns c ON c.id = m.campaign_id "
         "WHERE m.state = 'sending' ORDER BY m.lease_until, m.id LIMIT ?", (limit,))
     return [InFlight(id=r[0], recipient=r[1], campaign=r[2], worker=r[3], attempt=r[4],
@@ -242,12 +243,12 @@ async def workers(db: Store, now: float, dead_after: float = WORKER_DEAD_AFTER,
     """
     busy = {r[0]: r[1] for r in await db.fetchall(
         "SELECT CAST(substr(claim_token, 1, instr(claim_token, '.') - 1) AS INTEGER), count(*) "
-        "FROM messages INDEXED BY messages_lease WHERE state = 'sending' GROUP BY 1")}
+        f"FROM messages {dialect.indexed(db, 'messages_lease')} WHERE state = 'sending' GROUP BY 1")}
     rows = await db.fetchall(
         f"SELECT id, name, pid, host, started_at, heartbeat_at, stopped_at, heartbeat_at < {DEAD_CUT_SQL} FROM workers "
         "WHERE id IN (SELECT id FROM workers WHERE heartbeat_at >= :since "
         "             ORDER BY heartbeat_at DESC LIMIT :limit) "
-        "   OR id IN (SELECT value FROM json_each(:busy)) "
+        f"   OR id IN ({dialect.ids(db, ':busy')}) "
         "ORDER BY heartbeat_at DESC, id DESC LIMIT :limit",
         {"since": now - WORKER_HISTORY, "limit": limit, "busy": json.dumps(list(busy)), "now": now,
          "dead_after": dead_after, "misses": HEARTBEAT_MISSES})
