@@ -139,6 +139,48 @@ def test_a_foreign_database_and_a_newer_schema_are_refused(cli: Cli, pg_database
     assert r.code == 2 and "newer than this sender" in r.err and len(r.err.strip().splitlines()) == 1, r.err
 
 
+async def test_state_counters_fold_without_changing_a_count(pg_database: str) -> None:
+    """The counters are appended deltas (no hot row per state); folding them leaves one row per
+    state and every count equal to the rows' real states."""
+    from sender.store.postgres import ENGINE
+
+    now = time.time()
+    async with open_store(pg_database, create=True) as db:
+        rows = [NewMessage(to=f"lead{i}@example.com", subject="s", body="b") for i in range(20)]
+        await enqueue(db, rows, from_addr="team@example.org", from_name=None, domain=None, now=now - 10)
+        for _ in range(5):
+            claimed = await sending.claim(db, worker="w", worker_id=1, limit=3, lease=300.0, now=now)
+            await sending.record(db, [sending.Outcome(c.id, c.token, "sent", 250, "ok") for c in claimed], now)
+        before = pg.query(pg_database, "SELECT count(*) FROM state_count_deltas")[0][0]
+        await db.transaction(ENGINE.compact_counts)
+    real = dict(pg.query(pg_database, "SELECT state, count(*) FROM messages GROUP BY state"))
+    counted = dict(pg.query(pg_database, "SELECT state, n FROM state_counts WHERE n <> 0"))
+    assert counted == real == {"sent": 15, "scheduled": 5}
+    after = pg.query(pg_database, "SELECT count(*) FROM state_count_deltas")[0][0]
+    assert isinstance(before, int) and before > after == 9  # one row per state
+
+
+async def test_recover_never_overwrites_an_outcome_landing_meanwhile(pg_database: str) -> None:
+    """A claim whose lease ran out while its worker is recording the outcome (the row locked by
+    that uncommitted transaction) is skipped by recover, not waited for and then overwritten:
+    the outcome stands (on PostgreSQL an ``IN`` subquery would have turned it unknown)."""
+    import asyncio
+
+    now = time.time()
+    async with open_store(pg_database, create=True) as db:
+        await enqueue(db, [NewMessage(to="lead@example.com", subject="s", body="b")],
+                      from_addr="team@example.org", from_name=None, domain=None, now=now - 60)
+        [claim] = await sending.claim(db, worker="w", worker_id=1, limit=1, lease=1.0, now=now - 30)
+        with psycopg.connect(pg_database) as worker:
+            worker.execute("UPDATE messages SET state = 'sent', lease_until = NULL WHERE id = %s", (claim.id,))
+            recovering = asyncio.create_task(sending.recover(db, now))
+            await asyncio.sleep(0.5)
+            worker.commit()
+        expired = await asyncio.wait_for(recovering, 10)
+    assert expired == []
+    assert pg.query(pg_database, "SELECT state FROM messages") == [("sent",)]
+
+
 def _run_together(cli: Cli, runs: list[list[str]]) -> list[tuple[int, str]]:
     """Start every run at once, wait for all (bounded), kill any survivor; return (code, log)."""
     procs: list[subprocess.Popen[str]] = []

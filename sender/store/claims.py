@@ -141,7 +141,20 @@ UPDATE messages SET state = 'expired', updated_at = :now, defer_reason = NULL,
                WHERE state = 'scheduled' AND expires_at IS NOT NULL AND expires_at <= :now)
 RETURNING id, message_id
 """
-_EXPIRE, _EXPIRE_PG = _EXPIRE.format(indexed="INDEXED BY messages_expiry"), _EXPIRE.format(indexed="")
+# PostgreSQL: rows other sessions hold are skipped, not waited for, and the state is checked again
+# on the row itself (as an ``IN`` subquery, a row another host claimed meanwhile would still match
+# once its lock was released, and a claimed row would turn ``expired``).
+_EXPIRE_PG = """
+WITH due AS MATERIALIZED (
+    SELECT id FROM messages WHERE state = 'scheduled' AND expires_at IS NOT NULL AND expires_at <= :now
+       FOR UPDATE SKIP LOCKED)
+UPDATE messages AS m SET state = 'expired', updated_at = :now, defer_reason = NULL,
+       last_reply = 'expired: past expires_at, never sent'
+  FROM due
+ WHERE m.id = due.id AND m.state = 'scheduled'
+RETURNING m.id, m.message_id
+"""
+_EXPIRE = _EXPIRE.format(indexed="INDEXED BY messages_expiry")
 
 
 def expire_due(tx: Tx, now: float, worker: str) -> None:

@@ -239,17 +239,33 @@ def _forget_settled(tx: Tx, evidence: StartEvidence, workers: set[int]) -> None:
             log.warning("start journal of worker %s could not be removed: %s", wid, exc)
 
 
+_EXPIRE_LEASES = (
+    "UPDATE messages SET state = 'unknown', updated_at = :now, "
+    "last_reply = 'lease expired: worker ' || coalesce(worker, '?') || ' presumed dead' "
+    "WHERE id IN (SELECT id FROM messages INDEXED BY messages_lease "
+    "             WHERE state = 'sending' AND lease_until < :now) "
+    "RETURNING id, claim_token, message_id, worker")
+
+# PostgreSQL: a claim whose row another session holds (its worker recording the outcome right
+# now, or frozen inside a transaction) is skipped, not waited for, and its state and lease are
+# checked again on the row itself: as an ``IN`` subquery, an outcome committed meanwhile would
+# have been overwritten with ``unknown``.
+_EXPIRE_LEASES_PG = """
+WITH stale AS MATERIALIZED (
+    SELECT id FROM messages WHERE state = 'sending' AND lease_until < :now FOR UPDATE SKIP LOCKED)
+UPDATE messages AS m SET state = 'unknown', updated_at = :now,
+       last_reply = 'lease expired: worker ' || coalesce(m.worker, '?') || ' presumed dead'
+  FROM stale
+ WHERE m.id = stale.id AND m.state = 'sending' AND m.lease_until < :now
+RETURNING m.id, m.claim_token, m.message_id, m.worker
+"""
+
+
 def expire_leases(tx: Tx, now: float, evidence: StartEvidence | None = None) -> list[Expired]:
     """Move claims whose lease ran out to ``unknown``: their worker may have sent them. With
     ``evidence``, those it proves never started go back to ``scheduled`` first."""
     released, dead = release_unstarted(tx, now, evidence) if evidence is not None else ([], set())
-    rows = tx.fetchall(
-        "UPDATE messages SET state = 'unknown', updated_at = :now, "
-        "last_reply = 'lease expired: worker ' || coalesce(worker, '?') || ' presumed dead' "
-        f"WHERE id IN (SELECT id FROM messages {_lease_index(tx)} "
-        "             WHERE state = 'sending' AND lease_until < :now) "
-        "RETURNING id, claim_token, message_id, worker",
-        {"now": now})
+    rows = tx.fetchall(dialect.pick(tx, sqlite=_EXPIRE_LEASES, postgres=_EXPIRE_LEASES_PG), {"now": now})
     for row_id, token, _mid, worker in rows:
         tx.execute(
             "UPDATE send_log SET status = 'unknown', finished_at = ?, smtp_reply = ? "
