@@ -32,13 +32,13 @@ from .config import Settings
 from .delivery import Transport
 from .errors import DeliveryError, QueueUnusable, StoreError
 from .fence import Fenced, steady
-from .guard import NOT_DELIVERED, NOT_STARTED, ClaimGuard
+from .guard import NOT_STARTED, ClaimGuard
 from .pace import Outage, Pace
 from .store import flags as admin
 from .store import sending as queue
 from .store.claims import Claim
 from .store.engine import Store
-from .store.sending import Outcome
+from .store.sending import RELAY_ERRORS, Outcome, Reason
 
 if TYPE_CHECKING:
     pass
@@ -291,8 +291,7 @@ class Daemon:
 
     async def _exchange(self, limit: int, now: float, anchor: float) -> list[Claim]:
         batch, self._pending = self._pending, []
-        streak, pause_reason = self._error_streak_after(batch)
-        pause_reason = self._pause_request or pause_reason
+        pause_reason = self._pause_request
         try:
             turn = await queue.exchange(self.db, batch, worker=self.settings.worker,
                                         worker_id=self.worker_id, limit=limit, lease=self.settings.lease,
@@ -303,7 +302,6 @@ class Daemon:
             raise
         claims = turn.claims
         self.guard.granted(claims, anchor, now)
-        self._error_streak = 0 if pause_reason else streak
         if pause_reason and pause_reason == self._pause_request:
             self._pause_request = self._halted = None  # paused: resumes when an operator resumes
         if pause_reason:
@@ -340,6 +338,25 @@ class Daemon:
 
     def _outcome(self, outcome: Outcome) -> None:
         self._pending.append(outcome)
+        if outcome.status == "sent":
+            self._error_streak = 0
+        elif outcome.reason in RELAY_ERRORS:
+            self._error_streak += 1
+            self._pause_after_errors(outcome)
+
+    def _pause_after_errors(self, last: Outcome) -> None:
+        """``--pause-after-errors N``: the N-th relay failure in a row stops this worker starting
+        messages at once (claims waiting are handed back) and pauses all sending at the next
+        write, until an operator resumes."""
+        limit = self.settings.pause_after_errors
+        if not limit or self._error_streak < limit or self._pause_request:
+            return
+        code = f"{last.code} " if last.code else ""
+        self._pause_request = self._halted = (
+            f"auto-paused by {self.settings.worker} after {self._error_streak} consecutive relay errors; "
+            f"last: {code}{last.reply}")[:500]
+        self._error_streak = 0
+        self._release_ready("sending paused", None)
 
     def _dispatch(self, *, between_turns: bool = False) -> None:
         """Start claimed messages on free sessions (the oldest claim first). ``between_turns``: a
@@ -376,8 +393,8 @@ class Daemon:
                 keep.append(claim)
                 continue
             self.guard.forget(claim.id)
-            self._outcome(Outcome(claim.id, claim.token, "released", None, NOT_STARTED + reason,
-                                  due_at or self.clock(), claim.mid, claim.recipient))
+            self._outcome(Outcome.of(claim, "released", "not_started", NOT_STARTED + reason,
+                                     due_at=due_at or self.clock()))
         self._ready = keep
 
     async def _heartbeat(self, now: float, anchor: float) -> None:
@@ -426,8 +443,8 @@ class Daemon:
         for claim, _task in list(self._inflight.values()):  # handed to a session that never began it
             self._inflight.pop(claim.id)
             self.guard.forget(claim.id)
-            self._outcome(Outcome(claim.id, claim.token, "released", None, NOT_STARTED + "worker stopping",
-                                  self.clock(), claim.mid, claim.recipient))
+            self._outcome(Outcome.of(claim, "released", "not_started", NOT_STARTED + "worker stopping",
+                                     due_at=self.clock()))
         clean = False
         try:
             if self._unusable is not None:
@@ -481,8 +498,7 @@ class Daemon:
             status: queue.OutcomeStatus = (
                 "released" if phase in ("idle", "connect", "ehlo", "tls", "auth", "mail", "rcpt", "data")
                 else "unknown")
-            outcome = Outcome(claim.id, claim.token, status, None,
-                              f"stopped during {phase}", self.clock(), claim.mid, claim.recipient)
+            outcome = Outcome.of(claim, status, "stopping", f"stopped during {phase}", due_at=self.clock())
             raise
         finally:
             if outcome is not None:
@@ -499,13 +515,13 @@ class Daemon:
 
     async def _attempt(self, session: Transport, claim: Claim) -> tuple[Outcome, float]:
         def done(status: queue.OutcomeStatus, code: int | None, reply: str,
-                 due_at: float | None = None) -> Outcome:
-            return Outcome(claim.id, claim.token, status, code, reply, due_at, claim.mid, claim.recipient)
+                 due_at: float | None = None, reason: Reason = "relay") -> Outcome:
+            return Outcome.of(claim, status, reason, reply, code=code, due_at=due_at)
 
         try:
             envelope = compose.envelope(claim, self.settings, self.clock())
         except (ValueError, TypeError, LookupError) as exc:
-            return done("failed", None, f"cannot build message: {exc}"), 0.0
+            return done("failed", None, f"cannot build message: {exc}", reason="build"), 0.0
         started = self.clock()
         try:
             code, reply = await session.send(envelope, self.guard.check(claim))
@@ -515,10 +531,10 @@ class Daemon:
             return self._classified(claim, err, done, started)
         except Exception as exc:  # a bug, not an SMTP answer: the data may have left, so never resend
             log.exception("row=%s mid=%s unexpected error while sending", claim.id, claim.mid)
-            return done("unknown", None, f"internal error while sending: {exc!r}"), 0.0
+            return done("unknown", None, f"internal error while sending: {exc!r}", reason="internal"), 0.0
         self._relay_reached()
         self._pace_dirty |= self.pace.accepted()
-        return done("sent", code, reply), 0.0
+        return done("sent", code, reply, reason="delivered"), 0.0
 
     def _classified(self, claim: Claim, err: DeliveryError, done: Callable[..., Outcome],
                     started: float) -> tuple[Outcome, float]:
@@ -534,15 +550,16 @@ class Daemon:
         if err.kind == "stop":
             reason = f"{err.code} {err.reply}" if err.code else err.reply
             self._halt(reason)
-            return done("released", None, f"not attempted: {reason}", now), 0.0
+            return done("released", None, f"not attempted: {reason}", now, "refused"), 0.0
         if err.kind == "outage":
-            return done("released", err.code, f"not attempted: {err}", self._outage(err, started, now)), 0.0
+            return done("released", err.code, f"not attempted: {err}", self._outage(err, started, now),
+                        "outage"), 0.0
         if err.kind == "throttle":
             self._pace_dirty |= self.pace.throttled(f"{err.code or ''} {err.reply}".strip(), started, now)
             delay = self.pace.release_delay(retry_hint(err.reply))
             log.warning("relay throttling (%s): %d of %d sessions, %.2fs between messages; row %s due in %.0fs",
                         err, self.pace.active, self.pace.sessions, self.pace.spacing, claim.id, delay)
-            return done("released", err.code, f"{THROTTLED}{err.reply}", now + delay), 0.0
+            return done("released", err.code, f"{THROTTLED}{err.reply}", now + delay, "throttled"), 0.0
         if claim.attempt >= s.max_attempts:
             return done("failed", err.code, f"gave up after {claim.attempt} attempts: {err.reply}"), 0.0
         delay = retry_hint(err.reply) or backoff(s.retry_delay, claim.attempt)
@@ -590,22 +607,6 @@ class Daemon:
         value = json.dumps(self.pace.to_json(self.settings.worker)) if slowed else None
         await admin.set_flag(self.db, "pace", value, actor=self.settings.worker, now=now)
         self._pace_shown = slowed
-
-    def _error_streak_after(self, batch: Sequence[Outcome]) -> tuple[int, str | None]:
-        """``--pause-after-errors N``: N relay failures in a row pause all sending until an operator resumes."""
-        streak = self._error_streak
-        for o in batch:
-            if o.status == "sent":
-                streak = 0
-            elif not o.reply.startswith(("cannot build", NOT_STARTED, NOT_DELIVERED, THROTTLED)):
-                streak += 1
-        limit = self.settings.pause_after_errors
-        if not limit or streak < limit or not batch:
-            return streak, None
-        last = batch[-1]
-        code = f"{last.code} " if last.code else ""
-        return streak, (f"auto-paused by {self.settings.worker} after {streak} consecutive relay errors; "
-                        f"last: {code}{last.reply}")[:500]
 
     def _log_outcome(self, o: Outcome) -> None:
         setattr(self.stats, o.status, getattr(self.stats, o.status) + 1)

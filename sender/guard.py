@@ -14,7 +14,7 @@ from .config import Settings
 from .fence import Fence, FenceCheck, Fenced
 from .journal import JournalEvidence, NoMarks, StartMarks, open_marks
 from .store.claims import Claim
-from .store.sending import Outcome
+from .store.sending import Outcome, Reason
 
 log = logging.getLogger(__name__)
 
@@ -85,14 +85,15 @@ class ClaimGuard:
         what = "not started" if fenced.point == "mail" else f"transaction cut before the final dot (at {fenced.point})"
         log.warning("row=%s mid=%s worker=%s lease fence: %s: %s", claim.id, claim.mid, self.worker, what,
                     fenced.reason)
-        prefix = NOT_STARTED if fenced.point == "mail" else NOT_DELIVERED + f"cut at {fenced.point}: "
-        return self.released(claim, f"{prefix}lease fence: {fenced.reason}")
+        if fenced.point == "mail":
+            return self.released(claim, f"{NOT_STARTED}lease fence: {fenced.reason}")
+        return self.released(claim, f"{NOT_DELIVERED}cut at {fenced.point}: lease fence: {fenced.reason}",
+                             "not_delivered")
 
     def lost(self, claim: Claim) -> Outcome:
         """A waiting claim the store no longer holds for us: never started."""
         self.fence.forget(claim.id)
         return self.released(claim, NOT_STARTED + "lease fence: the claim was lost while this worker stalled")
 
-    def released(self, claim: Claim, reply: str) -> Outcome:
-        return Outcome(claim.id, claim.token, "released", None, reply, self.clock(), claim.mid,
-                       claim.recipient)
+    def released(self, claim: Claim, reply: str, reason: Reason = "not_started") -> Outcome:
+        return Outcome.of(claim, "released", reason, reply, due_at=self.clock())

@@ -20,9 +20,10 @@ from pathlib import Path
 
 import pytest
 
-from sender.daemon import NOT_DELIVERED, Daemon
+from sender.daemon import Daemon
 from sender.delivery import Session
 from sender.fence import Fence, Fenced, margin
+from sender.guard import NOT_DELIVERED
 from sender.journal import BOOT_ID_ENV
 from sender.message import build
 from sender.store.db import open_db

@@ -151,10 +151,14 @@ async def test_campaign_pause_and_resume(cli: Cli, queue: str, sink: SinkThread)
 async def test_auto_pause_after_error_streak_holds_until_resumed(cli: Cli, db_path: str,
                                                                  faulty_sink: SinkThread, faults: Faults) -> None:
     """N relay errors in a row pause all sending, status says why, and only an operator resumes it."""
-    faults.rcpt = lambda rcpt: "451 4.3.0 relay overloaded"
+    tried: list[str] = []
+    faults.rcpt = lambda rcpt: tried.append(rcpt) or "451 4.3.0 relay overloaded"
     await seed(db_path, 10)
-    await run_once(db_path, faulty_sink.port, concurrency=1, batch=1, pause_after_errors=3)
-    assert query(db_path, "SELECT count(*) FROM send_log") == [(3,)]
+    await run_once(db_path, faulty_sink.port, concurrency=1, batch=8, pause_after_errors=3)
+    # three attempts, and no fourth: the third error stops the worker at once (a claim waiting
+    # ahead is handed back, ``released``, never begun)
+    assert query(db_path, "SELECT count(*) FROM send_log WHERE status <> 'released'") == [(3,)]
+    assert len(tried) == 3
     status = json.loads(cli("status", "--db", db_path, "--json").out)
     assert "3 consecutive relay errors" in status["paused"]["global"]["reason"]
     faults.rcpt = None
@@ -170,6 +174,18 @@ async def test_auto_pause_after_error_streak_holds_until_resumed(cli: Cli, db_pa
     conn.close()
     await run_once(db_path, faulty_sink.port)
     assert states(db_path) == {"sent": 10}
+
+
+async def test_a_throttling_relay_never_counts_toward_pause_after_errors(
+        cli: Cli, db_path: str, faulty_sink: SinkThread, faults: Faults) -> None:
+    """A throttle is the relay asking to slow down, not an error: it never pauses sending."""
+    faults.rcpt = lambda rcpt: "450 4.7.1 too much mail from 127.0.0.1"
+    await seed(db_path, 1)  # one is enough: the next would wait out the slowed pace
+    await run_once(db_path, faulty_sink.port, concurrency=1, batch=1, pause_after_errors=1)
+    assert query(db_path, "SELECT status FROM send_log") == [("released",)]
+    status = json.loads(cli("status", "--db", db_path, "--json").out)
+    assert status["paused"]["global"] is None, status["paused"]
+    assert states(db_path) == {"scheduled": 1}
 
 
 async def test_status_shows_budget_and_pause(cli: Cli, queue: str, sink: SinkThread, tmp_path: Path) -> None:

@@ -282,13 +282,15 @@ async def test_log_follows_unless_the_cursor_moved(tmp_path: Path) -> None:
 
 
 async def test_duplicates_give_the_true_total_when_the_report_stops(big_queue: Path) -> None:
-    """With 1,200 unknown messages the report lists 100 and the Duplicates tab says of how many."""
+    """With 1,200 unknown messages the Duplicates tab says 1,200 and pages through them."""
     app = make_app(str(big_queue))
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
         await press(pilot, "4")
-        assert "100 unknown (of 1,200; Queue /unknown lists them all)" in text(
-            app, "#duplicates-panel .summary")
+        summary = text(app, "#duplicates-panel .summary")
+        assert "1,200 unknown" in summary and "1-100 of 1,200 findings: unknown 1-100" in summary
+        await press(pilot, "n")
+        assert "101-200 of 1,200 findings: unknown 101-200" in text(app, "#duplicates-panel .summary")
 
 
 def test_screenshots_folder_must_exist(cli: Cli, tmp_path: Path) -> None:

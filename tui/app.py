@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from functools import partial
 from typing import ClassVar
 
@@ -42,6 +43,7 @@ from .widgets.table import RowsTable
 WINDOWS = (3600.0, 6 * 3600.0, 86400.0, 7 * 86400.0, 30 * 86400.0)
 DEFAULT_WINDOW = 2  # 24h, the report's own default
 REPORT_BACKGROUND = 30.0  # seconds between report runs while another tab is open
+SLOW_CAMPAIGNS = 0.05  # per-campaign counts slower than this are read at most a tenth of the time
 TABS = ("queue", "inflight", "workers", "duplicates", "log")
 _MAIN_VIEW_ACTIONS = frozenset(("act", "resolve", "pause", "window", "filter", "tab", "refresh",
                                 "help", "bulk", "mark", "sort", "follow", "page"))
@@ -101,12 +103,15 @@ class MonitorApp(Navigation):
         self.filters: dict[str, str] = dict.fromkeys(TABS, "")
         self.queue_query = QueueQuery()
         self.window_index = DEFAULT_WINDOW
+        self.report_offset = 0  # the Duplicates tab's page (``n``/``N``)
         self.findings: Findings | None = None
         self._loading = False
         self._reporting = False
         self._report_at = 0.0
         self._report_took = 0.0
         self._tab_chosen = False
+        self._campaigns_read = 0.0
+        self._campaigns_took = 0.0
 
     @property
     def filter_text(self) -> str:
@@ -172,19 +177,38 @@ class MonitorApp(Navigation):
     @work(exclusive=True, group="refresh")
     async def load_data(self) -> None:
         self._loading = True
+        started = time.monotonic()
         try:
             snap = await source.load(self.db_path, self.clock(), log_filter=self.filters["log"],
-                                     queue=self.queue_query)
+                                     queue=self.queue_query, campaigns=self._campaigns_due(started))
         finally:
             self._loading = False
-        self.apply(snap)
+        if snap.campaigns_took:
+            self._campaigns_read, self._campaigns_took = started, snap.campaigns_took
+        self.apply(self._keep_campaigns(snap))
+
+    def _campaigns_due(self, now: float) -> bool:
+        """The per-campaign counts walk an index entry per scheduled message (exact, not a
+        sample): every refresh while they are quick, else no more often than ten times their
+        duration, so a queue of a million scheduled messages costs at most a tenth of a core."""
+        return (self._campaigns_took < SLOW_CAMPAIGNS
+                or now - self._campaigns_read >= 10 * self._campaigns_took)
+
+    def _keep_campaigns(self, snap: Snapshot) -> Snapshot:
+        """A snapshot that skipped the per-campaign counts shows the last ones read."""
+        q, last = snap.queue, self.snapshot.queue if self.snapshot else None
+        if q is None or q.campaigns is not None or last is None or last.campaigns is None:
+            return snap
+        return replace(snap, queue=replace(q, campaigns=last.campaigns,
+                                           campaigns_at=last.campaigns_at))
 
     @work(exclusive=True, group="report")
     async def load_report(self) -> None:
         self._reporting = True
         self._report_at = time.monotonic()
         try:
-            found = await source.load_findings(self.db_path, self.clock(), self.window)
+            found = await source.load_findings(self.db_path, self.clock(), self.window,
+                                               self.report_offset)
         finally:
             self._reporting = False
             self._report_took = time.monotonic() - self._report_at
@@ -194,6 +218,7 @@ class MonitorApp(Navigation):
         if not self.live:
             return
         self.findings = found
+        self.report_offset = found.offset  # a page past the end (the findings shrank) moved back
         self._show_header()
         self.query_one(DuplicatesPanel).show_findings(found, self.filters["duplicates"])
         if not self._tab_chosen:
@@ -262,11 +287,13 @@ class MonitorApp(Navigation):
         if action == "follow":
             return self.active_tab == "log"
         if action == "page":
-            return self.active_tab == "queue" and self.queue_query != QueueQuery()
+            return self.active_tab == "duplicates" or (
+                self.active_tab == "queue" and self.queue_query != QueueQuery())
         return True
 
     def action_window(self, step: int) -> None:
         self.window_index = max(0, min(len(WINDOWS) - 1, self.window_index + step))
+        self.report_offset = 0
         self.load_report()
 
     def action_refresh(self) -> None:

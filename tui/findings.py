@@ -1,7 +1,9 @@
 """The Duplicates view's data: an adapter over ``sender.report``.
 
-The report belongs to ``sender.report``; this adapter turns its ``Report`` into flat rows a
-table can show (kind, queue row, recipient, campaign, Message-IDs, time, detail).
+The report belongs to ``sender.report``; this adapter turns one page of it
+(``report.report_page``: the findings laid end to end, ``PAGE`` at a time, with the true total of
+each kind) into flat rows a table can show (kind, queue row, recipient, campaign, Message-IDs,
+time, detail).
 
 The window is the report's own ``window_for``: the last ``span`` seconds, or, when nothing
 happened in them, the ``span`` ending at the newest activity (an idle queue, or sample.db
@@ -14,10 +16,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sender import report
-from sender.report.model import ANOMALIES
+from sender.report.model import ANOMALIES, LIMIT
 from sender.store.engine import Store
 
 from . import fmt
+
+PAGE = LIMIT
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,17 +46,38 @@ class Findings:
     truncated: tuple[str, ...] = ()
     note: str = ""
     mailboxes: dict[str, float] = field(default_factory=dict)  # source -> last read
+    totals: dict[str, int] = field(default_factory=dict)  # true count per kind
+    offset: int = 0  # of this page's first row among all findings, kinds end to end
 
     def count(self, kind: str) -> int:
+        """The true number of findings of ``kind``, on this page or not."""
+        return self.totals.get(kind, self.shown(kind))
+
+    def shown(self, kind: str) -> int:
         return sum(1 for f in self.rows if f.kind == kind)
 
+    @property
+    def total(self) -> int:
+        return sum(self.count(kind) for kind in ANOMALIES)
 
-async def load(db: Store, now: float, span: float) -> Findings:
+    def spans(self) -> list[tuple[str, int, int]]:
+        """Each kind on this page with its first and last position among that kind (1-based)."""
+        out, start = [], 0
+        for kind in ANOMALIES:
+            first = max(self.offset - start, 0) + 1
+            if self.shown(kind):
+                out.append((kind, first, first + self.shown(kind) - 1))
+            start += self.count(kind)
+        return out
+
+
+async def load(db: Store, now: float, span: float, offset: int = 0) -> Findings:
     window = await report.window_for(db, span, now)
-    result = await report.build_report(db, window, now)
+    result = await report.report_page(db, window, now, offset=offset, limit=PAGE)
     rows = [_finding(kind, item, now) for kind in ANOMALIES for item in getattr(result, kind)]
     return Findings(span, True, since=window.since, until=window.until, anchored=window.anchored,
-                    rows=rows, truncated=tuple(result.truncated))
+                    rows=rows, truncated=tuple(result.truncated), totals=dict(result.counts),
+                    offset=result.offset)
 
 
 def _plural(n: int, word: str) -> str:

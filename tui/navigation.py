@@ -1,16 +1,24 @@
-"""Moving through what the monitor shows: pages of the Queue's search, sorting, following the Log.
+"""Moving through what the monitor shows: pages, sorting, following the Log.
 
-The Queue's search is sorted and paged by the store (``sender.monitor_search``): these actions
-change the app's ``queue_query`` and reload. Other tabs sort their own rows.
+Two tabs page through the store, with the same keys (``n``/``N``) and the same arithmetic: the
+Queue's search (``sender.store.search``: the app's ``queue_query`` changes and the panels reload)
+and the Duplicates report (``sender.report.report_page``: the app's ``report_offset`` changes
+and the report reruns). The Queue's search is also sorted by the store; other tabs sort their
+own rows.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 
 from textual import on
 
+from sender.store.search import PAGE as SEARCH_PAGE
+
 from .bulk import BulkActions
+from .findings import PAGE as REPORT_PAGE
+from .findings import Findings
 from .source import QueueQuery
 from .widgets.panels import QueuePanel
 from .widgets.table import FollowTable, Sorted
@@ -21,17 +29,42 @@ class Navigation(BulkActions):
 
     queue_query: QueueQuery
     filters: dict[str, str]
+    findings: Findings | None
+    report_offset: int
 
     def action_page(self, step: int) -> None:
-        page = self.snapshot.search if self.snapshot else None
-        if page is None:
+        """``n`` / ``N``: the next or previous page of what this tab pages through."""
+        paging = self._paging()
+        if paging is None:
             return
-        offset = page.offset + step * max(1, len(page.rows) or 100)
-        if offset < 0 or offset >= page.total:
+        offset, size, total, go = paging
+        target = offset + step * size
+        if offset > 0 > target:
+            target = 0
+        if target < 0 or target >= total:
             self.notify("No more pages.", severity="warning")
             return
+        go(target)
+
+    def _paging(self) -> tuple[int, int, int, Callable[[int], None]] | None:
+        """(offset, page size, total, go to an offset) of the tab on screen, if it pages."""
+        if self.active_tab == "duplicates":
+            found = self.findings
+            if found is None or not found.available:
+                return None
+            return found.offset, REPORT_PAGE, found.total, self._report_page
+        page = self.snapshot.search if self.snapshot else None
+        if self.active_tab != "queue" or page is None:
+            return None
+        return page.offset, SEARCH_PAGE, page.total, self._queue_page
+
+    def _queue_page(self, offset: int) -> None:
         self.queue_query = replace(self.queue_query, offset=offset)
         self.reload_now()
+
+    def _report_page(self, offset: int) -> None:
+        self.report_offset = offset
+        self.reload_now(report=True)
 
     def action_sort(self, step: int) -> None:
         """``s``: sort by the next column (``S`` the previous one); again on the Queue: the store sorts."""

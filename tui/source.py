@@ -10,6 +10,7 @@ that appears, is replaced or is unlocked later is simply picked up.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field, replace
 
 from sender.errors import SenderError, UsageError
@@ -38,6 +39,7 @@ class Snapshot:
     search: monitor_search.SearchPage | None = None  # the Queue tab's search, when it has one
     search_error: str | None = None  # a search text that means nothing (an unknown state...)
     error: str | None = None
+    campaigns_took: float = 0.0  # seconds the per-campaign counts took, 0 when not read
 
 
 @dataclass(frozen=True)
@@ -50,14 +52,21 @@ class QueueQuery:
 
 
 async def load(path: str, now: float, *, log_filter: str = "",
-               queue: QueueQuery = QueueQuery()) -> Snapshot:
-    """Read one snapshot of every panel but Duplicates."""
+               queue: QueueQuery = QueueQuery(), campaigns: bool = True) -> Snapshot:
+    """Read one snapshot of every panel but Duplicates (without the per-campaign counts unless
+    ``campaigns``; ``campaigns_took`` says how long they took)."""
     search: monitor_search.SearchPage | None = None
     search_error: str | None = None
+    took = 0.0
     try:
         async with open_store(path, readonly=True) as db:
             overview = await monitor.overview(db, now)
-            view = await monitor.queue_view(db, now)
+            view = await monitor.queue_view(db, now, campaigns=False)
+            if campaigns:
+                started = time.perf_counter()
+                view = replace(view, campaigns=await monitor.campaign_queues(db, now),
+                               campaigns_at=now)
+                took = time.perf_counter() - started
             if queue.text or queue.order:
                 try:
                     search = await monitor_search.search(db, queue.text or "scheduled", now,
@@ -75,14 +84,14 @@ async def load(path: str, now: float, *, log_filter: str = "",
         return Snapshot(now=now, error=f"cannot open {path}: {exc}")
     return Snapshot(now=now, overview=overview, queue=view, in_flight=claims, workers=workers,
                     log=log, health=health, activity=activity, search=search,
-                    search_error=search_error)
+                    search_error=search_error, campaigns_took=took)
 
 
-async def load_findings(path: str, now: float, span: float) -> findings.Findings:
-    """The duplicate report over the last ``span`` seconds (see ``tui.findings``)."""
+async def load_findings(path: str, now: float, span: float, offset: int = 0) -> findings.Findings:
+    """A page of the duplicate report over the last ``span`` seconds (see ``tui.findings``)."""
     try:
         async with open_store(path, readonly=True) as db:
-            found = await findings.load(db, now, span)
+            found = await findings.load(db, now, span, offset)
             return replace(found, mailboxes=await monitor_health.mailboxes(db))
     except SenderError as exc:
         return findings.Findings(span, False, note=str(exc))

@@ -23,10 +23,10 @@ from .model import (
     parse_since,
     parse_time,
 )
-from .queries import build_report, resolve_window, window_for
+from .queries import build_report, report_page, report_totals, resolve_window, window_for
 
 __all__ = [
     "ANOMALIES", "LIMIT", "Ghost", "Missing", "MultiSend", "RepeatedMessageId", "Report", "Sighting",
     "StaleClaim", "UnknownMessage", "Window", "build_report", "iso", "parse_since", "parse_time",
-    "resolve_window", "window_for",
+    "report_page", "report_totals", "resolve_window", "window_for",
 ]

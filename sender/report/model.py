@@ -8,7 +8,7 @@ from typing import Any
 from ..errors import UsageError
 from ..times import iso, parse_iso, span_seconds
 
-LIMIT = 100  # items per finding list; ``truncated`` names the lists that had more
+LIMIT = 100  # items per finding list; ``truncated`` names the lists that had more, ``totals`` counts
 ANOMALIES = ("ghosts", "repeated_message_ids", "multi_sends", "unknown", "stale_claims", "missing")
 DUPLICATES = ANOMALIES[:3]  # the kinds that mean a second copy went out
 LABELS = {"ghosts": "ghost", "repeated_message_ids": "repeated Message-ID", "multi_sends": "multi-send",
@@ -147,20 +147,37 @@ class Report:
     stale_claims: list[StaleClaim] = field(default_factory=list)
     missing: list[Missing] = field(default_factory=list)
     missing_checked: bool = False
-    truncated: tuple[str, ...] = ()
+    truncated: tuple[str, ...] = ()  # the lists that hold fewer items than their total
+    totals: dict[str, int] = field(default_factory=dict)  # true count per kind (default: listed)
+    offset: int = 0  # a page (``report_page``): where it starts among all items, kinds end to end
+    capped: tuple[str, ...] = ()  # kinds whose total is a lower bound ("10,000+": only missing)
 
     @property
     def counts(self) -> dict[str, int]:
-        return {name: len(getattr(self, name)) for name in ANOMALIES}
+        """The true number of each kind, also of a list cut short."""
+        return {name: self.totals.get(name, len(getattr(self, name))) for name in ANOMALIES}
 
     @property
     def anomalies(self) -> int:
         return sum(self.counts.values())
 
-    def to_json(self) -> dict[str, list[dict[str, Any]]]:
-        """The ``--json`` shape: exactly the six keys, each a list of objects, times in ISO UTC."""
-        return {name: [_jsonable(asdict(item)) for item in getattr(self, name)]
-                for name in ANOMALIES}
+    @property
+    def listed(self) -> int:
+        return sum(len(getattr(self, name)) for name in ANOMALIES)
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``--json`` shape: the six keys, each a list of objects, times in ISO UTC; when a
+        list stops short of its total, also ``truncated`` (the cut kinds) and ``totals`` (every
+        kind's true count; ``capped`` names a total that is a lower bound), so a report without
+        a cut list keeps exactly the six keys."""
+        out: dict[str, Any] = {name: [_jsonable(asdict(item)) for item in getattr(self, name)]
+                               for name in ANOMALIES}
+        if self.truncated:
+            out["truncated"] = list(self.truncated)
+            out["totals"] = self.counts
+        if self.capped:
+            out["capped"] = list(self.capped)
+        return out
 
 
 def parse_since(text: str, now: float) -> tuple[float, float | None]:

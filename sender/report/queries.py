@@ -1,14 +1,15 @@
-"""The report's windows and its assembly from the store's six findings (``sender.store.reports``)."""
+"""The report's windows and its assembly from the store's six findings (``sender.store.reports``):
+the whole report (``build_report``, each list up to a limit) or one page of it (``report_page``)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from ..errors import UsageError
 from ..store import reports as found
 from ..store.engine import Store
-from .model import LIMIT, Report, Window, iso, parse_since, parse_time
+from .model import ANOMALIES, LIMIT, Report, Window, iso, parse_since, parse_time
 
 
 async def window_for(db: Store, span: float, now: float) -> Window:
@@ -47,16 +48,87 @@ async def build_report(db: Store, window: Window, now: float, *, sources: Sequen
                        limit: int = LIMIT) -> Report:
     """All six findings in ``window`` (kept as given, ``anchored`` included); ``now`` is the
     present, against which leases are judged. Each list holds at most ``limit`` items;
-    ``truncated`` names the lists that had more."""
+    ``truncated`` names the lists that had more, and ``totals`` gives their true counts (the
+    count queries run only for a list that was cut)."""
+    readers = _readers(db, window, now, sources)
+    lists = {name: await read(0, limit + 1) for name, read in readers.items()}
+    truncated = [name for name, items in lists.items() if len(items) > limit]
+    counters = _counters(db, window, now, sources)
+    totals = {name: max(await counters[name](), len(items)) if name in truncated else len(items)
+              for name, items in lists.items()}
+    return _report(window, now, sources, {name: items[:limit] for name, items in lists.items()},
+                   totals)
+
+
+def _capped(totals: dict[str, int]) -> tuple[dict[str, int], tuple[str, ...]]:
+    """A "missing" total past the count's cap is a lower bound: ``MISSING_COUNT_CAP``, marked."""
+    if totals["missing"] <= found.MISSING_COUNT_CAP:
+        return totals, ()
+    return {**totals, "missing": found.MISSING_COUNT_CAP}, ("missing",)
+
+
+async def report_totals(db: Store, window: Window, now: float, *,
+                        sources: Sequence[str] = ()) -> dict[str, int]:
+    """The true number of each of the six findings (``sender.store.reports.count_*``; "missing"
+    stops counting past ``MISSING_COUNT_CAP``)."""
+    return {name: await count() for name, count in _counters(db, window, now, sources).items()}
+
+
+async def report_page(db: Store, window: Window, now: float, *, offset: int = 0,
+                      limit: int = LIMIT, sources: Sequence[str] = ()) -> Report:
+    """One page of the findings laid end to end (ghosts, then repeated Message-IDs, multi-sends,
+    unknown, stale claims, missing; each in its own order): items ``offset`` to
+    ``offset + limit`` of them all, with every kind's true total. An offset past the end (the
+    findings shrank) becomes the last page. The monitor's Duplicates tab pages with this."""
+    counted = await report_totals(db, window, now, sources=sources)
+    totals = _capped(counted)[0]
+    grand = sum(totals.values())
+    offset = max(0, min(offset, (grand - 1) // limit * limit if grand else 0))
+    lists: dict[str, list[Any]] = {}
+    start = 0
+    for name, read in _readers(db, window, now, sources).items():
+        first, last = max(offset - start, 0), min(offset + limit - start, totals[name])
+        lists[name] = await read(first, last - first) if last > first else []
+        start += totals[name]
+    return _report(window, now, sources, lists, counted, offset)
+
+
+def _report(window: Window, now: float, sources: Sequence[str], lists: dict[str, list[Any]],
+            counted: dict[str, int], offset: int = 0) -> Report:
+    totals, capped = _capped(counted)
+    return Report(capped=capped, window=window, now=now, ghosts=lists["ghosts"],
+                  repeated_message_ids=lists["repeated_message_ids"],
+                  multi_sends=lists["multi_sends"], unknown=lists["unknown"],
+                  stale_claims=lists["stale_claims"], missing=lists["missing"],
+                  missing_checked=bool(sources), totals=totals, offset=offset,
+                  truncated=tuple(k for k in ANOMALIES if len(lists[k]) < totals[k]))
+
+
+Reader = Callable[[int, int], Awaitable[list[Any]]]
+
+
+def _readers(db: Store, window: Window, now: float, sources: Sequence[str]) -> dict[str, Reader]:
+    """Each finding's list as ``read(offset, limit)``, in report order."""
     since, end = window.since, window.until
-    lists: dict[str, list[Any]] = {
-        "ghosts": await found.ghosts(db, since, end, limit=limit + 1),
-        "repeated_message_ids": await found.repeated_message_ids(db, since, end, limit=limit + 1),
-        "multi_sends": await found.multi_sends(db, since, end, limit=limit + 1),
-        "unknown": await found.unknown_messages(db, limit=limit + 1),
-        "stale_claims": await found.stale_claims(db, now, limit=limit + 1),
-        "missing": await found.missing(db, since, end, sources, limit=limit + 1),
+    return {
+        "ghosts": lambda o, n: found.ghosts(db, since, end, limit=n, offset=o),
+        "repeated_message_ids": lambda o, n: found.repeated_message_ids(db, since, end, limit=n,
+                                                                        offset=o),
+        "multi_sends": lambda o, n: found.multi_sends(db, since, end, limit=n, offset=o),
+        "unknown": lambda o, n: found.unknown_messages(db, limit=n, offset=o),
+        "stale_claims": lambda o, n: found.stale_claims(db, now, limit=n, offset=o),
+        "missing": lambda o, n: found.missing(db, since, end, sources, limit=n, offset=o),
     }
-    truncated = tuple(name for name, items in lists.items() if len(items) > limit)
-    trimmed = {name: items[:limit] for name, items in lists.items()}
-    return Report(window=window, now=now, missing_checked=bool(sources), truncated=truncated, **trimmed)
+
+
+def _counters(db: Store, window: Window, now: float,
+              sources: Sequence[str]) -> dict[str, Callable[[], Awaitable[int]]]:
+    since, end = window.since, window.until
+    return {
+        "ghosts": lambda: found.count_ghosts(db, since, end),
+        "repeated_message_ids": lambda: found.count_repeated_message_ids(db, since, end),
+        "multi_sends": lambda: found.count_multi_sends(db, since, end),
+        "unknown": lambda: found.count_unknown(db),
+        "stale_claims": lambda: found.count_stale_claims(db, now),
+        "missing": lambda: found.count_missing(db, since, end, sources),
+    }

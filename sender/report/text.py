@@ -48,7 +48,10 @@ def _section(report: Report, name: str) -> list[str]:
         return [f"{label}: not checked (name the mailbox with --maildir or --mbox)"]
     if not items:
         return [f"{label}: none"]
-    head = f"{label} ({len(items)}{'+' if name in report.truncated else ''}): {meaning}"
+    more = "+" if name in report.capped else ""
+    shown = (f"first {len(items):,} of {report.counts[name]:,}{more}" if name in report.truncated
+             else f"{len(items):,}")
+    head = f"{label} ({shown}): {meaning}"
     rows: list[list[object]]
     if name == "ghosts":
         headers = ["time (UTC)", "recipient", "campaign", "Message-ID", "traced to"]
@@ -110,9 +113,13 @@ def summary(report: Report) -> str:
     counts = report.counts
     if not report.anomalies:
         return "no anomalies found"
-    parts = [f"{n} {(LABELS if n == 1 else PLURALS)[name]}" for name, n in counts.items() if n]
+    parts = [f"{n:,}{'+' if name in report.capped else ''} {(LABELS if n == 1 else PLURALS)[name]}"
+             for name, n in counts.items() if n]
     noun = "anomaly" if report.anomalies == 1 else "anomalies"
-    return f"{report.anomalies} {noun}: " + ", ".join(parts)
+    text = f"{report.anomalies:,}{'+' if report.capped else ''} {noun}: " + ", ".join(parts)
+    if report.truncated:
+        text += f" ({report.listed:,} listed: --limit shows more)"
+    return text
 
 
 def render(report: Report, *, title: str) -> str:

@@ -120,8 +120,9 @@ SELECT m.id, m.dedupe_key, m.message_id, r.email, c.name, b.from_addr, m.attempt
   JOIN message_bodies b ON b.message_id = m.id
  WHERE m.id IN ({ids})
 """
+# PostgreSQL: SendLog ids in row order, as SQLite's plan gives them (the join's order is not).
 _LOG, _LOG_PG = (_LOG.format(ids=dialect.ids(dialect.AS_SQLITE, ":ids")),
-                 _LOG.format(ids=dialect.ids(dialect.AS_POSTGRES, ":ids")))
+                 _LOG.format(ids=dialect.ids(dialect.AS_POSTGRES, ":ids")) + " ORDER BY m.id")
 
 _DETAILS = """
 SELECT m.id, m.message_id, m.attempts + 1, r.email, coalesce(b.to_name, r.name), c.name,

@@ -35,6 +35,12 @@ HEARTBEAT_MISSES = 3  # a worker is presumed dead after this many missed heartbe
 DEAD_CUT_SQL = ":now - max(:dead_after, :misses * coalesce(heartbeat_every, 0))"
 
 
+def worker_of_token(column: str) -> str:
+    """SQL for the id of the worker that made the claim token in ``column`` (a token is
+    ``<worker id>.<random>``; ``journal.worker_of`` is the same rule in Python)."""
+    return f"CAST(substr({column}, 1, instr({column}, '.') - 1) AS INTEGER)"
+
+
 async def worker_counts(db: Store, now: float, dead_after: float = WORKER_DEAD_AFTER) -> WorkerCounts:
     """Workers not stopped (alive or presumed dead), and those stopped in the last day.
 

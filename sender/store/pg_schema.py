@@ -1,6 +1,6 @@
 """PostgreSQL's schema, as its own ordered list of named migrations (numbered apart from SQLite's).
 
-``0001_baseline`` is SQLite's schema at its migration 0010, in PostgreSQL's terms: ids are
+``0001_baseline`` is SQLite's schema at its migration 0011, in PostgreSQL's terms: ids are
 identity columns, times ``double precision`` epoch seconds (as on SQLite), addresses ``citext``
 (SQLite's ``COLLATE NOCASE``), the recipient search a ``pg_trgm`` index (SQLite's FTS5 trigram
 table). Each step runs in one transaction under an advisory lock and records itself in
@@ -69,6 +69,7 @@ CREATE INDEX messages_lease ON messages(lease_until) WHERE state = 'sending';
 CREATE INDEX messages_state_updated ON messages(state, updated_at);
 CREATE INDEX messages_recipient ON messages(recipient_id, campaign_id);
 CREATE INDEX messages_campaign ON messages(campaign_id, state);
+CREATE INDEX messages_campaign_due ON messages(campaign_id, state, due_at) WHERE state = 'scheduled';
 CREATE TABLE message_bodies (
     message_id  bigint PRIMARY KEY REFERENCES messages(id) ON DELETE CASCADE,
     from_addr   text NOT NULL,

@@ -311,6 +311,16 @@ CREATE INDEX IF NOT EXISTS observations_source_seen ON observations(source, obse
 # daemon run with a long interval too (NULL for rows written before: the reader's default).
 _WORKER_HEARTBEAT = AddColumns("workers", (("heartbeat_every", "REAL"),))
 
+# The monitor's per-campaign counts of the queue (``sender.store.views.campaign_queues``), exact
+# and read from this index alone: the scheduled messages only (a claim removes its entry, as from
+# ``messages_due``); ``state`` is a column too, or SQLite 3.40 reads each table row to check it.
+# At a million rows with 40,000 scheduled: 113 ms (``messages_state_updated`` and every row) ->
+# 13 ms.
+_CAMPAIGN_DUE = """
+CREATE INDEX IF NOT EXISTS messages_campaign_due ON messages(campaign_id, state, due_at)
+    WHERE state = 'scheduled';
+"""
+
 MIGRATIONS: list[tuple[str, str | Rebuild | AddColumns]] = [
     ("0001_initial", _INITIAL),
     ("0002_observations", _OBSERVATIONS),
@@ -322,4 +332,5 @@ MIGRATIONS: list[tuple[str, str | Rebuild | AddColumns]] = [
     ("0008_attachments", _ATTACHMENTS),
     ("0009_message_attachment_count", _ATTACHMENT_COUNT),
     ("0010_worker_heartbeat_interval", _WORKER_HEARTBEAT),
+    ("0011_campaign_due_index", _CAMPAIGN_DUE),
 ]

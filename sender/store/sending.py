@@ -26,6 +26,14 @@ log = logging.getLogger(__name__)
 
 OutcomeStatus = Literal["sent", "retry", "failed", "unknown", "released"]
 
+# Why an outcome is what it is, beyond its status: the daemon's ``--pause-after-errors`` streak
+# counts the ones in ``RELAY_ERRORS`` (the relay refused, failed or was not there, or sending broke)
+# and never those the sender decided itself (a claim not started, a transaction the fence cut, a
+# throttle, a message that cannot be built, a worker stopping).
+Reason = Literal["delivered", "relay", "refused", "outage", "internal", "throttled", "not_started",
+                 "not_delivered", "build", "stopping"]
+RELAY_ERRORS: frozenset[Reason] = frozenset({"relay", "refused", "outage", "internal"})
+
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
@@ -39,6 +47,14 @@ class Outcome:
     due_at: float | None = None
     mid: str = ""
     recipient: str = ""
+    reason: Reason = "relay"
+
+    @classmethod
+    def of(cls, claim: Claim, status: OutcomeStatus, reason: Reason, reply: str, *,
+           code: int | None = None, due_at: float | None = None) -> Outcome:
+        """The outcome of ``claim`` (the one way the sender makes them)."""
+        return cls(claim.id, claim.token, status, code, reply, due_at, claim.mid, claim.recipient,
+                   reason)
 
 
 @dataclass(frozen=True, slots=True)

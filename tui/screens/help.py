@@ -21,7 +21,7 @@ HELP = """\
 | `Enter` | open the selected message: fields, every attempt, observed copies, audit |
 | `/` | search (Queue: every message in the store) or filter this tab; Enter applies |
 | `Escape` | clear this tab's filter; back from a dialog or the detail view |
-| `n` `N` | Queue search: next / previous page |
+| `n` `N` | Queue search, Duplicates: next / previous page |
 | `s` `S` | sort by the next / previous column (a header click sorts by that column) |
 | `f` | Log: follow the newest attempt, or stop following |
 | `space` | mark / unmark the message under the cursor |
@@ -50,7 +50,7 @@ says "N of M": M is the true total (a state's at any size, any other up to 50,00
 
 **Filter (other tabs).** On the Log: a recipient or Message-ID (exact, any age), a row
 (`123` or `#123`), or, among the most recent 20,000 attempts, a status or a fragment. On In
-flight, Workers and Duplicates it keeps the rows that contain the text.
+flight, Workers and Duplicates (the page on screen) it keeps the rows that contain the text.
 
 **Health.** Under the counts: sent, retried and failed attempts of the last full minute, the
 commonest error reply of the last 5 minutes, the relay's pace when it throttles, and failures

@@ -5,6 +5,10 @@ within a group duplicate kinds (ghosts, repeated Message-IDs, multi-sends) come 
 error colour, then what needs a decision (unknown, stale claims) and what never arrived
 (missing). The full explanation of the row under the cursor is wrapped in a panel below the
 table, and the summary says when each mailbox was last read.
+
+The counts are the true totals (the store counts each kind); the table holds one page of the
+findings laid end to end (``tui.findings.PAGE`` rows: ghosts first, missing last), "N-M of TOTAL",
+and ``n``/``N`` pages, as on the Queue's search. Grouping by recipient is within the page.
 """
 
 from __future__ import annotations
@@ -29,16 +33,10 @@ class DuplicatesPanel(Panel):
 
     def _count(self, found: Findings, kind: str) -> str:
         n = found.count(kind)
-        text = f"{n} {LABELS[kind] if n == 1 else PLURALS[kind]}"
-        total = self._totals.get(kind)
-        if total is not None and kind in found.truncated and total > n:
-            where = "Queue /unknown" if kind == "unknown" else "In flight"
-            text += f" [$warning](of {total:,}; {where} lists them all)[/]"
-        return text
+        return f"{n:,} {LABELS[kind] if n == 1 else PLURALS[kind]}"
 
     def compose(self) -> ComposeResult:
         self._by_key: dict[str, Finding] = {}
-        self._totals: dict[str, int] = {}
         self._found: Findings | None = None
         self._needle = ""
         yield Static(classes="summary")
@@ -62,16 +60,7 @@ class DuplicatesPanel(Panel):
                    + "  [dim](Enter: every attempt and observed copy)[/dim]")
 
     def show(self, snap: Snapshot, needle: str = "") -> None:
-        """The report arrives on its own schedule (``show_findings``); the snapshot brings the
-        true totals of the kinds the report may cut short (unknown, stale claims)."""
-        ov = snap.overview
-        if ov is None:
-            return
-        totals = {"unknown": ov.counts.get("unknown", 0), "stale_claims": ov.stale_claims}
-        if totals != self._totals:
-            self._totals = totals
-            if self._found is not None:
-                self.show_findings(self._found, self._needle)
+        """The report arrives on its own schedule (``show_findings``), with its own totals."""
 
     def show_findings(self, found: Findings | None, needle: str = "") -> None:
         self._found, self._needle = found, needle
@@ -88,13 +77,11 @@ class DuplicatesPanel(Panel):
             return
         counts = [self._count(found, k) for k in ANOMALIES if found.count(k)]
         found_text = ", ".join(counts) if counts else "[$success]nothing found[/]"
-        cut = [k for k in found.truncated if k not in self._totals]
-        if cut:
-            found_text += (f" [$warning](the report stops at {len(found.rows)} rows for "
-                           f"{', '.join(PLURALS[k] for k in cut)}: there are more)[/]")
-        groups = len({f.recipient for f in found.rows})
-        if groups:
-            found_text += f"  ·  {fmt.plural(groups, 'recipient')}"
+        groups = fmt.plural(len({f.recipient for f in found.rows}), "recipient")
+        if found.total > len(found.rows):
+            found_text += f"\n{self._page(found)} ({groups})  ·  [b]n[/b]/[b]N[/b] next/previous page"
+        elif found.rows:
+            found_text += f"  ·  {groups}"
         boxes = "  ·  ".join(f"{fmt.lit(src)} read {fmt.ago(at, found.until or at)}"
                              for src, at in found.mailboxes.items())
         self.summary(f"{head}\n{found_text}\n[dim]mailboxes: {boxes or 'none read yet (observe or reconcile)'}[/dim]")
@@ -114,6 +101,14 @@ class DuplicatesPanel(Panel):
             last = f.recipient
         self.table.fill(rows, needle)
         self._explain()
+
+
+    @staticmethod
+    def _page(found: Findings) -> str:
+        """ "101-200 of 20,000 findings: unknown 1-100" """
+        first, last = found.offset + 1, found.offset + len(found.rows)
+        kinds = ", ".join(f"{PLURALS[k]} {a:,}-{b:,}" for k, a, b in found.spans())
+        return f"[b]{first:,}-{last:,} of {found.total:,}[/b] findings: {kinds}"
 
 
 def _grouped(rows: list[Finding]) -> list[tuple[int, Finding]]:

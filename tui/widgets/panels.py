@@ -123,16 +123,16 @@ class QueuePanel(Panel):
             parts.append("nothing scheduled")
         scheduled = snap.overview.counts.get("scheduled", 0) if snap.overview else 0
         parts.append(f"showing {len(q.messages):,} of {scheduled:,} scheduled in claim order")
-        sample = (f"\n[dim]campaign counts cover the first {q.sampled:,} messages in claim "
-                  "order[/dim]" if q.sample_capped else "")
-        self.summary("  ·  ".join(parts) + sample + f"\n[dim]{self._lists(snap)}  ·  [b]/[/b] "
+        if q.campaigns_at is not None and q.campaigns_at < now:
+            parts.append(f"campaign counts as of {fmt.ago(q.campaigns_at, now)}")
+        self.summary("  ·  ".join(parts) + f"\n[dim]{self._lists(snap)}  ·  [b]/[/b] "
                      "searches every message[/dim]")
         campaigns = self.query_one("#campaigns", RowsTable)
         campaigns.fill([
             Row(c.campaign, None, (c.campaign, f"{c.due:,}", f"{c.scheduled:,}",
                                    fmt.ago(c.oldest_due_at, now),
                                    tone(campaigns, c.paused, "error") if c.paused else ""))
-            for c in q.campaigns])
+            for c in q.campaigns or []])
         table = self.query_one("#queue-table", RowsTable)
         table.fill([
             Row(str(m.id), m.id, (str(m.id), m.recipient, m.campaign,
