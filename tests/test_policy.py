@@ -27,20 +27,20 @@ def enqueue(cli: Cli, db_path: str, to: str, campaign: str) -> None:
     assert r.code == 0, r.err
 
 
-def test_recipient_cap_across_four_processes(cli: Cli, db_path: str, sink: SinkThread) -> None:
+def test_recipient_cap_across_four_processes(cli: Cli, queue: str, sink: SinkThread) -> None:
     """One lead queued by 3 campaigns, 4 overlapping runs with cap 1/24h: one delivered, two deferred a day."""
     for campaign in ("spring", "summer", "autumn"):
-        enqueue(cli, db_path, "lead@example.com", campaign)
-    procs = [cli.popen("run", "--db", db_path, "--smtp-port", str(sink.port), "--once",
+        enqueue(cli, queue, "lead@example.com", campaign)
+    procs = [cli.popen("run", "--db", queue, "--smtp-port", str(sink.port), "--once",
                        "--recipient-cap", "1/24h") for _ in range(4)]
     assert [p.wait(60) for p in procs] == [0, 0, 0, 0]
     assert len(sink.received) == 1
-    assert states(db_path) == {"sent": 1, "scheduled": 2}
-    claimed_at = query(db_path, "SELECT claimed_at FROM send_log WHERE status = 'sent'")[0][0]
-    deferred = query(db_path, "SELECT defer_reason, due_at FROM messages WHERE state = 'scheduled'")
+    assert states(queue) == {"sent": 1, "scheduled": 2}
+    claimed_at = query(queue, "SELECT claimed_at FROM send_log WHERE status = 'sent'")[0][0]
+    deferred = query(queue, "SELECT defer_reason, due_at FROM messages WHERE state = 'scheduled'")
     assert [r[0] for r in deferred] == ["recipient-cap", "recipient-cap"]
     assert all(abs(r[1] - (claimed_at + 86400)) < 1 for r in deferred)
-    status = json.loads(cli("status", "--db", db_path, "--json").out)
+    status = json.loads(cli("status", "--db", queue, "--json").out)
     assert status["deferred"] == {"recipient-cap": 2}
 
 

@@ -181,6 +181,45 @@ async def test_recover_never_overwrites_an_outcome_landing_meanwhile(pg_database
     assert pg.query(pg_database, "SELECT state FROM messages") == [("sent",)]
 
 
+async def test_recipient_cap_holds_between_two_hosts_claiming_at_once(pg_database: str) -> None:
+    """Host A has claimed a lead's first message and not yet committed; host B, claiming at that
+    moment a batch that holds the lead's second message (A's row locks make B skip A's rows), waits
+    for A's commit on the recipient's advisory lock and then defers it: one message per day, across
+    hosts (READ COMMITTED alone let B count before A's SendLog row existed and send both)."""
+    import asyncio
+    import threading
+
+    from sender.policy import Limit, Policy
+    from sender.store.postgres import ENGINE
+
+    now = time.time()
+    policy = Policy(recipient_cap=Limit(1, 86400.0))
+    rows = [NewMessage(to="lead@example.com", subject="one", body="b", campaign="spring")]
+    rows += [NewMessage(to=f"filler{i}@example.com", subject="f", body="b") for i in range(16)]
+    rows += [NewMessage(to="lead@example.com", subject="two", body="b", campaign="summer")]
+    hold = threading.Event()
+    async with open_store(pg_database, create=True) as a, open_store(pg_database) as b:
+        for i, row in enumerate(rows):  # due in this order
+            await enqueue(a, [row], from_addr="team@example.org", from_name=None, domain=None, now=now - 100 + i)
+
+        def claim_and_wait(tx: object) -> list[int]:
+            got = ENGINE.claim(tx, policy, worker="a", worker_id=1, limit=1, lease=300.0, now=now)  # type: ignore[arg-type]
+            hold.wait(10)
+            return [c.id for c in got]
+
+        host_a = asyncio.create_task(a.transaction(claim_and_wait))
+        await asyncio.sleep(0.5)  # A holds the lead's first row, 15 fillers and the lead's lock
+        host_b = asyncio.create_task(b.transaction(lambda tx: ENGINE.claim(
+            tx, policy, worker="b", worker_id=2, limit=10, lease=300.0, now=now)))
+        await asyncio.sleep(0.5)
+        hold.set()
+        claimed_a = await asyncio.wait_for(host_a, 10)
+        claimed_b = [c.recipient for c in await asyncio.wait_for(host_b, 10)]
+    assert claimed_a == [1]
+    assert "lead@example.com" not in claimed_b and len(claimed_b) == 1, claimed_b
+    assert pg.query(pg_database, "SELECT defer_reason FROM messages WHERE id = 18") == [("recipient-cap",)]
+
+
 def _run_together(cli: Cli, runs: list[list[str]]) -> list[tuple[int, str]]:
     """Start every run at once, wait for all (bounded), kill any survivor; return (code, log)."""
     procs: list[subprocess.Popen[str]] = []

@@ -273,6 +273,7 @@ def _apply_policy(tx: Tx, policy: Policy, limit: int, now: float, worker: str) -
         if len(candidates) < scan:
             candidates += tx.fetchall(select, {"prio": prio, "now": now,
                                                           "limit": scan - len(candidates)})
+    _lock_counted(tx, policy, candidates)
     batch = _Batch(defaultdict(int), defaultdict(int))
     chosen: list[int] = []
     for row_id, mid, email, tz, campaign, sender, expires_at, created_at in candidates:
@@ -298,6 +299,30 @@ def _apply_policy(tx: Tx, policy: Policy, limit: int, now: float, worker: str) -
         batch.recipient[(email.lower(), campaign)] += 1
         batch.sender[sender.lower()] += 1
     return chosen
+
+
+# PostgreSQL: one transaction-level advisory lock per recipient and per From account whose limits
+# this claim is about to count, taken in one sorted statement (no two claimers wait on each other
+# in opposite orders). A second host counting the same recipient or account waits until the first
+# commits, and its next statement then sees the first's SendLog rows: the limits hold across hosts.
+# SQLite needs none: ``BEGIN IMMEDIATE`` already lets one claim count at a time.
+_LOCK_KEYS = """
+SELECT count(pg_advisory_xact_lock(hashtextextended(k, 0)))
+  FROM (SELECT DISTINCT unnest(CAST(? AS text[])) AS k ORDER BY 1) AS keys
+"""
+
+
+def _lock_counted(tx: Tx, policy: Policy, candidates: list[Any]) -> None:
+    if tx.dialect != dialect.POSTGRES or not candidates:
+        return
+    keys: set[str] = set()
+    if policy.recipient_cap is not None or any(
+            policy.for_campaign(c[4]).recipient_cap is not None for c in candidates):
+        keys |= {f"sender:recipient:{c[2].lower()}" for c in candidates}
+    if policy.rate is not None or policy.daily_cap is not None:
+        keys |= {f"sender:account:{c[5].lower()}" for c in candidates}
+    if keys:
+        tx.fetchone(_LOCK_KEYS, (sorted(keys),))
 
 
 def _held_until(tx: Tx, policy: Policy, batch: _Batch, email: str, tz: str | None,
