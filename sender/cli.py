@@ -221,6 +221,12 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     add_suppress_parser(sub, common)
     add_unsubscribe_parser(sub, common)
 
+    mg = sub.add_parser("migrate", parents=[common],
+                        help="copy a whole queue into an empty one (an SQLite file into PostgreSQL)")
+    mg.add_argument("--from", dest="source", required=True, metavar="DB", help="the queue to copy (read only)")
+    mg.add_argument("--to", dest="target", required=True, metavar="DB",
+                    help="an empty queue, created if missing (postgresql://user@host/dbname)")
+
     dm = sub.add_parser("demo", parents=[common], help="send a copy of sample.db into a local sink")
     dm.add_argument("--sample", metavar="FILE", help="queue to copy (default: sample.db)")
     dm.add_argument("--keep", metavar="DIR", help="keep the copy and the capture in DIR")
@@ -233,6 +239,26 @@ async def cmd_enqueue(args: argparse.Namespace, settings: config.Settings) -> in
     from .cli_enqueue import cmd_enqueue as enqueue
 
     return await enqueue(args, settings)
+
+
+async def cmd_migrate(args: argparse.Namespace, settings: config.Settings) -> int:
+    """Rows, row ids and Message-IDs preserved; the target must be empty (``sender.store.moving``)."""
+    import time
+
+    from .store import moving
+    from .store.engine import open_store
+
+    if args.source == args.target:
+        raise UsageError("migrate: --from and --to name the same queue")
+    started = time.monotonic()
+    async with open_store(args.source, readonly=True) as source, \
+            open_store(args.target, create=True) as target:
+        copied = await moving.move(source, target)
+        where = target.path
+    total = copied.get("messages", 0)
+    print(f"migrated {total} message(s), {copied.get('send_log', 0)} attempt(s), "
+          f"{copied.get('observations', 0)} observation(s) to {where} ({time.monotonic() - started:.1f}s)")
+    return 0
 
 
 def _mailbox_flags(p: argparse.ArgumentParser, *, required: bool) -> None:
@@ -250,7 +276,7 @@ COMMANDS = {"init": cmd_init, "enqueue": cmd_enqueue, "run": cmd_run, "status": 
             "config": cmd_config,
             "sink": cmd_sink, "observe": cmd_observe, "report": cmd_report,
             "reconcile": cmd_reconcile, "demo": cmd_demo, "suppress": cmd_suppress,
-            "unsubscribe": cmd_unsubscribe}
+            "unsubscribe": cmd_unsubscribe, "migrate": cmd_migrate}
 
 _SETTING_FLAGS = ("db", "smtp_host", "smtp_port", "concurrency", "worker", "smtp_starttls", "smtp_tls",
                   "smtp_timeout", "lease", "poll", "batch", "prefetch", "retry_delay", "max_attempts", "grace",

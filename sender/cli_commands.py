@@ -48,6 +48,13 @@ def open_source(args: argparse.Namespace) -> MailSource:
 
 async def cmd_init(args: argparse.Namespace, settings: Settings) -> int:
     check_db_dir(settings.db)
+    engine = engine_for(settings.db)
+    if engine.name != "sqlite":  # a server's database: no file, no mode
+        if args.mode is not None:
+            raise UsageError(f"--mode: {settings.db} is not a queue file")
+        async with open_store(settings.db, create=True) as db:
+            print(f"{db.path}: queue database ready (schema version {engine.schema_version})")
+        return 0
     async with open_store(settings.db, create=True, mode=args.mode or FILE_MODE):
         if args.mode is not None:
             set_mode(settings.db, args.mode)

@@ -225,3 +225,20 @@ def dkim_key(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, bytes]:
     der = subprocess.run(["openssl", "pkey", "-in", str(key), "-pubout", "-outform", "DER"], check=True,
                          capture_output=True, timeout=60).stdout
     return key, b"v=DKIM1; k=rsa; p=" + base64.b64encode(der)
+
+
+@pytest.fixture
+def pg_database() -> Iterator[str]:
+    """A fresh PostgreSQL database for this test (``tests/pg.py``); skips without a server."""
+    from tests.pg import fresh_database
+
+    with fresh_database() as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def queue(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh queue on each engine: a file path, or a new PostgreSQL database's URL."""
+    from tests.pg import target
+
+    return target(request.param, tmp_path, request)

@@ -1,5 +1,6 @@
-"""Helpers shared by the fault, stop and chaos tests: seed a real queue file, run a real daemon
-in-process against a real SMTP server, and read the database back with plain sqlite3."""
+"""Helpers shared by the fault, stop and chaos tests: seed a real queue, run a real daemon
+in-process against a real SMTP server, and read the database back with plain sqlite3 (or, for
+a PostgreSQL queue, plain psycopg: ``tests/pg.py``)."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from sender.config import Settings
 from sender.daemon import Daemon, RunStats
 from sender.delivery import pool
 from sender.intake import NewMessage
-from sender.store.db import open_db
+from sender.store.engine import open_store
 from sender.store.enqueue import enqueue
 
 
@@ -34,18 +35,22 @@ async def seed(db_path: str, n: int, *, campaign: str = "c", prefix: str = "r",
                send_at: float | None = None) -> None:
     rows = [NewMessage(to=f"{prefix}{i}@example.com", subject=f"s{i}", body=f"b{i}", campaign=campaign,
                        send_at=send_at) for i in range(n)]
-    async with open_db(db_path, create=True) as db:
+    async with open_store(db_path, create=True) as db:
         await enqueue(db, rows, from_addr="team@example.org", from_name="Team", domain=None,
                             now=time.time())
 
 
 async def run_once(db_path: str, port: int, **overrides: Any) -> RunStats:
     s = settings(db_path, port, **overrides)
-    async with open_db(db_path) as db:
+    async with open_store(db_path) as db:
         return await Daemon(db, s, pool(s)).run(once=True)
 
 
 def query(db_path: str, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    if "://" in db_path:
+        from tests import pg
+
+        return pg.query(db_path, sql.replace("?", "%s"), params)
     conn = sqlite3.connect(db_path)
     try:
         return conn.execute(sql, params).fetchall()
@@ -58,6 +63,10 @@ def states(db_path: str) -> dict[str, int]:
 
 
 def one(db_path: str, row_id: int = 1) -> dict[str, Any]:
+    if "://" in db_path:
+        from tests import pg
+
+        return pg.one(db_path, "SELECT * FROM messages WHERE id = %s", (row_id,))
     conn = sqlite3.connect(db_path)
     conn.row_factory = sqlite3.Row
     try:

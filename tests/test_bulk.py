@@ -1,6 +1,7 @@
 """Bulk operator commands (``retry``, ``cancel``): a dry run counts and changes nothing, ``--yes``
 changes exactly the selected rows in one transaction with one audit row, filters select exactly,
-and bad input is exit 2 with nothing changed. Failed rows come from a real relay refusing them."""
+and bad input is exit 2 with nothing changed. Failed rows come from a real relay refusing them.
+The dry run, retry, filter and cancel tests run on both engines (``queue``)."""
 
 from __future__ import annotations
 
@@ -31,64 +32,64 @@ def snapshot(db_path: str) -> list[tuple[object, ...]]:
                           "ORDER BY id")
 
 
-async def test_retry_dry_run_changes_nothing(db_path: str, cli: Cli, faulty_sink: SinkThread,
+async def test_retry_dry_run_changes_nothing(queue: str, cli: Cli, faulty_sink: SinkThread,
                                              faults: Faults) -> None:
     """Without --yes, retry prints the count and the filter and changes no row and writes no audit."""
-    await make_failed(db_path, faulty_sink, faults)
-    before = snapshot(db_path)
-    r = cli("retry", "--db", db_path)
+    await make_failed(queue, faulty_sink, faults)
+    before = snapshot(queue)
+    r = cli("retry", "--db", queue)
     assert r.code == 0, r.err
     assert "10 message(s) would be retried (filter: state failed)" in r.out
-    assert snapshot(db_path) == before
-    assert query(db_path, "SELECT count(*) FROM audit") == [(0,)]
+    assert snapshot(queue) == before
+    assert query(queue, "SELECT count(*) FROM audit") == [(0,)]
 
 
 async def test_retry_yes_moves_every_failed_row_with_one_audit_row(
-        db_path: str, cli: Cli, faulty_sink: SinkThread, faults: Faults) -> None:
+        queue: str, cli: Cli, faulty_sink: SinkThread, faults: Faults) -> None:
     """retry --yes turns N failed rows into N scheduled rows (attempts reset, Message-ID kept,
     due now) and writes exactly one audit row with the count and the filter; they then send."""
-    await make_failed(db_path, faulty_sink, faults)
-    mids = {i: one(db_path, i)["message_id"] for i in range(1, 11)}
-    r = cli("retry", "--db", db_path, "--yes", "--actor", "ops")
+    await make_failed(queue, faulty_sink, faults)
+    mids = {i: one(queue, i)["message_id"] for i in range(1, 11)}
+    r = cli("retry", "--db", queue, "--yes", "--actor", "ops")
     assert r.code == 0 and "retried 10 message(s)" in r.out, r.err
-    assert in_state(db_path, "failed") == 0 and in_state(db_path, "scheduled") == 13
-    assert all(one(db_path, i)["attempts"] == 0 and one(db_path, i)["message_id"] == mids[i]
+    assert in_state(queue, "failed") == 0 and in_state(queue, "scheduled") == 13
+    assert all(one(queue, i)["attempts"] == 0 and one(queue, i)["message_id"] == mids[i]
                for i in range(1, 11))
-    audit = query(db_path, "SELECT actor, action, detail FROM audit")
+    audit = query(queue, "SELECT actor, action, detail FROM audit")
     assert audit == [("ops", "bulk-retry", "10 message(s) -> scheduled; filter: state failed")]
-    await run_once(db_path, faulty_sink.port)
-    assert in_state(db_path, "sent") == 10
+    await run_once(queue, faulty_sink.port)
+    assert in_state(queue, "sent") == 10
     got = sorted(m.message_id for m in faulty_sink.received)
     assert got == sorted(mids.values())
 
 
-async def test_filters_select_exactly(db_path: str, cli: Cli, faulty_sink: SinkThread,
+async def test_filters_select_exactly(queue: str, cli: Cli, faulty_sink: SinkThread,
                                       faults: Faults) -> None:
     """--campaign, --reply-match, --row and --since each narrow the selection to exactly its rows."""
-    await make_failed(db_path, faulty_sink, faults)
-    assert "6 message(s)" in cli("retry", "--db", db_path, "--campaign", "a").out
-    assert "4 message(s)" in cli("retry", "--db", db_path, "--reply-match", "5.7.1").out
-    assert "2 message(s)" in cli("retry", "--db", db_path, "--row", "1", "7", "12").out
-    assert "0 message(s)" in cli("retry", "--db", db_path, "--since", "0s").out
-    assert "10 message(s)" in cli("retry", "--db", db_path, "--since", "1h").out
-    r = cli("retry", "--db", db_path, "--campaign", "b", "--reply-match", "access", "--yes")
+    await make_failed(queue, faulty_sink, faults)
+    assert "6 message(s)" in cli("retry", "--db", queue, "--campaign", "a").out
+    assert "4 message(s)" in cli("retry", "--db", queue, "--reply-match", "5.7.1").out
+    assert "2 message(s)" in cli("retry", "--db", queue, "--row", "1", "7", "12").out
+    assert "0 message(s)" in cli("retry", "--db", queue, "--since", "0s").out
+    assert "10 message(s)" in cli("retry", "--db", queue, "--since", "1h").out
+    r = cli("retry", "--db", queue, "--campaign", "b", "--reply-match", "access", "--yes")
     assert "retried 4 message(s)" in r.out
-    assert [row[0] for row in query(db_path, "SELECT id FROM messages WHERE state = 'scheduled' "
+    assert [row[0] for row in query(queue, "SELECT id FROM messages WHERE state = 'scheduled' "
                                              "AND attempts = 0 AND id <= 10 ORDER BY id")] == [7, 8, 9, 10]
-    assert in_state(db_path, "failed") == 6
-    detail = query(db_path, "SELECT detail FROM audit")[0][0]
+    assert in_state(queue, "failed") == 6
+    detail = query(queue, "SELECT detail FROM audit")[0][0]
     assert detail == "4 message(s) -> scheduled; filter: state failed, campaign b, reply contains 'access'"
 
 
-async def test_cancel_scheduled_only(db_path: str, cli: Cli, faulty_sink: SinkThread,
+async def test_cancel_scheduled_only(queue: str, cli: Cli, faulty_sink: SinkThread,
                                      faults: Faults) -> None:
     """cancel --yes moves only scheduled rows of the filter to cancelled, failed rows untouched."""
-    await make_failed(db_path, faulty_sink, faults)
-    r = cli("cancel", "--db", db_path, "--campaign", "a")
+    await make_failed(queue, faulty_sink, faults)
+    r = cli("cancel", "--db", queue, "--campaign", "a")
     assert "3 message(s) would be cancelled" in r.out
-    assert cli("cancel", "--db", db_path, "--campaign", "a", "--yes").code == 0
-    assert in_state(db_path, "cancelled") == 3 and in_state(db_path, "failed") == 10
-    assert query(db_path, "SELECT action FROM audit") == [("bulk-cancel",)]
+    assert cli("cancel", "--db", queue, "--campaign", "a", "--yes").code == 0
+    assert in_state(queue, "cancelled") == 3 and in_state(queue, "failed") == 10
+    assert query(queue, "SELECT action FROM audit") == [("bulk-cancel",)]
 
 
 @pytest.mark.parametrize("args, words", [

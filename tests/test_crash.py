@@ -25,9 +25,20 @@ from tests.support import daemon_args, in_state, log_statuses, one, query, seed,
 
 
 def freeze(proc: subprocess.Popen[str], db_path: str) -> None:
-    """SIGSTOP the worker at a moment it holds no write lock (a frozen lock holder blocks everyone)."""
+    """SIGSTOP the worker at a moment it holds no write lock (a frozen lock holder blocks everyone;
+    on PostgreSQL, a frozen open transaction holds its rows' locks)."""
     for _ in range(100):
         proc.send_signal(signal.SIGSTOP)
+        if "://" in db_path:
+            from tests import pg
+
+            busy = pg.query(db_path, "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                                     "AND application_name = 'sender' AND state <> 'idle'")
+            if busy == [(0,)]:
+                return
+            proc.send_signal(signal.SIGCONT)
+            time.sleep(0.05)
+            continue
         probe = sqlite3.connect(db_path, timeout=0.2, isolation_level=None)
         try:
             probe.execute("BEGIN IMMEDIATE")
@@ -100,29 +111,29 @@ async def test_second_signal_stops_at_once_and_never_resends(db_path: str, cli: 
     assert sent <= set(delivered) and len(delivered) <= 4
 
 
-async def test_frozen_worker_late_success_is_recorded_without_resend(db_path: str, cli: Cli,
+async def test_frozen_worker_late_success_is_recorded_without_resend(queue: str, cli: Cli,
                                                                      faulty_sink: SinkThread,
                                                                      faults: Faults) -> None:
     """A worker frozen past its lease is presumed dead (unknown); when it wakes, its success lands (sent), once."""
     faults.data_delay = 1.0
-    await seed(db_path, 1)
-    proc = cli.popen(*daemon_args(db_path, faulty_sink.port, "--concurrency", "1", "--lease", "1"))
+    await seed(queue, 1)
+    proc = cli.popen(*daemon_args(queue, faulty_sink.port, "--concurrency", "1", "--lease", "1"))
     try:
-        assert wait_until(lambda: in_state(db_path, "sending") == 1, 15)
+        assert wait_until(lambda: in_state(queue, "sending") == 1, 15)
         time.sleep(0.2)
-        freeze(proc, db_path)
+        freeze(proc, queue)
         time.sleep(1.5)
-        recovered = cli("recover", "--db", db_path)
+        recovered = cli("recover", "--db", queue)
         assert recovered.code == 0 and "1 expired" in recovered.out
-        assert one(db_path)["state"] == "unknown"
-        assert cli(*daemon_args(db_path, faulty_sink.port, "--once")).code == 0  # must not resend
+        assert one(queue)["state"] == "unknown"
+        assert cli(*daemon_args(queue, faulty_sink.port, "--once")).code == 0  # must not resend
         proc.send_signal(signal.SIGCONT)
-        assert wait_until(lambda: one(db_path)["state"] == "sent", 10)
+        assert wait_until(lambda: one(queue)["state"] == "sent", 10)
     finally:
         proc.send_signal(signal.SIGCONT)
         stop(proc)
     assert len(faulty_sink.received) == 1
-    assert log_statuses(db_path) == ["sent"]
+    assert log_statuses(queue) == ["sent"]
 
 
 async def test_busy_database_is_waited_out(db_path: str, cli: Cli, sink: SinkThread) -> None:

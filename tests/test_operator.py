@@ -1,6 +1,6 @@
 """Operator resolution from the command line: resolve settles only unknown messages, writes an
 audit row, refuses anything else without changing a row; requeue keeps the Message-ID; status
-reports workers."""
+reports workers. The resolve and status tests run on both engines (``queue``)."""
 
 from __future__ import annotations
 
@@ -17,44 +17,44 @@ async def make_unknown(db_path: str, sink: SinkThread, faults: Faults, n: int = 
     faults.data = None
 
 
-async def test_resolve_sent_failed_requeue(db_path: str, cli: Cli, faulty_sink: SinkThread,
+async def test_resolve_sent_failed_requeue(queue: str, cli: Cli, faulty_sink: SinkThread,
                                            faults: Faults) -> None:
     """Each resolution moves exactly its row, records an audit row, and requeue resends with the same Message-ID."""
-    await make_unknown(db_path, faulty_sink, faults)
-    mid3 = one(db_path, 3)["message_id"]
-    assert cli("resolve", "--db", db_path, "1", "--as", "sent").code == 0
-    assert cli("resolve", "--db", db_path, "2", "--as", "failed", "--reason", "bounced").code == 0
-    assert cli("resolve", "--db", db_path, "3", "--as", "requeue").code == 0
-    assert [one(db_path, i)["state"] for i in (1, 2, 3)] == ["sent", "failed", "scheduled"]
-    assert log_statuses(db_path, 3) == ["requeued"]
-    actions = [r[0] for r in query(db_path, "SELECT action FROM audit ORDER BY id")]
+    await make_unknown(queue, faulty_sink, faults)
+    mid3 = one(queue, 3)["message_id"]
+    assert cli("resolve", "--db", queue, "1", "--as", "sent").code == 0
+    assert cli("resolve", "--db", queue, "2", "--as", "failed", "--reason", "bounced").code == 0
+    assert cli("resolve", "--db", queue, "3", "--as", "requeue").code == 0
+    assert [one(queue, i)["state"] for i in (1, 2, 3)] == ["sent", "failed", "scheduled"]
+    assert log_statuses(queue, 3) == ["requeued"]
+    actions = [r[0] for r in query(queue, "SELECT action FROM audit ORDER BY id")]
     assert actions == ["resolve-sent", "resolve-failed", "resolve-requeue"]
-    await run_once(db_path, faulty_sink.port)
-    assert one(db_path, 3)["state"] == "sent" and one(db_path, 3)["message_id"] == mid3
+    await run_once(queue, faulty_sink.port)
+    assert one(queue, 3)["state"] == "sent" and one(queue, 3)["message_id"] == mid3
     copies = [r.message_id for r in faulty_sink.received if r.rcpt_tos == ["r2@example.com"]]
     assert copies == [mid3, mid3]  # the dropped first copy and the resend share one Message-ID
-    assert log_statuses(db_path, 3) == ["requeued", "sent"]
+    assert log_statuses(queue, 3) == ["requeued", "sent"]
 
 
-async def test_resolve_refuses_other_states_and_changes_nothing(db_path: str, cli: Cli,
+async def test_resolve_refuses_other_states_and_changes_nothing(queue: str, cli: Cli,
                                                                 faulty_sink: SinkThread, faults: Faults) -> None:
     """One id not unknown (or missing) in the list: exit 2 with a one-line reason, no row changed."""
-    await make_unknown(db_path, faulty_sink, faults, n=2)
-    await seed(db_path, 1, prefix="other")
-    before = query(db_path, "SELECT id, state, updated_at FROM messages ORDER BY id")
-    r = cli("resolve", "--db", db_path, "1", "3", "--as", "sent")
+    await make_unknown(queue, faulty_sink, faults, n=2)
+    await seed(queue, 1, prefix="other")
+    before = query(queue, "SELECT id, state, updated_at FROM messages ORDER BY id")
+    r = cli("resolve", "--db", queue, "1", "3", "--as", "sent")
     assert r.code == 2 and "3 is scheduled" in r.err and len(r.err.strip().splitlines()) == 1
-    r = cli("resolve", "--db", db_path, "1", "99", "--as", "sent")
+    r = cli("resolve", "--db", queue, "1", "99", "--as", "sent")
     assert r.code == 2 and "99" in r.err
-    assert query(db_path, "SELECT id, state, updated_at FROM messages ORDER BY id") == before
-    assert query(db_path, "SELECT count(*) FROM audit") == [(0,)]
+    assert query(queue, "SELECT id, state, updated_at FROM messages ORDER BY id") == before
+    assert query(queue, "SELECT count(*) FROM audit") == [(0,)]
 
 
-async def test_status_json_has_states_and_workers(db_path: str, cli: Cli, sink: SinkThread) -> None:
+async def test_status_json_has_states_and_workers(queue: str, cli: Cli, sink: SinkThread) -> None:
     """status --json has every state key plus worker counts; a finished run counts as stopped."""
-    await seed(db_path, 2)
-    await run_once(db_path, sink.port)
-    data = json.loads(cli("status", "--db", db_path, "--json").out)
+    await seed(queue, 2)
+    await run_once(queue, sink.port)
+    data = json.loads(cli("status", "--db", queue, "--json").out)
     assert {k: data[k] for k in ("scheduled", "sending", "sent", "failed", "unknown", "cancelled")} == {
         "scheduled": 0, "sending": 0, "sent": 2, "failed": 0, "unknown": 0, "cancelled": 0}
     assert data["workers"] == {"alive": 0, "stopped": 1, "presumed_dead": 0}

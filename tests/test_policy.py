@@ -27,20 +27,20 @@ def enqueue(cli: Cli, db_path: str, to: str, campaign: str) -> None:
     assert r.code == 0, r.err
 
 
-def test_recipient_cap_across_four_processes(cli: Cli, db_path: str, sink: SinkThread) -> None:
+def test_recipient_cap_across_four_processes(cli: Cli, queue: str, sink: SinkThread) -> None:
     """One lead queued by 3 campaigns, 4 overlapping runs with cap 1/24h: one delivered, two deferred a day."""
     for campaign in ("spring", "summer", "autumn"):
-        enqueue(cli, db_path, "lead@example.com", campaign)
-    procs = [cli.popen("run", "--db", db_path, "--smtp-port", str(sink.port), "--once",
+        enqueue(cli, queue, "lead@example.com", campaign)
+    procs = [cli.popen("run", "--db", queue, "--smtp-port", str(sink.port), "--once",
                        "--recipient-cap", "1/24h") for _ in range(4)]
     assert [p.wait(60) for p in procs] == [0, 0, 0, 0]
     assert len(sink.received) == 1
-    assert states(db_path) == {"sent": 1, "scheduled": 2}
-    claimed_at = query(db_path, "SELECT claimed_at FROM send_log WHERE status = 'sent'")[0][0]
-    deferred = query(db_path, "SELECT defer_reason, due_at FROM messages WHERE state = 'scheduled'")
+    assert states(queue) == {"sent": 1, "scheduled": 2}
+    claimed_at = query(queue, "SELECT claimed_at FROM send_log WHERE status = 'sent'")[0][0]
+    deferred = query(queue, "SELECT defer_reason, due_at FROM messages WHERE state = 'scheduled'")
     assert [r[0] for r in deferred] == ["recipient-cap", "recipient-cap"]
     assert all(abs(r[1] - (claimed_at + 86400)) < 1 for r in deferred)
-    status = json.loads(cli("status", "--db", db_path, "--json").out)
+    status = json.loads(cli("status", "--db", queue, "--json").out)
     assert status["deferred"] == {"recipient-cap": 2}
 
 
@@ -132,19 +132,19 @@ async def test_priorities_and_expiry(db_path: str, sink: SinkThread) -> None:
     assert states(db_path) == {"sent": 4, "expired": 2}
 
 
-async def test_campaign_pause_and_resume(cli: Cli, db_path: str, sink: SinkThread) -> None:
+async def test_campaign_pause_and_resume(cli: Cli, queue: str, sink: SinkThread) -> None:
     """A paused campaign is skipped by every claim and sent after resume; others are unaffected."""
-    await seed(db_path, 2, campaign="a", prefix="a")
-    await seed(db_path, 2, campaign="b", prefix="b")
-    assert cli("pause", "--db", db_path, "--campaign", "a", "--reason", "legal review").code == 0
-    status = json.loads(cli("status", "--db", db_path, "--json").out)
+    await seed(queue, 2, campaign="a", prefix="a")
+    await seed(queue, 2, campaign="b", prefix="b")
+    assert cli("pause", "--db", queue, "--campaign", "a", "--reason", "legal review").code == 0
+    status = json.loads(cli("status", "--db", queue, "--json").out)
     assert status["paused"]["campaigns"] == {"a": "legal review"}
-    await run_once(db_path, sink.port)
+    await run_once(queue, sink.port)
     assert sorted(r.rcpt_tos[0] for r in sink.received) == ["b0@example.com", "b1@example.com"]
-    assert cli("resume", "--db", db_path, "--campaign", "a").code == 0
-    await run_once(db_path, sink.port)
-    assert states(db_path) == {"sent": 4}
-    assert [r[0] for r in query(db_path, "SELECT action FROM audit ORDER BY id")] == [
+    assert cli("resume", "--db", queue, "--campaign", "a").code == 0
+    await run_once(queue, sink.port)
+    assert states(queue) == {"sent": 4}
+    assert [r[0] for r in query(queue, "SELECT action FROM audit ORDER BY id")] == [
         "pause-campaign", "resume-campaign"]
 
 
@@ -188,14 +188,14 @@ async def test_a_throttling_relay_never_counts_toward_pause_after_errors(
     assert states(db_path) == {"scheduled": 1}
 
 
-async def test_status_shows_budget_and_pause(cli: Cli, db_path: str, sink: SinkThread, tmp_path: Path) -> None:
+async def test_status_shows_budget_and_pause(cli: Cli, queue: str, sink: SinkThread, tmp_path: Path) -> None:
     """status reports what each From account may still send under the configured rate and daily cap, and pauses."""
     (tmp_path / "sender.toml").write_text('[policy]\nrate = "10/1m"\ndaily_cap = 100\n')
-    await seed(db_path, 2)
-    await run_once(db_path, sink.port)
-    status = json.loads(cli("status", "--db", db_path, "--json").out)
+    await seed(queue, 2)
+    await run_once(queue, sink.port)
+    status = json.loads(cli("status", "--db", queue, "--json").out)
     assert status["budget"] == {"team@example.org": {"rate_remaining": 8, "daily_remaining": 98}}
-    assert cli("pause", "--db", db_path, "--reason", "incident review").code == 0
-    text = cli("status", "--db", db_path).out
+    assert cli("pause", "--db", queue, "--reason", "incident review").code == 0
+    text = cli("status", "--db", queue).out
     assert "PAUSED     all sending" in text and "incident review" in text
     assert "budget     team@example.org: rate remaining 8, daily remaining 98" in text

@@ -3,7 +3,8 @@
 Messages go through the real daemon into a real aiosmtpd sink on 127.0.0.1; the sink's maildir is
 observed and the report compares it with the SendLog of a real SQLite file. The incident is
 reproduced the way it happened: one logged send, plus two copies built and sent outside the
-queue with their own Message-IDs for the same row.
+queue with their own Message-IDs for the same row. The incident, clean-run, repeated Message-ID,
+reconcile and multi-send tests run on both engines (``queue``).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from sender.message import build, make_message_id
 from sender.observe import observe
 from sender.store import operator, reports
 from sender.store.db import open_db
+from sender.store.engine import open_store
 from sender.store.enqueue import enqueue
 from tests.conftest import Cli, Faults, SinkThread
 from tests.support import query, run_once, seed
@@ -33,7 +35,7 @@ EMPTY = {name: [] for name in report.ANOMALIES}
 
 
 async def _observe_and_report(db_path: str, maildir: Path, **window: float) -> report.Report:
-    async with open_db(db_path) as db:
+    async with open_store(db_path) as db:
         box = open_mailbox(str(maildir), None)
         await observe(db, box, now=time.time())
         now = time.time()
@@ -51,18 +53,18 @@ async def _send_outside_the_queue(port: int, row: int, recipient: str) -> str:
     return mid
 
 
-async def test_incident_reproduction_is_found_and_traced(db_path: str, sink: SinkThread,
+async def test_incident_reproduction_is_found_and_traced(queue: str, sink: SinkThread,
                                                          tmp_path: Path) -> None:
     """Three deliveries with distinct Message-IDs and one SendLog row give a ghost pair and one
     multi-send, all traced back to queue row 1."""
-    await seed(db_path, 1, campaign="spring")
-    await run_once(db_path, sink.port)
+    await seed(queue, 1, campaign="spring")
+    await run_once(queue, sink.port)
     ghosts = {await _send_outside_the_queue(sink.port, 1, "r0@example.com") for _ in range(2)}
     assert len(sink.received) == 3
-    assert query(db_path, "SELECT count(*) FROM send_log")[0][0] == 1
-    logged = query(db_path, "SELECT message_id FROM messages WHERE id = 1")[0][0]
+    assert query(queue, "SELECT count(*) FROM send_log")[0][0] == 1
+    logged = query(queue, "SELECT message_id FROM messages WHERE id = 1")[0][0]
 
-    found = await _observe_and_report(db_path, tmp_path / "maildir")
+    found = await _observe_and_report(queue, tmp_path / "maildir")
 
     assert {g.message_id for g in found.ghosts} == ghosts
     for g in found.ghosts:
@@ -76,36 +78,36 @@ async def test_incident_reproduction_is_found_and_traced(db_path: str, sink: Sin
     assert not (found.repeated_message_ids or found.unknown or found.stale_claims or found.missing)
 
 
-async def test_clean_run_has_zero_anomalies(db_path: str, sink: SinkThread, tmp_path: Path) -> None:
+async def test_clean_run_has_zero_anomalies(queue: str, sink: SinkThread, tmp_path: Path) -> None:
     """Thirty messages in two campaigns, sent and observed: every list of the report is empty."""
-    await seed(db_path, 15, campaign="a", prefix="a")
-    await seed(db_path, 15, campaign="b", prefix="b")
-    stats = await run_once(db_path, sink.port)
+    await seed(queue, 15, campaign="a", prefix="a")
+    await seed(queue, 15, campaign="b", prefix="b")
+    stats = await run_once(queue, sink.port)
     assert stats.sent == 30 and len(sink.received) == 30
 
-    found = await _observe_and_report(db_path, tmp_path / "maildir")
+    found = await _observe_and_report(queue, tmp_path / "maildir")
 
     assert found.missing_checked and found.anomalies == 0
     assert found.to_json() == EMPTY
-    assert query(db_path, "SELECT count(*), count(row_id) FROM observations")[0] == (30, 30)
+    assert query(queue, "SELECT count(*), count(row_id) FROM observations")[0] == (30, 30)
 
 
 async def test_ambiguous_drop_resent_by_hand_is_a_repeated_message_id(
-        db_path: str, faulty_sink: SinkThread, faults: Faults, tmp_path: Path) -> None:
+        queue: str, faulty_sink: SinkThread, faults: Faults, tmp_path: Path) -> None:
     """A copy that arrived although the line dropped, requeued by an operator and sent again
     with the same Message-ID, shows up in repeated_message_ids with its SendLog history."""
     dropped: list[str] = []
     faults.data = lambda rcpt: None if dropped else dropped.append(rcpt) or "DROP"
-    await seed(db_path, 1)
-    await run_once(db_path, faulty_sink.port)
-    assert query(db_path, "SELECT state FROM messages")[0][0] == "unknown"
-    async with open_db(db_path) as db:
+    await seed(queue, 1)
+    await run_once(queue, faulty_sink.port)
+    assert query(queue, "SELECT state FROM messages")[0][0] == "unknown"
+    async with open_store(queue) as db:
         await operator.resolve(db, [1], "requeue", actor="test", now=time.time())
-    await run_once(db_path, faulty_sink.port)
+    await run_once(queue, faulty_sink.port)
     [mid] = {m.message_id for m in faulty_sink.received}
     assert len(faulty_sink.received) == 2
 
-    found = await _observe_and_report(db_path, tmp_path / "maildir")
+    found = await _observe_and_report(queue, tmp_path / "maildir")
 
     [repeat] = found.repeated_message_ids
     assert (repeat.message_id, repeat.recipient, repeat.copies, repeat.row) == (
@@ -115,25 +117,25 @@ async def test_ambiguous_drop_resent_by_hand_is_a_repeated_message_id(
 
 
 async def test_reconcile_settles_an_unknown_found_in_the_capture(
-        faulty_sink: SinkThread, faults: Faults, db_path: str, cli: Cli, tmp_path: Path) -> None:
+        faulty_sink: SinkThread, faults: Faults, queue: str, cli: Cli, tmp_path: Path) -> None:
     """The line dropped after the data arrived; reconciling with another mailbox changes nothing,
     with the capture it marks the message sent, once, with an audit row naming that mailbox."""
     faults.data = lambda rcpt: "DROP"
-    await seed(db_path, 1)
-    await run_once(db_path, faulty_sink.port)
-    assert query(db_path, "SELECT state FROM messages")[0][0] == "unknown"
+    await seed(queue, 1)
+    await run_once(queue, faulty_sink.port)
+    assert query(queue, "SELECT state FROM messages")[0][0] == "unknown"
 
     mailbox.Maildir(str(tmp_path / "elsewhere"), create=True)
-    other = cli("reconcile", "--db", db_path, "--maildir", str(tmp_path / "elsewhere"))
+    other = cli("reconcile", "--db", queue, "--maildir", str(tmp_path / "elsewhere"))
     assert other.code == 0 and "reconciled 0 unknown message(s); 1 still unknown" in other.out
 
-    r = cli("reconcile", "--db", db_path, "--maildir", str(tmp_path / "maildir"), "--actor", "ops")
+    r = cli("reconcile", "--db", queue, "--maildir", str(tmp_path / "maildir"), "--actor", "ops")
     assert r.code == 0, r.err
     assert "unknown -> sent" in r.out and "reconciled 1 unknown message(s); 0 still unknown" in r.out
-    assert query(db_path, "SELECT state FROM messages")[0][0] == "sent"
-    [(actor, action, detail)] = query(db_path, "SELECT actor, action, detail FROM audit")
+    assert query(queue, "SELECT state FROM messages")[0][0] == "sent"
+    [(actor, action, detail)] = query(queue, "SELECT actor, action, detail FROM audit")
     assert (actor, action) == ("ops", "reconcile-sent") and str(tmp_path / "maildir") in detail
-    again = cli("reconcile", "--db", db_path, "--maildir", str(tmp_path / "maildir"))
+    again = cli("reconcile", "--db", queue, "--maildir", str(tmp_path / "maildir"))
     assert "reconciled 0" in again.out and len(faulty_sink.received) == 1
 
 
@@ -214,24 +216,24 @@ async def test_report_queries_are_bounded(db_path: str, tmp_path: Path) -> None:
     assert len(found.ghosts) == 3 and found.truncated == ("ghosts",)
 
 
-async def _two_messages_for_one_pair(db_path: str, port: int) -> None:
+async def _two_messages_for_one_pair(queue: str, port: int) -> None:
     """Campaign steps with their own dedupe keys: two real messages to one recipient + campaign."""
     rows = [NewMessage(to="lead@example.com", subject=f"step {i}", body="b", campaign="drip",
                        dedupe_key=f"drip-step-{i}") for i in (1, 2)]
-    async with open_db(db_path, create=True) as db:
+    async with open_store(queue, create=True) as db:
         await enqueue(db, rows, from_addr="team@example.org", from_name=None, domain=None,
                             now=time.time())
-    assert (await run_once(db_path, port)).sent == 2
+    assert (await run_once(queue, port)).sent == 2
 
 
-async def test_two_logged_messages_to_one_pair_are_a_multi_send(db_path: str, sink: SinkThread) -> None:
+async def test_two_logged_messages_to_one_pair_are_a_multi_send(queue: str, sink: SinkThread) -> None:
     """Both sends are in the SendLog, with their own Message-IDs: one multi-send, both logged."""
-    await _two_messages_for_one_pair(db_path, sink.port)
-    async with open_db(db_path) as db:
+    await _two_messages_for_one_pair(queue, sink.port)
+    async with open_store(queue) as db:
         [multi] = await reports.multi_sends(db, time.time() - 3600, time.time())
     assert (multi.recipient, multi.campaign) == ("lead@example.com", "drip")
     assert {s.message_id for s in multi.message_ids if s.logged} == {
-        r[0] for r in query(db_path, "SELECT message_id FROM messages")}
+        r[0] for r in query(queue, "SELECT message_id FROM messages")}
 
 
 async def test_upgrading_a_queue_finds_its_earlier_multi_sends(db_path: str, sink: SinkThread) -> None:

@@ -1,14 +1,14 @@
 """The store's contract, written against the engine seam (``sender.store.engine``).
 
-Every test runs once per engine ``engines()`` reports (today SQLite): claim, record, leases,
-policy holds, pauses, the report's reads and error translation. A second engine passes this
-file unchanged; nothing here names SQLite or runs SQL.
+Every test runs once per engine ``engines()`` reports (SQLite, PostgreSQL): claim, record,
+leases, policy holds, pauses, the report's reads and error translation. Nothing here runs SQL;
+each engine's queue is fresh (a file, or a new database: ``tests/pg.py``).
 """
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -21,6 +21,7 @@ from sender.store.claims import Claim
 from sender.store.engine import Engine, Store, engines
 from sender.store.enqueue import enqueue
 from sender.store.sending import Outcome
+from tests import pg
 
 T0 = 1_700_000_000.0
 ENGINES = engines()
@@ -32,8 +33,13 @@ def engine(request: pytest.FixtureRequest) -> Engine:
 
 
 @pytest.fixture
-async def store(engine: Engine, tmp_path: Path) -> AsyncIterator[Store]:
-    async with engine.open(str(tmp_path / "queue.db"), create=True) as db:
+def target(engine: Engine, tmp_path: Path, request: pytest.FixtureRequest) -> str:
+    return pg.target(engine.name, tmp_path, request)
+
+
+@pytest.fixture
+async def store(engine: Engine, target: str) -> AsyncIterator[Store]:
+    async with engine.open(target, create=True) as db:
         rows = [NewMessage(to=f"r{i}@example.com", subject=f"s{i}", body=f"b{i}", campaign="c")
                 for i in range(3)]
         await enqueue(db, rows, from_addr="team@example.org", from_name=None, domain=None, now=T0)
@@ -100,10 +106,23 @@ async def test_global_pause_stops_every_claim(engine: Engine, store: Store) -> N
     assert len(await _claim(engine, store)) == 3
 
 
+def _psycopg_error() -> Exception:
+    import psycopg
+
+    return psycopg.OperationalError("server closed the connection unexpectedly")
+
+
+# Each engine's own kind of failure, and a queue it cannot find.
+NATIVE_ERROR: dict[str, Callable[[], Exception]] = {
+    "sqlite": lambda: sqlite3.OperationalError("disk I/O error"), "postgres": _psycopg_error}
+ABSENT: dict[str, Callable[[Path], str]] = {
+    "sqlite": lambda tmp: str(tmp / "absent.db"), "postgres": lambda _tmp: pg.absent_database()}
+
+
 async def test_engine_errors_become_store_errors(engine: Engine, tmp_path: Path) -> None:
     """Opening a missing queue is a ``StoreError``; the engine's own exceptions translate to one."""
     with pytest.raises(StoreError):
-        async with engine.open(str(tmp_path / "absent.db")):
+        async with engine.open(ABSENT[engine.name](tmp_path)):
             pass
-    assert isinstance(engine.translate(sqlite3.OperationalError("disk I/O error"), "q.db"), StoreError)
+    assert isinstance(engine.translate(NATIVE_ERROR[engine.name](), "q.db"), StoreError)
     assert engine.translate(ValueError("not ours"), "q.db") is None

@@ -24,6 +24,7 @@ from sender import report
 from sender.intake import NewMessage
 from sender.store import sending, views
 from sender.store.db import open_db
+from sender.store.engine import open_store
 from sender.store.enqueue import enqueue
 from sender.store.sending import Outcome
 
@@ -45,7 +46,9 @@ def fixed_mid(row: int, tag: str = "") -> str:
 
 
 async def _seed(path: str) -> None:
-    async with open_db(path, create=True) as db:
+    """The shared queue, in an SQLite file or (a URL) a PostgreSQL database."""
+    hex_id = "lpad(to_hex(id * 7919), 16, '0')" if "://" in path else "printf('%016x', id * 7919)"
+    async with open_store(path, create=True) as db:
         rows = [NewMessage(to=f"{n}@example.com", subject=f"Hello {n}", body="Hi.", campaign=c,
                            send_at=T0 + off, name=n.title()) for n, c, off in MESSAGES]
         await enqueue(db, rows, from_addr="team@example.org", from_name="Team",
@@ -69,8 +72,7 @@ async def _seed(path: str) -> None:
         await sending.claim(db, worker="w1", worker_id=w1, limit=1, lease=300, now=T0 - 30)
         async with db.write():
             await db.execute("UPDATE workers SET heartbeat_at = ? WHERE id = ?", (T0 - 5, w1))
-            await db.execute("UPDATE messages SET message_id = '<' || id || '.' || "
-                             "printf('%016x', id * 7919) || '@example.org>'")
+            await db.execute(f"UPDATE messages SET message_id = '<' || id || '.' || {hex_id} || '@example.org>'")
             await db.execute("UPDATE send_log SET mid = (SELECT message_id FROM messages m "
                              "WHERE m.id = send_log.message_id)")
             for copy, tag in enumerate(("", "3f2a9c0d1e4b5a66", "9b8c7d6e5f4a3b2c"), start=1):
@@ -126,7 +128,17 @@ async def test_seed_has_every_state(tmp_path: Path) -> None:
 async def test_read_api_returns_the_seeded_rows(tmp_path: Path) -> None:
     """Each monitor query returns exactly the rows its panel must show."""
     path = await aseed(tmp_path / "sending.db")
-    async with open_db(path, readonly=True) as db:
+    await _check_read_api(path)
+
+
+async def test_read_api_returns_the_seeded_rows_on_postgres(pg_database: str) -> None:
+    """The monitor's queries return the same rows from the same queue on PostgreSQL."""
+    await _seed(pg_database)
+    await _check_read_api(pg_database)
+
+
+async def _check_read_api(path: str) -> None:
+    async with open_store(path, readonly=True) as db:
         ov = await views.overview(db, T0)
         q = await views.queue_view(db, T0)
         claims = await views.in_flight(db, T0)

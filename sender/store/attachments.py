@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ..attachments import Attachment, Part
 from ..errors import InputError
+from . import dialect
 from .engine import Store, Tx
 
 
@@ -19,7 +20,7 @@ async def store(db: Store, links: list[tuple[int, tuple[Attachment, ...]]]) -> N
     if not wanted:
         return
     have = {r[0] for r in await db.fetchall(
-        "SELECT sha256 FROM attachments WHERE sha256 IN (SELECT value FROM json_each(?))",
+        f"SELECT sha256 FROM attachments WHERE sha256 IN ({dialect.texts(db, '?')})",
         (json.dumps(sorted(wanted)),))}
     for sha, a in wanted.items():
         if sha in have:
@@ -38,12 +39,12 @@ def load(tx: Tx, ids: Iterable[int]) -> dict[int, tuple[Part, ...]]:
     """In the claim transaction: the parts of claimed rows that have attachments (the claim asks
     only for those; each distinct file is read once per batch)."""
     links = tx.fetchall("SELECT message_id, sha256, filename, content_type FROM message_attachments "
-                        "WHERE message_id IN (SELECT value FROM json_each(?)) ORDER BY message_id, position",
+                        f"WHERE message_id IN ({dialect.ids(tx, '?')}) ORDER BY message_id, position",
                         (json.dumps(list(ids)),))
     if not links:
         return {}
     blobs = {r[0]: bytes(r[1]) for r in tx.fetchall(
-        "SELECT sha256, bytes FROM attachments WHERE sha256 IN (SELECT value FROM json_each(?))",
+        f"SELECT sha256, bytes FROM attachments WHERE sha256 IN ({dialect.texts(tx, '?')})",
         (json.dumps(sorted({r[1] for r in links})),))}
     out: dict[int, list[Part]] = {}
     for row, sha, filename, kind in links:

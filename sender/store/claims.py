@@ -13,14 +13,14 @@ from __future__ import annotations
 import json
 import logging
 import secrets
-import sqlite3
 from collections import defaultdict
 from dataclasses import dataclass
+from typing import Any
 
 from ..attachments import Part
 from ..headers import from_json
 from ..policy import Limit, Policy
-from . import attachments
+from . import attachments, dialect
 from .audit import audit_in
 from .engine import Tx
 from .flags import globally_paused
@@ -70,21 +70,46 @@ UPDATE messages
 RETURNING id
 """
 
+# PostgreSQL: the due rows are locked as they are chosen and rows other claimers hold are
+# skipped (``FOR UPDATE SKIP LOCKED``), so senders on many hosts never wait on each other; the
+# outer ``state = 'scheduled'`` is the same conditional move. ``MATERIALIZED``: as an ``IN``
+# subquery the planner may rescan it, and the batch then exceeded its ``LIMIT``. One ordered scan of the due index
+# replaces SQLite's per-priority union (a planner workaround there).
+_FAST_PG = f"""
+WITH due AS MATERIALIZED (
+    SELECT id FROM messages
+     WHERE state = 'scheduled' AND due_at <= :now AND {_NOT_PAUSED}
+     ORDER BY priority, due_at, id LIMIT :limit FOR UPDATE SKIP LOCKED)
+UPDATE messages AS m
+   SET state = 'sending', claim_token = :token, worker = :worker, lease_until = :lease,
+       updated_at = :now, defer_reason = NULL
+  FROM due
+ WHERE m.id = due.id AND m.state = 'scheduled' AND (m.expires_at IS NULL OR m.expires_at > :now)
+   AND {_GLOBAL_PAUSE}
+RETURNING m.id
+"""
+
 _MOVE = f"""
 UPDATE messages
    SET state = 'sending', claim_token = :token, worker = :worker, lease_until = :lease,
        updated_at = :now, defer_reason = NULL
- WHERE id IN (SELECT value FROM json_each(:ids)) AND +state = 'scheduled' AND {_GLOBAL_PAUSE}
+ WHERE id IN ({{ids}}) AND {{state}} = 'scheduled' AND {_GLOBAL_PAUSE}
 RETURNING id
 """
+_MOVE, _MOVE_PG = (_MOVE.format(ids=dialect.ids(dialect.AS_SQLITE, ":ids"), state="+state"),
+                   _MOVE.format(ids=dialect.ids(dialect.AS_POSTGRES, ":ids"), state="state"))
 
 _CANDIDATES = f"""
 SELECT m.id, m.message_id, r.email, r.tz, c.name, b.from_addr, m.expires_at, m.created_at
-  FROM messages m INDEXED BY messages_due JOIN recipients r ON r.id = m.recipient_id
+  FROM messages m {{indexed}} JOIN recipients r ON r.id = m.recipient_id
   JOIN campaigns c ON c.id = m.campaign_id JOIN message_bodies b ON b.message_id = m.id
  WHERE m.state = 'scheduled' AND m.priority = :prio AND m.due_at <= :now AND m.{_NOT_PAUSED}
- ORDER BY m.due_at, m.id LIMIT :limit
+ ORDER BY m.due_at, m.id LIMIT :limit {{lock}}
 """
+# PostgreSQL: candidates are locked as read (another host's claim skips them, and a row another
+# host holds is not weighed here at all).
+_CANDIDATES, _CANDIDATES_PG = (_CANDIDATES.format(indexed="INDEXED BY messages_due", lock=""),
+                               _CANDIDATES.format(indexed="", lock="FOR UPDATE OF m SKIP LOCKED"))
 
 _LOG = """
 INSERT INTO send_log(message_id, dedupe_key, mid, recipient, campaign, sender, attempt, worker,
@@ -93,30 +118,49 @@ SELECT m.id, m.dedupe_key, m.message_id, r.email, c.name, b.from_addr, m.attempt
        :token, 'sending', :now
   FROM messages m JOIN recipients r ON r.id = m.recipient_id JOIN campaigns c ON c.id = m.campaign_id
   JOIN message_bodies b ON b.message_id = m.id
- WHERE m.id IN (SELECT value FROM json_each(:ids))
+ WHERE m.id IN ({ids})
 """
+# PostgreSQL: SendLog ids in row order, as SQLite's plan gives them (the join's order is not).
+_LOG, _LOG_PG = (_LOG.format(ids=dialect.ids(dialect.AS_SQLITE, ":ids")),
+                 _LOG.format(ids=dialect.ids(dialect.AS_POSTGRES, ":ids")) + " ORDER BY m.id")
 
 _DETAILS = """
 SELECT m.id, m.message_id, m.attempts + 1, r.email, coalesce(b.to_name, r.name), c.name,
        b.from_addr, b.from_name, b.subject, b.body_text, b.body_html, b.reply_to, b.headers, b.attachments
   FROM messages m JOIN recipients r ON r.id = m.recipient_id
   JOIN campaigns c ON c.id = m.campaign_id JOIN message_bodies b ON b.message_id = m.id
- WHERE m.id IN (SELECT value FROM json_each(:ids))
+ WHERE m.id IN ({ids})
  ORDER BY m.priority, m.due_at, m.id
 """
+_DETAILS, _DETAILS_PG = (_DETAILS.format(ids=dialect.ids(dialect.AS_SQLITE, ":ids")),
+                         _DETAILS.format(ids=dialect.ids(dialect.AS_POSTGRES, ":ids")))
 
 _EXPIRE = """
 UPDATE messages SET state = 'expired', updated_at = :now, defer_reason = NULL,
        last_reply = 'expired: past expires_at, never sent'
- WHERE id IN (SELECT id FROM messages INDEXED BY messages_expiry
+ WHERE id IN (SELECT id FROM messages {indexed}
                WHERE state = 'scheduled' AND expires_at IS NOT NULL AND expires_at <= :now)
 RETURNING id, message_id
 """
+# PostgreSQL: rows other sessions hold are skipped, not waited for, and the state is checked again
+# on the row itself (as an ``IN`` subquery, a row another host claimed meanwhile would still match
+# once its lock was released, and a claimed row would turn ``expired``).
+_EXPIRE_PG = """
+WITH due AS MATERIALIZED (
+    SELECT id FROM messages WHERE state = 'scheduled' AND expires_at IS NOT NULL AND expires_at <= :now
+       FOR UPDATE SKIP LOCKED)
+UPDATE messages AS m SET state = 'expired', updated_at = :now, defer_reason = NULL,
+       last_reply = 'expired: past expires_at, never sent'
+  FROM due
+ WHERE m.id = due.id AND m.state = 'scheduled'
+RETURNING m.id, m.message_id
+"""
+_EXPIRE = _EXPIRE.format(indexed="INDEXED BY messages_expiry")
 
 
 def expire_due(tx: Tx, now: float, worker: str) -> None:
     """``scheduled -> expired`` past ``expires_at`` (claims also skip them, so none is ever sent)."""
-    for row_id, mid in tx.fetchall(_EXPIRE, {"now": now}):
+    for row_id, mid in tx.fetchall(dialect.pick(tx, sqlite=_EXPIRE, postgres=_EXPIRE_PG), {"now": now}):
         log.warning("row=%s mid=%s worker=%s scheduled->expired reason=past expires_at", row_id, mid, worker)
 
 
@@ -137,8 +181,9 @@ def claim(tx: Tx, policy: Policy | None, *, worker: str, worker_id: int, limit: 
             continue
         id_list = json.dumps(ids)
         try:
-            tx.execute(_LOG, {"worker": worker, "token": token, "now": now, "ids": id_list})
-        except sqlite3.IntegrityError as exc:
+            tx.execute(dialect.pick(tx, sqlite=_LOG, postgres=_LOG_PG),
+                       {"worker": worker, "token": token, "now": now, "ids": id_list})
+        except tx.IntegrityError as exc:
             tx.execute("ROLLBACK TO claim")
             tx.execute("RELEASE claim")
             if not _quarantine(tx, ids, worker, now, str(exc)):
@@ -146,7 +191,7 @@ def claim(tx: Tx, policy: Policy | None, *, worker: str, worker_id: int, limit: 
             refused += 1
             continue
         tx.execute("RELEASE claim")
-        details = tx.fetchall(_DETAILS, {"ids": id_list})
+        details = tx.fetchall(dialect.pick(tx, sqlite=_DETAILS, postgres=_DETAILS_PG), {"ids": id_list})
         with_files = [r[0] for r in details if r[13]]
         parts = attachments.load(tx, with_files) if with_files else {}
         return [Claim(id=r[0], mid=r[1], token=token, attempt=r[2], recipient=r[3], to_name=r[4],
@@ -162,13 +207,15 @@ def claim(tx: Tx, policy: Policy | None, *, worker: str, worker_id: int, limit: 
 _SUPPRESSED = """
 SELECT m.id, m.message_id, 'suppressed: recipient ' || s.reason || coalesce(' (' || nullif(s.source, '') || ')', '')
   FROM messages m JOIN recipients r ON r.id = m.recipient_id JOIN suppressions s ON s.email = r.email
- WHERE m.id IN (SELECT value FROM json_each(:ids))
+ WHERE m.id IN ({ids})
 """
+_SUPPRESSED, _SUPPRESSED_PG = (_SUPPRESSED.format(ids=dialect.ids(dialect.AS_SQLITE, ":ids")),
+                               _SUPPRESSED.format(ids=dialect.ids(dialect.AS_POSTGRES, ":ids")))
 
 
 def _drop_suppressed(tx: Tx, ids: list[int], now: float, worker: str) -> list[int]:
     """Move chosen rows whose recipient is suppressed to ``suppressed``; return the others."""
-    gone = tx.fetchall(_SUPPRESSED, {"ids": json.dumps(ids)})
+    gone = tx.fetchall(dialect.pick(tx, sqlite=_SUPPRESSED, postgres=_SUPPRESSED_PG), {"ids": json.dumps(ids)})
     if not gone:
         return ids
     for row_id, mid, reason in gone:
@@ -187,14 +234,15 @@ def _choose(tx: Tx, policy: Policy | None, params: dict[str, object], limit: int
         if globally_paused(tx):
             return []
         chosen = _apply_policy(tx, policy, limit, now, worker)
-        return [r[0] for r in tx.fetchall(_MOVE, {**params, "ids": json.dumps(chosen)})] if chosen else []
-    return [r[0] for r in tx.fetchall(_FAST, {**params, "limit": limit})]
+        move = dialect.pick(tx, sqlite=_MOVE, postgres=_MOVE_PG)
+        return [r[0] for r in tx.fetchall(move, {**params, "ids": json.dumps(chosen)})] if chosen else []
+    return [r[0] for r in tx.fetchall(dialect.pick(tx, sqlite=_FAST, postgres=_FAST_PG), {**params, "limit": limit})]
 
 
 def _quarantine(tx: Tx, ids: list[int], worker: str, now: float, error: str) -> int:
     """Rows the SendLog index refused: a live attempt already exists, so never send; surface it."""
     rows = tx.fetchall(
-        "SELECT m.id, m.message_id FROM messages m WHERE m.id IN (SELECT value FROM json_each(?)) "
+        f"SELECT m.id, m.message_id FROM messages m WHERE m.id IN ({dialect.ids(tx, '?')}) "
         f"AND m.state = 'scheduled' AND EXISTS (SELECT 1 FROM send_log s WHERE s.status IN {LIVE_SQL} "
         "AND (s.message_id = m.id OR s.dedupe_key = m.dedupe_key))",
         (json.dumps(ids),))
@@ -219,11 +267,13 @@ class _Batch:
 
 def _apply_policy(tx: Tx, policy: Policy, limit: int, now: float, worker: str) -> list[int]:
     scan = max(4 * limit, 16)
-    candidates: list[sqlite3.Row] = []
+    candidates: list[Any] = []
+    select = dialect.pick(tx, sqlite=_CANDIDATES, postgres=_CANDIDATES_PG)
     for prio in (0, 1, 2):
         if len(candidates) < scan:
-            candidates += tx.fetchall(_CANDIDATES, {"prio": prio, "now": now,
+            candidates += tx.fetchall(select, {"prio": prio, "now": now,
                                                           "limit": scan - len(candidates)})
+    _lock_counted(tx, policy, candidates)
     batch = _Batch(defaultdict(int), defaultdict(int))
     chosen: list[int] = []
     for row_id, mid, email, tz, campaign, sender, expires_at, created_at in candidates:
@@ -249,6 +299,30 @@ def _apply_policy(tx: Tx, policy: Policy, limit: int, now: float, worker: str) -
         batch.recipient[(email.lower(), campaign)] += 1
         batch.sender[sender.lower()] += 1
     return chosen
+
+
+# PostgreSQL: one transaction-level advisory lock per recipient and per From account whose limits
+# this claim is about to count, taken in one sorted statement (no two claimers wait on each other
+# in opposite orders). A second host counting the same recipient or account waits until the first
+# commits, and its next statement then sees the first's SendLog rows: the limits hold across hosts.
+# SQLite needs none: ``BEGIN IMMEDIATE`` already lets one claim count at a time.
+_LOCK_KEYS = """
+SELECT count(pg_advisory_xact_lock(hashtextextended(k, 0)))
+  FROM (SELECT DISTINCT unnest(CAST(? AS text[])) AS k ORDER BY 1) AS keys
+"""
+
+
+def _lock_counted(tx: Tx, policy: Policy, candidates: list[Any]) -> None:
+    if tx.dialect != dialect.POSTGRES or not candidates:
+        return
+    keys: set[str] = set()
+    if policy.recipient_cap is not None or any(
+            policy.for_campaign(c[4]).recipient_cap is not None for c in candidates):
+        keys |= {f"sender:recipient:{c[2].lower()}" for c in candidates}
+    if policy.rate is not None or policy.daily_cap is not None:
+        keys |= {f"sender:account:{c[5].lower()}" for c in candidates}
+    if keys:
+        tx.fetchone(_LOCK_KEYS, (sorted(keys),))
 
 
 def _held_until(tx: Tx, policy: Policy, batch: _Batch, email: str, tz: str | None,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from . import dialect
 from .engine import Store
 from .states import ATTEMPTED_SQL, STATES
 
@@ -48,7 +49,7 @@ async def worker_counts(db: Store, now: float, dead_after: float = WORKER_DEAD_A
     """
     running = await db.fetchone(
         f"SELECT coalesce(sum(heartbeat_at >= {DEAD_CUT_SQL}), 0), coalesce(sum(heartbeat_at < {DEAD_CUT_SQL}), 0) "
-        "FROM workers INDEXED BY workers_running WHERE stopped_at IS NULL",
+        f"FROM workers {dialect.pick(db, sqlite='INDEXED BY workers_running', postgres='')} WHERE stopped_at IS NULL",
         {"now": now, "dead_after": dead_after, "misses": HEARTBEAT_MISSES})
     stopped = await db.fetchone(
         "SELECT count(*) FROM workers WHERE heartbeat_at >= :since AND stopped_at IS NOT NULL",

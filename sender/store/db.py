@@ -70,6 +70,9 @@ class SyncTx:
     """The raw connection inside ``Database.transaction``: the same three calls as ``Database``,
     synchronous, on the database thread. Hot-path transactions are written against this."""
 
+    dialect = "sqlite"
+    IntegrityError = sqlite3.IntegrityError
+
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
 
@@ -115,6 +118,8 @@ def _run_transaction(conn: sqlite3.Connection, fn: Callable[[SyncTx], T]) -> T:
 
 class Database:
     """An open queue file. Use ``open_db``; do not construct directly."""
+
+    dialect = "sqlite"
 
     def __init__(self, conn: aiosqlite.Connection, path: str, readonly: bool) -> None:
         self.conn = conn
@@ -171,11 +176,13 @@ class Database:
             _reraise(exc, self.path)
         return cursor.rowcount  # the cursor holds no statement open once a write has run
 
-    async def executemany(self, sql: str, rows: Iterable[Sequence[Any] | dict[str, Any]]) -> None:
+    async def executemany(self, sql: str, rows: Iterable[Sequence[Any] | dict[str, Any]]) -> int:
+        """One statement per row; the rows changed in all (sqlite3 sums ``rowcount`` over them)."""
         try:
-            await self.conn.executemany(sql, rows)
+            cursor = await self.conn.executemany(sql, rows)
         except sqlite3.DatabaseError as exc:
             _reraise(exc, self.path)
+        return cursor.rowcount
 
     async def transaction(self, fn: Callable[[SyncTx], T]) -> T:
         """Run ``fn`` inside one durable ``BEGIN IMMEDIATE`` transaction in a single trip to

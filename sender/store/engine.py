@@ -26,7 +26,14 @@ Params = Sequence[Any] | dict[str, Any]
 
 
 class Tx(Protocol):
-    """One open transaction, run synchronously (the claim and the outcome writes)."""
+    """One open transaction, run synchronously (the claim and the outcome writes). ``dialect``
+    picks statement variants (``dialect.pick``); ``IntegrityError`` is the driver's class for a
+    refused unique index (the claim's savepoint fallback catches it)."""
+
+    dialect: str
+
+    @property
+    def IntegrityError(self) -> type[Exception]: ...
 
     def fetchall(self, sql: str, params: Params = ()) -> Sequence[Any]: ...
 
@@ -40,6 +47,7 @@ class Store(Protocol):
 
     path: str
     readonly: bool
+    dialect: str
 
     @property
     def engine(self) -> Engine: ...
@@ -50,7 +58,9 @@ class Store(Protocol):
 
     async def execute(self, sql: str, params: Params = ()) -> int: ...
 
-    async def executemany(self, sql: str, rows: Iterable[Params]) -> None: ...
+    async def executemany(self, sql: str, rows: Iterable[Params]) -> int:
+        """Run one statement per row; return the number of rows they changed in all."""
+        ...
 
     async def transaction(self, fn: Callable[[Tx], T]) -> T: ...
 
@@ -92,12 +102,17 @@ class Engine(Protocol):
         """The store's error for an engine exception, or None if it is not the engine's."""
         ...
 
+    async def now(self, db: Store) -> float:
+        """The database's clock, in epoch seconds (SQLite's is this host's)."""
+        ...
+
 
 def engines() -> dict[str, Engine]:
     """Every engine present, by name (the contract tests run on each); SQLite, the default, last."""
-    from .sqlite import ENGINE
+    from .postgres import ENGINE as POSTGRES
+    from .sqlite import ENGINE as SQLITE
 
-    return {ENGINE.name: ENGINE}
+    return {POSTGRES.name: POSTGRES, SQLITE.name: SQLITE}
 
 
 def engine_for(target: str) -> Engine:

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from ..headers import to_json as headers_json
 from ..intake import NewMessage
 from ..message import make_message_id
+from . import dialect
 from .attachments import store as store_attachments
 from .engine import Store
 
@@ -54,7 +55,7 @@ async def _enqueue_chunk(db: Store, rows: list[NewMessage], campaigns: dict[str,
                          now: float) -> tuple[int, int]:
     keys = json.dumps([r.key for r in rows])
     seen = {r[0] for r in await db.fetchall(
-        "SELECT dedupe_key FROM messages WHERE dedupe_key IN (SELECT value FROM json_each(?))", (keys,))}
+        f"SELECT dedupe_key FROM messages WHERE dedupe_key IN ({dialect.texts(db, '?')})", (keys,))}
     fresh: list[NewMessage] = []
     for r in rows:
         if r.key not in seen:
@@ -70,10 +71,10 @@ async def _enqueue_chunk(db: Store, rows: list[NewMessage], campaigns: dict[str,
 
     await db.executemany(
         "INSERT INTO recipients(email, name) VALUES (?, ?) "
-        "ON CONFLICT(email) DO UPDATE SET name = coalesce(excluded.name, name)",
+        "ON CONFLICT(email) DO UPDATE SET name = coalesce(excluded.name, recipients.name)",
         [(r.to, r.name) for r in fresh])
     recipient_ids = {row[1].lower(): row[0] for row in await db.fetchall(
-        "SELECT id, email FROM recipients WHERE email IN (SELECT value FROM json_each(?))",
+        f"SELECT id, email FROM recipients WHERE email IN ({dialect.texts(db, '?')})",
         (json.dumps([r.to for r in fresh]),))}
 
     base = (await db.fetchone("SELECT coalesce(max(id), 0) FROM messages"))[0]  # type: ignore[index]

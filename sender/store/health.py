@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-from . import flags
+from . import dialect, flags
 from .engine import Store
 
 SPARK_MINUTES = 30
@@ -56,9 +56,12 @@ class Health:
 async def health(db: Store, now: float) -> Health:
     since = now - SPARK_MINUTES * 60.0
     buckets: dict[int, dict[str, int]] = {}
+    # PostgreSQL's CAST rounds where SQLite's truncates: floor() keeps the same minutes.
+    minute_of = dialect.pick(db, sqlite="CAST((:now - claimed_at) / 60 AS INTEGER)",
+                             postgres="CAST(floor((:now - claimed_at) / 60) AS integer)")
     for minute, status, n in await db.fetchall(
-            "SELECT CAST((:now - claimed_at) / 60 AS INTEGER), status, count(*) "
-            "FROM send_log INDEXED BY send_log_claimed WHERE claimed_at > :since "
+            f"SELECT {minute_of}, status, count(*) "
+            f"FROM send_log {dialect.indexed(db, 'send_log_claimed')} WHERE claimed_at > :since "
             "AND claimed_at <= :now AND status IN ('sent', 'retry', 'failed', 'unknown') "
             "GROUP BY 1, 2", {"now": now, "since": since}):
         buckets.setdefault(minute, {})[status] = n
@@ -68,8 +71,8 @@ async def health(db: Store, now: float) -> Health:
     recent = Minute(sum(m.sent for m in recent_minutes), sum(m.retried for m in recent_minutes),
                     sum(m.failed for m in recent_minutes))
     top = await db.fetchone(
-        "SELECT trim(coalesce(smtp_code, '') || ' ' || coalesce(smtp_reply, '')), count(*) "
-        "FROM send_log INDEXED BY send_log_claimed WHERE claimed_at > ? "
+        "SELECT trim(coalesce(CAST(smtp_code AS TEXT), '') || ' ' || coalesce(smtp_reply, '')), count(*) "
+        f"FROM send_log {dialect.indexed(db, 'send_log_claimed')} WHERE claimed_at > ? "
         "AND status IN ('retry', 'failed', 'unknown') GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 1",
         (now - RECENT,))
     pause = await flags.pause_state(db)
@@ -113,7 +116,7 @@ async def worker_activity(db: Store, now: float) -> dict[str, WorkerActivity]:
     """Sent and failed attempts of the last hour, per worker name."""
     return {r[0]: WorkerActivity(r[1], r[2]) for r in await db.fetchall(
         "SELECT worker, sum(status = 'sent'), sum(status IN ('failed', 'unknown')) "
-        "FROM send_log INDEXED BY send_log_claimed WHERE claimed_at > ? GROUP BY worker",
+        f"FROM send_log {dialect.indexed(db, 'send_log_claimed')} WHERE claimed_at > ? GROUP BY worker",
         (now - WORKER_ACTIVITY,))}
 
 
@@ -148,7 +151,7 @@ async def mailboxes(db: Store, limit: int = 20) -> dict[str, float]:
     source = ""
     for _ in range(limit):
         row = await db.fetchone(
-            "SELECT source, max(observed_at) FROM observations WHERE source = "
+            "SELECT min(source), max(observed_at) FROM observations WHERE source = "
             "(SELECT min(source) FROM observations WHERE source > ?)", (source,))
         if row is None or row[0] is None:
             break

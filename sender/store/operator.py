@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from ..errors import UsageError
+from . import dialect
 from .audit import audit
 from .engine import Store
 from .selection import Selection, where
@@ -33,7 +34,7 @@ async def _rows_in(db: Store, ids: Sequence[int], state: str, action: str) -> li
     if not ids:
         raise UsageError(f"{action}: no message ids given")
     rows = await db.fetchall(
-        "SELECT id, state, message_id, claim_token FROM messages WHERE id IN (SELECT value FROM json_each(?))",
+        f"SELECT id, state, message_id, claim_token FROM messages WHERE id IN ({dialect.ids(db, '?')})",
         (json.dumps(list(ids)),))
     found = {r[0]: r for r in rows}
     missing = [i for i in ids if i not in found]
@@ -109,7 +110,7 @@ async def mark_found(db: Store, mids: Iterable[str], *, actor: str, now: float, 
             chunk = json.dumps(found[start:start + 500])
             rows = await db.fetchall(
                 "SELECT id FROM messages WHERE state = 'unknown' "
-                "AND message_id IN (SELECT value FROM json_each(?))", (chunk,))
+                f"AND message_id IN ({dialect.texts(db, '?')})", (chunk,))
             changed.extend(r[0] for r in rows)
         for row_id in changed:
             await db.execute("UPDATE messages SET state = 'sent', updated_at = ?, last_reply = ? "
@@ -163,7 +164,7 @@ async def _check_names(db: Store, sel: Selection) -> None:
         raise UsageError(f"no such campaign: {sel.campaign!r}")
     if sel.rows:
         found = {r[0] for r in await db.fetchall(
-            "SELECT id FROM messages WHERE id IN (SELECT value FROM json_each(?))",
+            f"SELECT id FROM messages WHERE id IN ({dialect.ids(db, '?')})",
             (json.dumps(list(sel.rows)),))}
         missing = [str(r) for r in sel.rows if r not in found]
         if missing:
@@ -171,7 +172,7 @@ async def _check_names(db: Store, sel: Selection) -> None:
 
 
 async def count_selected(db: Store, sel: Selection) -> int:
-    cond, params = where(sel)
+    cond, params = where(sel, db)
     row = await db.fetchone(f"SELECT count(*) FROM messages m WHERE {cond}", params)
     return row[0] if row else 0
 
@@ -202,7 +203,7 @@ async def bulk(db: Store, kind: BulkKind, sel: Selection, *, actor: str, now: fl
 
 async def _bulk_update(db: Store, kind: BulkKind, sel: Selection, *, actor: str, now: float,
                        reason: str) -> list[int]:
-    cond, params = where(sel)
+    cond, params = where(sel, db)
     params = {**params, "now": now, "note": f"{kind} by {actor}" + (f": {reason}" if reason else "")}
     if kind == "retry":
         sql = ("UPDATE messages AS m SET state = 'scheduled', attempts = 0, due_at = :now, "
@@ -223,7 +224,7 @@ async def _bulk_update(db: Store, kind: BulkKind, sel: Selection, *, actor: str,
         await db.execute(
             "UPDATE send_log SET status = :status, finished_at = coalesce(finished_at, :now), "
             "smtp_reply = coalesce(smtp_reply || '; ', '') || :note "
-            "WHERE status = 'unknown' AND message_id IN (SELECT value FROM json_each(:ids))",
+            f"WHERE status = 'unknown' AND message_id IN ({dialect.ids(db, ':ids')})",
             {"status": {"sent": "sent", "failed": "failed", "requeue": "requeued"}[as_],
              "now": now, "note": f"resolved by {actor}: {as_}", "ids": json.dumps(ids)})
     return ids

@@ -41,7 +41,7 @@ from ..report.model import (
     StaleClaim,
     UnknownMessage,
 )
-from . import counts
+from . import counts, dialect
 from .counts import worker_of_token
 from .engine import Store
 from .states import LIVE_SQL
@@ -171,7 +171,7 @@ SELECT recipient, campaign, min(at) FROM seen
 
 _MULTI_LOG_DETAIL = f"""
 SELECT s.recipient, s.campaign, s.mid, min(s.claimed_at), max(s.message_id)
-  FROM json_each(:pairs) j JOIN send_log s
+  FROM {{pairs}} j JOIN send_log s
     ON s.recipient = json_extract(j.value, '$[0]') AND s.campaign = json_extract(j.value, '$[1]')
  WHERE s.claimed_at BETWEEN :since AND :now AND s.status IN {LIVE_SQL}
  GROUP BY s.recipient, s.campaign, s.mid
@@ -179,7 +179,7 @@ SELECT s.recipient, s.campaign, s.mid, min(s.claimed_at), max(s.message_id)
 
 _MULTI_SEEN_DETAIL = """
 SELECT r.email, c.name, o.mid, min(o.at), count(*), max(o.row_id)
-  FROM json_each(:pairs) j
+  FROM {pairs} j
   JOIN recipients r ON r.email = json_extract(j.value, '$[0]')
   JOIN campaigns c ON c.name = json_extract(j.value, '$[1]')
   JOIN messages m ON m.recipient_id = r.id AND m.campaign_id = c.id
@@ -200,9 +200,11 @@ async def multi_sends(db: Store, since: float, now: float, *, limit: int = LIMIT
         return []
     params["pairs"] = json.dumps(pairs)
     seen: dict[tuple[str, str], dict[str, list[Any]]] = {pair: {} for pair in pairs}
-    for rcpt, campaign, mid, at, row in await db.fetchall(_MULTI_LOG_DETAIL, params):
+    each_pair = dialect.arrays(db, ":pairs")
+    for rcpt, campaign, mid, at, row in await db.fetchall(_MULTI_LOG_DETAIL.format(pairs=each_pair), params):
         seen[(rcpt, campaign)][mid] = [at, True, 0, row]
-    for rcpt, campaign, mid, at, copies, row in await db.fetchall(_MULTI_SEEN_DETAIL, params):
+    for rcpt, campaign, mid, at, copies, row in await db.fetchall(_MULTI_SEEN_DETAIL.format(pairs=each_pair),
+                                                                params):
         entry = seen[(rcpt, campaign)].setdefault(mid, [at, False, 0, row])
         entry[0], entry[2] = min(entry[0], at), copies
     return [MultiSend(pair[0], pair[1], tuple(sorted(
@@ -245,7 +247,7 @@ async def stale_claims(db: Store, now: float, *, limit: int = LIMIT,
         "  FROM messages m JOIN recipients r ON r.id = m.recipient_id "
         "  JOIN campaigns c ON c.id = m.campaign_id "
         f"  LEFT JOIN workers w ON w.id = {worker_of_token('m.claim_token')} "
-        " WHERE m.id IN (SELECT id FROM messages INDEXED BY messages_lease "
+        f" WHERE m.id IN (SELECT id FROM messages {dialect.indexed(db, 'messages_lease')} "
         "                 WHERE state = 'sending' AND lease_until < ? "
         "                 ORDER BY lease_until, id LIMIT ? OFFSET ?) "
         " ORDER BY m.lease_until, m.id", (now, limit, offset))
@@ -280,7 +282,7 @@ async def missing(db: Store, since: float, now: float, sources: Sequence[str], *
 async def _missing_start(db: Store, since: float, sources: Sequence[str]) -> float:
     row = await db.fetchone(
         "SELECT min((SELECT min(o.at) FROM observations o WHERE o.source = j.value)) "
-        "FROM json_each(?) j", (json.dumps(list(sources)),))
+        f"FROM {dialect.each(db, '?')} j", (json.dumps(list(sources)),))
     return since if row is None or row[0] is None else max(since, row[0] - MISSING_SLACK)
 
 
@@ -306,7 +308,7 @@ async def count_unknown(db: Store) -> int:
 async def count_stale_claims(db: Store, now: float) -> int:
     """A walk of the ``messages_lease`` partial index (its size is the claims in flight)."""
     row = await db.fetchone(
-        "SELECT count(*) FROM messages INDEXED BY messages_lease "
+        f"SELECT count(*) FROM messages {dialect.indexed(db, 'messages_lease')} "
         "WHERE state = 'sending' AND lease_until < ?", (now,))
     return row[0] if row else 0
 
@@ -337,7 +339,7 @@ async def _rows_info(db: Store, rows: Sequence[int | None]) -> dict[int, tuple[s
         return {}
     return {r[0]: (r[1], r[2], r[3]) for r in await db.fetchall(
         "SELECT m.id, m.state, m.message_id, c.name FROM messages m "
-        "JOIN campaigns c ON c.id = m.campaign_id WHERE m.id IN (SELECT value FROM json_each(?))",
+        f"JOIN campaigns c ON c.id = m.campaign_id WHERE m.id IN ({dialect.ids(db, '?')})",
         (json.dumps(ids),))}
 
 
@@ -346,7 +348,7 @@ async def _attempts(db: Store, mids: Sequence[str]) -> dict[str, tuple[str, ...]
         return {}
     out: dict[str, list[str]] = {}
     for mid, status in await db.fetchall(
-            "SELECT mid, status FROM send_log WHERE mid IN (SELECT value FROM json_each(?)) "
+            f"SELECT mid, status FROM send_log WHERE mid IN ({dialect.texts(db, '?')}) "
             "ORDER BY mid, id", (json.dumps(sorted(set(mids))),)):
         out.setdefault(mid, []).append(status)
     return {mid: tuple(statuses) for mid, statuses in out.items()}

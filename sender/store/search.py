@@ -14,9 +14,9 @@ import json
 from dataclasses import dataclass, replace
 
 from ..errors import UsageError
-from . import counts
+from . import counts, dialect
 from .engine import Store
-from .selection import FRAGMENT_CAP, FTS_MIN, REPLY_STATES, Selection, parse_search, resolve, where
+from .selection import FRAGMENT_CAP, FTS_MIN, REPLY_STATES, Selection, escape_like, parse_search, resolve, where
 
 PAGE = 100
 SORT_CAP = 20_000
@@ -112,16 +112,16 @@ async def select(db: Store, sel: Selection, *, text: str = "", offset: int = 0,
             order = natural
             key = order.removeprefix("-")
     direction = "DESC" if order.startswith("-") else "ASC"
-    cond, params = where(sel)
+    cond, params = where(sel, db)
     column = ORDERS[key]
     if sel.fragment is not None:
         # Keep the plan on the addresses' index: ordered by rowid, SQLite would walk the whole
         # table backwards looking for the few rows whose address matches.
-        column = "+" + column
+        column = dialect.pick(db, sqlite="+" + column, postgres=column)
     ordering = f"ORDER BY {column} {direction}, m.id {direction}"
     # The page's ids first (an index walk, joining only what the order needs), then its rows:
     # sorting whole joined rows made SQLite read far more than a page.
-    joins = _CROSS_JOINS if key in ("recipient", "campaign") else ""
+    joins = dialect.pick(db, sqlite=_CROSS_JOINS, postgres=_JOINS) if key in ("recipient", "campaign") else ""
     page_sql = (f"SELECT m.id FROM messages m {joins} WHERE {cond} {ordering} "
                 "LIMIT :limit OFFSET :offset")
 
@@ -145,7 +145,7 @@ async def select(db: Store, sel: Selection, *, text: str = "", offset: int = 0,
                 offset = max(0, min(offset, max(0, total - 1)))
                 page = await ids(offset)
     found = {r[0]: r for r in await db.fetchall(
-        f"{_ROWS} WHERE m.id IN (SELECT value FROM json_each(:ids))", {"ids": json.dumps(page)})}
+        f"{_ROWS} WHERE m.id IN ({dialect.ids(db, ':ids')})", {"ids": json.dumps(page)})}
     rows = [found[i] for i in page if i in found]
     return SearchPage(text=text, selection=sel, total=total, offset=offset,
                       rows=[Found(*r) for r in rows], order=order, sort_note=note, capped=capped)
@@ -172,7 +172,7 @@ def _natural_order(sel: Selection) -> str:
 
 
 async def _count_upto(db: Store, sel: Selection, cap: int) -> int:
-    cond, params = where(sel)
+    cond, params = where(sel, db)
     row = await db.fetchone(f"SELECT count(*) FROM (SELECT 1 FROM messages m WHERE {cond} LIMIT :cap)",
                             {**params, "cap": cap})
     return row[0] if row else 0
@@ -188,7 +188,10 @@ async def _fragment_capped(db: Store, sel: Selection, matched: int) -> bool:
     match is that large: each address has at least one message)."""
     if sel.fragment is None or matched < FRAGMENT_CAP or len(sel.fragment) < FTS_MIN:
         return False
-    row = await db.fetchone(
-        "SELECT count(*) FROM (SELECT rowid FROM recipients_fts WHERE recipients_fts MATCH ? "
-        "LIMIT ?)", ('"' + sel.fragment.replace('"', '""') + '"', FRAGMENT_CAP + 1))
+    row = await db.fetchone(dialect.pick(
+        db, sqlite="SELECT count(*) FROM (SELECT rowid FROM recipients_fts WHERE recipients_fts MATCH ? LIMIT ?)",
+        postgres="SELECT count(*) FROM (SELECT id FROM recipients WHERE CAST(email AS text) LIKE ? ESCAPE '\\' "
+                 "LIMIT ?)"),
+        (dialect.pick(db, sqlite='"' + sel.fragment.replace('"', '""') + '"',
+                      postgres=f"%{escape_like(sel.fragment)}%"), FRAGMENT_CAP + 1))
     return bool(row and row[0] > FRAGMENT_CAP)

@@ -16,6 +16,8 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ..errors import UsageError
+from . import dialect
+from .dialect import AS_SQLITE, Speaks
 from .states import STATES
 
 # The state whose last reply is searched when no state is named: a reply search is nearly
@@ -72,8 +74,8 @@ class Selection:
         return replace(self, states=()).empty
 
 
-def where(sel: Selection) -> tuple[str, dict[str, Any]]:
-    """``sel`` as a condition on ``messages m`` and its named parameters.
+def where(sel: Selection, db: Speaks = AS_SQLITE) -> tuple[str, dict[str, Any]]:
+    """``sel`` as a condition on ``messages m`` and its named parameters, in ``db``'s dialect.
 
     A ``since`` without states walks every state's range of ``messages_state_updated``
     instead of the whole table.
@@ -102,7 +104,7 @@ def where(sel: Selection) -> tuple[str, dict[str, Any]]:
         terms.append("m.updated_at >= :since")
         params["since"] = sel.since
     if sel.rows:
-        terms.append("m.id IN (SELECT value FROM json_each(:rows))")
+        terms.append(f"m.id IN ({dialect.ids(db, ':rows')})")
         params["rows"] = json.dumps(list(sel.rows))
     if sel.mid is not None:
         terms.append("m.message_id = :mid")
@@ -111,15 +113,17 @@ def where(sel: Selection) -> tuple[str, dict[str, Any]]:
         terms.append("m.recipient_id = (SELECT id FROM recipients WHERE email = :recipient)")
         params["recipient"] = sel.recipient
     if sel.fragment is not None:
-        if len(sel.fragment) >= FTS_MIN:
+        if len(sel.fragment) >= FTS_MIN and db.dialect == dialect.SQLITE:
             terms.append("m.recipient_id IN (SELECT rowid FROM recipients_fts "
                          f"WHERE recipients_fts MATCH :phrase LIMIT {FRAGMENT_CAP})")
             params["phrase"] = '"' + sel.fragment.replace('"', '""') + '"'
         else:
+            # PostgreSQL: the LIKE is answered by the pg_trgm index on the addresses.
+            email = dialect.pick(db, sqlite="email", postgres="CAST(email AS text)")
             terms.append("m.recipient_id IN (SELECT id FROM recipients "
-                         f"WHERE email LIKE :fragment ESCAPE '\\' LIMIT {FRAGMENT_CAP})")
+                         f"WHERE {email} LIKE :fragment ESCAPE '\\' LIMIT {FRAGMENT_CAP})")
             params["fragment"] = f"%{escape_like(sel.fragment)}%"
-    return (" AND ".join(terms) or "1"), params
+    return (" AND ".join(terms) or "TRUE"), params
 
 
 def escape_like(text: str) -> str:

@@ -18,7 +18,7 @@ from typing import Literal
 
 from ..journal import StartEvidence, worker_of
 from ..policy import Policy
-from . import claims, flags
+from . import claims, dialect, flags
 from .claims import Claim
 from .engine import Store, Tx
 
@@ -135,6 +135,27 @@ UPDATE messages AS m
 RETURNING id
 """
 
+# PostgreSQL: the same two statements over ``jsonb_array_elements`` (one array per outcome).
+_RECORD_MESSAGES_PG = """
+UPDATE messages AS m
+   SET state = j.state, attempts = m.attempts + j.counts, last_reply = j.reply,
+       due_at = coalesce(j.due, m.due_at), lease_until = NULL, updated_at = :now
+  FROM (SELECT CAST(e->>0 AS bigint) AS id, e->>1 AS token, e->>2 AS state,
+               CAST(e->>3 AS integer) AS counts, e->>4 AS reply, CAST(e->>5 AS double precision) AS due
+          FROM jsonb_array_elements(CAST(:rows AS jsonb)) AS e) AS j
+ WHERE m.id = j.id AND m.claim_token = j.token AND m.state IN ('sending', 'unknown')
+RETURNING m.id
+"""
+
+_RECORD_LOG_PG = """
+UPDATE send_log AS s
+   SET status = j.status, finished_at = :now, smtp_code = j.code, smtp_reply = j.reply
+  FROM (SELECT CAST(e->>0 AS bigint) AS id, e->>1 AS token, e->>2 AS status,
+               CAST(e->>3 AS integer) AS code, e->>4 AS reply
+          FROM jsonb_array_elements(CAST(:rows AS jsonb)) AS e) AS j
+ WHERE s.message_id = j.id AND s.claim_token = j.token AND s.status IN ('sending', 'unknown')
+"""
+
 _RECORD_LOG = """
 UPDATE send_log AS s
    SET status = j.status, finished_at = :now, smtp_code = j.code, smtp_reply = j.reply
@@ -152,14 +173,16 @@ def record_in(tx: Tx, outcomes: Sequence[Outcome], now: float) -> None:
     whose claim no longer holds the row (an operator requeued it) is logged and ignored."""
     rows = [[o.id, o.token, STATE_OF[o.status], 0 if o.status == "released" else 1, _reply(o),
              o.due_at if o.status in ("retry", "released") else None] for o in outcomes]
-    applied = {r[0] for r in tx.fetchall(_RECORD_MESSAGES, {"rows": json.dumps(rows), "now": now})}
+    update = dialect.pick(tx, sqlite=_RECORD_MESSAGES, postgres=_RECORD_MESSAGES_PG)
+    applied = {r[0] for r in tx.fetchall(update, {"rows": json.dumps(rows), "now": now})}
     for o in outcomes:
         if o.id not in applied:
             log.warning("row=%s mid=%s outcome %s ignored: claim %s no longer holds the row",
                         o.id, o.mid, o.status, o.token)
     logged = [[o.id, o.token, o.status, o.code, o.reply] for o in outcomes if o.id in applied]
     if logged:
-        tx.execute(_RECORD_LOG, {"rows": json.dumps(logged), "now": now})
+        tx.execute(dialect.pick(tx, sqlite=_RECORD_LOG, postgres=_RECORD_LOG_PG),
+                   {"rows": json.dumps(logged), "now": now})
 
 
 def _reply(o: Outcome) -> str:
@@ -176,14 +199,19 @@ def extend_leases(tx: Tx, tokens: Iterable[str], lease: float, now: float) -> se
         return set()
     return {r[0] for r in tx.fetchall(
         "UPDATE messages SET lease_until = ? WHERE state = 'sending' "
-        "AND claim_token IN (SELECT value FROM json_each(?)) RETURNING id",
+        f"AND claim_token IN ({dialect.texts(tx, '?')}) RETURNING id",
         (now + lease, json.dumps(tokens)))}
 
 
 _STALE = """
-SELECT id, claim_token, message_id, worker FROM messages INDEXED BY messages_lease
+SELECT id, claim_token, message_id, worker FROM messages {lease_index}
  WHERE state = 'sending' AND lease_until < :now
 """
+_STALE, _STALE_PG = _STALE.format(lease_index="INDEXED BY messages_lease"), _STALE.format(lease_index="")
+
+
+def _lease_index(tx: Tx) -> str:
+    return dialect.pick(tx, sqlite="INDEXED BY messages_lease", postgres="")
 
 
 def release_unstarted(tx: Tx, now: float, evidence: StartEvidence) -> tuple[list[Expired], set[int]]:
@@ -193,7 +221,7 @@ def release_unstarted(tx: Tx, now: float, evidence: StartEvidence) -> tuple[list
     ``sent``, the attempt counted, SendLog finished with the journaled reply. Also returns the
     workers whose leases ran out."""
     by_worker: dict[int, list[tuple[int, str, str, str]]] = {}
-    for row_id, token, mid, worker in tx.fetchall(_STALE, {"now": now}):
+    for row_id, token, mid, worker in tx.fetchall(dialect.pick(tx, sqlite=_STALE, postgres=_STALE_PG), {"now": now}):
         wid = worker_of(token or "")
         if wid is not None:
             by_worker.setdefault(wid, []).append((row_id, token, mid, worker or "?"))
@@ -238,7 +266,7 @@ def _forget_settled(tx: Tx, evidence: StartEvidence, workers: set[int]) -> None:
     if not workers:
         return
     holding = {worker_of(r[0] or "") for r in tx.fetchall(
-        "SELECT claim_token FROM messages INDEXED BY messages_lease WHERE state = 'sending'")}
+        f"SELECT claim_token FROM messages {_lease_index(tx)} WHERE state = 'sending'")}
     for wid in workers - holding:
         try:
             evidence.forget(wid)
@@ -246,17 +274,33 @@ def _forget_settled(tx: Tx, evidence: StartEvidence, workers: set[int]) -> None:
             log.warning("start journal of worker %s could not be removed: %s", wid, exc)
 
 
+_EXPIRE_LEASES = (
+    "UPDATE messages SET state = 'unknown', updated_at = :now, "
+    "last_reply = 'lease expired: worker ' || coalesce(worker, '?') || ' presumed dead' "
+    "WHERE id IN (SELECT id FROM messages INDEXED BY messages_lease "
+    "             WHERE state = 'sending' AND lease_until < :now) "
+    "RETURNING id, claim_token, message_id, worker")
+
+# PostgreSQL: a claim whose row another session holds (its worker recording the outcome right
+# now, or frozen inside a transaction) is skipped, not waited for, and its state and lease are
+# checked again on the row itself: as an ``IN`` subquery, an outcome committed meanwhile would
+# have been overwritten with ``unknown``.
+_EXPIRE_LEASES_PG = """
+WITH stale AS MATERIALIZED (
+    SELECT id FROM messages WHERE state = 'sending' AND lease_until < :now FOR UPDATE SKIP LOCKED)
+UPDATE messages AS m SET state = 'unknown', updated_at = :now,
+       last_reply = 'lease expired: worker ' || coalesce(m.worker, '?') || ' presumed dead'
+  FROM stale
+ WHERE m.id = stale.id AND m.state = 'sending' AND m.lease_until < :now
+RETURNING m.id, m.claim_token, m.message_id, m.worker
+"""
+
+
 def expire_leases(tx: Tx, now: float, evidence: StartEvidence | None = None) -> list[Expired]:
     """Move claims whose lease ran out to ``unknown``: their worker may have sent them. With
     ``evidence``, those it proves never started go back to ``scheduled`` first."""
     released, dead = release_unstarted(tx, now, evidence) if evidence is not None else ([], set())
-    rows = tx.fetchall(
-        "UPDATE messages SET state = 'unknown', updated_at = :now, "
-        "last_reply = 'lease expired: worker ' || coalesce(worker, '?') || ' presumed dead' "
-        "WHERE id IN (SELECT id FROM messages INDEXED BY messages_lease "
-        "             WHERE state = 'sending' AND lease_until < :now) "
-        "RETURNING id, claim_token, message_id, worker",
-        {"now": now})
+    rows = tx.fetchall(dialect.pick(tx, sqlite=_EXPIRE_LEASES, postgres=_EXPIRE_LEASES_PG), {"now": now})
     for row_id, token, _mid, worker in rows:
         tx.execute(
             "UPDATE send_log SET status = 'unknown', finished_at = ?, smtp_reply = ? "

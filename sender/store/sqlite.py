@@ -7,6 +7,7 @@ The connection wrapper, pragmas and migrations are ``db.py``; the claim statemen
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 
@@ -39,6 +40,9 @@ class SQLite:
 
     def record(self, tx: Tx, outcomes: Sequence[sending.Outcome], now: float) -> None:
         sending.record_in(tx, outcomes, now)
+
+    async def now(self, db: Store) -> float:
+        return time.time()
 
     def translate(self, exc: Exception, path: str) -> StoreError | None:
         if isinstance(exc, StoreError):

@@ -17,7 +17,7 @@ import json
 from dataclasses import dataclass, field
 
 from ..config import Settings
-from . import counts, flags, reports
+from . import counts, dialect, flags, reports
 from .counts import DEAD_CUT_SQL, HEARTBEAT_MISSES, WorkerCounts, worker_of_token
 from .engine import Store
 from .states import PRIORITIES
@@ -175,7 +175,7 @@ async def overview(db: Store, now: float) -> Overview:
 
 _QUEUED = ("SELECT m.id, r.email, c.name, m.due_at, m.priority, m.attempts, "
            "       coalesce(m.defer_reason, m.last_reply) "
-           "FROM messages m INDEXED BY messages_due JOIN recipients r ON r.id = m.recipient_id "
+           "FROM messages m {due_index} JOIN recipients r ON r.id = m.recipient_id "
            "JOIN campaigns c ON c.id = m.campaign_id WHERE m.state = 'scheduled' ")
 
 
@@ -187,17 +187,18 @@ async def queue_view(db: Store, now: float, limit: int = QUEUE_LIMIT,
     ``INDEXED BY`` keeps the plan fixed: without ``ANALYZE`` statistics SQLite may otherwise
     prefer ``messages_state_updated`` and sort every scheduled row.
     """
-    rows = await db.fetchall(_QUEUED + "ORDER BY m.priority, m.due_at, m.id LIMIT ?", (limit,))
+    queued = _QUEUED.format(due_index=dialect.indexed(db, "messages_due"))
+    rows = await db.fetchall(queued + "ORDER BY m.priority, m.due_at, m.id LIMIT ?", (limit,))
     due = await db.fetchone(
-        "SELECT count(*) FROM (SELECT 1 FROM messages INDEXED BY messages_due "
-        f"WHERE state = 'scheduled' AND priority IN {tuple(PRIORITIES.values())} AND due_at <= ? LIMIT ?)",
+        f"SELECT count(*) FROM (SELECT 1 FROM messages {dialect.indexed(db, 'messages_due')} "
+        f"WHERE state = 'scheduled' AND priority IN {tuple(PRIORITIES.values())} AND due_at <= ? LIMIT ?) AS due",
         (now, due_cap + 1))
     due_now = due[0] if due else 0
     oldest: list[QueuedMessage] = []
     upcoming: list[QueuedMessage] = []
     for prio in PRIORITIES.values():
         for found, test in ((oldest, "<="), (upcoming, ">")):
-            row = await db.fetchone(_QUEUED + f"AND m.priority = ? AND m.due_at {test} ? "
+            row = await db.fetchone(queued + f"AND m.priority = ? AND m.due_at {test} ? "
                                     "ORDER BY m.due_at, m.id LIMIT 1", (prio, now))
             if row is not None:
                 found.append(QueuedMessage(*row))
@@ -213,7 +214,7 @@ _CAMPAIGN_QUEUES = """
 SELECT c.name, q.due, q.scheduled, q.oldest, c.paused
   FROM (SELECT campaign_id, coalesce(sum(due_at <= :now), 0) AS due, count(*) AS scheduled,
                min(due_at) AS oldest
-          FROM messages INDEXED BY messages_campaign_due
+          FROM messages {campaign_due_index}
          WHERE state = 'scheduled' GROUP BY campaign_id) q
   JOIN campaigns c ON c.id = q.campaign_id
  ORDER BY q.oldest, c.name
@@ -229,7 +230,8 @@ async def campaign_queues(db: Store, now: float) -> list[CampaignQueue]:
     and reads every scheduled row (113 ms against 13 ms at a million rows, 40,000 scheduled).
     The cost grows with the scheduled messages (280 ms for a million), so the monitor reads it
     less often when it is slow (``tui.app``)."""
-    return [CampaignQueue(*r) for r in await db.fetchall(_CAMPAIGN_QUEUES, {"now": now})]
+    queues = _CAMPAIGN_QUEUES.format(campaign_due_index=dialect.indexed(db, "messages_campaign_due"))
+    return [CampaignQueue(*r) for r in await db.fetchall(queues, {"now": now})]
 
 
 async def in_flight(db: Store, now: float, limit: int = INFLIGHT_LIMIT) -> list[InFlight]:
@@ -237,7 +239,7 @@ async def in_flight(db: Store, now: float, limit: int = INFLIGHT_LIMIT) -> list[
     rows = await db.fetchall(
         "SELECT m.id, r.email, c.name, coalesce(m.worker, '?'), m.attempts + 1, m.updated_at, "
         "       m.lease_until "
-        "FROM messages m INDEXED BY messages_lease JOIN recipients r ON r.id = m.recipient_id "
+        f"FROM messages m {dialect.indexed(db, 'messages_lease')} JOIN recipients r ON r.id = m.recipient_id "
         "JOIN campaigns c ON c.id = m.campaign_id "
         "WHERE m.state = 'sending' ORDER BY m.lease_until, m.id LIMIT ?", (limit,))
     return [InFlight(id=r[0], recipient=r[1], campaign=r[2], worker=r[3], attempt=r[4],
@@ -256,12 +258,12 @@ async def workers(db: Store, now: float, dead_after: float = WORKER_DEAD_AFTER,
     """
     busy = {r[0]: r[1] for r in await db.fetchall(
         f"SELECT {worker_of_token('claim_token')}, count(*) "
-        "FROM messages INDEXED BY messages_lease WHERE state = 'sending' GROUP BY 1")}
+        f"FROM messages {dialect.indexed(db, 'messages_lease')} WHERE state = 'sending' GROUP BY 1")}
     rows = await db.fetchall(
         f"SELECT id, name, pid, host, started_at, heartbeat_at, stopped_at, heartbeat_at < {DEAD_CUT_SQL} FROM workers "
         "WHERE id IN (SELECT id FROM workers WHERE heartbeat_at >= :since "
         "             ORDER BY heartbeat_at DESC LIMIT :limit) "
-        "   OR id IN (SELECT value FROM json_each(:busy)) "
+        f"   OR id IN ({dialect.ids(db, ':busy')}) "
         "ORDER BY heartbeat_at DESC, id DESC LIMIT :limit",
         {"since": now - WORKER_HISTORY, "limit": limit, "busy": json.dumps(list(busy)), "now": now,
          "dead_after": dead_after, "misses": HEARTBEAT_MISSES})
