@@ -62,6 +62,11 @@ def boot_id() -> str | None:
     return value or None
 
 
+def is_file_queue(db_path: str) -> bool:
+    """Journals live beside a queue file; a database server's queue (a URL) has none yet."""
+    return "://" not in db_path
+
+
 def journal_dir(db_path: str) -> Path:
     return Path(f"{db_path}.journal")
 
@@ -247,6 +252,10 @@ def open_marks(db_path: str, worker_id: int, host: str) -> StartMarks:
     if boot is None:
         log.info("no boot id on this system: no start journal (a crash leaves claims unknown)")
         return NoMarks()
+    if not is_file_queue(db_path):
+        log.info("start journals are kept beside queue files only: on %s a crash leaves the "
+                 "claims a worker held unknown", db_path.split("://", 1)[0])
+        return NoMarks()
     try:
         return FileJournal(db_path, worker_id, host, boot)
     except OSError as exc:
@@ -261,7 +270,7 @@ class JournalEvidence:
     def __init__(self, db_path: str, host: str | None = None) -> None:
         self.folder = journal_dir(db_path)
         self.host = host or socket.gethostname()
-        self.boot = boot_id()
+        self.boot = boot_id() if is_file_queue(db_path) else None  # None: trusts no journal
 
     def proof(self, host: str | None, worker_id: int, claims: Sequence[tuple[int, str]]) -> Proof:
         if self.boot is None or host != self.host:

@@ -77,6 +77,8 @@ def test_init_enqueue_run_once_status(cli: Cli, sink: SinkThread, pg_database: s
     assert "skipped 1" in r.out, r.out + r.err
     r = cli("run", "--db", pg_database, "--smtp-port", str(sink.port), "--once")
     assert r.code == 0, r.err
+    assert "WARNING" not in r.err, r.err  # no start journal beside a URL, and no warning for it
+    assert not list(Path.cwd().glob("postgres*"))
     assert sorted(m.rcpt_tos[0] for m in sink.received) == ["a@example.com", "b@example.com"]
     status = json.loads(cli("status", "--db", pg_database, "--json").out)
     assert status["sent"] == 2 and status["scheduled"] == 0
