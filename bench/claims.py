@@ -109,7 +109,7 @@ async def sender_claims(path: Path, batch: int, total: int, deadline: float,
             claims = turn.claims
             if not claims:
                 break
-            previous = [sending.Outcome(c.id, c.token, "sent", 250, "OK", None, c.mid, c.recipient)
+            previous = [sending.Outcome(c.row, c.token, "sent", 250, "OK", None, c.mid, c.recipient)
                         for c in claims]
             claimed += len(claims)
     return claimed

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sender.message import make_message_id
+from sender.message import make_mid
 from sender.store.db import open_db
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -132,7 +132,7 @@ def _insert_chunk(conn: sqlite3.Connection, ids: range, mixed: bool, now: float,
     log = []
     for i in ids:
         state = _state(i, mixed)
-        mid = make_message_id(i, DOMAIN)
+        mid = make_mid(i, DOMAIN)
         key = f"{CAMPAIGN}\x1fuser{i}@example.com"
         at = now - 36 * 3600.0 + i * span if mixed else now - 1.0
         attempts = 0 if state in ("scheduled", "cancelled") else 1

@@ -110,7 +110,7 @@ def prebuilt(db: Path, out: Path) -> int:
         conn.close()
     messages = []
     for mid, from_addr, from_name, to, to_name, subject, text, html, at in rows:
-        env = build(message_id=mid, from_addr=from_addr, from_name=from_name, to=to,
+        env = build(mid=mid, from_addr=from_addr, from_name=from_name, to=to,
                     to_name=to_name, subject=subject, body_text=text, body_html=html, date=at)
         messages.append((env.sender, env.recipient, env.data))
     with out.open("wb") as fh:

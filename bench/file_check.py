@@ -34,7 +34,7 @@ async def measure(path: str) -> tuple[float, float]:
         for _ in range(TURNS):
             turn = await sending.exchange(db, pending, worker="bench", worker_id=worker, limit=4, lease=60,
                                         now=time.time(), policy=Policy(), pause_reason=None, read_pauses=False)
-            pending = [Outcome(c.id, c.token, "sent", 250, "ok", None, c.mid, c.recipient) for c in turn.claims]
+            pending = [Outcome(c.row, c.token, "sent", 250, "ok", None, c.mid, c.recipient) for c in turn.claims]
         per_turn = (time.perf_counter() - started) / TURNS
         started = time.perf_counter()
         for _ in range(CHECKS):

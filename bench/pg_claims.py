@@ -43,7 +43,7 @@ async def _claims(target: str, batch: int, total: int) -> float:
                                           lease=300.0, now=time.time())
             if not turn.claims:
                 break
-            previous = [sending.Outcome(c.id, c.token, "sent", 250, "OK", None, c.mid, c.recipient)
+            previous = [sending.Outcome(c.row, c.token, "sent", 250, "OK", None, c.mid, c.recipient)
                         for c in turn.claims]
             claimed += len(turn.claims)
         return claimed / (time.perf_counter() - started)

@@ -116,10 +116,10 @@ async def cmd_recover(args: argparse.Namespace, settings: Settings) -> int:
                "sent": "lease expired, the relay's 250 is in the start journal"}
     for e in expired:
         why = reasons.get(e.state, "lease expired")
-        log.warning("row=%s mid=%s worker=%s sending->%s reason=%s (recover)", e.id, e.mid, e.worker,
+        log.warning("row=%s mid=%s worker=%s sending->%s reason=%s (recover)", e.row, e.mid, e.worker,
                     e.state, why)
     if args.json:
-        print(json.dumps([{"id": e.id, "message_id": e.mid, "worker": e.worker, "state": e.state}
+        print(json.dumps([{"id": e.row, "message_id": e.mid, "worker": e.worker, "state": e.state}
                           for e in expired]))
     else:
         released = sum(e.state == "scheduled" for e in expired)
@@ -290,7 +290,7 @@ async def cmd_reconcile(args: argparse.Namespace, settings: Settings) -> int:
         left = (await counts.state_counts(db))["unknown"]
     print(stats.summary())
     for r in changed:
-        print(f"row {r.row} {r.message_id} to {r.recipient}: unknown -> sent (found in mailbox)")
+        print(f"row {r.row} {r.mid} to {r.recipient}: unknown -> sent (found in mailbox)")
     print(f"reconciled {len(changed)} unknown message(s); {left} still unknown")
     return 0
 

@@ -31,11 +31,11 @@ def envelope(claim: Claim, settings: Settings, now: float) -> Envelope:
         from . import unsubscribe
 
         raw = unsubscribe.header_lines(url=settings.unsubscribe_url, mailto=settings.unsubscribe_mailto,
-                                       secret=settings.unsubscribe_secret, row=claim.id, email=claim.recipient)
-    built = build(message_id=claim.mid, from_addr=claim.from_addr, from_name=claim.from_name,
+                                       secret=settings.unsubscribe_secret, row=claim.row, email=claim.recipient)
+    built = build(mid=claim.mid, from_addr=claim.from_addr, from_name=claim.from_name,
                   to=claim.recipient, to_name=claim.to_name, subject=claim.subject,
                   body_text=claim.body_text, body_html=claim.body_html, date=now, extra=extra,
-                  raw_headers=raw, sender=return_path(settings, claim.id), attachments=claim.attachments)
+                  raw_headers=raw, sender=return_path(settings, claim.row), attachments=claim.attachments)
     if not (settings.dkim_domain or settings.dkim_selector or settings.dkim_key_file):
         return built
     from . import dkim_sign

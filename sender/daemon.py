@@ -349,8 +349,8 @@ class Daemon:
                                         or not self._inflight or self._stopping)
 
     def _outcome(self, outcome: Outcome) -> None:
-        if outcome.id in self._noted:
-            self._noted.discard(outcome.id)
+        if outcome.row in self._noted:
+            self._noted.discard(outcome.row)
         else:
             self._exposed += 1
         self._pending.append(outcome)
@@ -397,7 +397,7 @@ class Daemon:
             if lane.handoff is None:
                 lane.handoff = asyncio.get_running_loop().create_future()
             lane.handoff.set_result(claim)
-            self._inflight[claim.id] = (claim, lane.task)
+            self._inflight[claim.row] = (claim, lane.task)
 
     def _release_ready(self, reason: str, due_at: float | None, campaigns: frozenset[str] | None = None) -> None:
         """Hand back claims that no session started (of ``campaigns``, or all): provably not
@@ -408,7 +408,7 @@ class Daemon:
             if campaigns is not None and claim.campaign not in campaigns:
                 keep.append(claim)
                 continue
-            self.guard.forget(claim.id)
+            self.guard.forget(claim.row)
             self._outcome(Outcome.of(claim, "released", "not_started", NOT_STARTED + reason,
                                      due_at=due_at or self.clock()))
         self._ready = keep
@@ -425,14 +425,14 @@ class Daemon:
             self.stats.expired += 1
             if e.state == "scheduled":
                 log.info("row=%s mid=%s worker=%s sending->scheduled reason=lease expired, never started "
-                         "(start journal of worker %s)", e.id, e.mid, self.settings.worker, e.worker)
+                         "(start journal of worker %s)", e.row, e.mid, self.settings.worker, e.worker)
                 continue
             if e.state == "sent":
                 log.info("row=%s mid=%s worker=%s sending->sent reason=lease expired, the relay's 250 is in "
-                         "the start journal of worker %s", e.id, e.mid, self.settings.worker, e.worker)
+                         "the start journal of worker %s", e.row, e.mid, self.settings.worker, e.worker)
                 continue
             log.warning("row=%s mid=%s worker=%s sending->unknown reason=lease expired (worker %s presumed dead)",
-                        e.id, e.mid, self.settings.worker, e.worker)
+                        e.row, e.mid, self.settings.worker, e.worker)
 
     def _stalled(self) -> None:
         """The fence saw the loop stall: re-validate every claim with the store at once."""
@@ -448,8 +448,8 @@ class Daemon:
         log.warning("worker %s: the store no longer holds %d of its claims (rows %s; expired or "
                     "resolved while it was away): none will be sent by this worker", self.settings.worker,
                     len(lost), ", ".join(map(str, sorted(lost))))
-        waiting = [c for c in self._ready if c.id in lost]
-        self._ready = deque(c for c in self._ready if c.id not in lost)
+        waiting = [c for c in self._ready if c.row in lost]
+        self._ready = deque(c for c in self._ready if c.row not in lost)
         for claim in waiting:
             self._outcome(self.guard.lost(claim))
 
@@ -461,8 +461,8 @@ class Daemon:
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
         for claim, _task in list(self._inflight.values()):  # handed to a session that never began it
-            self._inflight.pop(claim.id)
-            self.guard.forget(claim.id)
+            self._inflight.pop(claim.row)
+            self.guard.forget(claim.row)
             self._outcome(Outcome.of(claim, "released", "not_started", NOT_STARTED + "worker stopping",
                                      due_at=self.clock()))
         clean = False
@@ -483,7 +483,7 @@ class Daemon:
         except StoreError:
             for o in self._pending:
                 log.error("row=%s mid=%s outcome %s could not be recorded (reply: %s); the row stays "
-                          "sending and becomes unknown when its lease expires", o.id, o.mid, o.status,
+                          "sending and becomes unknown when its lease expires", o.row, o.mid, o.status,
                           o.reply[:200])
             raise
         finally:
@@ -523,8 +523,8 @@ class Daemon:
         finally:
             if outcome is not None:
                 self._outcome(outcome)
-            self._inflight.pop(claim.id, None)
-            self.guard.forget(claim.id)
+            self._inflight.pop(claim.row, None)
+            self.guard.forget(claim.row)
             if pause > 0:
                 self._hold_until = max(self._hold_until, self.clock() + pause)
             self._free.append(lane)
@@ -550,10 +550,10 @@ class Daemon:
         except DeliveryError as err:
             return self._classified(claim, err, done, started)
         except Exception as exc:  # a bug, not an SMTP answer: the data may have left, so never resend
-            log.exception("row=%s mid=%s unexpected error while sending", claim.id, claim.mid)
+            log.exception("row=%s mid=%s unexpected error while sending", claim.row, claim.mid)
             return done("unknown", None, f"internal error while sending: {exc!r}", reason="internal"), 0.0
         if self.guard.delivered(claim, code, reply):  # before anything else: a crash now leaves it sent
-            self._noted.add(claim.id)
+            self._noted.add(claim.row)
         self._relay_reached()
         self._pace_dirty |= self.pace.accepted()
         return done("sent", code, reply, reason="delivered"), 0.0
@@ -580,7 +580,7 @@ class Daemon:
             self._pace_dirty |= self.pace.throttled(f"{err.code or ''} {err.reply}".strip(), started, now)
             delay = self.pace.release_delay(retry_hint(err.reply))
             log.warning("relay throttling (%s): %d of %d sessions, %.2fs between messages; row %s due in %.0fs",
-                        err, self.pace.active, self.pace.sessions, self.pace.spacing, claim.id, delay)
+                        err, self.pace.active, self.pace.sessions, self.pace.spacing, claim.row, delay)
             return done("released", err.code, f"{THROTTLED}{err.reply}", now + delay, "throttled"), 0.0
         if claim.attempt >= s.max_attempts:
             return done("failed", err.code, f"gave up after {claim.attempt} attempts: {err.reply}"), 0.0
@@ -635,5 +635,5 @@ class Daemon:
         level = logging.INFO if o.status in ("sent", "released") else logging.WARNING
         to_state = queue.STATE_OF[o.status]
         log.log(level, "row=%s mid=%s to=%s worker=%s sending->%s outcome=%s reply=%s",
-                o.id, o.mid, o.recipient, self.settings.worker, to_state, o.status,
+                o.row, o.mid, o.recipient, self.settings.worker, to_state, o.status,
                 (f"{o.code} " if o.code else "") + o.reply.replace("\n", " ")[:200])

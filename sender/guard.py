@@ -51,15 +51,15 @@ class ClaimGuard:
     # --- what the store acknowledged ---------------------------------------------------------
 
     def granted(self, claims: Iterable[Claim], anchor: float, now: float) -> None:
-        self.fence.granted(((c.id, c.token) for c in claims), anchor, now)
+        self.fence.granted(((c.row, c.token) for c in claims), anchor, now)
 
     def renewed(self, held: Sequence[Claim], kept: set[int], anchor: float, now: float) -> set[int]:
         """A heartbeat begun at ``anchor`` kept ``kept``; returns the held rows it did not keep."""
-        return set(self.fence.renewed(((c.id, c.token) for c in held), kept, anchor, now))
+        return set(self.fence.renewed(((c.row, c.token) for c in held), kept, anchor, now))
 
     def settled(self, outcomes: Iterable[Outcome]) -> None:
         """These outcomes are committed: their start marks are no longer needed."""
-        self.marks.settled(o.id for o in outcomes)
+        self.marks.settled(o.row for o in outcomes)
 
     def forget(self, row: int) -> None:
         self.fence.forget(row)
@@ -72,10 +72,10 @@ class ClaimGuard:
     async def _point(self, claim: Claim, point: str) -> None:
         """The fence, and at ``mail`` the start mark, written before ``MAIL FROM`` leaves (a
         mark that cannot be written, nor the journal removed, stops the message)."""
-        await self.fence.check(claim.id, point)
+        await self.fence.check(claim.row, point)
         if point == "mail":
             try:
-                self.marks.started(claim.id, claim.token)
+                self.marks.started(claim.row, claim.token)
             except OSError as exc:
                 raise Fenced(point, f"the start journal cannot be written: {exc}") from exc
 
@@ -84,17 +84,17 @@ class ClaimGuard:
         stored records it ``sent`` rather than ``unknown``. Best effort (without the entry a
         crash leaves it ``unknown``, as before); True when it was noted."""
         try:
-            return self.marks.delivered(claim.id, claim.token, code, reply)
+            return self.marks.delivered(claim.row, claim.token, code, reply)
         except OSError as exc:
             log.warning("row=%s start journal: the delivery could not be noted (%s); a crash before "
-                        "its outcome is stored leaves it unknown", claim.id, exc)
+                        "its outcome is stored leaves it unknown", claim.row, exc)
             return False
 
     def fenced(self, claim: Claim, fenced: Fenced) -> Outcome:
         """Not started, or cut before the final dot: provably not delivered, so ``released``
         (no attempt). The store applies it only while our claim token still holds the row."""
         what = "not started" if fenced.point == "mail" else f"transaction cut before the final dot (at {fenced.point})"
-        log.warning("row=%s mid=%s worker=%s lease fence: %s: %s", claim.id, claim.mid, self.worker, what,
+        log.warning("row=%s mid=%s worker=%s lease fence: %s: %s", claim.row, claim.mid, self.worker, what,
                     fenced.reason)
         if fenced.point == "mail":
             return self.released(claim, f"{NOT_STARTED}lease fence: {fenced.reason}")
@@ -103,7 +103,7 @@ class ClaimGuard:
 
     def lost(self, claim: Claim) -> Outcome:
         """A waiting claim the store no longer holds for us: never started."""
-        self.fence.forget(claim.id)
+        self.fence.forget(claim.row)
         return self.released(claim, NOT_STARTED + "lease fence: the claim was lost while this worker stalled")
 
     def released(self, claim: Claim, reply: str, reason: Reason = "not_started") -> Outcome:

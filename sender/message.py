@@ -24,13 +24,13 @@ if TYPE_CHECKING:
 _MID = re.compile(r"<(\d+)\.[0-9a-f]+@[^>]+>")
 
 
-def make_message_id(row: int, domain: str) -> str:
+def make_mid(row: int, domain: str) -> str:
     return f"<{row}.{secrets.token_hex(8)}@{domain}>"
 
 
-def row_of(message_id: str) -> int | None:
+def row_of(mid: str) -> int | None:
     """The queue row a Message-ID of ours points at, or None if it is not one of ours."""
-    match = _MID.fullmatch(message_id.strip())
+    match = _MID.fullmatch(mid.strip())
     return int(match.group(1)) if match else None
 
 
@@ -46,7 +46,7 @@ class Envelope:
 Extra = Sequence[tuple[str, str]]
 
 
-def build(*, message_id: str, from_addr: str, from_name: str | None, to: str, to_name: str | None,
+def build(*, mid: str, from_addr: str, from_name: str | None, to: str, to_name: str | None,
           subject: str, body_text: str, body_html: str | None, date: float, extra: Extra = (),
           sender: str | None = None, raw_headers: Sequence[str] = (),
           attachments: Sequence[Part] = ()) -> Envelope:
@@ -57,7 +57,7 @@ def build(*, message_id: str, from_addr: str, from_name: str | None, to: str, to
     ``raw_headers`` are complete, already folded lines put first (List-Unsubscribe: the ``email``
     package would RFC 2047-encode a long URI, which breaks it)."""
     mail_from = sender or from_addr
-    fast = None if attachments else _build_plain(message_id, from_addr, from_name, to, to_name, subject,
+    fast = None if attachments else _build_plain(mid, from_addr, from_name, to, to_name, subject,
                                                  body_text, body_html, date, extra)
     lead = "".join(f"{line}\r\n" for line in raw_headers).encode("ascii")
     if fast is not None:
@@ -67,7 +67,7 @@ def build(*, message_id: str, from_addr: str, from_name: str | None, to: str, to
     msg["To"] = _address(to_name, to)
     msg["Subject"] = subject
     msg["Date"] = _date_header(int(date))
-    msg["Message-ID"] = message_id
+    msg["Message-ID"] = mid
     for name, value in extra:
         msg[name] = value
     msg.set_content(body_text, cte=_cte(body_text))
@@ -90,7 +90,7 @@ _SIMPLE_ADDR = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9.-]+")
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")  # control characters other than tab, CR, LF
 
 
-def _build_plain(message_id: str, from_addr: str, from_name: str | None, to: str, to_name: str | None,
+def _build_plain(mid: str, from_addr: str, from_name: str | None, to: str, to_name: str | None,
                  subject: str, body_text: str, body_html: str | None, date: float,
                  extra: Extra = ()) -> bytes | None:
     if not all(_plain_header(name, value) for name, value in extra):
@@ -113,7 +113,7 @@ def _build_plain(message_id: str, from_addr: str, from_name: str | None, to: str
         f"To: {to_name} <{to}>" if to_name else f"To: {to}",
         f"Subject: {subject}",
         f"Date: {_date_header(int(date))}",
-        f"Message-ID: {message_id}",
+        f"Message-ID: {mid}",
         *(f"{name}: {value}" for name, value in extra),
         'Content-Type: text/plain; charset="utf-8"',
         "Content-Transfer-Encoding: 7bit",

@@ -210,7 +210,7 @@ def progress_bar(mailbox: MailSource,
 @dataclass(frozen=True, slots=True, order=True)
 class Reconciled:
     row: int
-    message_id: str
+    mid: str
     recipient: str
 
 

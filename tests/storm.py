@@ -44,12 +44,12 @@ async def build(path: Path, quiet_minutes: int = 25, storm_minutes: int = 5) -> 
             outcomes = []
             for k, c in enumerate(claims):
                 if not storm:
-                    outcomes.append(Outcome(c.id, c.token, "sent", 250, "2.0.0 queued"))
+                    outcomes.append(Outcome(c.row, c.token, "sent", 250, "2.0.0 queued"))
                 elif k % 3 == 2:
-                    outcomes.append(Outcome(c.id, c.token, "retry", 421, "4.7.0 try again later",
+                    outcomes.append(Outcome(c.row, c.token, "retry", 421, "4.7.0 try again later",
                                             due_at=T0 + 600))
                 else:
-                    outcomes.append(Outcome(c.id, c.token, "failed", 554, DENIED))
+                    outcomes.append(Outcome(c.row, c.token, "failed", 554, DENIED))
             await sending.record(db, outcomes, at + 2)
         await sending.claim(db, worker="mail-2", worker_id=w2, limit=3, lease=60, now=T0 - 200)
         async with db.write():

@@ -69,18 +69,18 @@ async def test_second_claim_of_a_forced_back_row_is_refused_by_the_index(db_path
     """A row forced back to scheduled behind the store's back is not claimed again: it goes to unknown."""
     await _seed(db_path, [_msg(1)])
     [first] = await _claim(db_path, 10, time.time())
-    _force_back_to_scheduled(db_path, first.id)
+    _force_back_to_scheduled(db_path, first.row)
     assert _query(db_path, "SELECT state FROM messages") == [("scheduled",)]
 
     again = await _claim(db_path, 10, time.time(), worker="w2", worker_id=2)
 
     assert again == []
     [(state, reason)] = _query(db_path, "SELECT state, last_reply FROM messages WHERE id = ?",
-                               (first.id,))
+                               (first.row,))
     assert state == "unknown"
     assert "unique index" in reason and "live or successful attempt exists" in reason
     [(actor, action, detail)] = _query(
-        db_path, "SELECT actor, action, detail FROM audit WHERE message_id = ?", (first.id,))
+        db_path, "SELECT actor, action, detail FROM audit WHERE message_id = ?", (first.row,))
     assert (actor, action) == ("w2", "claim-refused") and "UNIQUE" in detail
     # The first attempt's log row is intact and there is no second one.
     assert _query(db_path, "SELECT worker, status, claim_token FROM send_log") == \
@@ -92,7 +92,7 @@ async def test_daemon_meeting_a_forced_back_row_sends_nothing(cli: Cli, sink: Si
     """A daemon whose claim hits the unique index delivers nothing and leaves the row in unknown."""
     await _seed(db_path, [_msg(1)])
     [first] = await _claim(db_path, 10, time.time())
-    _force_back_to_scheduled(db_path, first.id)
+    _force_back_to_scheduled(db_path, first.row)
 
     r = cli("run", "--db", db_path, "--smtp-port", str(sink.port), "--once", "--worker", "second")
 
@@ -126,7 +126,7 @@ async def test_one_refused_row_does_not_hold_back_the_rest_of_a_once_run(
     """`run --once` still delivers every other due message when one row of its batch is refused."""
     await _seed(db_path, [_msg(i) for i in range(1, 6)])
     [first] = await _claim(db_path, 1, time.time())
-    _force_back_to_scheduled(db_path, first.id)
+    _force_back_to_scheduled(db_path, first.row)
 
     assert cli("run", "--db", db_path, "--smtp-port", str(sink.port), "--once").code == 0
 
@@ -241,7 +241,7 @@ async def test_claim_takes_at_most_limit_rows_and_logs_each(db_path: str) -> Non
     assert len(claims) == 3
     assert len({c.token for c in claims}) == 1
     assert all(c.attempt == 1 for c in claims)
-    ids = tuple(sorted(c.id for c in claims))
+    ids = tuple(sorted(c.row for c in claims))
     assert _query(db_path, "SELECT state, count(*) FROM messages GROUP BY state") == \
         [("scheduled", 7), ("sending", 3)]
     assert _query(db_path, "SELECT message_id, status, claim_token, attempt FROM send_log ORDER BY 1") \
@@ -250,7 +250,7 @@ async def test_claim_takes_at_most_limit_rows_and_logs_each(db_path: str) -> Non
     assert lease == pytest.approx(now + LEASE)
     # The claimed message carries what the SMTP session needs, with the Message-ID from enqueue.
     stored = dict(_query(db_path, "SELECT id, message_id FROM messages"))
-    assert {c.id: c.mid for c in claims} == {i: stored[i] for i in ids}
+    assert {c.row: c.mid for c in claims} == {i: stored[i] for i in ids}
 
 
 async def test_claim_takes_the_earliest_due_first(db_path: str) -> None:
@@ -263,8 +263,8 @@ async def test_claim_takes_the_earliest_due_first(db_path: str) -> None:
     rest = await _claim(db_path, 10, now, worker="w2", worker_id=2)
 
     due_of = dict(_query(db_path, "SELECT id, due_at FROM messages"))
-    assert [due_of[c.id] for c in first] == pytest.approx([now - 50, now - 40])
-    assert [due_of[c.id] for c in rest] == pytest.approx([now - 30, now - 20, now - 10])
+    assert [due_of[c.row] for c in first] == pytest.approx([now - 50, now - 40])
+    assert [due_of[c.row] for c in rest] == pytest.approx([now - 30, now - 20, now - 10])
 
 
 async def test_future_send_at_is_not_claimed_until_due(db_path: str) -> None:

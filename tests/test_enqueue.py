@@ -352,7 +352,7 @@ def test_header_text_never_adds_a_header_or_recipient(subject: str, name: str, f
                           "from": f'"{from_name}" <team@example.org>' if from_name else ""})
     except InputError:
         return
-    env = build(message_id="<1.abc@example.org>", from_addr=m.from_addr or "team@example.org",
+    env = build(mid="<1.abc@example.org>", from_addr=m.from_addr or "team@example.org",
                 from_name=m.from_name, to=m.to, to_name=m.name, subject=m.subject,
                 body_text=m.body, body_html=None, date=0.0)
     head = env.data.split(b"\r\n\r\n", 1)[0]
@@ -388,7 +388,7 @@ def test_any_accepted_address_is_one_recipient(to: str) -> None:
     except InputError:
         return
     assert not re.search(r"[\r\n]", addr)
-    env = build(message_id="<1.abc@example.org>", from_addr="team@example.org", from_name=None,
+    env = build(mid="<1.abc@example.org>", from_addr="team@example.org", from_name=None,
                 to=addr, to_name=None, subject="s", body_text="b", body_html=None, date=0.0)
     assert env.recipient == addr
     assert len(_parse(env.data)["To"].addresses) == 1

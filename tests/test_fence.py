@@ -102,7 +102,7 @@ async def test_after_a_stall_a_claim_waits_for_the_store_to_confirm_it() -> None
 # --- the session's two checkpoints ------------------------------------------------------------
 
 def envelope(n: int = 1) -> object:
-    return build(message_id=f"<{n}.x@example.org>", from_addr="team@example.org", from_name=None,
+    return build(mid=f"<{n}.x@example.org>", from_addr="team@example.org", from_name=None,
                  to=f"r{n}@example.com", to_name=None, subject="s", body_text="b" * 200_000,
                  body_html=None, date=time.time())
 

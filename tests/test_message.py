@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from sender import message
 from sender.delivery import _dot_stuff
-from sender.message import build, make_message_id, row_of
+from sender.message import build, make_mid, row_of
 
 ascii_text = st.text(alphabet=st.characters(min_codepoint=9, max_codepoint=126), max_size=300)
 names = st.one_of(st.none(), st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=30))
@@ -49,7 +49,7 @@ def test_fast_path_is_taken_for_the_common_case() -> None:
 
 def test_non_ascii_and_html_take_the_email_package() -> None:
     """Unicode names and subjects are RFC 2047 encoded and an HTML part makes multipart/alternative."""
-    env = build(message_id="<2.ab@example.org>", from_addr="a@example.org", from_name="Zespół",
+    env = build(mid="<2.ab@example.org>", from_addr="a@example.org", from_name="Zespół",
                 to="b@example.pl", to_name="Łukasz", subject="Zażółć gęślą jaźń", body_text="cześć",
                 body_html="<p>cześć</p>", date=0.0)
     msg = email.message_from_bytes(env.data, policy=email.policy.default)
@@ -60,7 +60,7 @@ def test_non_ascii_and_html_take_the_email_package() -> None:
 
 def test_message_id_embeds_the_row() -> None:
     """The Message-ID names its queue row, and only ids of our shape are traced."""
-    mid = make_message_id(4711, "example.org")
+    mid = make_mid(4711, "example.org")
     assert row_of(mid) == 4711 and row_of("<abc@example.org>") is None
 
 
@@ -105,7 +105,7 @@ def test_fast_path_with_extra_headers_is_byte_identical(subject: str, body: str,
 
 def test_extra_headers_and_return_path_are_written() -> None:
     """Extra headers follow the Message-ID and ``sender`` becomes the envelope sender."""
-    env = build(message_id="<5.ab@example.org>", from_addr="a@example.org", from_name=None, to="b@example.com",
+    env = build(mid="<5.ab@example.org>", from_addr="a@example.org", from_name=None, to="b@example.com",
                 to_name=None, subject="s", body_text="b\n", body_html=None, date=0.0,
                 extra=[("Reply-To", "Sales Desk <sales@example.org>"), ("X-Campaign", "spring")],
                 sender="bounces+5@example.org")

@@ -111,14 +111,14 @@ async def test_a_forced_back_row_is_refused_by_the_index_and_the_rest_is_claimed
         [first] = await sending.claim(db, worker="w1", worker_id=1, limit=1, lease=300.0, now=now)
         with psycopg.connect(pg_database) as conn:
             conn.execute("UPDATE messages SET state = 'scheduled', claim_token = NULL, worker = NULL, "
-                         "lease_until = NULL WHERE id = %s", (first.id,))
+                         "lease_until = NULL WHERE id = %s", (first.row,))
         again = await sending.claim(db, worker="w2", worker_id=2, limit=10, lease=300.0, now=now)
-    assert sorted(c.id for c in again) == sorted({1, 2, 3} - {first.id})
-    [(state, reason)] = pg.query(pg_database, "SELECT state, last_reply FROM messages WHERE id = %s", (first.id,))
+    assert sorted(c.row for c in again) == sorted({1, 2, 3} - {first.row})
+    [(state, reason)] = pg.query(pg_database, "SELECT state, last_reply FROM messages WHERE id = %s", (first.row,))
     assert state == "unknown" and "unique index" in reason, reason
-    assert pg.query(pg_database, "SELECT actor, action FROM audit WHERE message_id = %s", (first.id,)) == \
+    assert pg.query(pg_database, "SELECT actor, action FROM audit WHERE message_id = %s", (first.row,)) == \
         [("w2", "claim-refused")]
-    assert pg.query(pg_database, "SELECT worker, status FROM send_log WHERE message_id = %s", (first.id,)) == \
+    assert pg.query(pg_database, "SELECT worker, status FROM send_log WHERE message_id = %s", (first.row,)) == \
         [("w1", "sending")]
     assert dict(pg.query(pg_database, "SELECT state, n FROM state_counts WHERE n <> 0")) == \
         {"sending": 2, "unknown": 1}
@@ -152,7 +152,7 @@ async def test_state_counters_fold_without_changing_a_count(pg_database: str) ->
         await enqueue(db, rows, from_addr="team@example.org", from_name=None, domain=None, now=now - 10)
         for _ in range(5):
             claimed = await sending.claim(db, worker="w", worker_id=1, limit=3, lease=300.0, now=now)
-            await sending.record(db, [sending.Outcome(c.id, c.token, "sent", 250, "ok") for c in claimed], now)
+            await sending.record(db, [sending.Outcome(c.row, c.token, "sent", 250, "ok") for c in claimed], now)
         before = pg.query(pg_database, "SELECT count(*) FROM state_count_deltas")[0][0]
         await db.transaction(ENGINE.compact_counts)
     real = dict(pg.query(pg_database, "SELECT state, count(*) FROM messages GROUP BY state"))
@@ -174,7 +174,7 @@ async def test_recover_never_overwrites_an_outcome_landing_meanwhile(pg_database
                       from_addr="team@example.org", from_name=None, domain=None, now=now - 60)
         [claim] = await sending.claim(db, worker="w", worker_id=1, limit=1, lease=1.0, now=now - 30)
         with psycopg.connect(pg_database) as worker:
-            worker.execute("UPDATE messages SET state = 'sent', lease_until = NULL WHERE id = %s", (claim.id,))
+            worker.execute("UPDATE messages SET state = 'sent', lease_until = NULL WHERE id = %s", (claim.row,))
             recovering = asyncio.create_task(sending.recover(db, now))
             await asyncio.sleep(0.5)
             worker.commit()
@@ -207,7 +207,7 @@ async def test_recipient_cap_holds_between_two_hosts_claiming_at_once(pg_databas
         def claim_and_wait(tx: object) -> list[int]:
             got = ENGINE.claim(tx, policy, worker="a", worker_id=1, limit=1, lease=300.0, now=now)  # type: ignore[arg-type]
             hold.wait(10)
-            return [c.id for c in got]
+            return [c.row for c in got]
 
         host_a = asyncio.create_task(a.transaction(claim_and_wait))
         await asyncio.sleep(0.5)  # A holds the lead's first row, 15 fillers and the lead's lock

@@ -22,7 +22,7 @@ import aiosmtplib
 from sender import report
 from sender.intake import NewMessage
 from sender.mailreader import open_mailbox
-from sender.message import build, make_message_id
+from sender.message import build, make_mid
 from sender.observe import observe
 from sender.store import operator, reports
 from sender.store.db import open_db
@@ -45,8 +45,8 @@ async def _observe_and_report(db_path: str, maildir: Path, **window: float) -> r
 
 async def _send_outside_the_queue(port: int, row: int, recipient: str) -> str:
     """What one overlapping run of the old scheduler did: mint its own Message-ID and send."""
-    mid = make_message_id(row, "example.org")
-    env = build(message_id=mid, from_addr="team@example.org", from_name="Team", to=recipient,
+    mid = make_mid(row, "example.org")
+    env = build(mid=mid, from_addr="team@example.org", from_name="Team", to=recipient,
                 to_name=None, subject="s0", body_text="b0", body_html=None, date=time.time())
     await aiosmtplib.send(env.data, sender=env.sender, recipients=[env.recipient],
                           hostname="127.0.0.1", port=port)
@@ -66,15 +66,15 @@ async def test_incident_reproduction_is_found_and_traced(queue: str, sink: SinkT
 
     found = await _observe_and_report(queue, tmp_path / "maildir")
 
-    assert {g.message_id for g in found.ghosts} == ghosts
+    assert {g.mid for g in found.ghosts} == ghosts
     for g in found.ghosts:
         assert (g.row, g.traced_by, g.campaign, g.recipient) == (1, "message-id", "spring",
                                                                  "r0@example.com")
-        assert g.logged_message_id == logged and g.row_state == "sent"
+        assert g.logged_mid == logged and g.row_state == "sent"
     [multi] = found.multi_sends
     assert (multi.recipient, multi.campaign) == ("r0@example.com", "spring")
-    assert {s.message_id for s in multi.message_ids} == ghosts | {logged}
-    assert [s.message_id for s in multi.message_ids if s.logged] == [logged]
+    assert {s.mid for s in multi.mids} == ghosts | {logged}
+    assert [s.mid for s in multi.mids if s.logged] == [logged]
     assert not (found.repeated_message_ids or found.unknown or found.stale_claims or found.missing)
 
 
@@ -110,7 +110,7 @@ async def test_ambiguous_drop_resent_by_hand_is_a_repeated_message_id(
     found = await _observe_and_report(queue, tmp_path / "maildir")
 
     [repeat] = found.repeated_message_ids
-    assert (repeat.message_id, repeat.recipient, repeat.copies, repeat.row) == (
+    assert (repeat.mid, repeat.recipient, repeat.copies, repeat.row) == (
         mid, "r0@example.com", 2, 1)
     assert repeat.attempts == ("requeued", "sent")
     assert not (found.ghosts or found.multi_sends or found.unknown or found.missing)
@@ -162,7 +162,7 @@ async def test_window_is_closed_and_time_zones_are_respected(db_path: str, tmp_p
     async with open_db(db_path) as db:
         await observe(db, open_mailbox(str(tmp_path / "box"), None), now=time.time())
         found = await reports.ghosts(db, since, now)
-    assert [g.message_id for g in found] == ["<at-since@x>", "<inside@x>", "<at-now@x>"]
+    assert [g.mid for g in found] == ["<at-since@x>", "<inside@x>", "<at-now@x>"]
     assert found[0].row is None and found[0].traced_by is None
 
 
@@ -232,7 +232,7 @@ async def test_two_logged_messages_to_one_pair_are_a_multi_send(queue: str, sink
     async with open_store(queue) as db:
         [multi] = await reports.multi_sends(db, time.time() - 3600, time.time())
     assert (multi.recipient, multi.campaign) == ("lead@example.com", "drip")
-    assert {s.message_id for s in multi.message_ids if s.logged} == {
+    assert {s.mid for s in multi.mids if s.logged} == {
         r[0] for r in query(queue, "SELECT message_id FROM messages")}
 
 
@@ -244,4 +244,4 @@ async def test_upgrading_a_queue_finds_its_earlier_multi_sends(db_path: str, sin
                            "DELETE FROM schema_migrations WHERE version >= 3; PRAGMA user_version = 2;")
     async with open_db(db_path, create=True) as db:
         [multi] = await reports.multi_sends(db, time.time() - 3600, time.time())
-    assert multi.recipient == "lead@example.com" and len(multi.message_ids) == 2
+    assert multi.recipient == "lead@example.com" and len(multi.mids) == 2

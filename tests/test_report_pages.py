@@ -33,7 +33,7 @@ EXPECTED = {"ghosts": fq.GHOSTS, "repeated_message_ids": fq.REPEATED, "multi_sen
 def _keys(kind: str, items: list[Any]) -> list[object]:
     """What identifies a finding of ``kind``."""
     if kind == "ghosts" or kind == "repeated_message_ids":
-        return [(i.message_id, i.recipient) for i in items]
+        return [(i.mid, i.recipient) for i in items]
     if kind == "multi_sends":
         return [(i.recipient, i.campaign) for i in items]
     return [i.row for i in items]
@@ -62,7 +62,7 @@ async def test_counts_match_the_full_lists_and_pages_rebuild_them(tmp_path: Path
                 paged += _keys(kind, await read(offset, 40))
             assert paged == full, kind
         [multi] = await reports.multi_sends(db, since, until, limit=1, offset=fq.MULTI - 1)
-        assert len(multi.message_ids) == 2 and all(s.logged for s in multi.message_ids)
+        assert len(multi.mids) == 2 and all(s.logged for s in multi.mids)
 
 
 async def test_report_page_walks_every_finding_once(tmp_path: Path) -> None:

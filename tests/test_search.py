@@ -20,7 +20,7 @@ from tests.support import query, seed
 async def search_ids(db_path: str, text: str) -> tuple[list[int], int]:
     async with open_db(db_path, readonly=True) as db:
         page = await search.search(db, text, time.time(), order="id")
-    return [m.id for m in page.rows], page.total
+    return [m.row for m in page.rows], page.total
 
 
 async def queue(db_path: str) -> None:

@@ -58,7 +58,7 @@ async def test_claim_takes_each_due_row_once(engine: Engine, store: Store) -> No
     first = await _claim(engine, store, limit=2)
     second = await _claim(engine, store, limit=2)
     assert len(first) == 2 and len(second) == 1
-    assert {c.id for c in first}.isdisjoint(c.id for c in second)
+    assert {c.row for c in first}.isdisjoint(c.row for c in second)
     assert len({c.token for c in first}) == 1
     assert await _claim(engine, store) == []
     assert (await counts.state_counts(store))["sending"] == 3
@@ -67,9 +67,9 @@ async def test_claim_takes_each_due_row_once(engine: Engine, store: Store) -> No
 async def test_record_applies_outcomes_fenced_by_token(engine: Engine, store: Store) -> None:
     """Outcomes land by claim token: sent and retry move their rows; a stale token changes nothing."""
     a, b, c = await _claim(engine, store)
-    outcomes = [Outcome(a.id, a.token, "sent", 250, "ok"),
-                Outcome(b.id, b.token, "retry", 451, "later", due_at=T0 + 60),
-                Outcome(c.id, "0.stale", "sent", 250, "ok")]
+    outcomes = [Outcome(a.row, a.token, "sent", 250, "ok"),
+                Outcome(b.row, b.token, "retry", 451, "later", due_at=T0 + 60),
+                Outcome(c.row, "0.stale", "sent", 250, "ok")]
     await store.transaction(lambda tx: engine.record(tx, outcomes, T0 + 1))
     states = await counts.state_counts(store)
     assert (states["sent"], states["scheduled"], states["sending"]) == (1, 1, 1)
@@ -79,10 +79,10 @@ async def test_expired_lease_becomes_unknown_and_is_reported(engine: Engine, sto
     """A lease that ran out is a stale claim until recovery makes it ``unknown``, which the report lists."""
     [claim] = await _claim(engine, store, limit=1, lease=5.0)
     [stale] = await reports.stale_claims(store, T0 + 10)
-    assert stale.row == claim.id
+    assert stale.row == claim.row
     expired = await sending.recover(store, T0 + 10)
-    assert [e.id for e in expired] == [claim.id]
-    assert [u.row for u in await reports.unknown_messages(store)] == [claim.id]
+    assert [e.row for e in expired] == [claim.row]
+    assert [u.row for u in await reports.unknown_messages(store)] == [claim.row]
     assert await reports.stale_claims(store, T0 + 10) == []
 
 

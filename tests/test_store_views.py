@@ -59,7 +59,7 @@ async def _seed(path: str) -> None:
         await sending.stop_worker(db, w3, T0 - 3500)
         first = await sending.claim(db, worker="w1", worker_id=w1, limit=4, lease=300, now=T0 - 2500)
         await sending.claim(db, worker="w2", worker_id=w2, limit=1, lease=300, now=T0 - 2500)
-        t = {c.id: c.token for c in first}
+        t = {c.row: c.token for c in first}
         await sending.record(db, [
             Outcome(1, t[1], "sent", 250, "2.0.0 queued as A1"),
             Outcome(2, t[2], "retry", 451, "4.7.1 greylisted", due_at=T0 + 300),
@@ -67,7 +67,7 @@ async def _seed(path: str) -> None:
             Outcome(4, t[4], "unknown", None, "connection lost after data"),
         ], T0 - 2490)
         lead = await sending.claim(db, worker="w1", worker_id=w1, limit=1, lease=300, now=T0 - 40)
-        await sending.record(db, [Outcome(lead[0].id, lead[0].token, "sent", 250, "2.0.0 ok")],
+        await sending.record(db, [Outcome(lead[0].row, lead[0].token, "sent", 250, "2.0.0 ok")],
                            T0 - 39)
         await sending.claim(db, worker="w1", worker_id=w1, limit=1, lease=300, now=T0 - 30)
         async with db.write():
@@ -147,15 +147,15 @@ async def _check_read_api(path: str) -> None:
         detail = await views.message(db, 2)
     assert ov.counts["sending"] == 2 and ov.stale_claims == 1 and ov.sent_last_minute == 1
     assert (ov.workers.alive, ov.workers.presumed_dead, ov.workers.stopped) == (1, 1, 1)
-    assert [m.id for m in q.messages] == [7, 2, 8, 9] and q.due_now == 1
-    assert q.oldest_due is not None and q.oldest_due.id == 7
-    assert q.next_due is not None and q.next_due.id == 2
+    assert [m.row for m in q.messages] == [7, 2, 8, 9] and q.due_now == 1
+    assert q.oldest_due is not None and q.oldest_due.row == 7
+    assert q.next_due is not None and q.next_due.row == 2
     assert {c.campaign: (c.due, c.scheduled) for c in q.campaigns} == {
         "spring": (1, 3), "welcome": (0, 1)}
-    assert [(c.id, c.worker, c.stale) for c in claims] == [(5, "w2", True), (6, "w1", False)]
+    assert [(c.row, c.worker, c.stale) for c in claims] == [(5, "w2", True), (6, "w1", False)]
     assert [(w.name, w.status, w.in_flight) for w in workers] == [
         ("w1", "alive", 1), ("w2", "presumed dead", 1), ("w3", "stopped", 0)]
-    assert [a.message for a in log] == [6, 10, 5, 4, 3, 2, 1]
+    assert [a.row for a in log] == [6, 10, 5, 4, 3, 2, 1]
     assert detail is not None and [a.status for a in detail.history] == ["retry"]
     assert detail.mid == fixed_mid(2)
 
@@ -170,11 +170,11 @@ async def test_log_filter_forms(tmp_path: Path) -> None:
         by_status = await views.send_log(db, "unknown")
         by_part = await views.send_log(db, "LEAD@")
         odd = await views.send_log(db, "%_\\")
-    assert [a.message for a in by_rcpt] == [3]
-    assert [a.message for a in by_mid] == [4]
-    assert [a.message for a in by_row] == [3]
-    assert [a.message for a in by_status] == [4]
-    assert [a.message for a in by_part] == [10]
+    assert [a.row for a in by_rcpt] == [3]
+    assert [a.row for a in by_mid] == [4]
+    assert [a.row for a in by_row] == [3]
+    assert [a.row for a in by_status] == [4]
+    assert [a.row for a in by_part] == [10]
     assert odd == []
 
 

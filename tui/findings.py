@@ -91,32 +91,32 @@ def _finding(kind: str, item: Any, now: float) -> Finding:
         detail = f"{_plural(item.copies, 'copy')} observed, never logged"
         if item.row is not None:
             detail += (f"; row #{item.row} ({item.row_state}) was logged as "
-                       f"{item.logged_message_id}")
-        return Finding(kind, item.row, item.recipient, campaign, (item.message_id,), item.at,
+                       f"{item.logged_mid}")
+        return Finding(kind, item.row, item.recipient, campaign, (item.mid,), item.at,
                        detail)
     if kind == "repeated_message_ids":
         detail = f"{item.copies} copies in one mailbox; attempts: {', '.join(item.attempts) or '-'}"
-        return Finding(kind, item.row, item.recipient, campaign, (item.message_id,),
+        return Finding(kind, item.row, item.recipient, campaign, (item.mid,),
                        item.first_at, detail)
     if kind == "multi_sends":
-        seen = item.message_ids
+        seen = item.mids
         rows = [s.row for s in seen if s.row is not None]
         logged = sum(s.logged for s in seen)
         detail = (f"{len(seen)} distinct Message-IDs: {logged} logged, "
                   f"{sum(1 for s in seen if s.observed)} observed")
         return Finding(kind, rows[0] if rows else None, item.recipient, campaign,
-                       tuple(s.message_id for s in seen), item.first_at, detail)
+                       tuple(s.mid for s in seen), item.first_at, detail)
     if kind == "unknown":
         detail = item.reason + ("; seen in a mailbox: reconcile settles it" if item.observed
                                 else "")
-        return Finding(kind, item.row, item.recipient, campaign, (item.message_id,), item.since,
+        return Finding(kind, item.row, item.recipient, campaign, (item.mid,), item.since,
                        detail)
     if kind == "stale_claims":
         beat = (f"last heartbeat {fmt.ago(item.heartbeat_at, now)}"
                 if item.heartbeat_at is not None else "worker unknown")
         detail = (f"lease expired {fmt.ago(item.lease_until, now)}; worker "
                   f"{item.worker or '?'} {'stopped' if item.worker_stopped else beat}")
-        return Finding(kind, item.row, item.recipient, campaign, (item.message_id,),
+        return Finding(kind, item.row, item.recipient, campaign, (item.mid,),
                        item.claimed_at, detail)
-    return Finding(kind, item.row, item.recipient, campaign, (item.message_id,), item.sent_at,
+    return Finding(kind, item.row, item.recipient, campaign, (item.mid,), item.sent_at,
                    f"logged sent ({item.reply}) but not in the mailbox")

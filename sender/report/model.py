@@ -41,7 +41,7 @@ class Window:
 class Ghost:
     """A Message-ID seen in a mailbox that SendLog has never heard of."""
 
-    message_id: str
+    mid: str
     recipient: str
     at: float
     copies: int
@@ -51,14 +51,14 @@ class Ghost:
     traced_by: str | None
     campaign: str | None
     row_state: str | None
-    logged_message_id: str | None
+    logged_mid: str | None
 
 
 @dataclass(frozen=True, slots=True)
 class RepeatedMessageId:
     """One Message-ID that one mailbox holds more than once for the same recipient."""
 
-    message_id: str
+    mid: str
     recipient: str
     copies: int
     first_at: float
@@ -73,7 +73,7 @@ class RepeatedMessageId:
 class Sighting:
     """One Message-ID of a multi-send: when, and whether SendLog has it and a mailbox saw it."""
 
-    message_id: str
+    mid: str
     at: float
     logged: bool
     observed: int
@@ -86,11 +86,11 @@ class MultiSend:
 
     recipient: str
     campaign: str
-    message_ids: tuple[Sighting, ...]
+    mids: tuple[Sighting, ...]
 
     @property
     def first_at(self) -> float:
-        return min(s.at for s in self.message_ids)
+        return min(s.at for s in self.mids)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +99,7 @@ class UnknownMessage:
     settle it now."""
 
     row: int
-    message_id: str
+    mid: str
     recipient: str
     campaign: str
     since: float
@@ -114,7 +114,7 @@ class StaleClaim:
     """A ``sending`` row whose lease ran out; its worker's last heartbeat says why."""
 
     row: int
-    message_id: str
+    mid: str
     recipient: str
     campaign: str
     worker: str | None
@@ -129,7 +129,7 @@ class Missing:
     """Logged as sent, but absent from the mailboxes observed for that time."""
 
     row: int
-    message_id: str
+    mid: str
     recipient: str
     campaign: str
     sent_at: float
@@ -206,9 +206,13 @@ def parse_time(text: str, flag: str) -> float:
     return stamp
 
 
+# ``--json`` keeps the names it has always had; in Python a Message-ID is ``mid``.
+_JSON_KEYS = {"mid": "message_id", "logged_mid": "logged_message_id", "mids": "message_ids"}
+
+
 def _jsonable(value: Any, key: str = "") -> Any:
     if isinstance(value, dict):
-        return {k: _jsonable(v, k) for k, v in value.items()}
+        return {_JSON_KEYS.get(k, k): _jsonable(v, k) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [_jsonable(v) for v in value]
     if (key == "at" or key.endswith(("_at", "_until")) or key == "since") and \

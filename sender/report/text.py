@@ -56,22 +56,22 @@ def _section(report: Report, name: str) -> list[str]:
     if name == "ghosts":
         headers = ["time (UTC)", "recipient", "campaign", "Message-ID", "traced to"]
         rows = [[when(g.at), g.recipient or "-", g.campaign or "-",
-                 g.message_id + (f" (x{g.copies})" if g.copies > 1 else ""), _trace(g)]
+                 g.mid + (f" (x{g.copies})" if g.copies > 1 else ""), _trace(g)]
                 for g in report.ghosts]
     elif name == "repeated_message_ids":
         headers = ["first / last (UTC)", "recipient", "campaign", "Message-ID", "copies", "SendLog"]
         rows = [[f"{when(r.first_at)}\n{when(r.last_at)}", r.recipient, r.campaign or "-",
-                 r.message_id + (f"\nrow {r.row}" if r.row else ""), r.copies,
+                 r.mid + (f"\nrow {r.row}" if r.row else ""), r.copies,
                  ", ".join(r.attempts) or "not logged"] for r in report.repeated_message_ids]
     elif name == "multi_sends":
         headers = ["recipient", "campaign", "Message-IDs", "time (UTC)", "seen as"]
-        rows = [[m.recipient, m.campaign, "\n".join(s.message_id for s in m.message_ids),
-                 "\n".join(when(s.at) for s in m.message_ids),
-                 "\n".join(_seen(s.logged, s.observed) for s in m.message_ids)]
+        rows = [[m.recipient, m.campaign, "\n".join(s.mid for s in m.mids),
+                 "\n".join(when(s.at) for s in m.mids),
+                 "\n".join(_seen(s.logged, s.observed) for s in m.mids)]
                 for m in report.multi_sends]
     elif name == "unknown":
         headers = ["since (UTC)", "row", "recipient", "campaign", "Message-ID", "reason"]
-        rows = [[when(u.since), u.row, u.recipient, u.campaign, u.message_id,
+        rows = [[when(u.since), u.row, u.recipient, u.campaign, u.mid,
                  _cut(u.reason) + ("\nseen in a mailbox: run reconcile" if u.observed else "")]
                 for u in report.unknown]
     elif name == "stale_claims":
@@ -81,7 +81,7 @@ def _section(report: Report, name: str) -> list[str]:
                 for c in report.stale_claims]
     else:
         headers = ["sent (UTC)", "row", "recipient", "campaign", "Message-ID"]
-        rows = [[when(m.sent_at), m.row, m.recipient, m.campaign, m.message_id]
+        rows = [[when(m.sent_at), m.row, m.recipient, m.campaign, m.mid]
                 for m in report.missing]
     return [head, *table(headers, rows)]
 
@@ -92,8 +92,8 @@ def _trace(g: Ghost) -> str:
     text = f"row {g.row} ({g.row_state})"
     if g.traced_by == "recipient+time":
         text += ", by recipient and time"
-    if g.logged_message_id and g.logged_message_id != g.message_id:
-        text += f"\nlogged as {g.logged_message_id}"
+    if g.logged_mid and g.logged_mid != g.mid:
+        text += f"\nlogged as {g.logged_mid}"
     return text
 
 

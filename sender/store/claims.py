@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 class Claim:
     """A claimed message: everything needed to send it, plus the fence token."""
 
-    id: int
+    row: int
     mid: str
     token: str
     attempt: int
@@ -194,7 +194,7 @@ def claim(tx: Tx, policy: Policy | None, *, worker: str, worker_id: int, limit: 
         details = tx.fetchall(dialect.pick(tx, sqlite=_DETAILS, postgres=_DETAILS_PG), {"ids": id_list})
         with_files = [r[0] for r in details if r[13]]
         parts = attachments.load(tx, with_files) if with_files else {}
-        return [Claim(id=r[0], mid=r[1], token=token, attempt=r[2], recipient=r[3], to_name=r[4],
+        return [Claim(row=r[0], mid=r[1], token=token, attempt=r[2], recipient=r[3], to_name=r[4],
                       campaign=r[5], from_addr=r[6], from_name=r[7], subject=r[8], body_text=r[9],
                       body_html=r[10], reply_to=r[11], headers=from_json(r[12]),
                       attachments=parts.get(r[0], ()))

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from ..headers import to_json as headers_json
 from ..intake import NewMessage
-from ..message import make_message_id
+from ..message import make_mid
 from . import dialect
 from .attachments import store as store_attachments
 from .engine import Store
@@ -84,7 +84,7 @@ async def _enqueue_chunk(db: Store, rows: list[NewMessage], campaigns: dict[str,
         sender = r.from_addr or from_addr
         if sender is None:
             raise ValueError("enqueue: no From address (validated earlier)")
-        mid = make_message_id(row_id, domain or sender.rpartition("@")[2])
+        mid = make_mid(row_id, domain or sender.rpartition("@")[2])
         messages.append((row_id, campaigns[r.campaign], recipient_ids[r.to.lower()], r.key, mid,
                          r.send_at if r.send_at is not None else now, r.priority, r.expires_at, now, now))
         bodies.append((row_id, sender, r.from_name if r.from_addr else from_name, r.name, r.subject,

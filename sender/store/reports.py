@@ -210,7 +210,7 @@ async def multi_sends(db: Store, since: float, now: float, *, limit: int = LIMIT
     return [MultiSend(pair[0], pair[1], tuple(sorted(
                 (Sighting(mid, at, logged, observed, row)
                  for mid, (at, logged, observed, row) in seen[pair].items()),
-                key=lambda s: (s.at, s.message_id))))
+                key=lambda s: (s.at, s.mid))))
             for pair in pairs]
 
 

@@ -33,7 +33,7 @@ ORDERS = {"id": "m.id", "recipient": "r.email", "campaign": "c.name", "state": "
 class Found:
     """One message in a search result."""
 
-    id: int
+    row: int
     recipient: str
     campaign: str
     state: str

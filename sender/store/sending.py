@@ -39,7 +39,7 @@ RELAY_ERRORS: frozenset[Reason] = frozenset({"relay", "refused", "outage", "inte
 class Outcome:
     """What happened to one claim. ``due_at`` is used by ``retry`` and ``released``."""
 
-    id: int
+    row: int
     token: str
     status: OutcomeStatus
     code: int | None = None
@@ -53,7 +53,7 @@ class Outcome:
     def of(cls, claim: Claim, status: OutcomeStatus, reason: Reason, reply: str, *,
            code: int | None = None, due_at: float | None = None) -> Outcome:
         """The outcome of ``claim`` (the one way the sender makes them)."""
-        return cls(claim.id, claim.token, status, code, reply, due_at, claim.mid, claim.recipient,
+        return cls(claim.row, claim.token, status, code, reply, due_at, claim.mid, claim.recipient,
                    reason)
 
 
@@ -62,7 +62,7 @@ class Expired:
     """A claim whose lease ran out: ``unknown``; ``scheduled`` when its worker's start journal
     proves it never began, ``sent`` when the journal holds the relay's 250 for it."""
 
-    id: int
+    row: int
     mid: str
     worker: str
     state: str = "unknown"
@@ -171,15 +171,15 @@ def record_in(tx: Tx, outcomes: Sequence[Outcome], now: float) -> None:
     """Apply outcomes, fenced by claim token, two statements for the whole batch. A late result
     for a row that moved to ``unknown`` (lease expired) still lands: the truth wins. A result
     whose claim no longer holds the row (an operator requeued it) is logged and ignored."""
-    rows = [[o.id, o.token, STATE_OF[o.status], 0 if o.status == "released" else 1, _reply(o),
+    rows = [[o.row, o.token, STATE_OF[o.status], 0 if o.status == "released" else 1, _reply(o),
              o.due_at if o.status in ("retry", "released") else None] for o in outcomes]
     update = dialect.pick(tx, sqlite=_RECORD_MESSAGES, postgres=_RECORD_MESSAGES_PG)
     applied = {r[0] for r in tx.fetchall(update, {"rows": json.dumps(rows), "now": now})}
     for o in outcomes:
-        if o.id not in applied:
+        if o.row not in applied:
             log.warning("row=%s mid=%s outcome %s ignored: claim %s no longer holds the row",
-                        o.id, o.mid, o.status, o.token)
-    logged = [[o.id, o.token, o.status, o.code, o.reply] for o in outcomes if o.id in applied]
+                        o.row, o.mid, o.status, o.token)
+    logged = [[o.row, o.token, o.status, o.code, o.reply] for o in outcomes if o.row in applied]
     if logged:
         tx.execute(dialect.pick(tx, sqlite=_RECORD_LOG, postgres=_RECORD_LOG_PG),
                    {"rows": json.dumps(logged), "now": now})

@@ -52,7 +52,7 @@ class Overview:
 
 @dataclass(frozen=True, slots=True)
 class QueuedMessage:
-    id: int
+    row: int
     recipient: str
     campaign: str
     due_at: float
@@ -91,7 +91,7 @@ class QueueView:
 class InFlight:
     """One message in state ``sending``; ``stale`` once its lease has run out."""
 
-    id: int
+    row: int
     recipient: str
     campaign: str
     worker: str
@@ -119,7 +119,7 @@ class Attempt:
     """One SendLog row."""
 
     id: int
-    message: int
+    row: int  # the queue row the attempt was for
     mid: str
     recipient: str
     campaign: str
@@ -142,7 +142,7 @@ class AuditEntry:
 
 @dataclass(frozen=True, slots=True)
 class MessageDetail:
-    id: int
+    row: int
     state: str
     recipient: str
     recipient_name: str | None
@@ -203,8 +203,8 @@ async def queue_view(db: Store, now: float, limit: int = QUEUE_LIMIT,
             if row is not None:
                 found.append(QueuedMessage(*row))
     return QueueView(due_now=min(due_now, due_cap), due_capped=due_now > due_cap,
-                     oldest_due=min(oldest, key=lambda m: (m.due_at, m.id), default=None),
-                     next_due=min(upcoming, key=lambda m: (m.due_at, m.id), default=None),
+                     oldest_due=min(oldest, key=lambda m: (m.due_at, m.row), default=None),
+                     next_due=min(upcoming, key=lambda m: (m.due_at, m.row), default=None),
                      messages=[QueuedMessage(*r) for r in rows],
                      campaigns=await campaign_queues(db, now) if campaigns else None,
                      campaigns_at=now if campaigns else None)
@@ -242,7 +242,7 @@ async def in_flight(db: Store, now: float, limit: int = INFLIGHT_LIMIT) -> list[
         f"FROM messages m {dialect.indexed(db, 'messages_lease')} JOIN recipients r ON r.id = m.recipient_id "
         "JOIN campaigns c ON c.id = m.campaign_id "
         "WHERE m.state = 'sending' ORDER BY m.lease_until, m.id LIMIT ?", (limit,))
-    return [InFlight(id=r[0], recipient=r[1], campaign=r[2], worker=r[3], attempt=r[4],
+    return [InFlight(row=r[0], recipient=r[1], campaign=r[2], worker=r[3], attempt=r[4],
                   claimed_at=r[5], lease_until=r[6] or 0.0, stale=(r[6] or 0.0) < now)
             for r in rows]
 
@@ -339,7 +339,7 @@ async def message(db: Store, row_id: int, limit: int = DETAIL_LIMIT) -> MessageD
         "SELECT at, actor, action, detail FROM audit WHERE message_id = ? ORDER BY id LIMIT ?",
         (row_id, limit))]
     return MessageDetail(
-        id=r[0], state=r[1], recipient=r[2], recipient_name=r[3], campaign=r[4], mid=r[5],
+        row=r[0], state=r[1], recipient=r[2], recipient_name=r[3], campaign=r[4], mid=r[5],
         dedupe_key=r[6], subject=r[7], from_addr=r[8], due_at=r[9], attempts=r[10], worker=r[11],
         lease_until=r[12], last_reply=r[13], created_at=r[14], updated_at=r[15],
         history=history, audit=audit)

@@ -73,7 +73,7 @@ class DetailScreen(Screen[None]):
         seen = (f"   [b $warning]seen {len(found.observed)} time(s) in a mailbox[/]"
                 if found.observed else "")
         lines = [
-            f"[b]Message #{m.id}[/b]   {state}   {tries}{lease}{seen}",
+            f"[b]Message #{m.row}[/b]   {state}   {tries}{lease}{seen}",
             f"Message-ID  [b]{fmt.lit(m.mid)}[/b]",
             f"To          {fmt.lit(m.recipient)}"
             + (f" ({fmt.lit(m.recipient_name)})" if m.recipient_name else ""),
@@ -88,17 +88,17 @@ class DetailScreen(Screen[None]):
         fields.update("\n".join(lines))
         attempts = self.query_one("#attempts", RowsTable)
         attempts.fill([
-            Row(str(a.id), m.id, (str(a.id), str(a.attempt),
+            Row(str(a.id), m.row, (str(a.id), str(a.attempt),
                                   tone(attempts, a.status, _TONE.get(a.status, "foreground")),
                                   a.worker, fmt.when(a.claimed_at), fmt.when(a.finished_at),
                                   f"{a.smtp_code or ''} {a.smtp_reply or ''}".strip() or "-"))
             for a in m.history])
         observed = self.query_one("#observed", RowsTable)
         observed.fill([
-            Row(f"o{i}", m.id, (o.source, fmt.when(o.at), fmt.when(o.observed_at), o.mid or "-",
+            Row(f"o{i}", m.row, (o.source, fmt.when(o.at), fmt.when(o.observed_at), o.mid or "-",
                                 o.recipient))
             for i, o in enumerate(found.observed)]
-            or [Row("none", m.id, ("none read so far", "-", "-", "-", "-"))])
+            or [Row("none", m.row, ("none read so far", "-", "-", "-", "-"))])
         self.query_one("#audit", RowsTable).fill([
-            Row(str(i), m.id, (fmt.when(e.at), e.actor, e.action, e.detail or ""))
-            for i, e in enumerate(m.audit)] or [Row("none", m.id, ("-", "-", "none yet", ""))])
+            Row(str(i), m.row, (fmt.when(e.at), e.actor, e.action, e.detail or ""))
+            for i, e in enumerate(m.audit)] or [Row("none", m.row, ("-", "-", "none yet", ""))])

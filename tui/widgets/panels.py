@@ -101,7 +101,7 @@ class QueuePanel(Panel):
         table = self.query_one("#found-table", RowsTable)
         table.sorted_in_store = True
         table.fill([
-            Row(str(m.id), m.id, (str(m.id), m.recipient, m.campaign,
+            Row(str(m.row), m.row, (str(m.row), m.recipient, m.campaign,
                                   tone(table, m.state, _STATE_TONE.get(m.state, "foreground")),
                                   fmt.ago(m.updated_at, now),
                                   fmt.ago(m.due_at, now) if m.state == "scheduled" else "-",
@@ -114,10 +114,10 @@ class QueuePanel(Panel):
             return
         parts = [f"Due now [b]{q.due_now:,}{'+' if q.due_capped else ''}[/b]"]
         if (oldest := q.oldest_due) is not None:
-            parts.append(f"oldest due [b]#{oldest.id}[/b] {fmt.lit(oldest.recipient)} "
+            parts.append(f"oldest due [b]#{oldest.row}[/b] {fmt.lit(oldest.recipient)} "
                          f"({fmt.ago(oldest.due_at, now)})")
         if (nxt := q.next_due) is not None:
-            parts.append(f"next [b]#{nxt.id}[/b] {fmt.lit(nxt.recipient)} "
+            parts.append(f"next [b]#{nxt.row}[/b] {fmt.lit(nxt.recipient)} "
                          f"{fmt.ago(nxt.due_at, now)}")
         if not q.messages:
             parts.append("nothing scheduled")
@@ -135,7 +135,7 @@ class QueuePanel(Panel):
             for c in q.campaigns or []])
         table = self.query_one("#queue-table", RowsTable)
         table.fill([
-            Row(str(m.id), m.id, (str(m.id), m.recipient, m.campaign,
+            Row(str(m.row), m.row, (str(m.row), m.recipient, m.campaign,
                                   self._PRIORITY.get(m.priority, str(m.priority)),
                                   fmt.when(m.due_at),
                                   tone(table, fmt.ago(m.due_at, now),
@@ -164,7 +164,7 @@ class InFlightPanel(Panel):
             lease = (tone(self.table, f"expired {fmt.span(snap.now - c.lease_until)} ago", "error",
                           bold=True)
                      if c.stale else f"{fmt.span(c.lease_until - snap.now)} left")
-            rows.append(Row(str(c.id), c.id, (str(c.id), c.recipient, c.campaign, c.worker,
+            rows.append(Row(str(c.row), c.row, (str(c.row), c.recipient, c.campaign, c.worker,
                                               str(c.attempt), fmt.ago(c.claimed_at, snap.now),
                                               lease)))
         self.table.fill(rows, needle)
@@ -189,7 +189,7 @@ class WorkersPanel(Panel):
         self.summary(text)
         claims: dict[str, list[int]] = {}
         for c in snap.in_flight:
-            claims.setdefault(c.worker, []).append(c.id)
+            claims.setdefault(c.worker, []).append(c.row)
         rows = []
         for w in snap.workers:
             act = snap.activity.get(w.name)
@@ -234,8 +234,8 @@ class LogPanel(Panel):
             text = f"{shown}, newest first  ·  [b]/[/b] to filter"
         self.summary(f"{text}  ·  {mode}")
         table.fill([
-            Row(str(a.id), a.message, (
-                str(a.id), str(a.message), fmt.when(a.claimed_at),
+            Row(str(a.id), a.row, (
+                str(a.id), str(a.row), fmt.when(a.claimed_at),
                 tone(table, a.status, self._TONE.get(a.status, "foreground")),
                 a.recipient, a.campaign, a.worker, str(a.attempt),
                 fmt.short(f"{a.smtp_code or ''} {a.smtp_reply or ''}".strip(), 30), a.mid))
