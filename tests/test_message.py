@@ -34,7 +34,7 @@ def slow(**kw: object) -> bytes:
 def test_fast_path_is_byte_identical_to_the_email_package(subject: str, body: str, from_name: str | None,
                                                          to_name: str | None) -> None:
     """For any ASCII subject, body and names, the fast path (when it applies) equals EmailMessage's bytes."""
-    kw = dict(message_id="<7.0123456789abcdef@example.org>", from_addr="team@example.org", from_name=from_name,
+    kw = dict(mid="<7.0123456789abcdef@example.org>", from_addr="team@example.org", from_name=from_name,
               to="lead.one@example.com", to_name=to_name, subject=subject, body_text=body, body_html=None,
               date=1_700_000_000.0)
     assert build(**kw).data == slow(**kw)  # type: ignore[arg-type]
@@ -67,7 +67,7 @@ def test_message_id_embeds_the_row() -> None:
 def test_long_lines_and_long_headers_fall_back_identically() -> None:
     """A body line over 998 characters or a header over 78 leaves the fast path, with the same result as before."""
     for subject, body in (("s", "x" * 1200 + "\n"), ("word " * 30, "short\n")):
-        kw = dict(message_id="<3.ab@example.org>", from_addr="a@example.org", from_name=None, to="b@example.com",
+        kw = dict(mid="<3.ab@example.org>", from_addr="a@example.org", from_name=None, to="b@example.com",
                   to_name=None, subject=subject.strip(), body_text=body, body_html=None, date=0.0)
         assert message._build_plain(*kw.values()) is None  # type: ignore[arg-type]
         assert build(**kw).data == slow(**kw)  # type: ignore[arg-type]
@@ -97,7 +97,7 @@ def test_fast_path_with_extra_headers_is_byte_identical(subject: str, body: str,
                                                          names: list[str]) -> None:
     """Extra headers (Reply-To, custom, List-Unsubscribe) keep the fast path equal to EmailMessage's bytes."""
     extra = [(n, "lead@example.org" if n == "Reply-To" else v) for n, v in zip(names, values, strict=False)]
-    kw = dict(message_id="<7.0123456789abcdef@example.org>", from_addr="team@example.org", from_name="Team",
+    kw = dict(mid="<7.0123456789abcdef@example.org>", from_addr="team@example.org", from_name="Team",
               to="lead.one@example.com", to_name=None, subject=subject, body_text=body, body_html=None,
               date=1_700_000_000.0, extra=extra)
     assert build(**kw).data == slow(**kw)  # type: ignore[arg-type]
