@@ -37,7 +37,6 @@ class DuplicatesPanel(Panel):
 
     def compose(self) -> ComposeResult:
         self._by_key: dict[str, Finding] = {}
-        self._found: Findings | None = None
         self._needle = ""
         yield Static(classes="summary")
         yield MainTable(self.COLUMNS, id="duplicates-panel-table")
@@ -63,7 +62,7 @@ class DuplicatesPanel(Panel):
         """The report arrives on its own schedule (``show_findings``), with its own totals."""
 
     def show_findings(self, found: Findings | None, needle: str = "") -> None:
-        self._found, self._needle = found, needle
+        self._needle = needle
         if found is None:
             self.summary("running the report…")
             return
