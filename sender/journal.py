@@ -64,7 +64,9 @@ def boot_id() -> str | None:
 
 def is_file_queue(db_path: str) -> bool:
     """Journals live beside a queue file; a database server's queue (a URL) has none yet."""
-    return "://" not in db_path
+    from .store.engine import engine_for
+
+    return engine_for(db_path).name == "sqlite"
 
 
 def journal_dir(db_path: str) -> Path:

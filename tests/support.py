@@ -121,6 +121,19 @@ def write_csv(path: Path, rows: list[dict[str, str]]) -> str:
     return str(path)
 
 
+def enqueue_leads(cli: Any, tmp_path: Path, db: str, n: int) -> None:
+    """``init`` and ``enqueue`` ``n`` leads (lead0@example.com …) into ``db`` (a file or a URL)
+    through the command line."""
+    rows = [{"to": f"lead{i}@example.com", "subject": f"Your material #{i}",
+             "body": f"Hello {i},\nhere it is.", "name": f"Lead {i}"} for i in range(n)]
+    path = write_csv(tmp_path / "leads.csv", rows)
+    r = cli("init", "--db", db)
+    assert r.code == 0, r.err
+    r = cli("enqueue", "--db", db, "--csv", path, "--from", "Team <team@example.org>")
+    assert r.code == 0, r.err
+    assert f"queued {n}," in r.out
+
+
 def need(missing: str | None, in_ci: str | None = None) -> None:
     """A test that needs a service or tool: skip with ``missing`` as its one-line reason on a
     machine without it, but fail in CI (``CI`` set), where every such test must run."""

@@ -9,7 +9,6 @@ with plain psycopg).
 from __future__ import annotations
 
 import collections
-import csv
 import json
 import signal
 import subprocess
@@ -26,25 +25,11 @@ from sender.store.engine import open_store
 from sender.store.enqueue import enqueue
 from tests import pg
 from tests.conftest import Cli, SinkThread
-from tests.support import query
+from tests.support import enqueue_leads, query
 
 MESSAGES = 1200
 PROCESSES = 4
 DEADLINE = 90.0
-
-
-def _enqueue(cli: Cli, tmp_path: Path, url: str, n: int) -> None:
-    path = tmp_path / "leads.csv"
-    with path.open("w", newline="", encoding="utf-8") as fh:
-        out = csv.writer(fh)
-        out.writerow(["to", "subject", "body", "name"])
-        out.writerows([f"lead{i}@example.com", f"Your material #{i}", f"Hello {i},\nhere it is.",
-                       f"Lead {i}"] for i in range(n))
-    r = cli("init", "--db", url)
-    assert r.code == 0, r.err
-    r = cli("enqueue", "--db", url, "--csv", str(path), "--from", "Team <team@example.org>")
-    assert r.code == 0, r.err
-    assert f"queued {n}," in r.out
 
 
 def _assert_each_sent_once(url: str, sink: SinkThread, n: int) -> None:
@@ -244,7 +229,7 @@ def test_overlapping_runs_on_one_postgres_queue_send_each_once(cli: Cli, sink: S
                                                               tmp_path: Path, prefetch: str) -> None:
     """Four `run --once` processes with 4 sessions each, started together over 1,200 due messages
     on one PostgreSQL queue, deliver each exactly once, and more than one of them won claims."""
-    _enqueue(cli, tmp_path, pg_database, MESSAGES)
+    enqueue_leads(cli, tmp_path, pg_database, MESSAGES)
     started = time.monotonic()
     results = _run_together(cli, [["run", "--db", pg_database, "--smtp-port", str(sink.port), "--once",
                                    "--concurrency", "4", "--prefetch", prefetch, "--worker", f"host{i}", "-q"]

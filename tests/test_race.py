@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import csv
 import json
 import signal
 import sqlite3
@@ -23,6 +22,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import Cli, SinkThread
+from tests.support import enqueue_leads
 
 pytestmark = pytest.mark.slow
 
@@ -34,19 +34,6 @@ DEADLINE = 45.0
 def _query(db_path: str, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
     with contextlib.closing(sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)) as conn:
         return conn.execute(sql, params).fetchall()
-
-
-def _enqueue(cli: Cli, tmp_path: Path, db_path: str, n: int) -> None:
-    path = tmp_path / "leads.csv"
-    with path.open("w", newline="", encoding="utf-8") as fh:
-        out = csv.writer(fh)
-        out.writerow(["to", "subject", "body", "name"])
-        out.writerows([f"lead{i}@example.com", f"Your material #{i}", f"Hello {i},\nhere it is.",
-                       f"Lead {i}"] for i in range(n))
-    assert cli("init", "--db", db_path).code == 0
-    r = cli("enqueue", "--db", db_path, "--csv", str(path), "--from", "Team <team@example.org>")
-    assert r.code == 0, r.err
-    assert f"queued {n}," in r.out
 
 
 def _run_together(cli: Cli, runs: list[list[str]]) -> list[tuple[int, str]]:
@@ -90,7 +77,7 @@ def _assert_each_sent_once(db_path: str, sink: SinkThread, n: int) -> None:
 def test_overlapping_cron_runs_send_each_message_once(cli: Cli, sink: SinkThread, db_path: str,
                                                       tmp_path: Path) -> None:
     """Four `run --once` processes started together over 1,200 due messages deliver each exactly once."""
-    _enqueue(cli, tmp_path, db_path, MESSAGES)
+    enqueue_leads(cli, tmp_path, db_path, MESSAGES)
     started = time.monotonic()
     results = _run_together(cli, [["run", "--db", db_path, "--smtp-port", str(sink.port), "--once",
                                     "--worker", f"cron{i}", "-q"] for i in range(PROCESSES)])
@@ -108,7 +95,7 @@ def test_overlapping_cron_runs_send_each_message_once(cli: Cli, sink: SinkThread
 def test_many_sessions_in_one_process_send_each_message_once(cli: Cli, sink: SinkThread,
                                                              db_path: str, tmp_path: Path) -> None:
     """One `run --once` with 16 concurrent SMTP sessions delivers 1,200 messages exactly once each."""
-    _enqueue(cli, tmp_path, db_path, MESSAGES)
+    enqueue_leads(cli, tmp_path, db_path, MESSAGES)
     started = time.monotonic()
     [(code, err)] = _run_together(cli, [["run", "--db", db_path, "--smtp-port", str(sink.port),
                                          "--once", "--concurrency", "16", "-q"]])
@@ -127,7 +114,7 @@ def test_overlapping_runs_with_many_sessions_each(cli: Cli, sink: SinkThread, db
                                                   tmp_path: Path, prefetch: str) -> None:
     """Four processes with 8 sessions each (32 racing sessions) still deliver each message once,
     claiming just in time or with two claims waiting per session."""
-    _enqueue(cli, tmp_path, db_path, MESSAGES)
+    enqueue_leads(cli, tmp_path, db_path, MESSAGES)
     results = _run_together(cli, [["run", "--db", db_path, "--smtp-port", str(sink.port), "--once",
                                    "--concurrency", "8", "--prefetch", prefetch, "--worker", f"busy{i}", "-q"]
                                   for i in range(PROCESSES)])
