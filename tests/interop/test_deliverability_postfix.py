@@ -22,11 +22,14 @@ from email import policy
 from pathlib import Path
 
 import dkim
+import pytest
 
 from tests.conftest import Cli
 from tests.interop.conftest import record
 from tests.interop.relay import Relay
 from tests.support import query, wait_until, write_csv
+
+pytestmark = pytest.mark.xdist_group("relay")  # one Postfix and one Dovecot for the session
 
 SELECTOR_NAME = b"s1._domainkey.example.org."
 
