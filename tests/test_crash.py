@@ -115,12 +115,14 @@ async def test_frozen_worker_late_success_is_recorded_without_resend(queue: str,
                                                                      faulty_sink: SinkThread,
                                                                      faults: Faults) -> None:
     """A worker frozen past its lease is presumed dead (unknown); when it wakes, its success lands (sent), once."""
-    faults.data_delay = 1.0
+    faults.data_delay = 1.0  # the sink holds its reply to the final dot this long
+    begun = threading.Event()  # the RCPT: the session has started (claimed is not enough on a loaded machine)
+    faults.rcpt = lambda address: begun.set()
     await seed(queue, 1)
     proc = cli.popen(*daemon_args(queue, faulty_sink.port, "--concurrency", "1", "--lease", "1"))
     try:
-        assert wait_until(lambda: in_state(queue, "sending") == 1, 15)
-        time.sleep(0.2)
+        assert begun.wait(15)
+        time.sleep(0.2)  # past the final dot, waiting for its reply
         freeze(proc, queue)
         time.sleep(1.5)
         recovered = cli("recover", "--db", queue)
