@@ -181,7 +181,8 @@ def test_postfix_stop_under_the_daemon(cli: Cli, db_path: str, relay: Relay) -> 
     assert len(mids) == len(set(mids)), "a message was delivered twice"
     assert states(db_path).get("unknown", 0) <= 1  # one in flight at the stop may never have been queued
     assert resumed < 5, f"first delivery {resumed:.1f}s after Postfix returned"
-    assert drain < 15, f"drained {drain:.1f}s after Postfix returned"
+    assert drain < 15, f"drained {drain:.1f}s after Postfix returned; the daemon said:\n" + "\n".join(
+        proc.log_path.read_text().splitlines()[-40:])  # type: ignore[attr-defined]
     record("postfix stop 3 s under the daemon", delivered=len(mids), failed=0,
            retried=int(query(db_path, "SELECT count(*) FROM send_log WHERE status = 'retry'")[0][0]),
            attempts=_attempts(db_path), released=_released(db_path), unknown_after_stop=unknown,
