@@ -107,11 +107,19 @@ def seed(path: str | Path) -> str:
 
 
 async def aseed(path: str | Path) -> str:
+    """The shared queue at ``path``: a copy of the template file, or seeded into a PostgreSQL URL."""
+    if "://" in str(path):
+        await _seed(str(path))
+        return str(path)
     return seed(path)
 
 
 def rows(path: str, sql: str, params: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
-    """Read back with plain sqlite3, independent of the code under test."""
+    """Read back with plain sqlite3 (or psycopg for a URL), independent of the code under test."""
+    if "://" in path:
+        from tests import pg
+
+        return pg.query(path, sql.replace("?", "%s"), params)
     with sqlite3.connect(path) as conn:
         return list(conn.execute(sql, params))
 

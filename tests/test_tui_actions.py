@@ -1,13 +1,12 @@
 """Operator actions from the monitor: each changes exactly the intended row and writes its audit.
 
 Actions go through ``sender.store.operator`` on a short-lived writable connection after a confirmation;
-the tests drive them with keys, then read the file back with plain sqlite3 and compare every
-row of ``messages`` and ``send_log`` before and after.
+the tests drive them with keys, then read the queue back with plain sqlite3 (or psycopg: the
+actions run on both engines through the ``queue`` fixture) and compare every row of ``messages``
+and ``send_log`` before and after.
 """
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import pytest
 from textual.pilot import Pilot
@@ -44,9 +43,9 @@ async def select(pilot: Pilot[None], tab_key: str, table_id: str, key: str) -> N
     await settle(pilot)
 
 
-async def test_cancel_scheduled_message(tmp_path: Path) -> None:
+async def test_cancel_scheduled_message(queue: str) -> None:
     """``c`` then ``y`` cancels the selected scheduled message and nothing else."""
-    path = await aseed(tmp_path / "queue.db")
+    path = await aseed(queue)
     before = tables(path)
     app = make_app(path)
     async with app.run_test(size=SIZE) as pilot:
@@ -61,9 +60,9 @@ async def test_cancel_scheduled_message(tmp_path: Path) -> None:
     assert audit(path) == [(T0, "tester", "cancel", 9)]
 
 
-async def test_retry_failed_message_from_the_log(tmp_path: Path) -> None:
+async def test_retry_failed_message_from_the_log(queue: str) -> None:
     """``t`` on a failed attempt in the Log re-schedules that message with the same Message-ID."""
-    path = await aseed(tmp_path / "queue.db")
+    path = await aseed(queue)
     before = tables(path)
     mid = rows(path, "SELECT message_id FROM messages WHERE id = 3")
     app = make_app(path)
@@ -79,9 +78,9 @@ async def test_retry_failed_message_from_the_log(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("key", "state", "log_status"), [
     ("s", "sent", "sent"), ("f", "failed", "failed"), ("r", "scheduled", "requeued")])
-async def test_resolve_unknown(tmp_path: Path, key: str, state: str, log_status: str) -> None:
+async def test_resolve_unknown(queue: str, key: str, state: str, log_status: str) -> None:
     """``u`` on an unknown message offers sent / failed / requeue; the choice settles that row only."""
-    path = await aseed(tmp_path / "queue.db")
+    path = await aseed(queue)
     before = tables(path)
     app = make_app(path)
     async with app.run_test(size=SIZE) as pilot:
@@ -98,10 +97,10 @@ async def test_resolve_unknown(tmp_path: Path, key: str, state: str, log_status:
     assert audit(path) == [(T0, "tester", f"resolve-{'requeue' if key == 'r' else state}", 4)]
 
 
-async def test_pause_and_resume_sending(tmp_path: Path) -> None:
+async def test_pause_and_resume_sending(queue: str) -> None:
     """``p`` asks why, pauses every daemon through the flag with that reason (header and banner
     show who, when and why); ``p`` again resumes."""
-    path = await aseed(tmp_path / "queue.db")
+    path = await aseed(queue)
     before = tables(path)
     app = make_app(path)
     async with app.run_test(size=SIZE) as pilot:
@@ -121,9 +120,9 @@ async def test_pause_and_resume_sending(tmp_path: Path) -> None:
     assert audit(path) == [(T0, "tester", "pause", None), (T0, "tester", "resume", None)]
 
 
-async def test_action_from_the_detail_screen(tmp_path: Path) -> None:
+async def test_action_from_the_detail_screen(queue: str) -> None:
     """The action keys act on the message the detail screen shows."""
-    path = await aseed(tmp_path / "queue.db")
+    path = await aseed(queue)
     app = make_app(path)
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
@@ -133,9 +132,9 @@ async def test_action_from_the_detail_screen(tmp_path: Path) -> None:
     assert rows(path, "SELECT id FROM messages WHERE state = 'cancelled'") == [(8,)]
 
 
-async def test_wrong_state_and_backing_out_change_nothing(tmp_path: Path) -> None:
+async def test_wrong_state_and_backing_out_change_nothing(queue: str) -> None:
     """Cancel on a sent message is refused before any dialog; Escape in a dialog changes nothing."""
-    path = await aseed(tmp_path / "queue.db")
+    path = await aseed(queue)
     before = tables(path)
     app = make_app(path)
     async with app.run_test(size=SIZE) as pilot:
@@ -151,10 +150,10 @@ async def test_wrong_state_and_backing_out_change_nothing(tmp_path: Path) -> Non
     assert audit(path) == []
 
 
-async def test_read_only_hides_every_action(tmp_path: Path) -> None:
+async def test_read_only_hides_every_action(queue: str) -> None:
     """With ``--read-only`` the action keys are gone from the footer and the palette, no key
     opens a dialog or writes anything, and the header says so."""
-    path = await aseed(tmp_path / "queue.db")
+    path = await aseed(queue)
     before = tables(path)
     app = MonitorApp(path, refresh_every=3600, clock=lambda: T0, actor="tester", read_only=True)
     async with app.run_test(size=SIZE, notifications=True) as pilot:
