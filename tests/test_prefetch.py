@@ -10,8 +10,6 @@ failing relay. A real aiosmtpd on 127.0.0.1 watches the database at every MAIL F
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -36,10 +34,9 @@ class SendingCounter:
         self.lock = threading.Lock()
 
     def __call__(self, address: str) -> None:
-        with contextlib.closing(sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True)) as conn:
-            sending, live = conn.execute(  # one statement: one snapshot
-                "SELECT (SELECT count(*) FROM messages WHERE state = 'sending'), "
-                "       (SELECT count(*) FROM send_log WHERE status = 'sending')").fetchone()
+        [(sending, live)] = query(self.db_path,  # one statement: one snapshot
+                                  "SELECT (SELECT count(*) FROM messages WHERE state = 'sending'), "
+                                  "       (SELECT count(*) FROM send_log WHERE status = 'sending')")
         with self.lock:
             self.counts.append(sending)
             if live != sending:
@@ -47,73 +44,73 @@ class SendingCounter:
 
 
 @pytest.mark.parametrize("prefetch", [0, 1])
-async def test_rows_held_are_bounded_by_sessions_and_prefetch(db_path: str, tmp_path: Path,
+async def test_rows_held_are_bounded_by_sessions_and_prefetch(queue: str, tmp_path: Path,
                                                               prefetch: int) -> None:
     """Two sessions hold at most 2 rows just in time, at most 4 with --prefetch 1 (and do use them)."""
     counter = SendingCounter()
-    counter.db_path = db_path
+    counter.db_path = queue
     faults = Faults(data_delay=0.05)
-    await seed(db_path, 24)
+    await seed(queue, 24)
     with SinkThread(RecordingHandler(tmp_path / "maildir", faults, on_mail=counter)) as sink:
-        stats = await run_once(db_path, sink.port, concurrency=2, prefetch=prefetch)
+        stats = await run_once(queue, sink.port, concurrency=2, prefetch=prefetch)
         received = len(sink.received)
     assert stats.sent == 24 and received == 24
-    assert states(db_path) == {"sent": 24}
+    assert states(queue) == {"sent": 24}
     assert not counter.unclaimed
     assert max(counter.counts) <= 2 * (1 + prefetch), counter.counts
     if prefetch:
         assert max(counter.counts) > 2, counter.counts  # claims really were made ahead
 
 
-async def test_an_outcome_is_written_before_the_next_send_ends(db_path: str, faulty_sink: SinkThread,
+async def test_an_outcome_is_written_before_the_next_send_ends(queue: str, faulty_sink: SinkThread,
                                                                 faults: Faults) -> None:
     """With claims waiting, a finished send's outcome is written at the next turn, not held for a
     batch: the first `sent` is in the database while the next message, started at once from the
     waiting claims, is still being sent (so a crash then leaves at most the one in flight unknown)."""
     faults.data_delay = 1.0
-    await seed(db_path, 6)
-    run = asyncio.create_task(run_once(db_path, faulty_sink.port, concurrency=1, prefetch=4))
+    await seed(queue, 6)
+    run = asyncio.create_task(run_once(queue, faulty_sink.port, concurrency=1, prefetch=4))
     while not faulty_sink.received and not run.done():
         await asyncio.sleep(0.01)
     first = faulty_sink.received[0].at
-    while states(db_path).get("sent", 0) == 0 and not run.done():
+    while states(queue).get("sent", 0) == 0 and not run.done():
         await asyncio.sleep(0.01)
     written = time.time()
     assert len(faulty_sink.received) == 1, "the outcome waited for the next send"
     assert written - first < 0.5
-    assert (await run).sent == 6 and states(db_path) == {"sent": 6}
+    assert (await run).sent == 6 and states(queue) == {"sent": 6}
 
 
 @pytest.mark.parametrize("scope", ["all", "campaign"])
-async def test_a_pause_hands_back_the_waiting_claims(db_path: str, cli: Cli, faulty_sink: SinkThread,
+async def test_a_pause_hands_back_the_waiting_claims(queue: str, cli: Cli, faulty_sink: SinkThread,
                                                      faults: Faults, scope: str) -> None:
     """An operator's pause reaches claims already waiting: the next turn hands them back, sends a
     session had started finish, and nothing else goes out."""
     faults.data_delay = 0.3
-    await seed(db_path, 30)
-    proc = cli.popen(*daemon_args(db_path, faulty_sink.port, "--concurrency", "2", "--prefetch", "2"))
+    await seed(queue, 30)
+    proc = cli.popen(*daemon_args(queue, faulty_sink.port, "--concurrency", "2", "--prefetch", "2"))
     try:
-        assert wait_until(lambda: in_state(db_path, "sending") > 2, 15)
-        assert cli("pause", "--db", db_path, *(["--campaign", "c"] if scope == "campaign" else [])).code == 0
-        assert wait_until(lambda: in_state(db_path, "sending") == 0, 10)
+        assert wait_until(lambda: in_state(queue, "sending") > 2, 15)
+        assert cli("pause", "--db", queue, *(["--campaign", "c"] if scope == "campaign" else [])).code == 0
+        assert wait_until(lambda: in_state(queue, "sending") == 0, 10)
         delivered = len(faulty_sink.received)
         time.sleep(1.0)
         assert len(faulty_sink.received) == delivered
     finally:
         assert stop(proc) == 0
-    assert in_state(db_path, "sent") == delivered and in_state(db_path, "scheduled") == 30 - delivered
-    released = {r[0] for r in query(db_path, "SELECT smtp_reply FROM send_log WHERE status = 'released'")}
+    assert in_state(queue, "sent") == delivered and in_state(queue, "scheduled") == 30 - delivered
+    released = {r[0] for r in query(queue, "SELECT smtp_reply FROM send_log WHERE status = 'released'")}
     assert released == {NOT_STARTED + ("sending paused" if scope == "all" else "campaign paused")}
 
 
-async def test_a_failing_relay_hands_back_the_waiting_claims(db_path: str) -> None:
+async def test_a_failing_relay_hands_back_the_waiting_claims(queue: str) -> None:
     """Nothing listening: every claim, started or waiting, goes back to scheduled without an attempt."""
-    await seed(db_path, 12)
-    stats = await run_once(db_path, free_port(), concurrency=2, prefetch=3)
+    await seed(queue, 12)
+    stats = await run_once(queue, free_port(), concurrency=2, prefetch=3)
     assert stats.sent == 0 and stats.session_errors
-    assert states(db_path) == {"scheduled": 12}
-    assert {r[0] for r in query(db_path, "SELECT attempts FROM messages")} == {0}
-    assert {r[0] for r in query(db_path, "SELECT status FROM send_log")} <= {"released"}
+    assert states(queue) == {"scheduled": 12}
+    assert {r[0] for r in query(queue, "SELECT attempts FROM messages")} == {0}
+    assert {r[0] for r in query(queue, "SELECT status FROM send_log")} <= {"released"}
 
 
 async def test_timed_rules_turn_prefetch_off(db_path: str) -> None:
