@@ -23,6 +23,7 @@ import re
 import socket
 from collections import deque
 from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -127,6 +128,7 @@ class Daemon:
         self._hold_max = self._refill_at if self.prefetch else 1
         self._inflight: dict[int, tuple[Claim, asyncio.Task[None]]] = {}
         self._wake = asyncio.Event()
+        self._notified = False  # the engine wakes the loop when rows are made due (``_wakeups``)
         self._stopping = False
         self._hold_until = 0.0
         self.pace = Pace(len(self.sessions))
@@ -169,12 +171,20 @@ class Daemon:
         """Turns of the loop until the work is done (``once``) or a stop has been served."""
         await self._start(once)
         try:
-            while await self._turn(once):
-                pass
+            async with self._wakeups(once) as notified:
+                self._notified = notified
+                while await self._turn(once):
+                    pass
         finally:
             self.guard.stop_ticking()
             await self._shutdown()
         return self.stats
+
+    def _wakeups(self, once: bool) -> AbstractAsyncContextManager[bool]:
+        """The engine's wake-ups while the daemon runs (``--once`` exits when done: none)."""
+        if once:
+            return contextlib.nullcontext(False)
+        return self.db.engine.wakeups(self.db, self._wake.set, self.settings.poll)
 
     async def _start(self, once: bool) -> None:
         s = self.settings
@@ -219,7 +229,8 @@ class Daemon:
         self._dispatch()
         if claimed and len(claimed) == limit and self._free:
             return True  # a full batch with sessions still free: claim again at once
-        await self._sleep(self._next_wait(now, held))
+        until_due = await self._until_due(limit, claimed)
+        await self._sleep(self._next_wait(now, held, until_due))
         return True
 
     async def _write(self, now: float, anchor: float, limit: int) -> list[Claim]:
@@ -244,13 +255,30 @@ class Daemon:
         return (once and not self._stopping and not self._inflight and not self._pending
                 and not self._ready and not claimed)
 
-    def _next_wait(self, now: float, held: bool) -> float:
-        """Until the next heartbeat, the pace's next start, the next poll or hold end, or the grace."""
+    async def _until_due(self, limit: int, claimed: list[Claim]) -> float | None:
+        """Seconds until the next row a claim could take is due, when the engine wakes the daemon
+        and this turn wanted more rows than it got: a notification says a row was made due, not
+        that its due time has come. By the daemon's clock, the one its claims judge by; None when
+        nothing is waiting or the row is due already (held elsewhere: the poll looks again)."""
+        if not self._notified or not limit or len(claimed) >= limit:
+            return None
+        try:
+            due = await queue.next_due(self.db)
+        except StoreError:
+            return None  # the next turn's write meets the trouble and says so
+        wait = None if due is None else due - self.clock()
+        return wait if wait is not None and wait > 0 else None
+
+    def _next_wait(self, now: float, held: bool, until_due: float | None) -> float:
+        """Until the next heartbeat, the pace's next start, the next poll or hold end, the next
+        due row (``until_due``), or the grace."""
         wait = max(0.0, self._next_beat - now)
         if self._ready and self._free:
             wait = min(wait, max(0.01, self._next_start - now))  # the pace's spacing
         if not self._inflight and not self._pending:
             wait = min(wait, self.settings.poll if not held else self._hold_until - now)
+        if until_due is not None:
+            wait = min(wait, until_due)
         if self._stop_deadline is not None:
             wait = min(wait, max(0.0, self._stop_deadline - now))
         return wait

@@ -7,6 +7,8 @@ each engine's queue is fresh (a file, or a new database: ``tests/pg.py``).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import sqlite3
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -104,6 +106,38 @@ async def test_global_pause_stops_every_claim(engine: Engine, store: Store) -> N
     assert turn.claims == [] and turn.paused
     await flags.set_paused(store, False, actor="op", now=T0)
     assert len(await _claim(engine, store)) == 3
+
+
+async def test_next_due_is_the_earliest_row_a_claim_could_take(engine: Engine, store: Store) -> None:
+    """The next due time skips rows no claim may take (claimed, a paused campaign) and is none
+    while sending is paused."""
+    later = [NewMessage(to="p@example.com", subject="s", body="b", campaign="p", send_at=T0 + 50),
+             NewMessage(to="q@example.com", subject="s", body="b", campaign="q", send_at=T0 + 90, priority=0)]
+    await enqueue(store, later, from_addr="team@example.org", from_name=None, domain=None, now=T0)
+    assert await sending.next_due(store) == T0
+    await _claim(engine, store)
+    assert await sending.next_due(store) == T0 + 50
+    await flags.set_campaign_paused(store, "p", True, actor="op", now=T0)
+    assert await sending.next_due(store) == T0 + 90
+    await flags.set_paused(store, True, actor="op", now=T0)
+    assert await sending.next_due(store) is None
+
+
+async def test_wakeups_come_when_a_row_is_enqueued_where_the_engine_sends_them(
+        engine: Engine, store: Store, target: str) -> None:
+    """An engine that says it wakes a daemon (PostgreSQL) does so when another connection enqueues
+    a row; one that does not (SQLite) never calls ``wake``."""
+    woken = asyncio.Event()
+    async with engine.wakeups(store, woken.set, 30.0) as notified:
+        await asyncio.sleep(0.5)  # listening, and its first wake-up (on connecting) is past
+        woken.clear()
+        async with engine.open(target) as other:
+            await enqueue(other, [NewMessage(to="new@example.com", subject="s", body="b")],
+                          from_addr="team@example.org", from_name=None, domain=None, now=T0)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(woken.wait(), 5.0 if notified else 0.5)
+    assert notified == (engine.name == "postgres")
+    assert woken.is_set() == notified
 
 
 def _psycopg_error() -> Exception:

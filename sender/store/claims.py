@@ -89,6 +89,16 @@ UPDATE messages AS m
 RETURNING m.id
 """
 
+# The earliest due time of a row a claim could take (none while sending is paused), for a daemon
+# that is woken when rows are made due but must also wake when a future one's time comes: one
+# probe of ``messages_due`` per priority (a plain ``min`` would read every scheduled row).
+NEXT_DUE = f"""
+SELECT min(due_at) FROM ({" UNION ALL ".join(
+    f"SELECT (SELECT min(due_at) FROM messages WHERE state = 'scheduled' AND priority = {p} "
+    f"AND {_NOT_PAUSED}) AS due_at" for p in (0, 1, 2))}) AS next
+ WHERE {_GLOBAL_PAUSE}
+"""
+
 _MOVE = f"""
 UPDATE messages
    SET state = 'sending', claim_token = :token, worker = :worker, lease_until = :lease,

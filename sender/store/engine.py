@@ -3,10 +3,11 @@
 Every store function takes a ``Store`` (an open queue) and, inside a claim, a ``Tx`` (one
 synchronous transaction). An ``Engine`` supplies the parts that differ between databases: opening
 a connection with its pragmas and migrations, the claim statement, the set-based outcome writes,
-and the translation of its errors into ``StoreError``. SQLite's is ``sender.store.sqlite``; a
-second engine adds one module beside it, a line in ``engines()``, and passes
-``tests/test_store_contract.py``. Commands open a queue with ``open_store(target)``, which asks
-each engine whether it ``accepts`` the target (a PostgreSQL URL, say); a file path is SQLite's.
+the translation of its errors into ``StoreError``, and the wake-ups of an idle daemon where the
+database can send them. SQLite's is ``sender.store.sqlite``; a second engine adds one module
+beside it, a line in ``engines()``, and passes ``tests/test_store_contract.py``. Commands open a
+queue with ``open_store(target)``, which asks each engine whether it ``accepts`` the target (a
+PostgreSQL URL, say); a file path is SQLite's.
 """
 
 from __future__ import annotations
@@ -107,6 +108,12 @@ class Engine(Protocol):
 
     async def now(self, db: Store) -> float:
         """The database's clock, in epoch seconds (SQLite's is this host's)."""
+        ...
+
+    def wakeups(self, db: Store, wake: Callable[[], None], poll: float) -> AbstractAsyncContextManager[bool]:
+        """For the block, call ``wake`` whenever rows may have been made due or a pause lifted; it
+        yields whether the engine does (SQLite does not: a daemon finds new rows when it polls).
+        ``poll`` is how often the daemon looks anyway, for the engine's messages."""
         ...
 
 

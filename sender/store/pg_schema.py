@@ -24,6 +24,7 @@ from .states import LIVE_SQL, STATES, SUPPRESSION_REASONS, sql_list
 
 MARK = "sender queue"  # the comment on schema_migrations: this database is ours
 LOCK = 0x53454E44  # the advisory lock migrations hold ("SEND", SQLite's application id)
+CHANNEL = "sender_wake"  # the wake-ups' channel: the triggers of 0002_notify notify it, daemons listen
 
 _STATES_SQL = sql_list(STATES)
 
@@ -258,7 +259,30 @@ WITH gone AS (DELETE FROM state_count_deltas RETURNING state, n)
 INSERT INTO state_count_deltas(state, n) SELECT state, sum(n) FROM gone GROUP BY state
 """
 
+# Wake-ups (``pg_listen.py``): a notification on ``CHANNEL`` when a row becomes one a claim could
+# take (made ``scheduled`` by enqueue, retry, requeue or a claim handed back, or brought forward)
+# and when a pause is lifted. Row triggers whose ``WHEN`` the server tests without calling
+# anything: a claim or an outcome that leaves no row scheduled pays nothing for them.
+# PostgreSQL delivers the identical notifications of one transaction once.
+_NOTIFY = f"""
+CREATE FUNCTION sender_wake() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('{CHANNEL}', '');
+    RETURN NULL;
+END $$;
+CREATE TRIGGER messages_wake_insert AFTER INSERT ON messages FOR EACH ROW
+    WHEN (NEW.state = 'scheduled') EXECUTE FUNCTION sender_wake();
+CREATE TRIGGER messages_wake_update AFTER UPDATE OF state, due_at ON messages FOR EACH ROW
+    WHEN (NEW.state = 'scheduled' AND (OLD.state <> 'scheduled' OR NEW.due_at < OLD.due_at))
+    EXECUTE FUNCTION sender_wake();
+CREATE TRIGGER flags_wake_resume AFTER DELETE ON flags FOR EACH ROW
+    WHEN (OLD.key = 'paused') EXECUTE FUNCTION sender_wake();
+CREATE TRIGGER campaigns_wake_resume AFTER UPDATE OF paused ON campaigns FOR EACH ROW
+    WHEN (OLD.paused IS NOT NULL AND NEW.paused IS NULL) EXECUTE FUNCTION sender_wake();
+"""
+
 MIGRATIONS: list[tuple[str, str]] = [
     ("0001_baseline", _BASELINE),
+    ("0002_notify", _NOTIFY),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)

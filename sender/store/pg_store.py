@@ -129,9 +129,10 @@ class PgStore:
     dialect = POSTGRES
 
     def __init__(self, conn: psycopg.Connection[Any], path: str, readonly: bool,
-                 thread: ThreadPoolExecutor) -> None:
+                 thread: ThreadPoolExecutor, target: str) -> None:
         self.conn = conn
         self.path = path
+        self.target = target  # as given, password included: for a second connection, never shown
         self.readonly = readonly
         self._thread = thread
         self._lock = asyncio.Lock()
@@ -330,7 +331,7 @@ async def open_pg(target: str, *, readonly: bool = False, create: bool = False) 
                 thread, functools.partial(_check_or_migrate, conn, where, readonly=readonly, create=create))
             if readonly:
                 conn.read_only = True
-            yield PgStore(conn, where, readonly, thread)
+            yield PgStore(conn, where, readonly, thread, target)
         finally:
             await loop.run_in_executor(thread, conn.close)
     finally:

@@ -2,15 +2,15 @@
 
 The connection (psycopg 3 on one thread, mirroring aiosqlite) is ``pg_store.py``, imported when
 a queue is opened, so a command on an SQLite file never loads the driver; the schema is
-``pg_schema.py``; the claim and outcome writes are SQLite's own (``claims.py``, ``sending.py``),
-their few differing statements picked by ``dialect.pick``. A target is
-``postgresql://user@host:port/dbname`` (or ``postgres://``).
+``pg_schema.py``; the listening side of its wake-ups is ``pg_listen.py``; the claim and outcome
+writes are SQLite's own (``claims.py``, ``sending.py``), their few differing statements picked by
+``dialect.pick``. A target is ``postgresql://user@host:port/dbname`` (or ``postgres://``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 from ..errors import StoreError
 from ..policy import Policy
@@ -65,6 +65,16 @@ class Postgres:
         row = await db.fetchone("SELECT CAST(extract(epoch FROM clock_timestamp()) AS double precision)")
         assert row is not None
         return float(row[0])
+
+    @asynccontextmanager
+    async def wakeups(self, db: Store, wake: Callable[[], None], poll: float) -> AsyncIterator[bool]:
+        """A ``LISTEN`` connection beside the queue's own (``pg_listen.py``), for the block."""
+        from .pg_listen import listening
+        from .pg_store import PgStore
+
+        assert isinstance(db, PgStore)
+        async with listening(db, wake, poll):
+            yield True
 
     def translate(self, exc: Exception, path: str) -> StoreError | None:
         if isinstance(exc, StoreError):

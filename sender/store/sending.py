@@ -104,6 +104,12 @@ async def exchange(db: Store, outcomes: Sequence[Outcome], *, worker: str, worke
     return await db.transaction(work)
 
 
+async def next_due(db: Store) -> float | None:
+    """When the next row a claim could take is due (None: no such row, or sending is paused)."""
+    row = await db.fetchone(claims.NEXT_DUE)
+    return None if row is None or row[0] is None else float(row[0])
+
+
 async def claim(db: Store, *, worker: str, worker_id: int, limit: int, lease: float,
                 now: float, policy: Policy | None = None) -> list[Claim]:
     turn = await exchange(db, (), worker=worker, worker_id=worker_id, limit=limit, lease=lease,

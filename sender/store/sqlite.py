@@ -6,8 +6,9 @@ The connection wrapper, pragmas and migrations are ``db.py``; the claim statemen
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 
 from ..errors import StoreError
@@ -44,6 +45,9 @@ class SQLite:
 
     async def now(self, db: Store) -> float:
         return host_time()
+
+    def wakeups(self, db: Store, wake: Callable[[], None], poll: float) -> AbstractAsyncContextManager[bool]:
+        return contextlib.nullcontext(False)
 
     def translate(self, exc: Exception, path: str) -> StoreError | None:
         if isinstance(exc, StoreError):
