@@ -258,7 +258,20 @@ WITH gone AS (DELETE FROM state_count_deltas RETURNING state, n)
 INSERT INTO state_count_deltas(state, n) SELECT state, sum(n) FROM gone GROUP BY state
 """
 
+# The start journal on this engine (``pg_marks.py``): a worker's marks, written before each
+# ``MAIL FROM`` with asynchronous commit, and the server epoch they are trusted under.
+_START_MARKS = """
+ALTER TABLE workers ADD COLUMN marks_epoch text;
+CREATE TABLE start_marks (
+    worker_id bigint NOT NULL,
+    row_id    bigint NOT NULL,
+    token     text NOT NULL,
+    PRIMARY KEY (worker_id, row_id, token)
+);
+"""
+
 MIGRATIONS: list[tuple[str, str]] = [
     ("0001_baseline", _BASELINE),
+    ("0003_start_marks", _START_MARKS),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -129,9 +129,10 @@ class PgStore:
     dialect = POSTGRES
 
     def __init__(self, conn: psycopg.Connection[Any], path: str, readonly: bool,
-                 thread: ThreadPoolExecutor) -> None:
+                 thread: ThreadPoolExecutor, target: str) -> None:
         self.conn = conn
         self.path = path
+        self._target = target  # with its password, if it has one: never shown
         self.readonly = readonly
         self._thread = thread
         self._lock = asyncio.Lock()
@@ -213,6 +214,15 @@ class PgStore:
             except psycopg.Error as exc:
                 await self._call(self.conn.rollback)
                 raise error(exc, self.path, "commit failed") from exc
+
+    async def side_connection(self) -> psycopg.AsyncConnection[Any]:
+        """Another connection to this database, on the event loop and in autocommit, for small
+        writes that must not queue behind this one's transactions (the start marks)."""
+        try:
+            return await psycopg.AsyncConnection.connect(self._target, autocommit=True,
+                                                         connect_timeout=CONNECT_TIMEOUT)
+        except psycopg.Error as exc:
+            raise error(exc, self.path, "cannot connect") from exc
 
     def check_file(self) -> None:
         """Nothing to check: a server's database has no file that can be replaced under us."""
@@ -330,7 +340,7 @@ async def open_pg(target: str, *, readonly: bool = False, create: bool = False) 
                 thread, functools.partial(_check_or_migrate, conn, where, readonly=readonly, create=create))
             if readonly:
                 conn.read_only = True
-            yield PgStore(conn, where, readonly, thread)
+            yield PgStore(conn, where, readonly, thread, target)
         finally:
             await loop.run_in_executor(thread, conn.close)
     finally:
