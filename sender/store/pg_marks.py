@@ -42,6 +42,15 @@ EPOCH = ("concat_ws(' ', extract(epoch FROM pg_postmaster_start_time()), "
 
 _RECORD_EPOCH = f"UPDATE workers SET marks_epoch = {EPOCH} WHERE id = %s"
 
+# Marks no recovery can need (their claim is over): those a worker killed while idle left, the
+# settled ones its next statement would have deleted. A claim token is never reused, so a mark
+# that matches no ``sending`` row now never will again.
+_ORPHANS = """
+DELETE FROM start_marks AS s
+ WHERE NOT EXISTS (SELECT 1 FROM messages AS m
+                    WHERE m.id = s.row_id AND m.claim_token = s.token AND m.state = 'sending')
+"""
+
 _WRITE = """
 WITH gone AS (
     DELETE FROM start_marks
@@ -83,13 +92,12 @@ class PgMarks:
         return False
 
     def settled(self, rows: Iterable[int]) -> None:
-        """The store recorded these rows' outcomes: their marks go with the next statement."""
+        """The store recorded these rows' outcomes: their marks are deleted by the next start's
+        statement (or at close), so an idle worker keeps at most one turn's settled marks."""
         for row in rows:
             token = self._live.pop(row, None)
             if token is not None:
                 self._gone.append((row, token))
-        if self._gone:
-            self._wake()
 
     def _wake(self) -> None:
         if self._writer is None or self._writer.done():
@@ -131,6 +139,8 @@ class PgMarks:
         """Let the last statement finish; with ``clean`` (every outcome stored) remove this
         worker's marks; close the connection."""
         try:
+            if self._gone:
+                self._wake()
             if self._writer is not None:
                 await asyncio.wait_for(asyncio.shield(self._writer), CLOSE_WAIT)
             if clean and not self._conn.closed:
@@ -149,14 +159,15 @@ def _future() -> asyncio.Future[None]:
 
 
 async def open_pg_marks(db: Store, worker_id: int) -> PgMarks:
-    """Connect, record the server epoch in the worker's row (before its first claim), then
-    switch the connection to asynchronous commit."""
+    """Connect, record the server epoch in the worker's row (before its first claim), switch the
+    connection to asynchronous commit, and delete the marks of claims that are over."""
     assert isinstance(db, PgStore)
     conn = await db.side_connection()
     try:
         await conn.execute("SET application_name = 'sender marks'")
         await conn.execute(_RECORD_EPOCH, (worker_id,))
         await conn.execute("SET synchronous_commit = off")
+        await conn.execute(_ORPHANS)
     except psycopg.Error as exc:
         await conn.close()
         raise StoreError(f"{db.path}: start marks: {exc}".strip()) from exc
