@@ -4,8 +4,9 @@ Before a session sends ``MAIL FROM`` for a claim, the worker inserts ``(worker, 
 ``start_marks`` on a connection of its own with ``synchronous_commit = off``, and waits for the
 server's answer: the mark is then committed and visible to every other session, though its WAL
 may not be on disk yet. Marks asked for while one statement is on its way go together in the
-next (one statement, one round trip, the settled marks' deletion riding along), so the event loop
-never blocks and a session waits about one round trip before its ``MAIL FROM``.
+next (one statement, one round trip), so the event loop never blocks and a session waits about
+one round trip before its ``MAIL FROM``. A mark lives as long as its claim: the transaction that
+records the claim's outcome deletes it (``settle_in``), a recoverer deletes a dead worker's.
 
 An acknowledged asynchronous commit outlives the worker (the server has it), its connection and
 its host. It may be lost only with the server's memory: a crash of the server or of any of its
@@ -21,6 +22,7 @@ See docs/design.md, "The start journal".
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
@@ -28,9 +30,10 @@ from typing import Any
 import psycopg
 
 from ..errors import StoreError
-from ..journal import NOTHING, Proof
+from ..journal import NOTHING, Proof, worker_of
 from .engine import Store, Tx
 from .pg_store import PgStore
+from .sending import Outcome
 
 log = logging.getLogger(__name__)
 
@@ -42,9 +45,8 @@ EPOCH = ("concat_ws(' ', extract(epoch FROM pg_postmaster_start_time()), "
 
 _RECORD_EPOCH = f"UPDATE workers SET marks_epoch = {EPOCH} WHERE id = %s"
 
-# Marks no recovery can need (their claim is over): those a worker killed while idle left, the
-# settled ones its next statement would have deleted. A claim token is never reused, so a mark
-# that matches no ``sending`` row now never will again.
+# Marks no recovery can need, as a worker killed after marking a claim that was already recovered
+# leaves them: a claim token is never reused, so a mark matching no ``sending`` row never will.
 _ORPHANS = """
 DELETE FROM start_marks AS s
  WHERE NOT EXISTS (SELECT 1 FROM messages AS m
@@ -52,14 +54,15 @@ DELETE FROM start_marks AS s
 """
 
 _WRITE = """
-WITH gone AS (
-    DELETE FROM start_marks
-     WHERE worker_id = %(worker)s
-       AND (row_id, token) IN (SELECT * FROM unnest(CAST(%(gone_rows)s AS bigint[]),
-                                                    CAST(%(gone_tokens)s AS text[]))))
 INSERT INTO start_marks(worker_id, row_id, token)
-SELECT %(worker)s, * FROM unnest(CAST(%(rows)s AS bigint[]), CAST(%(tokens)s AS text[]))
+SELECT %s, CAST(e->>0 AS bigint), e->>1 FROM jsonb_array_elements(CAST(%s AS jsonb)) AS e
 ON CONFLICT DO NOTHING
+"""
+
+# In the transaction that records outcomes: their claims' marks are no longer needed.
+_SETTLED = """
+DELETE FROM start_marks AS s USING jsonb_array_elements(CAST(? AS jsonb)) AS e
+ WHERE s.worker_id = CAST(e->>0 AS bigint) AND s.row_id = CAST(e->>1 AS bigint) AND s.token = e->>2
 """
 
 Connect = Callable[[], Awaitable[psycopg.AsyncConnection[Any]]]
@@ -72,16 +75,13 @@ class PgMarks:
         self._conn = conn
         self._connect = connect
         self._worker = worker_id
-        self._live: dict[int, str] = {}  # row -> token of the marks written and not yet settled
         self._starts: list[tuple[int, str]] = []
-        self._gone: list[tuple[int, str]] = []
         self._batch = _future()  # resolved when the marks in ``_starts`` are committed
         self._writer: asyncio.Task[None] | None = None
 
     async def started(self, row: int, token: str) -> None:
         """Return once the mark is committed; raise ``StoreError`` if it could not be (then the
         message must not start)."""
-        self._live[row] = token
         self._starts.append((row, token))
         batch = self._batch
         self._wake()
@@ -92,12 +92,7 @@ class PgMarks:
         return False
 
     def settled(self, rows: Iterable[int]) -> None:
-        """The store recorded these rows' outcomes: their marks are deleted by the next start's
-        statement (or at close), so an idle worker keeps at most one turn's settled marks."""
-        for row in rows:
-            token = self._live.pop(row, None)
-            if token is not None:
-                self._gone.append((row, token))
+        """Nothing left to do: the transaction that recorded the outcomes deleted their marks."""
 
     def _wake(self) -> None:
         if self._writer is None or self._writer.done():
@@ -105,17 +100,14 @@ class PgMarks:
 
     async def _write(self) -> None:
         """Send what has gathered, one statement at a time, until nothing is left."""
-        while self._starts or self._gone:
-            starts, gone, batch = self._starts, self._gone, self._batch
-            self._starts, self._gone, self._batch = [], [], _future()
+        while self._starts:
+            starts, batch = self._starts, self._batch
+            self._starts, self._batch = [], _future()
             try:
                 if self._conn.closed:
                     self._conn = await self._reconnect()
-                await self._conn.execute(_WRITE, {
-                    "worker": self._worker, "rows": [r for r, _ in starts], "tokens": [t for _, t in starts],
-                    "gone_rows": [r for r, _ in gone], "gone_tokens": [t for _, t in gone]})
+                await self._conn.execute(_WRITE, (self._worker, json.dumps(starts)))
             except (psycopg.Error, StoreError) as exc:
-                self._gone = gone + self._gone  # deleted with a later statement
                 batch.set_exception(exc if isinstance(exc, StoreError)
                                     else StoreError(f"start marks: {exc}".strip()))
             except BaseException:  # cancelled, or a bug: no waiting session may start
@@ -139,8 +131,6 @@ class PgMarks:
         """Let the last statement finish; with ``clean`` (every outcome stored) remove this
         worker's marks; close the connection."""
         try:
-            if self._gone:
-                self._wake()
             if self._writer is not None:
                 await asyncio.wait_for(asyncio.shield(self._writer), CLOSE_WAIT)
             if clean and not self._conn.closed:
@@ -172,6 +162,13 @@ async def open_pg_marks(db: Store, worker_id: int) -> PgMarks:
         await conn.close()
         raise StoreError(f"{db.path}: start marks: {exc}".strip()) from exc
     return PgMarks(conn, db.side_connection, worker_id)
+
+
+def settle_in(tx: Tx, outcomes: Iterable[Outcome]) -> None:
+    """Delete the marks of these outcomes' claims, inside the transaction recording them."""
+    gone = [[worker_of(o.token), o.row, o.token] for o in outcomes]
+    if gone:
+        tx.execute(_SETTLED, (json.dumps(gone),))
 
 
 class PgEvidence:
