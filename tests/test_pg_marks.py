@@ -126,3 +126,28 @@ async def test_marks_are_removed_when_settled_and_on_a_clean_stop(cli: Cli, sink
     assert cli(*daemon_args(url, sink.port, "--once")).code == 0
     assert states(url) == {"sent": 50} and marks(url) == set()
     assert len(sink.received) == 50
+
+
+async def test_a_lost_marks_connection_stops_one_start_and_sending_goes_on(cli: Cli, sink: SinkThread,
+                                                                           pg_database: str) -> None:
+    """The server ends the worker's marks connection mid-run: the messages whose marks failed are
+    not started (SendLog 'released', no attempt), the next mark reconnects, and every row is sent
+    once."""
+    url = pg_database
+    await seed(url, 30)
+    proc = cli.popen(*daemon_args(url, sink.port, "--concurrency", "2"))
+    try:
+        assert wait_until(lambda: in_state(url, "sent") >= 5, 20)
+        ended = query(url, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                           "WHERE application_name = 'sender marks' AND datname = current_database()")
+        assert ended == [(True,)]
+        assert wait_until(lambda: states(url) == {"sent": 30}, 30)
+        assert stop(proc) == 0
+    finally:
+        stop(proc, signal.SIGKILL)
+    assert Counter(Counter(r.rcpt_tos[0] for r in sink.received).values()) == {1: 30}
+    released = query(url, "SELECT smtp_reply FROM send_log WHERE status = 'released'")
+    assert 1 <= len(released) <= 2, released  # the failed statement's marks: one per session at most
+    assert all("start journal cannot be written" in str(r[0]) for r in released), released
+    assert query(url, "SELECT max(attempts) FROM messages") == [(1,)]
+    assert "start marks: reconnected" in proc.log_path.read_text()  # type: ignore[attr-defined]
