@@ -10,7 +10,9 @@ queue did before it kept marks), set by this module's child entry point; ``sende
 no switch to turn marks off. Each run must deliver every message exactly once.
 
 Rates as in ``bench.e2e``: *wall* over the child's life, *sink* between the first and the last
-message the sink saw; CPU per message of the whole child process (``wait4``).
+message the sink saw; CPU per message of the whole child process (``wait4``); commits per
+message, every transaction the database counted during the run (claims, outcomes, heartbeats,
+and with marks their statements: the difference is marks statements per message).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import asyncio
 import os
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from .common import Result, run_child, split_cpus, tail, warm_bytecode
@@ -49,6 +52,18 @@ def _sent(url: str) -> dict[str, int]:
         return dict(conn.execute("SELECT state, count(*) FROM messages GROUP BY state").fetchall())
 
 
+def _commits(url: str) -> int:
+    """Transactions committed in the database so far (a closed session's are counted within a
+    moment of its end)."""
+    import psycopg
+
+    time.sleep(1.0)
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute("SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()").fetchone()
+    assert row is not None
+    return int(row[0])
+
+
 def run(server: str, total: int, repeat: int, timeout: float) -> list[Result]:
     cpus = split_cpus()
     sink_cpus, child_cpus = cpus if cpus else (None, None)
@@ -56,6 +71,7 @@ def run(server: str, total: int, repeat: int, timeout: float) -> list[Result]:
     wall = {who: Result("postgres end to end", f"marks {who}, wall", "msg/s") for who in CONTENDERS}
     seen = {who: Result("postgres end to end", f"marks {who}, sink", "msg/s") for who in CONTENDERS}
     cpu = {who: Result("postgres end to end", f"marks {who}, CPU per message", "us") for who in CONTENDERS}
+    commits = {who: Result("postgres end to end", f"marks {who}, commits per message", "x") for who in CONTENDERS}
     with tempfile.TemporaryDirectory(prefix="bench-pg-marks-") as tmp, \
             SinkProcess(lifetime=timeout * repeat * 2, cpus=sink_cpus) as sink:
         for i in range(repeat):
@@ -63,6 +79,7 @@ def run(server: str, total: int, repeat: int, timeout: float) -> list[Result]:
                 name, url = _pg_database(server)
                 try:
                     asyncio.run(_fill(url, total))
+                    before = _commits(url)
                     child = run_child(["-m", "bench.pg_marks", "child", who, "run", "--db", url,
                                        "--smtp-host", "127.0.0.1", "--smtp-port", str(sink.port), "--once",
                                        "--concurrency", str(CONCURRENCY), "--worker", "bench"],
@@ -71,12 +88,13 @@ def run(server: str, total: int, repeat: int, timeout: float) -> list[Result]:
                         raise RuntimeError(f"marks {who} exited {child.code}: {tail(child.err)}")
                     if _sent(url) != {"sent": total}:
                         raise RuntimeError(f"marks {who} left the queue as {_sent(url)}")
+                    commits[who].runs.append((_commits(url) - before) / total)
                 finally:
                     _drop(server, name)
                 wall[who].runs.append(total / child.seconds)
                 seen[who].runs.append(_sink_rate(sink.stats(), total, who))
                 cpu[who].runs.append(child.cpu / total * 1e6)
-    return [*wall.values(), *seen.values(), *cpu.values()]
+    return [*wall.values(), *seen.values(), *cpu.values(), *commits.values()]
 
 
 def main() -> None:
@@ -93,8 +111,9 @@ def main() -> None:
     results = run(args.server, args.total, args.repeat, args.timeout)
     print(f"{args.total:,} messages per run, concurrency {CONCURRENCY}, {args.repeat} runs each (median, runs)")
     for r in results:
-        runs = " ".join(f"{x:,.0f}" for x in r.runs)
-        print(f"{r.name:<32} {r.median:>9,.0f} {r.unit:<6} [{runs}]")
+        digits = 2 if r.unit == "x" else 0
+        runs = " ".join(f"{x:,.{digits}f}" for x in r.runs)
+        print(f"{r.name:<36} {r.median:>9,.{digits}f} {r.unit:<6} [{runs}]")
     base = {r.name: r.median for r in results}
     for view in ("wall", "sink"):
         print(f"ratio with/without, {view}: {base[f'marks with, {view}'] / base[f'marks without, {view}']:.3f}")
