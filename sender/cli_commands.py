@@ -9,7 +9,6 @@ import logging
 import os
 import signal
 import sys
-import time
 from typing import TYPE_CHECKING
 
 from .config import Settings
@@ -17,7 +16,7 @@ from .errors import UsageError
 from .queuefile import FILE_MODE, set_mode
 from .store import counts, flags, sending
 from .store.db import SCHEMA_VERSION
-from .store.engine import Store, engine_for, open_store
+from .store.engine import Store, db_now, engine_for, open_store
 
 if TYPE_CHECKING:
     from .mailreader import MailSource
@@ -85,7 +84,7 @@ async def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
                 loop.remove_signal_handler(sig)
         if settings.smtp_tls_insecure:
 
-            await flags.set_flag(db, "tls_insecure", None, actor=settings.worker, now=time.time())
+            await flags.set_flag(db, "tls_insecure", None, actor=settings.worker, now=await db_now(db))
     if args.once and stats.stop_reason:
         print(f"error: could not deliver: {stats.stop_reason}", file=sys.stderr)
         return 1
@@ -104,14 +103,14 @@ async def _relay_warnings(db: Store, settings: Settings) -> None:
     if settings.smtp_tls_insecure:
         log.warning("--tls-insecure: the relay's certificate is NOT verified; anyone on the path can "
                     "read the mail and the password")
-        await flags.set_flag(db, "tls_insecure", "1", actor=settings.worker, now=time.time())
+        await flags.set_flag(db, "tls_insecure", "1", actor=settings.worker, now=await db_now(db))
 
 
 async def cmd_recover(args: argparse.Namespace, settings: Settings) -> int:
     from .journal import evidence_for
 
     async with open_store(settings.db) as db:
-        expired = await sending.recover(db, time.time(), evidence_for(db.path))
+        expired = await sending.recover(db, await db_now(db), evidence_for(db.path))
     reasons = {"scheduled": "lease expired, never started (start journal)",
                "sent": "lease expired, the relay's 250 is in the start journal"}
     for e in expired:
@@ -136,7 +135,7 @@ async def cmd_resolve(args: argparse.Namespace, settings: Settings) -> int:
 
     actor = args.actor or os.environ.get("USER") or "operator"
     async with open_store(settings.db) as db:
-        n = await operator.resolve(db, args.ids, args.resolution, actor=actor, now=time.time(),
+        n = await operator.resolve(db, args.ids, args.resolution, actor=actor, now=await db_now(db),
                                 reason=args.reason)
     print(f"resolved {n} message(s) as {args.resolution}")
     if args.resolution == "requeue":
@@ -150,15 +149,15 @@ async def cmd_bulk(args: argparse.Namespace, settings: Settings) -> int:
     from .store import operator
     from .store.selection import Selection
 
-    now = time.time()
-    since = now - parse_duration(args.since, "--since") if args.since else None
+    span = parse_duration(args.since, "--since") if args.since else None
     if args.reply_match is not None and not args.reply_match.strip():
         raise UsageError("--reply-match: the text must not be empty")
-    sel = Selection(states=tuple(dict.fromkeys(args.state or ())), campaign=args.campaign,
-                    reply_match=args.reply_match, since=since, since_label=args.since or "",
-                    rows=tuple(dict.fromkeys(args.row or ())))
     actor = args.actor or os.environ.get("USER") or "operator"
     async with open_store(settings.db, readonly=not args.yes) as db:
+        now = await db_now(db)
+        sel = Selection(states=tuple(dict.fromkeys(args.state or ())), campaign=args.campaign,
+                        reply_match=args.reply_match, since=None if span is None else now - span,
+                        since_label=args.since or "", rows=tuple(dict.fromkeys(args.row or ())))
         done = await operator.bulk(db, args.command, sel, actor=actor, now=now, yes=args.yes,
                                 reason=args.reason)
     verb = {"retry": "retried", "cancel": "cancelled"}[args.command]
@@ -176,10 +175,10 @@ async def cmd_pause(args: argparse.Namespace, settings: Settings) -> int:
     actor = args.actor or os.environ.get("USER") or "operator"
     async with open_store(settings.db) as db:
         if args.campaign:
-            await flags.set_campaign_paused(db, args.campaign, paused, actor=actor, now=time.time(),
+            await flags.set_campaign_paused(db, args.campaign, paused, actor=actor, now=await db_now(db),
                                             reason=args.reason)
         else:
-            await flags.set_paused(db, paused, actor=actor, now=time.time(), reason=args.reason)
+            await flags.set_paused(db, paused, actor=actor, now=await db_now(db), reason=args.reason)
     what = f"campaign {args.campaign}" if args.campaign else "all sending"
     print(f"{what} {'paused' if paused else 'resumed'}")
     return 0
@@ -192,8 +191,8 @@ async def cmd_config(args: argparse.Namespace, settings: Settings) -> int:
 
 async def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     policy = settings.policy()
-    now = time.time()
     async with open_store(settings.db, readonly=True) as db:
+        now = await db_now(db)
         states = await counts.state_counts(db)
         workers = await counts.worker_counts(db, now)
         paused = await flags.paused(db)
@@ -248,7 +247,7 @@ async def cmd_observe(args: argparse.Namespace, settings: Settings) -> int:
     mailbox = open_source(args)
     async with open_store(settings.db) as db:
         with progress_bar(mailbox) as advance:
-            stats = await observe(db, mailbox, now=time.time(), progress=advance,
+            stats = await observe(db, mailbox, now=await db_now(db), progress=advance,
                                   rules=settings.feedback_rules())
     print(stats.summary())
     return 0
@@ -264,9 +263,9 @@ async def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
     async with open_store(settings.db, readonly=mailbox is None) as db:
         if mailbox is not None:
             with progress_bar(mailbox) as advance:
-                stats = await observe(db, mailbox, now=time.time(), progress=advance)
+                stats = await observe(db, mailbox, now=await db_now(db), progress=advance)
             print(stats.summary(), file=sys.stderr if args.json else sys.stdout)
-        now = time.time()
+        now = await db_now(db)
         window = await report.resolve_window(db, args.since, args.until, now,
                                              fixed_end=args.fail_on_anomaly)
         found = await report.build_report(db, window, now, sources=[mailbox.source] if mailbox else (),
@@ -285,7 +284,7 @@ async def cmd_reconcile(args: argparse.Namespace, settings: Settings) -> int:
     actor = args.actor or os.environ.get("USER") or "operator"
     async with open_store(settings.db) as db:
         with progress_bar(mailbox) as advance:
-            stats, changed = await reconcile(db, mailbox, actor=actor, now=time.time(),
+            stats, changed = await reconcile(db, mailbox, actor=actor, now=await db_now(db),
                                              progress=advance, rules=settings.feedback_rules())
         left = (await counts.state_counts(db))["unknown"]
     print(stats.summary())

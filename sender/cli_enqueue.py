@@ -16,7 +16,7 @@ from .config import Settings
 from .errors import InputError, UsageError
 from .headers import parse_flag as parse_header_flags
 from .intake import MAX_BODY_BYTES, NewMessage, make_message, read_csv
-from .store.engine import open_store
+from .store.engine import db_now, open_store
 from .store.enqueue import enqueue
 from .templates import Templates
 
@@ -105,7 +105,7 @@ async def cmd_enqueue(args: argparse.Namespace, settings: Settings) -> int:
     async with open_store(settings.db, create=True) as db:
         with _progress(total) as advance:
             result = await enqueue(db, rows, from_addr=from_addr, from_name=from_name,
-                                         domain=settings.domain, now=time.time(), progress=advance)
+                                         domain=settings.domain, now=await db_now(db), progress=advance)
         if result.queued >= LARGE_IMPORT:
             await db.optimize()  # the table grew a lot: fresh statistics for the planner
     print(f"queued {result.queued}, skipped {result.skipped} already queued "

@@ -5,13 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import time
 from datetime import UTC, datetime
 from typing import Any
 
 from .config import Settings
 from .errors import InputError, UsageError
-from .store.engine import open_store
+from .store.engine import db_now, open_store
 from .store.states import SUPPRESSION_REASONS
 
 
@@ -44,7 +43,7 @@ async def cmd_unsubscribe(args: argparse.Namespace, settings: Settings) -> int:
     if not settings.unsubscribe_secret:
         raise UsageError("unsubscribe: no secret configured (SENDER_UNSUBSCRIBE_SECRET or [unsubscribe] secret)")
     async with open_store(settings.db) as db:
-        found = await unsubscribe.apply(db, settings.unsubscribe_secret, args.token, now=time.time())
+        found = await unsubscribe.apply(db, settings.unsubscribe_secret, args.token, now=await db_now(db))
     print(f"unsubscribed {found.email} (row {found.row})")
     return 0
 
@@ -62,12 +61,11 @@ async def cmd_suppress(args: argparse.Namespace, settings: Settings) -> int:
     from .store import suppressions  # here, not at import: the command line's start stays light
 
     actor = os.environ.get("USER") or "operator"
-    now = time.time()
     if args.action == "add":
         emails = _addresses(args.addresses)
         async with open_store(settings.db) as db:
             n = await suppressions.add(db, [(e, args.reason) for e in emails], source=f"operator {actor}",
-                                      now=now)
+                                      now=await db_now(db))
         print(f"suppressed {n} address(es) ({args.reason})")
     elif args.action == "remove":
         emails = _addresses(args.addresses)
@@ -77,7 +75,8 @@ async def cmd_suppress(args: argparse.Namespace, settings: Settings) -> int:
     elif args.action == "import":
         entries = suppressions.read_csv(args.file, args.reason)
         async with open_store(settings.db) as db:
-            n = await suppressions.add(db, entries, source=f"import {os.path.basename(args.file)}", now=now)
+            n = await suppressions.add(db, entries, source=f"import {os.path.basename(args.file)}",
+                                      now=await db_now(db))
         print(f"suppressed {n} address(es) from {args.file}")
     else:
         async with open_store(settings.db, readonly=True) as db:

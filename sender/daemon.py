@@ -21,7 +21,6 @@ import os
 import random
 import re
 import socket
-import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -37,7 +36,7 @@ from .pace import Outage, Pace
 from .store import flags as admin
 from .store import sending as queue
 from .store.claims import Claim
-from .store.engine import Store
+from .store.engine import DbClock, Store
 from .store.sending import RELAY_ERRORS, Outcome, Reason
 
 if TYPE_CHECKING:
@@ -48,6 +47,7 @@ log = logging.getLogger(__name__)
 DEFAULT_PREFETCH = Settings.prefetch
 
 MAX_BACKOFF = 6 * 3600.0
+CLOCK_WARN = 1.0  # a host clock this many seconds off the database's (or drifting by it) is logged
 DB_GIVE_UP_ONCE = 300.0  # a cron run waits this long for a locked or failing database, then exits 1
 THROTTLED = "throttled, no attempt counted: "  # the reply of a claim the relay asked us to send later
 _RETRY_HINT = re.compile(r"(?:try|retry|again|wait)\D{0,40}?(\d{1,6})\s*(s|secs?|seconds?|m|mins?|minutes?)\b",
@@ -96,11 +96,14 @@ class _Lane:
 
 class Daemon:
     def __init__(self, db: Store, settings: Settings, sessions: Sequence[Transport],
-                 clock: Callable[[], float] = time.time, on_turn: Callable[[], None] | None = None) -> None:
+                 clock: Callable[[], float] | None = None, on_turn: Callable[[], None] | None = None) -> None:
         self.db = db
         self.settings = settings
         self.sessions = list(sessions)
-        self.clock = clock
+        # The queue's clock (database time, measured at start and every heartbeat) unless a test
+        # gives its own.
+        self._db_clock = DbClock() if clock is None else None
+        self.clock: Callable[[], float] = clock or self._db_clock or DbClock()
         self._on_turn = on_turn  # e.g. the log buffer's flush: once per turn of the loop
         self.stats = RunStats()
         self.policy = settings.policy()
@@ -140,7 +143,7 @@ class Daemon:
         self._next_beat = 0.0
         self._stop_deadline: float | None = None  # set when a stop begins: now + --grace
         self._beat_now = False
-        self.guard = ClaimGuard(settings, db.path, clock, self._stalled)
+        self.guard = ClaimGuard(settings, db.path, self.clock, self._stalled)
         self._unusable: QueueUnusable | None = None  # set once: the queue file must not be written again
 
     # --- control ------------------------------------------------------------------------------
@@ -177,6 +180,7 @@ class Daemon:
         s = self.settings
         self._once = once
         host = socket.gethostname()
+        await self._sync_clock()
         self.worker_id = await queue.register_worker(self.db, s.worker, os.getpid(), host, self.clock(),
                                                      s.heartbeat)
         await self.guard.open(self.db, self.worker_id, host)
@@ -413,7 +417,16 @@ class Daemon:
                                      due_at=due_at or self.clock()))
         self._ready = keep
 
+    async def _sync_clock(self) -> None:
+        if self._db_clock is not None:
+            before = self._db_clock.offset
+            offset = await self._db_clock.sync(self.db)
+            if abs(offset - before) >= CLOCK_WARN:
+                log.warning("worker %s: this host's clock is %+.1fs off the queue's (database time is used)",
+                            self.settings.worker, -offset)
+
     async def _heartbeat(self, now: float, anchor: float) -> None:
+        await self._sync_clock()
         held = [claim for claim, _task in self._inflight.values()] + list(self._ready)
         beat = await queue.heartbeat(self.db, self.worker_id, {c.token for c in held},
                                      self.settings.lease, now, self.guard.evidence)

@@ -26,7 +26,7 @@ from .observe import ObserveStats, observe
 from .report import Report, Window, build_report
 from .sink import serve
 from .store import counts
-from .store.engine import open_store
+from .store.engine import db_now, open_store
 from .store.reports import first_claim
 
 SAMPLE = Path(__file__).resolve().parent.parent / "sample.db"
@@ -88,9 +88,9 @@ async def run_demo(settings: Settings, sample: Path, workdir: Path) -> DemoResul
         server.close()
         await server.wait_closed()
     async with open_store(s.db) as db:
-        observed = await observe(db, open_mailbox(str(capture), None), now=time.time())
+        observed = await observe(db, open_mailbox(str(capture), None), now=await db_now(db))
         after = await counts.state_counts(db)
-        now = time.time()
+        now = await db_now(db)
         first = await first_claim(db)
         since = first if first is not None else now - 86400
         report = await build_report(db, Window(since, now), now, sources=[observed.source])

@@ -6,11 +6,35 @@ agree; a time given without an offset is read as UTC.
 
 from __future__ import annotations
 
+import os
 import re
+import time
 from datetime import UTC, datetime
 
 UNITS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _SPAN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])?\s*$", re.IGNORECASE)
+
+
+# --- this host's clock -----------------------------------------------------------------------
+
+SKEW_ENV = "SENDER_TEST_CLOCK_OFFSET"
+"""Seconds added to this host's clock: a test-only skew, so one machine can play a host whose
+clock is minutes off (the database-time tests). Never set in production."""
+
+
+def _skew() -> float:
+    try:
+        return float(os.environ.get(SKEW_ENV) or 0.0)
+    except ValueError:
+        return 0.0
+
+
+_SKEW = _skew()
+
+
+def host_time() -> float:
+    """This host's wall clock in Unix seconds (``time.time()``, plus the test-only skew)."""
+    return time.time() + _SKEW
 
 
 # --- parsing ---------------------------------------------------------------------------------

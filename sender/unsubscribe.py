@@ -17,12 +17,11 @@ import base64
 import hashlib
 import hmac
 import re
-import time
 from dataclasses import dataclass
 from urllib.parse import quote
 
 from .errors import UsageError
-from .store.engine import Store, open_store
+from .store.engine import Store, db_now, open_store
 
 _TAG_BYTES = 16
 _CONTEXT = b"sender-unsubscribe-v1\x00"
@@ -106,7 +105,7 @@ def unsubscribe(token: str, *, db: str, secret: str) -> str:
 
     async def run() -> str:
         async with open_store(db) as queue:
-            return (await apply(queue, secret, token, now=time.time())).email
+            return (await apply(queue, secret, token, now=await db_now(queue))).email
 
     return asyncio.run(run())
 

@@ -1,6 +1,7 @@
-"""DKIM: with ``SENDER_DKIM_*`` every message is signed by dkimpy, relaxed/relaxed, over From, To,
-Subject, Date, Message-ID, List-Unsubscribe and List-Unsubscribe-Post, and verifies with dkimpy
-against a stub DNS record; a changed header fails it; incomplete settings are exit 2."""
+"""DKIM: with ``SENDER_DKIM_*`` (or ``[dkim]`` in sender.toml) every message is signed by dkimpy,
+relaxed/relaxed, over From, To, Subject, Date, Message-ID, List-Unsubscribe and
+List-Unsubscribe-Post, and verifies with dkimpy against a stub DNS record; a changed header fails
+it; incomplete settings are exit 2."""
 
 from __future__ import annotations
 
@@ -49,6 +50,22 @@ def test_every_message_is_signed_and_verifies(tmp_path: Path, cli: Cli, sink: Si
     assert "c=relaxed/relaxed" in head.replace("\r\n", "").replace(" ", "")
     tampered = raw.replace(b"Subject: Slides", b"Subject: Slides!")
     assert not dkim.verify(tampered, dnsfunc=_dns(record))
+
+
+def test_the_dkim_section_of_the_config_file_signs_too(tmp_path: Path, cli: Cli, sink: SinkThread,
+                                                      dkim_key: tuple[Path, bytes]) -> None:
+    """``[dkim] domain, selector, key_file`` in sender.toml, no environment: signed, and it verifies."""
+    key, record = dkim_key
+    (tmp_path / "sender.toml").write_text(
+        f'[dkim]\ndomain = "example.org"\nselector = "s2026"\nkey_file = "{key}"\n')
+    db = str(tmp_path / "q.db")
+    assert cli("enqueue", "--db", db, "--to", "lead@example.com", "--subject", "Slides", "--body", "B",
+               "--from", "team@example.org").code == 0
+    out = cli("run", "--db", db, "--smtp-port", str(sink.port), "--once")
+    assert out.code == 0, out.err
+    raw = sink.received[0].raw
+    assert raw.startswith(b"DKIM-Signature:") and b"s=s2026" in raw.split(b"\r\n\r\n", 1)[0]
+    assert dkim.verify(raw, dnsfunc=_dns(record))
 
 
 @pytest.mark.parametrize("env", [

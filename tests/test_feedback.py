@@ -6,6 +6,7 @@ N in a period, a complaint suppresses; none is ever reported as a ghost."""
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 
 from sender import feedback
@@ -84,6 +85,26 @@ def test_soft_bounces_suppress_after_the_limit(tmp_path: Path, cli: Cli, sink: S
     assert cli("observe", "--db", db, "--maildir", str(box)).code == 0
     assert query(db, "SELECT email, reason FROM suppressions") == [("lead0@example.com", "bounced")]
     assert query(db, "SELECT state FROM messages") == [("sent",)]
+
+
+def test_soft_bounces_count_only_within_their_period(tmp_path: Path, cli: Cli, sink: SinkThread) -> None:
+    """Two 4.x.x reports older than ``soft_bounce_days`` (7 by default) no longer count: a third
+    does not suppress. With ``soft_bounce_days = 30`` in sender.toml the same three do."""
+    db = str(tmp_path / "q.db")
+    _send(cli, db, sink)
+    original = sink.received[0].raw
+    box = drop(tmp_path / "bounces", *(dsn(to=BOUNCES, recipient="lead0@example.com", status="4.2.2",
+                                           original=original, n=i) for i in (1, 2)))
+    assert cli("observe", "--db", db, "--maildir", str(box)).code == 0
+    with sqlite3.connect(db) as conn:  # a week and a day pass
+        conn.execute("UPDATE soft_bounces SET at = at - 8 * 86400")
+    drop(box, dsn(to=BOUNCES, recipient="lead0@example.com", status="4.2.2", original=original, n=3))
+    assert cli("observe", "--db", db, "--maildir", str(box)).code == 0
+    assert query(db, "SELECT count(*) FROM suppressions") == [(0,)]
+    (tmp_path / "sender.toml").write_text("soft_bounce_days = 30\n")
+    drop(box, dsn(to=BOUNCES, recipient="lead0@example.com", status="4.2.2", original=original, n=4))
+    assert cli("observe", "--db", db, "--maildir", str(box)).code == 0
+    assert query(db, "SELECT email, reason FROM suppressions") == [("lead0@example.com", "bounced")]
 
 
 def test_a_complaint_suppresses_and_reconcile_sees_reports_too(tmp_path: Path, cli: Cli,

@@ -10,6 +10,7 @@ zero duplicates at the sink, the database consistent.
 from __future__ import annotations
 
 import asyncio
+import re
 import signal
 import sqlite3
 import subprocess
@@ -222,7 +223,8 @@ def frozen_worker_scenario(db_path: str, cli: Cli, tmp_path: Path, n: int, *extr
             assert states(db_path) == {"sent": n}
             proc.send_signal(signal.SIGCONT)
             log_path: Path = proc.log_path  # type: ignore[attr-defined]
-            wait_until(lambda: log_path.read_text().count("lease fence: ") >= 2 * n, 15)
+            fenced = lambda: set(re.findall(r"row=(\d+) .*lease fence: ", log_path.read_text()))  # noqa: E731
+            assert wait_until(lambda: len(fenced()) >= n, 15), fenced()  # each row fenced once
             time.sleep(1.0)  # had the worker gone on, its copies would be here by now
             assert stop(proc) == 0
         finally:

@@ -30,6 +30,7 @@ from sender import config
 from sender.cli import main
 from sender.errors import UsageError
 from sender.sink import CaptureHandler
+from sender.store import search
 from sender.store.db import open_db
 from sender.store.views import send_log
 from tests.conftest import ROOT
@@ -189,6 +190,38 @@ def test_the_log_filter_cases_from_the_issue(sample_copy: str) -> None:
     assert asyncio.run(_log(sample_copy, "99999999999999999999")) == []
     assert asyncio.run(_log(sample_copy, "²")) == []
     assert asyncio.run(_log(sample_copy, "#1"))
+
+
+async def _search(path: str, text: str) -> str:
+    async with open_db(path, readonly=True) as db:
+        try:
+            page = await search.search(db, text, time.time())
+        except UsageError as exc:  # the monitor shows it under the search box
+            return f"refused: {exc}"
+    return f"{len(page.rows)} found"
+
+
+SEARCH_TERMS = st.sampled_from(["#", "state:", "campaign:", "reply:", "since:", "<", "@", ""])
+
+
+@settings(max_examples=200, deadline=timedelta(seconds=10), database=None)
+@given(text=st.one_of(st.text(max_size=40), st.from_regex(r"\A#?[0-9²³¹\u0660-\u0669\u07c0-\u07c9]{1,30}\Z"),
+                      st.integers().map(str), st.tuples(SEARCH_TERMS, st.text(max_size=20)).map("".join)))
+def test_the_monitor_queue_search_takes_any_text(sample_copy: str, text: str) -> None:
+    """The Queue search answers any text with a page or a one-line refusal: superscript and other
+    scripts' digits, ids past 64 bits, empty keys, huge spans, LIKE characters."""
+    answer = asyncio.run(_search(sample_copy, text))
+    event(answer.partition(":")[0].split()[0] if answer else "")
+    assert answer.endswith(" found") or answer.startswith("refused: ")
+
+
+def test_the_queue_search_cases_the_log_filter_had(sample_copy: str) -> None:
+    """``²`` and ``#²`` are address fragments (no address has them); an id past 64 bits is a
+    refusal, not an overflow; a real row id still matches."""
+    assert asyncio.run(_search(sample_copy, "²")) == "0 found"
+    assert asyncio.run(_search(sample_copy, "#²")) == "0 found"
+    assert asyncio.run(_search(sample_copy, "#99999999999999999999")).startswith("refused: no such row")
+    assert asyncio.run(_search(sample_copy, "#1")) == "1 found"
 
 
 def _toml(value: object) -> str:

@@ -234,6 +234,19 @@ async def test_bad_relay_host_or_port_is_refused_at_start(db_path: str, tmp_path
     assert Path(db_path).read_bytes() == before
 
 
+async def test_a_relay_host_that_does_not_resolve_stops_the_run_and_fails_nothing(db_path: str) -> None:
+    """``--smtp-host nowhere.invalid`` (a name that never resolves, RFC 6761): a configuration
+    error, not the messages' fault: exit 1 with one line naming the flag, every claim released
+    with no attempt counted."""
+    await seed(db_path, 3)
+    code, out = await _cli("run", "--db", db_path, "--smtp-host", "nowhere.invalid", "--once")
+    errors = [line for line in out.splitlines() if line.startswith("error:")]
+    assert code == 1 and len(errors) == 1, out
+    assert "cannot resolve relay host nowhere.invalid" in errors[0] and "--smtp-host" in errors[0]
+    assert states(db_path) == {"scheduled": 3}
+    assert query(db_path, "SELECT sum(attempts) FROM messages") == [(0,)]
+
+
 def test_relay_settings_from_the_config_file(tmp_path: Path) -> None:
     """[smtp] tls_ca / tls_insecure / allow_plaintext_auth and [run] max_hold reach Settings; a
     missing CA file or a zero hold is refused (exit 2) before anything runs."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shutil
 import sqlite3
 import time
 from pathlib import Path
@@ -14,7 +15,7 @@ from pathlib import Path
 from sender.store import suppressions
 from sender.store.db import _statements, open_db
 from sender.store.schema import APPLICATION_ID, MIGRATIONS
-from tests.conftest import Cli, SinkThread
+from tests.conftest import ROOT, Cli, SinkThread
 from tests.support import log_statuses, one, query, run_once, seed, states
 
 
@@ -82,6 +83,17 @@ async def test_a_suppressed_recipient_gets_nothing(db_path: str, sink: SinkThrea
     assert row["state"] == "suppressed" and "unsubscribed" in row["last_reply"]
     assert log_statuses(db_path, 2) == []  # never claimed in the SendLog, so never in flight
     assert states(db_path) == {"sent": 2, "suppressed": 1}
+
+
+def test_the_report_counts_what_was_withheld(tmp_path: Path, cli: Cli) -> None:
+    """``report`` (text and JSON) counts the queue's suppressed and bounced messages apart from
+    the anomalies: sample.db has one of each."""
+    db = str(tmp_path / "sample.db")
+    shutil.copyfile(ROOT / "sample.db", db)
+    text = cli("report", "--db", db)
+    assert "WITHHELD (not anomalies): 1 suppressed, never sent; 1 bounced" in text.out, text.out + text.err
+    data = json.loads(cli("report", "--db", db, "--json").out)
+    assert data["withheld"] == {"suppressed": 1, "bounced": 1}
 
 
 async def test_suppression_matches_any_letter_case(db_path: str, sink: SinkThread) -> None:

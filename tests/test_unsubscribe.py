@@ -132,7 +132,7 @@ def test_bad_unsubscribe_settings_are_exit_2(tmp_path: Path, cli: Cli, env: dict
 
 
 def test_config_file_sections(tmp_path: Path) -> None:
-    """``[unsubscribe]``, ``[dkim]`` and ``return_path`` in the config file reach the settings; the secret is masked."""
+    """``[unsubscribe]`` and ``return_path`` in the config file reach the settings; the secret is masked."""
     from sender import config
 
     path = tmp_path / "sender.toml"

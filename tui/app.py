@@ -26,6 +26,7 @@ from textual.widgets import DataTable, Footer, Input, Static, TabbedContent, Tab
 
 from sender.report.model import DUPLICATES
 from sender.store import operator
+from sender.store.engine import DbClock
 
 from . import actions, fmt, source
 from .findings import Findings
@@ -90,13 +91,14 @@ class MonitorApp(Navigation):
     ]
 
     def __init__(self, db_path: str, *, refresh_every: float = 1.0, read_only: bool = False,
-                 clock: Callable[[], float] = time.time, actor: str | None = None,
+                 clock: Callable[[], float] | None = None, actor: str | None = None,
                  screenshots: str | None = None) -> None:
         super().__init__()
         self.db_path = db_path
         self.refresh_every = refresh_every
         self.read_only = read_only
-        self.clock = clock
+        # The queue's clock (database time, measured at each refresh) unless a test gives its own.
+        self.clock: Callable[[], float] = clock or DbClock()
         self.actor = actor or actions.default_actor()
         self.screenshots = screenshots or os.getcwd()
         self.snapshot: Snapshot | None = None
@@ -180,7 +182,8 @@ class MonitorApp(Navigation):
         started = time.monotonic()
         try:
             snap = await source.load(self.db_path, self.clock(), log_filter=self.filters["log"],
-                                     queue=self.queue_query, campaigns=self._campaigns_due(started))
+                                     queue=self.queue_query, campaigns=self._campaigns_due(started),
+                                     clock=self.clock if isinstance(self.clock, DbClock) else None)
         finally:
             self._loading = False
         if snap.campaigns_took:

@@ -18,7 +18,7 @@ from sender.store import health as monitor_health
 from sender.store import operator as admin
 from sender.store import search as monitor_search
 from sender.store import views as monitor
-from sender.store.engine import open_store
+from sender.store.engine import DbClock, open_store
 from sender.store.selection import Selection
 
 from . import findings
@@ -52,14 +52,18 @@ class QueueQuery:
 
 
 async def load(path: str, now: float, *, log_filter: str = "",
-               queue: QueueQuery = QueueQuery(), campaigns: bool = True) -> Snapshot:
+               queue: QueueQuery = QueueQuery(), campaigns: bool = True, clock: DbClock | None = None) -> Snapshot:
     """Read one snapshot of every panel but Duplicates (without the per-campaign counts unless
-    ``campaigns``; ``campaigns_took`` says how long they took)."""
+    ``campaigns``; ``campaigns_took`` says how long they took). With ``clock`` (the queue's), it is
+    measured against the database's first and ``now`` read from it."""
     search: monitor_search.SearchPage | None = None
     search_error: str | None = None
     took = 0.0
     try:
         async with open_store(path, readonly=True) as db:
+            if clock is not None:
+                await clock.sync(db)
+                now = clock()
             overview = await monitor.overview(db, now)
             view = await monitor.queue_view(db, now, campaigns=False)
             if campaigns:

@@ -151,6 +151,9 @@ class Report:
     totals: dict[str, int] = field(default_factory=dict)  # true count per kind (default: listed)
     offset: int = 0  # a page (``report_page``): where it starts among all items, kinds end to end
     capped: tuple[str, ...] = ()  # kinds whose total is a lower bound ("10,000+": only missing)
+    # Not anomalies: messages deliberately not sent (suppressed address) or bounced (now suppressed),
+    # in the whole queue, as ``status`` counts them.
+    withheld: dict[str, int] = field(default_factory=dict)
 
     @property
     def counts(self) -> dict[str, int]:
@@ -169,7 +172,8 @@ class Report:
         """The ``--json`` shape: the six keys, each a list of objects, times in ISO UTC; when a
         list stops short of its total, also ``truncated`` (the cut kinds) and ``totals`` (every
         kind's true count; ``capped`` names a total that is a lower bound), so a report without
-        a cut list keeps exactly the six keys."""
+        a cut list keeps exactly the six keys; and ``withheld``, the queue's suppressed and
+        bounced counts, when there are any."""
         out: dict[str, Any] = {name: [_jsonable(asdict(item)) for item in getattr(self, name)]
                                for name in ANOMALIES}
         if self.truncated:
@@ -177,6 +181,8 @@ class Report:
             out["totals"] = self.counts
         if self.capped:
             out["capped"] = list(self.capped)
+        if any(self.withheld.values()):
+            out["withheld"] = self.withheld
         return out
 
 

@@ -4,12 +4,16 @@ the whole report (``build_report``, each list up to a limit) or one page of it (
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 from ..errors import UsageError
+from ..store import counts
 from ..store import reports as found
 from ..store.engine import Store
 from .model import ANOMALIES, LIMIT, Report, Window, iso, parse_since, parse_time
+
+WITHHELD = ("suppressed", "bounced")  # the report's ``withheld`` counts
 
 
 async def window_for(db: Store, span: float, now: float) -> Window:
@@ -56,8 +60,9 @@ async def build_report(db: Store, window: Window, now: float, *, sources: Sequen
     counters = _counters(db, window, now, sources)
     totals = {name: max(await counters[name](), len(items)) if name in truncated else len(items)
               for name, items in lists.items()}
-    return _report(window, now, sources, {name: items[:limit] for name, items in lists.items()},
-                   totals)
+    report = _report(window, now, sources, {name: items[:limit] for name, items in lists.items()}, totals)
+    states = await counts.state_counts(db)
+    return replace(report, withheld={state: states[state] for state in WITHHELD})
 
 
 def _capped(totals: dict[str, int]) -> tuple[dict[str, int], tuple[str, ...]]:

@@ -122,6 +122,13 @@ def summary(report: Report) -> str:
     return text
 
 
+def withheld(report: Report) -> str:
+    """Not anomalies, but what an operator asks next: how many were not sent on purpose."""
+    n = report.withheld
+    return (f"WITHHELD (not anomalies): {n.get('suppressed', 0):,} suppressed, never sent; "
+            f"{n.get('bounced', 0):,} bounced, address now suppressed (python -m sender suppress list)")
+
+
 def render(report: Report, *, title: str) -> str:
     """The whole report: title, window, one section per kind (ghosts first), a summary line."""
     lines = [title, f"window: {describe_window(report.window, report.now)}", ""]
@@ -130,5 +137,7 @@ def render(report: Report, *, title: str) -> str:
         lines += [*section, ""] if len(section) > 1 else section
     if lines[-1]:
         lines.append("")
+    if any(report.withheld.values()):
+        lines += [withheld(report), ""]
     lines.append(summary(report))
     return "\n".join(lines) + "\n"

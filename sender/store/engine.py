@@ -15,6 +15,8 @@ from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
+from ..times import host_time
+
 if TYPE_CHECKING:
     from ..errors import StoreError
     from ..policy import Policy
@@ -78,6 +80,7 @@ class Engine(Protocol):
 
     name: str
     schema_version: int  # migrations this engine applies
+    local_clock: bool  # the database's clock is this host's (a file queue): nothing to measure
 
     def accepts(self, target: str) -> bool:
         """Whether ``target`` (a ``--db`` value) names a queue of this engine."""
@@ -105,6 +108,40 @@ class Engine(Protocol):
     async def now(self, db: Store) -> float:
         """The database's clock, in epoch seconds (SQLite's is this host's)."""
         ...
+
+
+class DbClock:
+    """The queue's clock, read on this host: ``host_time()`` plus the measured offset of the
+    database server's clock (none for a file queue, whose clock is this host's).
+
+    Every time the sender writes or judges (a lease, a heartbeat, a due time, a policy window, a
+    worker's liveness) comes from this clock, so hosts sharing one server agree on them whatever
+    their own clocks say: a host minutes fast can neither expire another's claim early nor send
+    early. The offset is measured at start and at every heartbeat, to within half a round trip
+    (``sync``). A worker's own lease deadline is kept on its steady clock as well (the fence), so
+    a step of this clock between two measurements cannot let it start a claim it no longer holds.
+    """
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def __call__(self) -> float:
+        return host_time() + self.offset
+
+    async def sync(self, db: Store) -> float:
+        """Measure the database's clock against this host's; return the offset now in use."""
+        if db.engine.local_clock:
+            return self.offset
+        before = host_time()
+        server = await db.engine.now(db)
+        after = host_time()
+        self.offset = server - (before + after) / 2
+        return self.offset
+
+
+async def db_now(db: Store) -> float:
+    """The queue's clock once, for a command (one round trip on a server, none on a file)."""
+    return host_time() if db.engine.local_clock else await db.engine.now(db)
 
 
 def engines() -> dict[str, Engine]:

@@ -29,6 +29,7 @@ class Postgres:
 
     name = "postgres"
     schema_version = SCHEMA_VERSION
+    local_clock = False
 
     def __init__(self) -> None:
         self._claims = 0

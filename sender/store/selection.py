@@ -146,8 +146,10 @@ def parse_search(text: str, campaigns: frozenset[str] = frozenset()) -> Selectio
         low = term.lower()
         if term.startswith("<") and term.endswith(">"):
             out = replace(out, mid=term)
-        elif term.removeprefix("#").isdigit():
-            out = replace(out, rows=(*out.rows, int(term.removeprefix("#"))))
+        elif (digits := term.removeprefix("#")).isascii() and digits.isdigit():  # "²" is a fragment
+            if len(digits) > 18:
+                raise UsageError(f"no such row: {digits[:24]}")  # past a 64-bit id: none has it
+            out = replace(out, rows=(*out.rows, int(digits)))
         elif low in STATES:
             out = replace(out, states=(*out.states, low))
         elif key == "state" and value:
@@ -180,14 +182,15 @@ def resolve(sel: Selection, now: float) -> Selection:
 
 
 def _terms(text: str) -> list[str]:
-    """Split on spaces, keeping ``key:"a b"`` together."""
+    """Split on spaces, keeping ``key:"a b"`` together. Control characters (no stored address or
+    reply has one; SQLite's full-text query refuses a NUL) separate terms like spaces."""
     out: list[str] = []
     buf = ""
     quoted = False
     for ch in text.strip():
         if ch == '"':
             quoted = not quoted
-        elif ch.isspace() and not quoted:
+        elif (ch.isspace() or not ch.isprintable()) and not quoted:
             if buf:
                 out.append(buf)
             buf = ""

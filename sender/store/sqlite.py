@@ -7,12 +7,12 @@ The connection wrapper, pragmas and migrations are ``db.py``; the claim statemen
 from __future__ import annotations
 
 import sqlite3
-import time
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 
 from ..errors import StoreError
 from ..policy import Policy
+from ..times import host_time
 from . import claims, db, sending
 from .claims import Claim
 from .engine import Store, Tx
@@ -23,6 +23,7 @@ class SQLite:
 
     name = "sqlite"
     schema_version = db.SCHEMA_VERSION
+    local_clock = True
 
     def accepts(self, target: str) -> bool:
         return "://" not in target  # a file path (every other engine names a URL)
@@ -42,7 +43,7 @@ class SQLite:
         sending.record_in(tx, outcomes, now)
 
     async def now(self, db: Store) -> float:
-        return time.time()
+        return host_time()
 
     def translate(self, exc: Exception, path: str) -> StoreError | None:
         if isinstance(exc, StoreError):

@@ -22,11 +22,14 @@ from email import policy
 from pathlib import Path
 
 import dkim
+import pytest
 
 from tests.conftest import Cli
 from tests.interop.conftest import record
 from tests.interop.relay import Relay
 from tests.support import query, wait_until, write_csv
+
+pytestmark = pytest.mark.xdist_group("relay")  # one Postfix and one Dovecot for the session
 
 SELECTOR_NAME = b"s1._domainkey.example.org."
 
@@ -92,8 +95,8 @@ Message-ID: {mid}
 def test_suppression_dkim_attachment_bounce_and_unsubscribe_through_postfix(
         cli: Cli, db_path: str, relay: Relay, dkim_key: tuple[Path, bytes], tmp_path: Path) -> None:
     """A suppressed address gets nothing; the delivered copy verifies (DKIM) and carries its
-    attachment byte for byte; Postfix's own bounce turns its row bounced with no ghost; the
-    List-Unsubscribe token suppresses."""
+    attachment byte for byte; a DSN to its VERP address, delivered through Postfix, turns its row
+    bounced with no ghost; the List-Unsubscribe token suppresses."""
     key, txt = dkim_key
     cli.env.update({"SENDER_DKIM_DOMAIN": "example.org", "SENDER_DKIM_SELECTOR": "s1",
                     "SENDER_DKIM_KEY_FILE": str(key), "SENDER_UNSUBSCRIBE_URL": "https://example.org/u/{token}",

@@ -20,6 +20,8 @@ from tests.feedback_mail import dsn
 from tests.interop.dovecot_imap import PASSWORD, USER, Dovecot, available, dovecot_server
 from tests.support import need, query
 
+pytestmark = pytest.mark.xdist_group("relay")  # one Postfix and one Dovecot for the session
+
 SECRET = "s3cr3t-for-tests-only-0123456789"
 
 

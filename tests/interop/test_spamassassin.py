@@ -15,6 +15,8 @@ import pytest
 from tests.conftest import Cli, SinkThread
 from tests.support import need
 
+pytestmark = pytest.mark.xdist_group("relay")  # one Postfix and one Dovecot for the session
+
 # Informational, score -0.0: a message captured before any relay added a Received header.
 UNTRAVELLED = {"NO_RECEIVED", "NO_RELAYS"}
 RULE_DIRS = ("/usr/share/spamassassin", "/var/lib/spamassassin")
