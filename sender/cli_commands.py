@@ -107,10 +107,10 @@ async def _relay_warnings(db: Store, settings: Settings) -> None:
 
 
 async def cmd_recover(args: argparse.Namespace, settings: Settings) -> int:
-    from .journal import JournalEvidence
+    from .journal import evidence_for
 
     async with open_store(settings.db) as db:
-        expired = await sending.recover(db, await db_now(db), JournalEvidence(db.path))
+        expired = await sending.recover(db, await db_now(db), evidence_for(db.path))
     reasons = {"scheduled": "lease expired, never started (start journal)",
                "sent": "lease expired, the relay's 250 is in the start journal"}
     for e in expired:

@@ -193,7 +193,7 @@ class Daemon:
         await self._sync_clock()
         self.worker_id = await queue.register_worker(self.db, s.worker, os.getpid(), host, self.clock(),
                                                      s.heartbeat)
-        self.guard.open(self.db.path, self.worker_id, host)
+        await self.guard.open(self.db, self.worker_id, host)
         await self.db.optimize(at_open=True)
         log.info("worker %s (id %d) started: concurrency %d, prefetch %d, %s", s.worker, self.worker_id,
                  len(self.sessions), self.prefetch, "once" if once else "daemon")
@@ -528,7 +528,7 @@ class Daemon:
                           o.reply[:200])
             raise
         finally:
-            self.guard.close(clean=clean)
+            await self.guard.close(clean=clean)
             await asyncio.gather(*(session.close() for session in self.sessions), return_exceptions=True)
         log.info("worker %s stopped: sent %d, retry %d, failed %d, unknown %d, released %d",
                  self.settings.worker, self.stats.sent, self.stats.retry, self.stats.failed,

@@ -11,9 +11,11 @@ from collections.abc import Callable, Iterable, Sequence
 from functools import partial
 
 from .config import Settings
+from .errors import StoreError
 from .fence import Fence, FenceCheck, Fenced
-from .journal import JournalEvidence, NoMarks, StartMarks, open_marks
+from .journal import NoMarks, StartMarks, evidence_for, open_marks
 from .store.claims import Claim
+from .store.engine import Store
 from .store.sending import Outcome, Reason
 
 log = logging.getLogger(__name__)
@@ -29,24 +31,24 @@ class ClaimGuard:
         self.clock = clock
         self.fence = Fence(settings.lease, settings.heartbeat, wall=clock, on_stall=on_stall)
         self.marks: StartMarks = NoMarks()
-        self.evidence = JournalEvidence(db_path)
+        self.evidence = evidence_for(db_path)
         if settings.heartbeat >= settings.lease - self.fence.margin:
             log.warning("--heartbeat %.1fs is not shorter than the lease less its fence margin (%.1fs): "
                         "claims will lapse between heartbeats and their messages will not be sent",
                         settings.heartbeat, settings.lease - self.fence.margin)
 
-    def open(self, db_path: str, worker_id: int, host: str) -> None:
+    async def open(self, db: Store, worker_id: int, host: str) -> None:
         """The worker is registered: start its journal and the fence's stall ticker."""
-        self.marks = open_marks(db_path, worker_id, host)
+        self.marks = await open_marks(db, worker_id, host)
         self.fence.start()
 
     def stop_ticking(self) -> None:
         self.fence.stop()
 
-    def close(self, *, clean: bool) -> None:
+    async def close(self, *, clean: bool) -> None:
         """``clean``: every outcome is stored, so the journal is removed."""
         self.fence.stop()
-        self.marks.close(clean=clean)
+        await self.marks.close(clean=clean)
 
     # --- what the store acknowledged ---------------------------------------------------------
 
@@ -71,13 +73,16 @@ class ClaimGuard:
 
     async def _point(self, claim: Claim, point: str) -> None:
         """The fence, and at ``mail`` the start mark, written before ``MAIL FROM`` leaves (a
-        mark that cannot be written, nor the journal removed, stops the message)."""
+        mark that cannot be written, nor the journal removed, stops the message). A mark that
+        took a round trip to the database is followed by a second check: passing it proves the
+        mark was committed before this worker's deadline, so before any recoverer looked."""
         await self.fence.check(claim.row, point)
         if point == "mail":
             try:
-                self.marks.started(claim.row, claim.token)
-            except OSError as exc:
+                await self.marks.started(claim.row, claim.token)
+            except (OSError, StoreError) as exc:
                 raise Fenced(point, f"the start journal cannot be written: {exc}") from exc
+            await self.fence.check(claim.row, point)
 
     def delivered(self, claim: Claim, code: int, reply: str) -> bool:
         """The relay accepted the message: journal it, so that a crash before the outcome is

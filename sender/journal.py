@@ -28,9 +28,10 @@ file is truncated to its header whenever nothing is outstanding, rewritten with 
 outstanding entries when it grows), and it is removed when the worker stops cleanly or a
 recoverer has settled all of a dead worker's claims.
 
-``StartMarks`` (the worker's side) and ``StartEvidence`` (the recoverer's) are the interface a
-PostgreSQL engine fills in with a marker table written asynchronously and trusted only if the
-server has not restarted since the claim.
+``StartMarks`` (the worker's side) and ``StartEvidence`` (the recoverer's) are the interface;
+the queue's engine picks their implementations (``open_marks``, ``evidence_for``): this file
+journal for a queue file, a marker table committed asynchronously for PostgreSQL
+(``store/pg_marks.py``), trusted only while the server has not restarted.
 """
 
 from __future__ import annotations
@@ -41,7 +42,10 @@ import socket
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from .store.engine import Store, Tx
 
 log = logging.getLogger(__name__)
 
@@ -92,32 +96,32 @@ NOTHING = Proof()
 
 
 class StartMarks(Protocol):
-    """The worker's side: a mark before each start and one on each relay acceptance, cheap;
-    dropped once the outcome is stored."""
+    """The worker's side: a mark before each start (written when ``started`` returns) and one on
+    each relay acceptance, cheap; dropped once the outcome is stored."""
 
-    def started(self, row: int, token: str) -> None: ...
+    async def started(self, row: int, token: str) -> None: ...
 
     def delivered(self, row: int, token: str, code: int, reply: str) -> bool: ...
 
     def settled(self, rows: Iterable[int]) -> None: ...
 
-    def close(self, *, clean: bool) -> None: ...
+    async def close(self, *, clean: bool) -> None: ...
 
 
 class StartEvidence(Protocol):
-    """The recoverer's side, inside its transaction: which of a dead worker's ``(row, token)``
+    """The recoverer's side, inside its transaction ``tx``: which of a dead worker's ``(row, token)``
     claims provably never started and which the relay provably accepted (``NOTHING`` when
     nothing can be proven). ``host`` is the host the worker's row names (None when the row is gone)."""
 
-    def proof(self, host: str | None, worker_id: int, claims: Sequence[tuple[int, str]]) -> Proof: ...
+    def proof(self, tx: Tx, host: str | None, worker_id: int, claims: Sequence[tuple[int, str]]) -> Proof: ...
 
-    def forget(self, worker_id: int) -> None: ...
+    def forget(self, tx: Tx, worker_id: int) -> None: ...
 
 
 class NoMarks:
     """No journal (no boot id, or it could not be created): every crash leaves ``unknown``."""
 
-    def started(self, row: int, token: str) -> None:
+    async def started(self, row: int, token: str) -> None:
         return None
 
     def delivered(self, row: int, token: str, code: int, reply: str) -> bool:
@@ -126,7 +130,7 @@ class NoMarks:
     def settled(self, rows: Iterable[int]) -> None:
         return None
 
-    def close(self, *, clean: bool) -> None:
+    async def close(self, *, clean: bool) -> None:
         return None
 
 
@@ -152,7 +156,7 @@ class FileJournal:
         os.write(fd, self._header)
         return fd
 
-    def started(self, row: int, token: str) -> None:
+    async def started(self, row: int, token: str) -> None:
         """Append the start mark. If that fails, make sure no recoverer trusts the journal (it
         is removed); if even that fails, raise: the message must not start (as long as a file
         without its mark could be trusted)."""
@@ -228,7 +232,7 @@ class FileJournal:
         os.close(self._fd)
         self._fd, self._lines = fd, len(self._live)
 
-    def close(self, *, clean: bool) -> None:
+    async def close(self, *, clean: bool) -> None:
         """Close; with ``clean`` (every outcome stored) the file goes too."""
         fd, self._fd = self._fd, None
         if fd is not None:
@@ -247,16 +251,23 @@ def _one_line(reply: str) -> bytes:
     return text.encode("ascii", "backslashreplace")
 
 
-def open_marks(db_path: str, worker_id: int, host: str) -> StartMarks:
-    """The journal for this worker, or ``NoMarks`` where none can be kept (then crashes leave
-    ``unknown``, the rule without a journal)."""
+async def open_marks(db: Store, worker_id: int, host: str) -> StartMarks:
+    """The journal for this worker, as its queue's engine keeps one, or ``NoMarks`` where none can
+    be kept (then crashes leave ``unknown``, the rule without a journal)."""
+    from .errors import StoreError
+
+    db_path = db.path
+    if db.engine.name == "postgres":
+        from .store.pg_marks import open_pg_marks
+
+        try:
+            return await open_pg_marks(db, worker_id)
+        except StoreError as exc:
+            log.warning("cannot keep start marks (%s): a crash leaves claims unknown", exc)
+            return NoMarks()
     boot = boot_id()
     if boot is None:
         log.info("no boot id on this system: no start journal (a crash leaves claims unknown)")
-        return NoMarks()
-    if not is_file_queue(db_path):
-        log.info("start journals are kept beside queue files only: on %s a crash leaves the "
-                 "claims a worker held unknown", db_path.split("://", 1)[0])
         return NoMarks()
     try:
         return FileJournal(db_path, worker_id, host, boot)
@@ -264,6 +275,17 @@ def open_marks(db_path: str, worker_id: int, host: str) -> StartMarks:
         log.warning("cannot create a start journal next to %s (%s): a crash leaves claims unknown",
                     db_path, exc)
         return NoMarks()
+
+
+def evidence_for(db_path: str) -> StartEvidence:
+    """What a recoverer of the queue at ``db_path`` reads: its engine's kind of start journal."""
+    from .store.engine import engine_for
+
+    if engine_for(db_path).name == "postgres":
+        from .store.pg_marks import PgEvidence
+
+        return PgEvidence()
+    return JournalEvidence(db_path)
 
 
 class JournalEvidence:
@@ -274,7 +296,8 @@ class JournalEvidence:
         self.host = host or socket.gethostname()
         self.boot = boot_id() if is_file_queue(db_path) else None  # None: trusts no journal
 
-    def proof(self, host: str | None, worker_id: int, claims: Sequence[tuple[int, str]]) -> Proof:
+    def proof(self, tx: Tx | None, host: str | None, worker_id: int,
+              claims: Sequence[tuple[int, str]]) -> Proof:
         if self.boot is None or host != self.host:
             return NOTHING
         read = self._read(worker_id)
@@ -285,7 +308,7 @@ class JournalEvidence:
                      {r: delivered[(r, token)] for r, token in claims if (r, token) in delivered})
 
     def unstarted(self, host: str | None, worker_id: int, claims: Sequence[tuple[int, str]]) -> set[int]:
-        return self.proof(host, worker_id, claims).unstarted
+        return self.proof(None, host, worker_id, claims).unstarted
 
     def _read(self, worker_id: int) -> tuple[set[tuple[int, str]], dict[tuple[int, str], tuple[int, str]]] | None:
         """The start marks and delivered entries of a journal of this boot, host and worker, or
@@ -314,7 +337,7 @@ class JournalEvidence:
                 return None
         return started, delivered
 
-    def forget(self, worker_id: int) -> None:
+    def forget(self, tx: Tx | None, worker_id: int) -> None:
         """A dead worker's claims are all settled: its journal is no longer needed."""
         (self.folder / str(worker_id)).unlink(missing_ok=True)
         (self.folder / f"{worker_id}.new").unlink(missing_ok=True)  # a rewrite cut short

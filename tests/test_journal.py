@@ -176,7 +176,7 @@ async def test_another_daemons_heartbeat_releases_them_too(db_path: str, cli: Cl
     assert sorted(received) == ["r1@example.com", "r2@example.com"]
 
 
-def test_the_journal_stays_bounded_and_private(db_path: str) -> None:
+async def test_the_journal_stays_bounded_and_private(db_path: str) -> None:
     """Thousands of starts, each settled soon after: the file never holds much more than the
     outstanding marks plus COMPACT_AT, is truncated to its header when nothing is outstanding,
     and is 0600 in a 0700 folder; a clean close removes it."""
@@ -186,14 +186,14 @@ def test_the_journal_stays_bounded_and_private(db_path: str) -> None:
     assert stat.S_IMODE(journal_dir(db_path).stat().st_mode) & 0o077 == 0
     biggest = 0
     for row in range(1, 5001):
-        journal.started(row, f"7.t{row // 4}")
+        await journal.started(row, f"7.t{row // 4}")
         if row > 4:
             journal.settled([row - 4])  # four outstanding at any time
         biggest = max(biggest, journal.path.read_text().count("\n") - 1)
     assert biggest <= 4 + COMPACT_AT + 1
     journal.settled(range(4997, 5001))
     assert journal.path.read_bytes() == header
-    journal.close(clean=True)
+    await journal.close(clean=True)
     assert not journal.path.exists()
 
 
@@ -214,7 +214,7 @@ async def test_a_running_daemon_keeps_only_a_header_when_idle(db_path: str, cli:
     assert not journal.exists()
 
 
-def test_evidence_trusts_only_a_well_formed_journal_of_this_boot(tmp_path: Path,
+async def test_evidence_trusts_only_a_well_formed_journal_of_this_boot(tmp_path: Path,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     """Rows absent from a journal of this boot, host and worker are unstarted; nothing else is."""
     db_path = str(tmp_path / "q.db")
@@ -222,20 +222,20 @@ def test_evidence_trusts_only_a_well_formed_journal_of_this_boot(tmp_path: Path,
     boot.write_text("b1\n")
     monkeypatch.setenv(BOOT_ID_ENV, str(boot))
     journal = FileJournal(db_path, 3, "h", "b1")
-    journal.started(10, "3.aa")
+    await journal.started(10, "3.aa")
     claims = [(10, "3.aa"), (11, "3.aa"), (12, "3.bb")]
     assert JournalEvidence(db_path, host="h").unstarted("h", 3, claims) == {11, 12}
     assert JournalEvidence(db_path, host="other").unstarted("h", 3, claims) == set()
     boot.write_text("b2\n")
     assert JournalEvidence(db_path, host="h").unstarted("h", 3, claims) == set()
-    journal.close(clean=False)
+    await journal.close(clean=False)
     os.unlink(journal.path)
     boot.write_text("b1\n")
     assert JournalEvidence(db_path, host="h").unstarted("h", 3, claims) == set()
     assert JournalEvidence(db_path, host="h").unstarted(None, 3, claims) == set()
 
 
-def test_delivered_entries_are_proof_kept_by_compaction_and_dropped_when_settled(
+async def test_delivered_entries_are_proof_kept_by_compaction_and_dropped_when_settled(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A 250 noted for a started claim is read back with its reply (one line, at most 200
     characters); a rewrite keeps it while the row is outstanding and settling drops it (the
@@ -247,33 +247,33 @@ def test_delivered_entries_are_proof_kept_by_compaction_and_dropped_when_settled
     boot.write_text("b1\n")
     monkeypatch.setenv(BOOT_ID_ENV, str(boot))
     journal = FileJournal(db_path, 3, "h", "b1")
-    journal.started(10, "3.aa")
+    await journal.started(10, "3.aa")
     journal.delivered(10, "3.aa", 250, "2.0.0 Ok:\r\n queued as " + "x" * 300)
-    journal.started(11, "3.aa")
+    await journal.started(11, "3.aa")
     journal.delivered(12, "3.aa", 250, "never started: not noted")
     claims = [(10, "3.aa"), (11, "3.aa"), (12, "3.aa")]
     evidence = JournalEvidence(db_path, host="h")
-    proof = evidence.proof("h", 3, claims)
+    proof = evidence.proof(None, "h", 3, claims)
     assert proof.unstarted == {12} and list(proof.delivered) == [10]
     code, reply = proof.delivered[10]
     assert code == 250 and reply.startswith("2.0.0 Ok: queued as xxx") and len(reply) == 200
     for row in range(100, 100 + COMPACT_AT + 2):  # past COMPACT_AT settled entries: a rewrite
-        journal.started(row, "3.bb")
+        await journal.started(row, "3.bb")
         journal.settled([row])
     lines = journal.path.read_text().splitlines()
     assert "100 3.bb" not in lines and lines[1:4] == ["10 3.aa", lines[2], "11 3.aa"], lines[:5]
-    assert evidence.proof("h", 3, claims).delivered == proof.delivered
+    assert evidence.proof(None, "h", 3, claims).delivered == proof.delivered
     text = journal.path.read_text()
     journal.settled([10, 11])  # nothing outstanding: back to the header
     assert journal.path.read_text().count("\n") == 1
-    journal.close(clean=False)
+    await journal.close(clean=False)
     old = text.splitlines()[0].replace(MAGIC, "sender-start-journal/1") + "\n10 3.aa\n11 3.aa\n"
     journal.path.write_text(old)
-    assert evidence.proof("h", 3, claims) == type(proof)({12}, {})
+    assert evidence.proof(None, "h", 3, claims) == type(proof)({12}, {})
     journal.path.write_text(old + "11 3.aa 250 ok\n")
-    assert evidence.proof("h", 3, claims).unstarted == set()
+    assert evidence.proof(None, "h", 3, claims).unstarted == set()
     journal.path.write_text(text + "12 3.aa 250 ok\n")
-    assert evidence.proof("h", 3, claims).delivered == {}
+    assert evidence.proof(None, "h", 3, claims).delivered == {}
 
 
 async def test_frozen_worker_with_waiting_claims_released_by_its_journal(db_path: str, cli: Cli,

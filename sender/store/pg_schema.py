@@ -281,8 +281,21 @@ CREATE TRIGGER campaigns_wake_resume AFTER UPDATE OF paused ON campaigns FOR EAC
     WHEN (OLD.paused IS NOT NULL AND NEW.paused IS NULL) EXECUTE FUNCTION sender_wake();
 """
 
+# The start journal on this engine (``pg_marks.py``): a worker's marks, written before each
+# ``MAIL FROM`` with asynchronous commit, and the server epoch they are trusted under.
+_START_MARKS = """
+ALTER TABLE workers ADD COLUMN marks_epoch text;
+CREATE TABLE start_marks (
+    worker_id bigint NOT NULL,
+    row_id    bigint NOT NULL,
+    token     text NOT NULL,
+    PRIMARY KEY (worker_id, row_id, token)
+);
+"""
+
 MIGRATIONS: list[tuple[str, str]] = [
     ("0001_baseline", _BASELINE),
     ("0002_notify", _NOTIFY),
+    ("0003_start_marks", _START_MARKS),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)

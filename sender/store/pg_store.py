@@ -215,6 +215,15 @@ class PgStore:
                 await self._call(self.conn.rollback)
                 raise error(exc, self.path, "commit failed") from exc
 
+    async def side_connection(self) -> psycopg.AsyncConnection[Any]:
+        """Another connection to this database, on the event loop and in autocommit, for small
+        writes that must not queue behind this one's transactions (the start marks)."""
+        try:
+            return await psycopg.AsyncConnection.connect(self.target, autocommit=True,
+                                                         connect_timeout=CONNECT_TIMEOUT)
+        except psycopg.Error as exc:
+            raise error(exc, self.path, "cannot connect") from exc
+
     def check_file(self) -> None:
         """Nothing to check: a server's database has no file that can be replaced under us."""
 

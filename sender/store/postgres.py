@@ -58,7 +58,11 @@ class Postgres:
             tx.execute(COMPACT_COUNTS)
 
     def record(self, tx: Tx, outcomes: Sequence[sending.Outcome], now: float) -> None:
+        """The outcomes, and the deletion of their claims' start marks (``pg_marks``)."""
+        from .pg_marks import settle_in
+
         sending.record_in(tx, outcomes, now)
+        settle_in(tx, outcomes)
 
     async def now(self, db: Store) -> float:
         """The server's clock, in epoch seconds (database time: every host judges by one clock)."""

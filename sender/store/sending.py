@@ -234,7 +234,7 @@ def release_unstarted(tx: Tx, now: float, evidence: StartEvidence) -> tuple[list
     released: list[Expired] = []
     for wid, rows in by_worker.items():
         host = tx.fetchone("SELECT host FROM workers WHERE id = ?", (wid,))
-        proof = evidence.proof(None if host is None else host[0], wid, [(r[0], r[1]) for r in rows])
+        proof = evidence.proof(tx, None if host is None else host[0], wid, [(r[0], r[1]) for r in rows])
         for row_id, token, mid, worker in rows:
             if row_id in proof.delivered:
                 code, text = proof.delivered[row_id]
@@ -244,10 +244,11 @@ def release_unstarted(tx: Tx, now: float, evidence: StartEvidence) -> tuple[list
             if row_id not in proof.unstarted:
                 continue
             reply = f"not started: lease expired and worker {worker}'s start journal shows it never began"
-            tx.execute("UPDATE messages SET state = 'scheduled', lease_until = NULL, due_at = :now, "
-                       "last_reply = :reply, updated_at = :now "
-                       "WHERE id = :id AND claim_token = :token AND state = 'sending'",
-                       {"now": now, "reply": reply, "id": row_id, "token": token})
+            if not tx.execute("UPDATE messages SET state = 'scheduled', lease_until = NULL, due_at = :now, "
+                              "last_reply = :reply, updated_at = :now "
+                              "WHERE id = :id AND claim_token = :token AND state = 'sending'",
+                              {"now": now, "reply": reply, "id": row_id, "token": token}):
+                continue  # another recoverer, or the worker's own late outcome, came first
             tx.execute("UPDATE send_log SET status = 'released', finished_at = :now, smtp_reply = :reply "
                        "WHERE message_id = :id AND claim_token = :token AND status = 'sending'",
                        {"now": now, "reply": reply, "id": row_id, "token": token})
@@ -275,7 +276,7 @@ def _forget_settled(tx: Tx, evidence: StartEvidence, workers: set[int]) -> None:
         f"SELECT claim_token FROM messages {_lease_index(tx)} WHERE state = 'sending'")}
     for wid in workers - holding:
         try:
-            evidence.forget(wid)
+            evidence.forget(tx, wid)
         except OSError as exc:
             log.warning("start journal of worker %s could not be removed: %s", wid, exc)
 
