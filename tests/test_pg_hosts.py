@@ -14,6 +14,7 @@ runs ahead neither expires another host's fresh claim nor sends a message before
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import re
@@ -211,6 +212,9 @@ def test_three_hosts_and_cron_with_sigkills_on_one_postgres_queue(cli: Cli, pg_d
         r = cli("reconcile", "--db", url, "--maildir", str(maildir))
         assert r.code == 0, r.err
         settled = states(url)
+        r = cli("report", "--db", url, "--since", "1h", "--json")
+        assert r.code == 0, r.err
+        found = json.loads(r.out)
     finally:
         hosts.kill_all()
         stop(sink)
@@ -241,6 +245,10 @@ def test_three_hosts_and_cron_with_sigkills_on_one_postgres_queue(cli: Cli, pg_d
     sent_mids = {str(mid) for (mid,) in pg.query(url, "SELECT message_id FROM messages WHERE state = 'sent'")}
     assert sent_mids == set(copies), (len(sent_mids ^ set(copies)), figures)
     assert sum(settled.values()) == TOTAL and set(settled) <= {"sent", "unknown"}, figures
+    # The duplicate report, over what reconcile observed, agrees: nothing but the unknown left.
+    assert [kind for kind in ("ghosts", "repeated_message_ids", "multi_sends", "stale_claims") if found[kind]] == [], \
+        (found, figures)
+    assert len(found["unknown"]) == settled.get("unknown", 0), figures
     assert time.monotonic() - began <= 90, figures
 
 
