@@ -29,6 +29,7 @@ from typing import cast
 
 import pytest
 
+from sender import times
 from sender.daemon import Daemon
 from sender.delivery import pool
 from sender.store import sending
@@ -51,10 +52,10 @@ DEADLINE = 75.0  # seconds from the start by which every message must be sent (t
 
 
 def _host_args(url: str, port: int, worker: str, *extra: str) -> list[str]:
-    """Short leases and heartbeats, so a killed host's claims expire in seconds. Strictly just in
-    time (``--prefetch 0``): a PostgreSQL queue keeps no start journal, so every claim a killed
-    host held becomes unknown, and only the one per session in flight can be in doubt."""
-    return ["run", "--db", url, "--smtp-port", str(port), "--worker", worker, "--prefetch", "0",
+    """Short leases and heartbeats, so a killed host's claims expire in seconds. Claiming ahead
+    (the default prefetch): the start marks release a killed host's waiting claims, so only the
+    one per session in flight can be in doubt."""
+    return ["run", "--db", url, "--smtp-port", str(port), "--worker", worker,
             "--lease", str(LEASE), "--heartbeat", "0.5", "--poll", "0.2", "-q", *extra]
 
 
@@ -104,8 +105,8 @@ def _column_map(url: str, statement: str) -> dict[str, float]:
 
 def _settle(cli: Cli, url: str, port: int) -> None:
     """After the hosts stopped: let every lease of a killed host run out, ``recover``, and send what
-    went back to scheduled (a SIGTERM hands back nothing with --prefetch 0, but a fenced claim may
-    have been released)."""
+    went back to scheduled (claims a SIGTERM handed back, released by a killed host's marks, or
+    fenced)."""
     time.sleep(LEASE + 0.3)
     assert cli("recover", "--db", url).code == 0
     last = cli(*_host_args(url, port, "cron-last", "--once"), timeout=20)
@@ -253,12 +254,10 @@ def test_three_hosts_and_cron_with_sigkills_on_one_postgres_queue(cli: Cli, pg_d
 
 
 SKEW = 90.0
-DATABASE_TIME = pytest.mark.xfail(strict=True, reason="PostgreSQL judges leases and due times by each "
-                                  "host's clock, not the server's (docs/scaling.md: 'Not yet: database time')")
 
 
-@DATABASE_TIME
-async def test_a_host_clock_ahead_leaves_a_fresh_claim_of_another_host_alone(pg_database: str) -> None:
+async def test_a_host_clock_ahead_leaves_a_fresh_claim_of_another_host_alone(
+        pg_database: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """A claim host A made a moment ago with a 30 s lease is still sending after host B, whose
     clock runs 90 s ahead, has heartbeaten (and found nothing to send)."""
     await seed(pg_database, 1, send_at=time.time() - 1)
@@ -266,16 +265,18 @@ async def test_a_host_clock_ahead_leaves_a_fresh_claim_of_another_host_alone(pg_
         worker = await sending.register_worker(db, "host-a", 1, "a", time.time())
         await sending.claim(db, worker="host-a", worker_id=worker, limit=1, lease=30.0, now=time.time())
         s = settings(pg_database, 1, worker="host-b")
-        await Daemon(db, s, pool(s), clock=lambda: time.time() + SKEW).run(once=True)
+        monkeypatch.setattr(times, "_SKEW", SKEW)  # host B's clock, from here on
+        await Daemon(db, s, pool(s)).run(once=True)
     assert pg.query(pg_database, "SELECT state FROM messages") == [("sending",)]
 
 
-@DATABASE_TIME
-async def test_a_host_clock_ahead_does_not_send_before_the_due_time(pg_database: str, sink: SinkThread) -> None:
+async def test_a_host_clock_ahead_does_not_send_before_the_due_time(pg_database: str, sink: SinkThread,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """A message due in a minute is not sent by a host whose clock runs 90 s ahead."""
     await seed(pg_database, 1, send_at=time.time() + 60)
     s = settings(pg_database, sink.port, worker="host-b")
+    monkeypatch.setattr(times, "_SKEW", SKEW)
     async with open_store(pg_database) as db:
-        await Daemon(db, s, pool(s), clock=lambda: time.time() + SKEW).run(once=True)
+        await Daemon(db, s, pool(s)).run(once=True)
     assert sink.received == []
     assert pg.query(pg_database, "SELECT state FROM messages") == [("scheduled",)]
