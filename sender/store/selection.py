@@ -183,14 +183,14 @@ def resolve(sel: Selection, now: float) -> Selection:
 
 def _terms(text: str) -> list[str]:
     """Split on spaces, keeping ``key:"a b"`` together. Control characters (no stored address or
-    reply has one; SQLite's full-text query refuses a NUL) separate terms like spaces."""
+    reply has one; SQLite's full-text query refuses a NUL) are spaces, quoted or not."""
     out: list[str] = []
     buf = ""
     quoted = False
-    for ch in text.strip():
+    for ch in "".join(c if c.isprintable() else " " for c in text).strip():
         if ch == '"':
             quoted = not quoted
-        elif (ch.isspace() or not ch.isprintable()) and not quoted:
+        elif ch.isspace() and not quoted:
             if buf:
                 out.append(buf)
             buf = ""
