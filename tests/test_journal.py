@@ -276,26 +276,27 @@ async def test_delivered_entries_are_proof_kept_by_compaction_and_dropped_when_s
     assert evidence.proof(None, "h", 3, claims).delivered == {}
 
 
-async def test_frozen_worker_with_waiting_claims_released_by_its_journal(db_path: str, cli: Cli,
+async def test_frozen_worker_with_waiting_claims_released_by_its_journal(queue: str, cli: Cli,
                                                                          tmp_path: Path) -> None:
     """SIGSTOP a worker (--prefetch 2) past its lease; recover releases its two waiting claims by
-    the journal and another run sends them; SIGCONT: the woken worker starts neither and cuts its
-    own transaction before the final dot: every message arrives exactly once."""
+    the journal (on PostgreSQL, by its start marks) and another run sends them; SIGCONT: the woken
+    worker starts neither and cuts its own transaction before the final dot: every message arrives
+    exactly once, and no mark is left."""
     boot_file(tmp_path, cli)
-    await seed(db_path, 3)
-    hook = FreezeAtRcpt(db_path)
+    await seed(queue, 3)
+    hook = FreezeAtRcpt(queue)
     with SinkThread(RecordingHandler(tmp_path / "maildir", Faults(rcpt=hook))) as sink:
-        hook.proc = proc = cli.popen(*daemon_args(db_path, sink.port, "--concurrency", "1", "--lease", "2",
+        hook.proc = proc = cli.popen(*daemon_args(queue, sink.port, "--concurrency", "1", "--lease", "2",
                                                   "--prefetch", "2"))
         try:
             assert hook.frozen.wait(20)
             time.sleep(2.5)
-            recovered = cli("recover", "--db", db_path)
+            recovered = cli("recover", "--db", queue)
             assert "1 expired claim(s) moved to unknown; 2 never started" in recovered.out, recovered
-            assert cli(*daemon_args(db_path, sink.port, "--once")).code == 0
-            assert states(db_path) == {"unknown": 1, "sent": 2}
+            assert cli(*daemon_args(queue, sink.port, "--once")).code == 0
+            assert states(queue) == {"unknown": 1, "sent": 2}
             proc.send_signal(signal.SIGCONT)
-            assert wait_until(lambda: states(db_path) == {"sent": 3}, 15), states(db_path)
+            assert wait_until(lambda: states(queue) == {"sent": 3}, 15), states(queue)
             time.sleep(1.0)  # had the worker started a released row, its copy would be here now
             assert stop(proc) == 0
         finally:
@@ -303,6 +304,10 @@ async def test_frozen_worker_with_waiting_claims_released_by_its_journal(db_path
             stop(proc, signal.SIGKILL)
         copies = Counter(r.message_id for r in sink.received)
     assert len(copies) == 3 and max(copies.values()) == 1, copies
-    assert query(db_path, "SELECT count(*) FROM send_log WHERE status = 'sent'") == [(3,)]
+    assert query(queue, "SELECT count(*) FROM send_log WHERE status = 'sent'") == [(3,)]
     text = proc.log_path.read_text()  # type: ignore[attr-defined]
     assert "lease fence: transaction cut before the final dot" in text
+    if "://" in queue:
+        from tests.test_pg_marks import marks
+
+        assert marks(queue) == set()

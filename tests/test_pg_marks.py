@@ -21,7 +21,6 @@ import pytest
 from sender.store.pg_marks import EPOCH
 from tests.conftest import Cli, Faults, RecordingHandler, SinkThread
 from tests.support import daemon_args, in_state, log_statuses, one, query, seed, states, stop, wait_until
-from tests.test_fence import FreezeAtRcpt
 
 SEEDED = 8
 IN_FLIGHT = 2  # --concurrency 2
@@ -153,35 +152,3 @@ async def test_a_lost_marks_connection_stops_one_start_and_sending_goes_on(cli: 
     assert all("start journal cannot be written" in str(r[0]) for r in released), released
     assert query(url, "SELECT max(attempts) FROM messages") == [(1,)]
     assert "start marks: reconnected" in proc.log_path.read_text()  # type: ignore[attr-defined]
-
-
-async def test_a_frozen_worker_starts_none_of_the_claims_its_marks_released(cli: Cli, tmp_path: Path,
-                                                                            pg_database: str) -> None:
-    """SIGSTOP a worker (--prefetch 2) in the middle of its first message, past its lease; recover
-    releases its two waiting claims by its marks and another run sends them; SIGCONT: the woken
-    worker starts neither, cuts its own transaction before the final dot, and every message
-    arrives exactly once."""
-    url = pg_database
-    await seed(url, 3)
-    hook = FreezeAtRcpt(url)
-    with SinkThread(RecordingHandler(tmp_path / "maildir", Faults(rcpt=hook))) as sink:
-        hook.proc = proc = cli.popen(*daemon_args(url, sink.port, "--concurrency", "1", "--lease", "2",
-                                                  "--prefetch", "2"))
-        try:
-            assert hook.frozen.wait(20)
-            time.sleep(2.5)
-            recovered = cli("recover", "--db", url)
-            assert "1 expired claim(s) moved to unknown; 2 never started" in recovered.out, recovered
-            assert cli(*daemon_args(url, sink.port, "--once")).code == 0
-            assert states(url) == {"unknown": 1, "sent": 2}
-            proc.send_signal(signal.SIGCONT)
-            assert wait_until(lambda: states(url) == {"sent": 3}, 15), states(url)
-            time.sleep(1.0)  # had the worker started a released row, its copy would be here now
-            assert stop(proc) == 0
-        finally:
-            proc.send_signal(signal.SIGCONT)
-            stop(proc, signal.SIGKILL)
-        copies = Counter(r.message_id for r in sink.received)
-    assert len(copies) == 3 and max(copies.values()) == 1, copies
-    assert "lease fence: transaction cut before the final dot" in proc.log_path.read_text()  # type: ignore[attr-defined]
-    assert marks(url) == set()
