@@ -103,8 +103,10 @@ class Daemon:
         self.sessions = list(sessions)
         # The queue's clock (database time, measured at start and every heartbeat) unless a test
         # gives its own.
-        self._db_clock = DbClock() if clock is None else None
-        self.clock: Callable[[], float] = clock or self._db_clock or DbClock()
+        self._db_clock: DbClock | None = None
+        if clock is None:
+            clock = self._db_clock = DbClock()
+        self.clock = clock
         self._on_turn = on_turn  # e.g. the log buffer's flush: once per turn of the loop
         self.stats = RunStats()
         self.policy = settings.policy()
